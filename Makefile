@@ -1,0 +1,15 @@
+PYTHON ?= python3
+
+.PHONY: setup test bbc
+
+# CPU torch first, pinned: any other torch spec would pull GBs of CUDA wheels.
+setup:
+	$(PYTHON) -m pip install torch==2.13.0
+	$(PYTHON) -m pip install -e ".[demo,dev]"
+
+# Offline by design: every test builds or ships its own models and data.
+test:
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q
+
+bbc:
+	HF_HUB_OFFLINE=1 encoderfit train --config examples/bbc-news.yaml

@@ -1,0 +1,197 @@
+"""Inference: the `Classifier` API and `encoderfit predict`, batched by length under a token budget."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .config import RunConfig
+from .data import check_utf8, read_table
+from .errors import UserError
+from .files import atomic_file
+from .modeling import load_for_inference, model_limit
+
+log = logging.getLogger(__name__)
+Texts = Union[str, Sequence[str]]
+
+
+def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int) -> List[List[int]]:
+    """Group indices into batches of similar length whose padded size (rows x longest) stays under max_tokens.
+
+    Longest first, so a batch that does not fit in memory fails at once rather than at the end.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: List[List[int]] = []
+    current: List[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (longest * (len(current) + 1) > max_tokens or len(current) >= max_batch_size):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+class Classifier:
+    """A fine-tuned text classifier.
+
+    >>> clf = Classifier.from_pretrained("runs/bbc")
+    >>> clf.predict("Shares in the bank fell 5% after profits missed forecasts.")
+    {'label': 'business', 'score': 0.97, 'probabilities': {'business': 0.97, 'entertainment': 0.006, ...}}
+    >>> clf.predict(["first text", "second text"])        # a list gives a list
+    >>> clf.predict_proba(["first text"]).shape            # (n_texts, n_labels)
+    """
+
+    def __init__(self, model, tokenizer, max_length: int, device: Optional[torch.device] = None,
+                 max_tokens: int = 16384, max_batch_size: int = 256, chunk_size: int = 8192):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.device = device or next(model.parameters()).device
+        self.max_tokens = max(max_tokens, max_length)
+        self.max_batch_size = max_batch_size
+        self.chunk_size = chunk_size
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, **kwargs) -> "Classifier":
+        """Load from a run directory (reads its config.yaml) or a plain model directory."""
+        path = Path(path)
+        model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
+        if not (model_dir / "config.json").is_file():
+            raise UserError(f"{path}: no model here (config.json is missing); pass a run directory or its model/ directory")
+        model, tokenizer, dev = load_for_inference(str(model_dir), device)
+        # a run saves its max_length as the tokenizer's model_max_length, so plain pipelines truncate alike
+        max_length = model_limit(model.config, tokenizer)
+        return cls(model, tokenizer, max_length, dev, **kwargs)
+
+    @property
+    def labels(self) -> List[str]:
+        return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+
+    @torch.inference_mode()
+    def _logits_chunk(self, texts: List[str], pairs: Optional[List[str]]) -> np.ndarray:
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        out = np.empty((len(texts), self.model.config.num_labels), dtype=np.float32)
+        for batch in length_batches(lengths, self.max_tokens, self.max_batch_size):
+            features = [{k: enc[k][i] for k in keys} for i in batch]
+            inputs = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+            out[batch] = self.model(**inputs).logits.float().cpu().numpy()
+        return out
+
+    def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
+        """Raw logits, shape (n_texts, n_labels), in input order."""
+        texts = list(texts)
+        if pairs is not None and len(pairs) != len(texts):
+            raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
+        parts = [
+            self._logits_chunk(texts[s : s + self.chunk_size], list(pairs[s : s + self.chunk_size]) if pairs is not None else None)
+            for s in range(0, len(texts), self.chunk_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.model.config.num_labels), dtype=np.float32)
+
+    def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None) -> np.ndarray:
+        """Class probabilities, shape (n_texts, n_labels); columns follow `self.labels`."""
+        single = isinstance(texts, str)
+        logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
+        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+    def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
+        """One text -> one result dict; a list of texts -> a list of result dicts (label, score, probabilities)."""
+        probs = self.predict_proba(texts, pairs)
+        results = [self._result(p) for p in probs]
+        return results[0] if isinstance(texts, str) else results
+
+    def _result(self, probs: np.ndarray) -> Dict:
+        best = int(probs.argmax())
+        return {
+            "label": self.labels[best],
+            "score": float(probs[best]),
+            "probabilities": {name: float(p) for name, p in zip(self.labels, probs)},
+        }
+
+
+def read_texts(source: str, text_column: str, text_pair_column: Optional[str] = None):
+    """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's column."""
+    if source == "-":
+        return [line.rstrip("\r\n") for line in sys.stdin], None
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"--input: file '{source}' does not exist")
+    if path.suffix.lower() == ".txt":
+        check_utf8(path)
+        return path.read_text(encoding="utf-8").splitlines(), None
+    table = read_table(path)
+    for column in filter(None, (text_column, text_pair_column)):
+        if column not in table.column_names:
+            raise UserError(f"{path}: no column '{column}'; columns are {table.column_names}; set --text_column")
+    texts = ["" if t is None else str(t) for t in table[text_column]]
+    pairs = ["" if t is None else str(t) for t in table[text_pair_column]] if text_pair_column else None
+    return texts, pairs
+
+
+def _rows(texts: List[str], results: List[Dict]) -> Iterator[Dict]:
+    for text, result in zip(texts, results):
+        yield {"text": text, **result}
+
+
+def write_predictions(rows: Iterator[Dict], labels: List[str], handle, fmt: str) -> None:
+    if fmt == "csv":
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label", "score", *[f"prob_{name}" for name in labels]])
+        for row in rows:
+            writer.writerow([row["text"], row["label"], f"{row['score']:.6f}", *[f"{row['probabilities'][n]:.6f}" for n in labels]])
+    else:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def predict(
+    run: Path,
+    input: str = "-",
+    output: Optional[Path] = None,
+    text_column: Optional[str] = None,
+    text_pair_column: Optional[str] = None,
+    device: Optional[str] = None,
+    max_tokens: int = 16384,
+) -> Path | None:
+    """Label texts with a trained run: one JSONL (or CSV) row per text with label, score and all class probabilities.
+
+    Args:
+        run: Run directory written by `encoderfit train` (or a model directory).
+        input: Texts to label: '-' for stdin (one per line), a .txt file (one per line), or a CSV/TSV/JSON/JSONL/Parquet file.
+        output: Where to write; .jsonl or .csv. Default: JSONL on stdout.
+        text_column: Column of a table input holding the text. Default: the run's data.text_column.
+        text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
+        device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
+        max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
+    """
+    if max_tokens < 1:
+        raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
+    run = Path(run)
+    saved = RunConfig.load(run).data if (run / "config.yaml").is_file() else None
+    text_column = text_column or (saved.text_column if saved else "text")
+    text_pair_column = text_pair_column or (saved.text_pair_column if saved else None)
+    fmt = "csv" if output and Path(output).suffix.lower() == ".csv" else "jsonl"
+    if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
+    texts, pairs = read_texts(input, text_column, text_pair_column)
+    clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens)
+    results = clf.predict(texts, pairs) if texts else []
+    if output is None:
+        write_predictions(_rows(texts, results), clf.labels, sys.stdout, fmt)
+        return None
+    with atomic_file(Path(output)) as handle:
+        write_predictions(_rows(texts, results), clf.labels, handle, fmt)
+    log.info("wrote %d predictions to %s", len(texts), output)
+    return Path(output)

@@ -1,0 +1,109 @@
+"""Shared fixtures: a tiny random-init ModernBERT with a BPE tokenizer trained here, toy data, one trained run.
+
+Everything is built locally, once per session; nothing touches the Hugging Face hub.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+TOPICS = {
+    "food": "recipe bake flavor dinner spice oven sauce chef taste garlic lunch soup".split(),
+    "sport": "match goal team coach league player score season stadium win referee trophy".split(),
+    "tech": "software chip network code server laptop data cloud robot app compiler kernel".split(),
+}
+FILLER = "the a today we saw about new big very of and this that was is it on for".split()
+
+
+def make_text(rng: random.Random, label: str) -> str:
+    words = rng.sample(TOPICS[label], rng.randint(2, 5)) + rng.sample(FILLER, rng.randint(1, 12))
+    rng.shuffle(words)
+    return " ".join(words)
+
+
+def make_rows(n_per_label: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = [{"text": make_text(rng, label), "label": label} for label in TOPICS for _ in range(n_per_label)]
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames=("text", "label")) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    """The real console entry point, in a subprocess."""
+    proc = subprocess.run([sys.executable, "-m", "encoderfit", *args], capture_output=True, text=True, **kwargs)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"encoderfit {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A 2-layer, hidden-64 ModernBERT (random init) with a byte-level BPE tokenizer trained on the toy vocabulary."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import ModernBertConfig, ModernBertForMaskedLM, PreTrainedTokenizerFast
+
+    out = tmp_path_factory.mktemp("tiny-modernbert")
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [make_text(random.Random(i), label) for i in range(300) for label in TOPICS]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
+    ids = {s: tok.token_to_id(s) for s in specials}
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=512,
+    )
+    config = ModernBertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=512, local_attention=64,
+        pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
+        cls_token_id=ids["[CLS]"], sep_token_id=ids["[SEP]"],
+    )
+    ModernBertForMaskedLM(config).save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def toy_csv(tmp_path_factory) -> Path:
+    """A separable 3-topic data set, one CSV (train only: validation/test are split off by encoderfit)."""
+    return write_csv(tmp_path_factory.mktemp("toy") / "toy.csv", make_rows(120, seed=0))
+
+
+TINY_TRAIN = ["--train.epochs", "6", "--train.batch_size", "16", "--train.learning_rate", "3e-3",
+              "--train.warmup_ratio", "0.05", "--train.logging_steps", "5"]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_model, toy_csv) -> Path:
+    """One run of the real CLI on the toy data, shared by the tests that inspect its outputs."""
+    out = tmp_path_factory.mktemp("runs") / "toy"
+    run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model),
+            "--output_dir", str(out), *TINY_TRAIN)
+    return out
+
+
+def read_jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,110 @@
+"""Loading every supported source, label detection, deduplication and stratified splitting."""
+
+import json
+from collections import Counter
+
+import pandas as pd
+import pytest
+from datasets import Dataset, DatasetDict
+
+from conftest import make_rows, write_csv
+from encoderfit.config import DataArgs
+from encoderfit.data import prepare, tokenize
+
+
+@pytest.fixture(scope="module")
+def frame():
+    return pd.DataFrame(make_rows(30, seed=3))
+
+
+def _write(frame: pd.DataFrame, path):
+    suffix = path.suffix
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".tsv":
+        frame.to_csv(path, index=False, sep="\t")
+    elif suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    elif suffix == ".json":
+        path.write_text(json.dumps(frame.to_dict(orient="records")))
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".jsonl", ".parquet"])
+def test_every_file_format_gives_the_same_splits(tmp_path, frame, suffix):
+    reference = prepare(DataArgs(source=str(_write(frame, tmp_path / "ref.csv"))))
+    splits = prepare(DataArgs(source=str(_write(frame, tmp_path / f"d{suffix}"))))
+    assert splits.labels == ["food", "sport", "tech"]
+    for role in ("train", "validation", "test"):
+        assert splits.as_dict()[role]["text"] == reference.as_dict()[role]["text"]
+
+
+def test_directory_of_split_files_and_column_mapping(tmp_path, frame):
+    renamed = frame.rename(columns={"text": "body", "label": "topic"})
+    for split, part in (("train", renamed[:60]), ("dev", renamed[60:75]), ("test", renamed[75:])):
+        _write(part, tmp_path / f"{split}.jsonl")
+    splits = prepare(DataArgs(source=str(tmp_path), text_column="body", label_column="topic", validation_split="dev"))
+    assert (len(splits.train), len(splits.validation), len(splits.test)) == (60, 15, 15)
+    assert splits.validation["text"] == list(renamed[60:75]["body"])
+
+
+def test_save_to_disk_directory_with_classlabel(tmp_path, frame):
+    ds = Dataset.from_pandas(frame).class_encode_column("label")
+    DatasetDict({"train": ds, "test": ds.select(range(10))}).save_to_disk(str(tmp_path / "saved"))
+    splits = prepare(DataArgs(source=str(tmp_path / "saved")))
+    assert splits.labels == ds.features["label"].names
+    assert len(splits.test) == 10 and len(splits.validation) > 0
+
+
+def test_integer_labels_sort_numerically(tmp_path):
+    rows = [{"text": f"text {i}", "label": [10, 2, 1][i % 3]} for i in range(60)]
+    splits = prepare(DataArgs(source=str(write_csv(tmp_path / "ints.csv", rows))))
+    assert splits.labels == ["1", "2", "10"]
+    assert splits.train.features["labels"].names == ["1", "2", "10"]
+
+
+def test_dedupe_and_stratified_split_are_disjoint_balanced_and_seeded(tmp_path):
+    rows = make_rows(50, seed=4)
+    rows += rows[:20]  # exact duplicates
+    path = write_csv(tmp_path / "dup.csv", rows)
+    splits = prepare(DataArgs(source=str(path)))
+    texts = [set(s["text"]) for s in (splits.train, splits.validation, splits.test)]
+    assert sum(map(len, texts)) == len(set().union(*texts)) == len({r["text"] for r in rows}), "a text sits in two splits"
+    counts = Counter(splits.test["labels"])
+    assert max(counts.values()) - min(counts.values()) <= 1, "test split is not stratified"
+    again = prepare(DataArgs(source=str(path)))
+    assert again.test["text"] == splits.test["text"]
+    other = prepare(DataArgs(source=str(path), split_seed=7))
+    assert other.test["text"] != splits.test["text"]
+
+
+def test_pairs_and_max_train_samples(tmp_path):
+    rows = [{"premise": f"a {i}", "hypothesis": f"b {i}", "label": ["yes", "no"][i % 2]} for i in range(100)]
+    path = write_csv(tmp_path / "pairs.csv", rows, fieldnames=("premise", "hypothesis", "label"))
+    splits = prepare(DataArgs(source=str(path), text_column="premise", text_pair_column="hypothesis", max_train_samples=30))
+    assert len(splits.train) == 30 and splits.train.column_names == ["text", "text_pair", "labels"]
+
+
+def test_bbc_recipe_drops_duplicates_before_an_80_10_10_split():
+    splits = prepare(DataArgs(source="bbc-news"))
+    assert splits.labels == ["business", "entertainment", "politics", "sports", "tech"]
+    sizes = [len(s) for s in (splits.train, splits.validation, splits.test)]
+    total = sum(sizes)
+    assert 2100 <= total < 2225  # ~100 exact duplicates removed from 2,225 articles
+    assert abs(sizes[1] / total - 0.1) < 0.01 and abs(sizes[2] / total - 0.1) < 0.01
+    assert not set(splits.train["text"]) & set(splits.test["text"])
+
+
+def test_tokenize_never_pads(tiny_model, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = [{"text": "goal " * n, "label": "a" if n % 2 else "b"} for n in range(1, 40)]
+    splits = prepare(DataArgs(source=str(write_csv(tmp_path / "l.csv", rows))))
+    encoded = tokenize(splits.train, tokenizer, max_length=16)
+    lengths = encoded["length"]
+    assert max(lengths) == 16 and min(lengths) < 16
+    assert all(len(ids) == n for ids, n in zip(encoded["input_ids"], lengths))
+    assert tokenizer.pad_token_id not in sum(encoded["input_ids"], [])

@@ -1,0 +1,43 @@
+"""The README's three commands are the ones that exist, CI runs its test command, and every example config parses."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from encoderfit import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def quickstart_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"## Quickstart.*?```bash\n(.*?)```", text, re.S).group(1)
+    return [line.split("#")[0].strip() for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_quickstart_is_setup_train_test():
+    assert quickstart_commands() == ["make setup", "encoderfit train --config examples/bbc-news.yaml", "make test"]
+
+
+def test_ci_runs_setup_then_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert ci.index("make setup") < ci.index("make test")
+    makefile = (ROOT / "Makefile").read_text()
+    setup = makefile.split("setup:")[1].split("\n\n")[0]
+    assert setup.index("torch==2.13.0") < setup.index('-e ".[demo,dev]"'), "torch must be installed, pinned, first"
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)
+def test_example_config_parses(example, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "--config", str(example), "--print_config"])
+    assert exit_info.value.code == 0
+    assert "learning_rate" in capsys.readouterr().out
+
+
+def test_readme_file_tree_names_every_module():
+    text = (ROOT / "README.md").read_text()
+    for module in sorted((ROOT / "src" / "encoderfit").glob("*.py")):
+        if module.name not in ("__init__.py", "__main__.py"):
+            assert module.name in text, f"README file tree misses {module.name}"
