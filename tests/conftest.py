@@ -93,7 +93,8 @@ def toy_csv(tmp_path_factory) -> Path:
 
 
 TINY_TRAIN = ["--train.epochs", "6", "--train.batch_size", "16", "--train.learning_rate", "3e-3",
-              "--train.warmup_ratio", "0.05", "--train.logging_steps", "5"]
+              "--train.warmup_ratio", "0.05", "--train.logging_steps", "5",
+              "--train.class_weights", "balanced", "--train.early_stopping_patience", "3"]
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from encoderfit import cli
 def test_command_table_matches_parser_and_docstrings():
     commands = cli._commands()
     parser = cli.build_parser(commands)
-    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "eval", "predict"}
+    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "eval", "predict", "report"}
     for name, fn in commands.items():
         doc = inspect.getdoc(fn)
         for param in inspect.signature(fn).parameters:
@@ -20,8 +20,9 @@ def test_command_table_matches_parser_and_docstrings():
 
 @pytest.mark.parametrize("command,expected", [
     ("train", ["--data.source", "--train.learning_rate", "default: 5e-05", "--model.max_length", "--config", "Peak learning rate"]),
-    ("eval", ["--data", "--split", "default: test", "run"]),
-    ("predict", ["--input", "--output", "--max_tokens", "run"]),
+    ("eval", ["--data", "--split", "default: test", "--report.target_accuracy", "run"]),
+    ("predict", ["--input", "--output", "--max_tokens", "--abstain", "run"]),
+    ("report", ["run", "saved predictions"]),
 ])
 def test_subcommand_help_documents_fields(command, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -34,5 +35,5 @@ def test_subcommand_help_documents_fields(command, expected, capsys):
 
 def test_console_entry_point_help():
     proc = run_cli("--help")
-    for command in ("train", "eval", "predict"):
+    for command in ("train", "eval", "predict", "report"):
         assert command in proc.stdout

@@ -29,8 +29,10 @@ def test_tiny_modernbert_learns_the_toy_task(trained_run):
 def test_run_directory_has_exactly_the_promised_files(trained_run):
     files = files_under(trained_run)
     assert [f for f in files if not f.startswith("logs/events.out.tfevents")] == [
-        "config.yaml", "logs/history.json", "metrics.json",
-        "model/config.json", "model/model.safetensors", "model/tokenizer.json", "model/tokenizer_config.json",
+        "config.yaml", "label_noise.csv", "logs/history.json", "metrics.json",
+        "model/README.md", "model/calibration.json", "model/config.json", "model/model.safetensors",
+        "model/tokenizer.json", "model/tokenizer_config.json",
+        "predictions/test.jsonl", "predictions/validation.jsonl", "report.html",
     ]
     assert any(f.startswith("logs/events.out.tfevents") for f in files), "no TensorBoard log"
     assert not list(trained_run.parent.glob(".*partial*")), "temporary run directory left behind"
@@ -52,7 +54,7 @@ def test_model_loads_in_a_plain_transformers_pipeline(trained_run):
     from encoderfit import Classifier
 
     texts = ["the chef made garlic soup", "the team won the trophy", "a new compiler for the kernel"]
-    clf = Classifier.from_pretrained(trained_run)
+    clf = Classifier.from_pretrained(trained_run, calibrated=False)  # pipelines know nothing of the temperature
     pipe = pipeline("text-classification", model=str(trained_run / "model"), device="cpu")
     ours = clf.predict(texts)
     theirs = pipe(texts)
@@ -79,11 +81,32 @@ def test_predict_cli_matches_python_api(trained_run, tmp_path):
     assert [line.split(",")[1] for line in lines[1:]] == [r["label"] for r in api]
 
 
-def test_eval_cli_reproduces_the_test_metrics(trained_run):
-    proc = run_cli("eval", str(trained_run))
-    assert "accuracy" in proc.stdout and "confusion matrix" in proc.stdout
-    evaluated = json.loads((trained_run / "eval" / "test.json").read_text())
+def test_eval_cli_reproduces_the_test_metrics(trained_run, toy_csv):
     trained = json.loads((trained_run / "metrics.json").read_text())["test"]
+    proc = run_cli("eval", str(trained_run))
+    assert "accuracy" in proc.stdout and "confusion matrix" in proc.stdout and "temperature" in proc.stdout
+    evaluated = json.loads((trained_run / "metrics.json").read_text())["test"]
     for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_weighted"):
         assert evaluated[key] == pytest.approx(trained[key])
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
+
+    run_cli("eval", str(trained_run), "--data", str(toy_csv))  # a single file is scored whole
+    whole = json.loads((trained_run / "eval" / "test.json").read_text())
+    assert whole["n"] == 360 and whole["data"].endswith("toy.csv [train]")
+    assert whole["calibration_applied"]["fitted_on"] == "saved"
+
+
+def test_balanced_class_weights_favour_the_rare_class():
+    import torch
+
+    from encoderfit.train import _class_weighted_loss, balanced_weights
+
+    labels = np.array([0] * 90 + [1] * 10)
+    assert balanced_weights(labels, 2).tolist() == pytest.approx([100 / 180, 100 / 20])
+    loss = _class_weighted_loss(labels, 2)
+    labels_batch = torch.tensor([0, 1])
+    predict_common = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # wrong on the rare example
+    predict_rare = torch.tensor([[0.0, 2.0], [0.0, 2.0]])  # wrong on the common example
+    mistake_on_rare = loss(type("Out", (), {"logits": predict_common})(), labels_batch)
+    mistake_on_common = loss(type("Out", (), {"logits": predict_rare})(), labels_batch)
+    assert mistake_on_rare > 2 * mistake_on_common

@@ -22,9 +22,10 @@ EXIT_USER_ERROR = 2
 def _commands() -> Dict[str, Callable]:
     from .evaluate import evaluate
     from .predict import predict
+    from .report import report
     from .train import fit
 
-    return {"train": fit, "eval": evaluate, "predict": predict}
+    return {"train": fit, "eval": evaluate, "predict": predict, "report": report}
 
 
 def build_parser(commands: Dict[str, Callable]) -> ArgumentParser:

@@ -134,8 +134,9 @@ class TrainArgs:
     """Numeric precision. auto: bf16 on GPUs that support it, else fp32 (never autocast on CPU)."""
     eval_steps: Optional[int] = None
     """Evaluate (and checkpoint) every N steps. Default: at the end of each epoch."""
-    metric_for_best: Literal["f1_macro", "accuracy", "loss"] = "f1_macro"
-    """Validation metric that chooses the checkpoint kept as the final model."""
+    metric_for_best: Literal["loss", "f1_macro", "accuracy"] = "loss"
+    """Validation metric that chooses the checkpoint kept as the final model. loss: continuous, so less noisy than
+    accuracy or F1 on small validation sets (where one example can flip the choice)."""
     early_stopping_patience: Optional[int] = None
     """Stop when the validation metric has not improved for this many evaluations."""
     class_weights: Literal["none", "balanced"] = "none"
@@ -170,12 +171,36 @@ class TrainArgs:
 
 
 @dataclass
+class ReportArgs:
+    """What evaluation decides and reports: abstention threshold, baseline, error analysis."""
+
+    target_accuracy: Optional[float] = 0.99
+    """Pick the lowest confidence threshold whose accuracy on answered validation texts reaches this; predict and
+    serve can then answer UNKNOWN below it. null: no threshold."""
+    baseline: bool = True
+    """Train a TF-IDF + logistic-regression baseline on the same split and report it beside the model."""
+    noise_confidence: float = 0.9
+    """Flag a training example as suspected label noise when the model gives another label at least this probability."""
+    max_examples: int = 20
+    """Rows in the report's error tables (most confident mistakes, suspected label noise)."""
+
+    def __post_init__(self) -> None:
+        _require(
+            self.target_accuracy is None or 0 < self.target_accuracy <= 1,
+            f"report.target_accuracy must be in (0, 1] (got {self.target_accuracy})",
+        )
+        _require(0.5 <= self.noise_confidence < 1, f"report.noise_confidence must be in [0.5, 1) (got {self.noise_confidence})")
+        _require(self.max_examples >= 1, f"report.max_examples must be at least 1 (got {self.max_examples})")
+
+
+@dataclass
 class RunConfig:
     """Everything a run was made with, plus what was resolved at run time (labels, max_length, precision)."""
 
     data: DataArgs
     model: ModelArgs
     train: TrainArgs
+    report: ReportArgs = field(default_factory=ReportArgs)
     labels: List[str] = field(default_factory=list)
     resolved: dict = field(default_factory=dict)
 
@@ -197,6 +222,7 @@ class RunConfig:
             data=DataArgs(**raw.get("data", {})),
             model=ModelArgs(**raw.get("model", {})),
             train=TrainArgs(**raw.get("train", {})),
+            report=ReportArgs(**raw.get("report", {})),
             labels=list(raw.get("labels", [])),
             resolved=dict(raw.get("resolved", {})),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -23,6 +24,7 @@ from .recipes import RECIPES
 
 log = logging.getLogger(__name__)
 datasets.disable_progress_bars()
+warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)  # pyarrow, via Dataset.sort
 
 TEXT, PAIR, LABEL = "text", "text_pair", "labels"
 FORMATS = {  # extension -> (datasets builder, builder options)

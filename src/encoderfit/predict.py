@@ -20,6 +20,8 @@ from .modeling import load_for_inference, model_limit
 
 log = logging.getLogger(__name__)
 Texts = Union[str, Sequence[str]]
+CALIBRATION_FILE = "calibration.json"  # in the model directory: temperature and abstention threshold
+UNKNOWN = "UNKNOWN"
 
 
 def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int) -> List[List[int]]:
@@ -52,7 +54,13 @@ class Classifier:
     """
 
     def __init__(self, model, tokenizer, max_length: int, device: Optional[torch.device] = None,
-                 max_tokens: int = 16384, max_batch_size: int = 256, chunk_size: int = 8192):
+                 max_tokens: int = 16384, max_batch_size: int = 256, chunk_size: int = 8192,
+                 temperature: float = 1.0, threshold: Optional[float] = None, abstain: bool = False):
+        if abstain and threshold is None:
+            raise UserError("abstain needs a threshold; evaluate the run with --report.target_accuracy to choose one")
+        self.temperature = temperature
+        self.threshold = threshold
+        self.abstain = abstain
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
@@ -62,8 +70,13 @@ class Classifier:
         self.chunk_size = chunk_size
 
     @classmethod
-    def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, **kwargs) -> "Classifier":
-        """Load from a run directory (reads its config.yaml) or a plain model directory."""
+    def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
+                        abstain: bool = False, **kwargs) -> "Classifier":
+        """Load from a run directory or a plain model directory.
+
+        calibrated: divide logits by the temperature fitted on validation (model/calibration.json), if any.
+        abstain: answer UNKNOWN when the top probability is below the run's chosen threshold.
+        """
         path = Path(path)
         model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
         if not (model_dir / "config.json").is_file():
@@ -71,7 +84,10 @@ class Classifier:
         model, tokenizer, dev = load_for_inference(str(model_dir), device)
         # a run saves its max_length as the tokenizer's model_max_length, so plain pipelines truncate alike
         max_length = model_limit(model.config, tokenizer)
-        return cls(model, tokenizer, max_length, dev, **kwargs)
+        saved = json.loads((model_dir / CALIBRATION_FILE).read_text()) if (model_dir / CALIBRATION_FILE).is_file() else {}
+        temperature = (saved.get("temperature") or 1.0) if calibrated else 1.0
+        return cls(model, tokenizer, max_length, dev, temperature=temperature, threshold=saved.get("threshold"),
+                   abstain=abstain, **kwargs)
 
     @property
     def labels(self) -> List[str]:
@@ -101,10 +117,10 @@ class Classifier:
         return np.concatenate(parts) if parts else np.zeros((0, self.model.config.num_labels), dtype=np.float32)
 
     def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None) -> np.ndarray:
-        """Class probabilities, shape (n_texts, n_labels); columns follow `self.labels`."""
+        """Class probabilities (calibrated when the run has a temperature), shape (n_texts, n_labels)."""
         single = isinstance(texts, str)
         logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
-        return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+        return torch.softmax(torch.from_numpy(logits) / self.temperature, dim=-1).numpy()
 
     def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
         """One text -> one result dict; a list of texts -> a list of result dicts (label, score, probabilities)."""
@@ -114,8 +130,9 @@ class Classifier:
 
     def _result(self, probs: np.ndarray) -> Dict:
         best = int(probs.argmax())
+        unknown = self.abstain and probs[best] < self.threshold
         return {
-            "label": self.labels[best],
+            "label": UNKNOWN if unknown else self.labels[best],
             "score": float(probs[best]),
             "probabilities": {name: float(p) for name, p in zip(self.labels, probs)},
         }
@@ -164,6 +181,8 @@ def predict(
     text_pair_column: Optional[str] = None,
     device: Optional[str] = None,
     max_tokens: int = 16384,
+    calibrated: bool = True,
+    abstain: bool = False,
 ) -> Path | None:
     """Label texts with a trained run: one JSONL (or CSV) row per text with label, score and all class probabilities.
 
@@ -175,6 +194,8 @@ def predict(
         text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
         max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
+        calibrated: Apply the temperature fitted on validation to the probabilities.
+        abstain: Answer UNKNOWN when the top probability is below the run's threshold (see `eval --report.target_accuracy`).
     """
     if max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
@@ -186,7 +207,7 @@ def predict(
     if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     texts, pairs = read_texts(input, text_column, text_pair_column)
-    clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens)
+    clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain)
     results = clf.predict(texts, pairs) if texts else []
     if output is None:
         write_predictions(_rows(texts, results), clf.labels, sys.stdout, fmt)

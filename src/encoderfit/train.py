@@ -3,8 +3,12 @@
 Run directory (built in a hidden .NAME.partial directory, renamed into place when complete):
     model/         save_pretrained weights (safetensors), config with id2label, tokenizer
     config.yaml    the resolved run configuration; eval/predict read it back
-    metrics.json   validation and test metrics of the kept (best) model, and training time
+    metrics.json   validation/test metrics, calibration, coverage sweep, threshold, baseline, training time
+    predictions/   validation.jsonl and test.jsonl: text, label, logits (the report is rebuilt from these)
+    label_noise.csv  training examples whose label the model contradicts with high confidence
+    report.html    the self-contained visual report
     logs/          TensorBoard events and history.json (the Trainer's log history)
+The model directory also holds calibration.json (temperature, threshold) and README.md (the model card).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
@@ -27,13 +31,15 @@ from transformers import (
 )
 
 from . import __version__
-from .config import DataArgs, ModelArgs, RunConfig, TrainArgs
+from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
 from .data import LABEL, Splits, prepare, tokenize
 from .errors import UserError
-from .evaluate import print_summary, score, trainer_metrics
+from .evaluate import evaluate_run
+from .metrics import trainer_metrics
 from .files import partial_dir, publish_dir, write_json
 from .modeling import load_classifier, load_config, load_tokenizer, pick_precision, resolve_max_length
 from .predict import Classifier
+from .tables import print_evaluation
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +90,14 @@ def _training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> 
     )
 
 
-def _class_weighted_loss(labels: np.ndarray, num_labels: int):
+def balanced_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
+    """n / (k * count_c): each class contributes equally to the loss (scikit-learn's "balanced")."""
     counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    weights = torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+
+
+def _class_weighted_loss(labels: np.ndarray, num_labels: int):
+    weights = balanced_weights(labels, num_labels)
     log.info("class weights (balanced): %s", np.round(weights.numpy(), 3).tolist())
 
     def loss(outputs, labels, num_items_in_batch=None):
@@ -128,17 +139,20 @@ def fit(
     data: DataArgs = DataArgs(),
     model: ModelArgs = ModelArgs(),
     train: TrainArgs = TrainArgs(),
+    report: ReportArgs = ReportArgs(),
     output_dir: Path = Path("runs/latest"),
     overwrite: bool = False,
 ) -> Path:
     """Fine-tune a transformer encoder for text classification; evaluate it on validation and test.
 
-    Writes OUTPUT_DIR with model/ (loads with transformers.pipeline), config.yaml, metrics.json and logs/.
+    Writes OUTPUT_DIR with model/ (loads with transformers.pipeline), config.yaml, metrics.json, predictions/,
+    label_noise.csv, report.html and logs/.
 
     Args:
         data: Where the labelled text comes from and how it is split.
         model: Which encoder to fine-tune.
         train: Optimisation and evaluation settings.
+        report: Abstention threshold, baseline and error-analysis settings of the final evaluation.
         output_dir: The run directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
@@ -168,17 +182,6 @@ def fit(
         write_json(workdir / "logs" / "history.json", trainer.state.log_history)
         shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
 
-        classifier = Classifier(trainer.model, tokenizer, max_length)
-        results = {role: score(classifier, splits.as_dict()[role]) for role in ("validation", "test")}
-        results["train"] = {
-            "runtime_s": round(time.time() - started, 1),
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "train_loss": result.training_loss,
-            "best_checkpoint_metric": trainer.state.best_metric,
-        }
-        write_json(workdir / "metrics.json", results)
         resolved = {
             "max_length": max_length,
             "precision": precision,
@@ -186,11 +189,20 @@ def fit(
             "examples": {k: len(v) for k, v in splits.as_dict().items()},
             "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
         }
-        RunConfig(data=data, model=model, train=train, labels=splits.labels, resolved=resolved).save(workdir)
+        cfg = RunConfig(data=data, model=model, train=train, report=report, labels=splits.labels, resolved=resolved)
+        cfg.save(workdir)
+        write_json(workdir / "metrics.json", {"train": {
+            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+            "steps": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "train_loss": result.training_loss,
+            "best_checkpoint": {"metric": train.metric_for_best, "value": trainer.state.best_metric},
+        }})
+        results = evaluate_run(workdir, cfg, Classifier(trainer.model, tokenizer, max_length), splits)
         publish_dir(workdir, out)
     except BaseException:
         shutil.rmtree(workdir, ignore_errors=True)
         raise
-    print_summary({k: results[k] for k in ("validation", "test")})
+    print_evaluation(results, "test", splits.labels)
     log.info("run written to %s (%.0f s)", out, time.time() - started)
     return out
