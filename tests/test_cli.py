@@ -20,7 +20,7 @@ def test_command_table_matches_parser_and_docstrings():
 
 @pytest.mark.parametrize("command,expected", [
     ("train", ["--data.source", "--train.learning_rate", "default: 5e-05", "--model.max_length", "--config", "Peak learning rate"]),
-    ("eval", ["--data", "--split", "default: test", "--report.target_accuracy", "run"]),
+    ("eval", ["--data", "--split", "default: test", "--report.help", "--report.target_accuracy 0.995", "run"]),
     ("predict", ["--input", "--output", "--max_tokens", "--abstain", "run"]),
     ("report", ["run", "saved predictions"]),
 ])

@@ -83,7 +83,9 @@ def test_predict_cli_matches_python_api(trained_run, tmp_path):
 
 def test_eval_cli_reproduces_the_test_metrics(trained_run, toy_csv):
     trained = json.loads((trained_run / "metrics.json").read_text())["test"]
-    proc = run_cli("eval", str(trained_run))
+    proc = run_cli("eval", str(trained_run), "--report.target_accuracy", "0.995")
+    assert yaml.safe_load((trained_run / "config.yaml").read_text())["report"]["target_accuracy"] == 0.995
+    assert json.loads((trained_run / "model" / "calibration.json").read_text())["target_accuracy"] == 0.995
     assert "accuracy" in proc.stdout and "confusion matrix" in proc.stdout and "temperature" in proc.stdout
     evaluated = json.loads((trained_run / "metrics.json").read_text())["test"]
     for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_weighted"):

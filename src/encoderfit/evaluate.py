@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -84,13 +84,16 @@ def evaluate(
         text_column: Column holding the text. Default: the run's data.text_column.
         text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
         label_column: Column holding the label. Default: the run's data.label_column.
-        report: Threshold target, baseline and error-analysis settings. Default: the run's own.
+        report: Threshold target, baseline and error-analysis settings (e.g. --report.target_accuracy 0.995).
+            Default: the run's own; flags given override only themselves.
         output: Where to write the metrics JSON for --data. Default: RUN/eval/<split>.json.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
     """
     run = Path(run)
     cfg = RunConfig.load(run)
-    cfg.report = report or cfg.report
+    if report is not None:  # flags given: apply those that differ from the defaults onto the run's own settings
+        changed = {k: v for k, v in asdict(report).items() if v != getattr(ReportArgs(), k)}
+        cfg.report = replace(cfg.report, **changed)
     args = replace(cfg.data, text_column=text_column or cfg.data.text_column,
                    text_pair_column=text_pair_column or cfg.data.text_pair_column,
                    label_column=label_column or cfg.data.label_column)
