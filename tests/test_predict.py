@@ -3,9 +3,7 @@
 import random
 
 import numpy as np
-import pytest
 
-from conftest import read_jsonl
 from encoderfit.predict import Classifier, length_batches, read_texts
 
 

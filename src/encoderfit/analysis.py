@@ -92,7 +92,5 @@ def at_threshold(sweep: List[Dict], threshold: Optional[float]) -> Optional[Dict
     return min(sweep, key=lambda row: abs(row["threshold"] - threshold))
 
 
-
-
 def _cut(text: str) -> str:
     return text if len(text) <= TEXT_CHARS else text[: TEXT_CHARS - 1] + "…"

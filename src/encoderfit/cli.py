@@ -21,11 +21,13 @@ EXIT_USER_ERROR = 2
 
 def _commands() -> Dict[str, Callable]:
     from .evaluate import evaluate
+    from .export import export
     from .predict import predict
     from .report import report
+    from .serve import serve
     from .train import fit
 
-    return {"train": fit, "eval": evaluate, "predict": predict, "report": report}
+    return {"train": fit, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve}
 
 
 def build_parser(commands: Dict[str, Callable]) -> ArgumentParser:

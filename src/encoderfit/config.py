@@ -147,6 +147,8 @@ class TrainArgs:
     """Loggers: any of tensorboard, wandb, mlflow (the latter two need their packages); [] for none."""
     num_workers: int = 0
     """Data-loader worker processes."""
+    torch_compile: bool = False
+    """Compile the model with torch.compile (GPU with triton; slower to start, faster per step)."""
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps")

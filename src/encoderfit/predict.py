@@ -7,10 +7,11 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from transformers import AutoConfig, AutoTokenizer
 
 from .config import RunConfig
 from .data import check_utf8, read_table
@@ -21,6 +22,7 @@ from .modeling import load_for_inference, model_limit
 log = logging.getLogger(__name__)
 Texts = Union[str, Sequence[str]]
 CALIBRATION_FILE = "calibration.json"  # in the model directory: temperature and abstention threshold
+BACKENDS = ("torch", "onnx", "onnx-int8")
 UNKNOWN = "UNKNOWN"
 
 
@@ -43,6 +45,42 @@ def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int)
     return batches
 
 
+def model_dir_of(path: Path) -> Path:
+    """A run directory -> its model/ directory; a model directory -> itself."""
+    path = Path(path)
+    model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
+    if not (model_dir / "config.json").is_file():
+        raise UserError(f"{path}: no model here (config.json is missing); pass a run directory or its model/ directory")
+    return model_dir
+
+
+class OnnxModel:
+    """An exported model run by onnxruntime, with what Classifier needs: `config` and numpy inputs -> logits."""
+
+    def __init__(self, path: Path, config):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # every core, as PyTorch uses
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.config = config
+
+    def __call__(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
+        return self.session.run(["logits"], {k: batch[k].astype(np.int64) for k in self.inputs})[0]
+
+
+def _onnx_file(path: Path, backend: str) -> Path:
+    from .export import FP32_FILE, INT8_FILE, ONNX_DIR
+
+    directory = path / ONNX_DIR if (path / ONNX_DIR).is_dir() else path
+    file = directory / (INT8_FILE if backend == "onnx-int8" else FP32_FILE)
+    if not file.is_file():
+        flag = " --quantize int8" if backend == "onnx-int8" else ""
+        raise UserError(f"{path}: no {file.name}; export it first with `encoderfit export {path}{flag}`")
+    return file
+
+
 class Classifier:
     """A fine-tuned text classifier.
 
@@ -61,33 +99,64 @@ class Classifier:
         self.temperature = temperature
         self.threshold = threshold
         self.abstain = abstain
-        self.model = model.eval()
+        self.onnx = isinstance(model, OnnxModel)
+        self.model = model if self.onnx else model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length
-        self.device = device or next(model.parameters()).device
+        self.device = device or (torch.device("cpu") if self.onnx else next(model.parameters()).device)
         self.max_tokens = max(max_tokens, max_length)
         self.max_batch_size = max_batch_size
         self.chunk_size = chunk_size
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
-                        abstain: bool = False, **kwargs) -> "Classifier":
+                        abstain: bool = False, backend: str = "torch", **kwargs) -> "Classifier":
         """Load from a run directory or a plain model directory.
 
         calibrated: divide logits by the temperature fitted on validation (model/calibration.json), if any.
         abstain: answer UNKNOWN when the top probability is below the run's chosen threshold.
+        backend: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized one); see `encoderfit export`.
         """
         path = Path(path)
-        model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
-        if not (model_dir / "config.json").is_file():
-            raise UserError(f"{path}: no model here (config.json is missing); pass a run directory or its model/ directory")
-        model, tokenizer, dev = load_for_inference(str(model_dir), device)
+        if backend not in BACKENDS:
+            raise UserError(f"--backend: '{backend}' is not one of {list(BACKENDS)}")
+        if backend == "torch":
+            model_dir = model_dir_of(path)
+            model, tokenizer, dev = load_for_inference(str(model_dir), device)
+        else:
+            file = _onnx_file(path, backend)
+            model_dir, dev = file.parent, torch.device("cpu")
+            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            model = OnnxModel(file, AutoConfig.from_pretrained(model_dir))
         # a run saves its max_length as the tokenizer's model_max_length, so plain pipelines truncate alike
         max_length = model_limit(model.config, tokenizer)
         saved = json.loads((model_dir / CALIBRATION_FILE).read_text()) if (model_dir / CALIBRATION_FILE).is_file() else {}
         temperature = (saved.get("temperature") or 1.0) if calibrated else 1.0
         return cls(model, tokenizer, max_length, dev, temperature=temperature, threshold=saved.get("threshold"),
                    abstain=abstain, **kwargs)
+
+    def _pad(self, enc, keys: List[str], batch: List[int]) -> Dict[str, np.ndarray]:
+        """One batch as arrays padded to its own longest row (on the tokenizer's padding side)."""
+        longest = max(len(enc["input_ids"][i]) for i in batch)
+        left = self.tokenizer.padding_side == "left"
+        arrays = {}
+        for key in keys:
+            fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
+            array = np.full((len(batch), longest), fill, dtype=np.int64)
+            for row, i in enumerate(batch):
+                seq = enc[key][i]
+                if left:
+                    array[row, longest - len(seq):] = seq
+                else:
+                    array[row, : len(seq)] = seq
+            arrays[key] = array
+        return arrays
+
+    def _forward(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
+        if self.onnx:
+            return self.model(inputs)
+        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
+        return self.model(**tensors).logits.float().cpu().numpy()
 
     @property
     def labels(self) -> List[str]:
@@ -100,9 +169,7 @@ class Classifier:
         lengths = [len(ids) for ids in enc["input_ids"]]
         out = np.empty((len(texts), self.model.config.num_labels), dtype=np.float32)
         for batch in length_batches(lengths, self.max_tokens, self.max_batch_size):
-            features = [{k: enc[k][i] for k in keys} for i in batch]
-            inputs = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
-            out[batch] = self.model(**inputs).logits.float().cpu().numpy()
+            out[batch] = self._forward(self._pad(enc, keys, batch))
         return out
 
     def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
@@ -183,6 +250,7 @@ def predict(
     max_tokens: int = 16384,
     calibrated: bool = True,
     abstain: bool = False,
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
 ) -> Path | None:
     """Label texts with a trained run: one JSONL (or CSV) row per text with label, score and all class probabilities.
 
@@ -196,6 +264,7 @@ def predict(
         max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
         calibrated: Apply the temperature fitted on validation to the probabilities.
         abstain: Answer UNKNOWN when the top probability is below the run's threshold (see `eval --report.target_accuracy`).
+        backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
     """
     if max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
@@ -207,7 +276,8 @@ def predict(
     if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     texts, pairs = read_texts(input, text_column, text_pair_column)
-    clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain)
+    clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
+                                   backend=backend)
     results = clf.predict(texts, pairs) if texts else []
     if output is None:
         write_predictions(_rows(texts, results), clf.labels, sys.stdout, fmt)

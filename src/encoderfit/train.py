@@ -86,6 +86,7 @@ def _training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> 
         train_sampling_strategy="group_by_length",  # batches of similar length: little padding
         length_column_name="length",
         dataloader_num_workers=train.num_workers,
+        torch_compile=train.torch_compile,
         disable_tqdm=False,
     )
 

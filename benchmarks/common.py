@@ -1,0 +1,19 @@
+"""Shared by the benchmark scripts: each owns one marked section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+
+
+def write_section(name: str, text: str, path: Path = DOC) -> None:
+    """Replace (or append) the section between <!-- name --> markers, keeping the others."""
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{text.strip()}\n{end}"
+    current = path.read_text() if path.is_file() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.S)
+    updated = pattern.sub(lambda _: block, current) if pattern.search(current) else current.rstrip() + "\n\n" + block + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(updated)

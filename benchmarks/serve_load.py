@@ -1,0 +1,156 @@
+"""Load on the real server, loopback only, bounded in count and time.
+
+    python benchmarks/serve_load.py [--run runs/vader-movies] [--quick]
+
+1. 32 concurrent clients send real VADER movie-review snippets, one per request: requests/s and p50/p99
+   latency with dynamic batching and with batching disabled, each against a fresh server.
+2. 10,000 requests mixing valid and malformed bodies: counts of each status (no 5xx allowed) and the
+   server's resident memory after warm-up and at the end.
+Writes its section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_section  # noqa: E402
+
+CLIENTS = 32
+TIME_LIMIT_S = 120
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(run: Path, batching: bool, backend: str) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "encoderfit", "serve", str(run), "--port", str(port), "--backend", backend,
+           "--batching", str(batching).lower(), "--max_body_bytes", "100000"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    raise SystemExit("server did not start")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def clients(url: str, bodies: list, n_clients: int = CLIENTS) -> tuple[list, Counter, float]:
+    """n_clients workers take bodies from a shared list until it is empty or the time limit passes."""
+    latencies, statuses, queue = [], Counter(), list(reversed(bodies))
+    deadline = time.perf_counter() + TIME_LIMIT_S
+
+    async def worker(client: httpx.AsyncClient):
+        while queue and time.perf_counter() < deadline:
+            content, ctype = queue.pop()
+            start = time.perf_counter()
+            response = await client.post(url + "/v1/classify", content=content, headers={"Content-Type": ctype})
+            latencies.append(time.perf_counter() - start)
+            statuses[response.status_code] += 1
+
+    limits = httpx.Limits(max_connections=n_clients, max_keepalive_connections=n_clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(n_clients)))
+        return latencies, statuses, time.perf_counter() - start
+
+
+def valid(texts):
+    return [(json.dumps({"text": t}).encode(), "application/json") for t in texts]
+
+
+def malformed(i: int):
+    cases = [(b"{broken json", "application/json"), (json.dumps({"texts": []}).encode(), "application/json"),
+             (json.dumps({"texts": [1, 2]}).encode(), "application/json"), (b'{"text": "hi"}', "text/plain"),
+             (json.dumps({"text": "   "}).encode(), "application/json"), (json.dumps({"text": "x" * 30000}).encode(), "application/json"),
+             (json.dumps({"text": "a", "texts": ["b"]}).encode(), "application/json"), (b"\xff\xfe\x00", "application/json")]
+    return cases[i % len(cases)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", default=str(ROOT / "runs" / "vader-movies"))
+    parser.add_argument("--backend", default="torch")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    run = Path(args.run)
+    if not (run / "model").is_dir():
+        raise SystemExit(f"{run}: no trained run; make it with `encoderfit train --config examples/vader-movies.yaml`")
+    from encoderfit.config import DataArgs
+    from encoderfit.data import prepare
+
+    texts = prepare(DataArgs(source="vader-movies")).test["text"]
+    per_mode = 320 if args.quick else 1600
+    bodies = valid([texts[i % len(texts)] for i in range(per_mode)])
+    load = {}
+    for batching in (True, False):
+        proc, url = start(run, batching, args.backend)
+        asyncio.run(clients(url, bodies[:64]))  # warm-up
+        latencies, statuses, seconds = asyncio.run(clients(url, bodies))
+        proc.terminate()
+        proc.wait()
+        load[batching] = {"rps": len(latencies) / seconds, "p50": np.percentile(latencies, 50) * 1000,
+                          "p99": np.percentile(latencies, 99) * 1000, "n": len(latencies), "statuses": dict(statuses)}
+        print(f"[serve] batching={batching}: {load[batching]}", flush=True)
+
+    total = 2000 if args.quick else 10000
+    mixed = [malformed(i) if i % 2 else valid([texts[i % len(texts)]])[0] for i in range(total)]
+    proc, url = start(run, True, args.backend)
+    asyncio.run(clients(url, mixed[:500]))
+    warm = rss_mb(proc.pid)
+    latencies, statuses, seconds = asyncio.run(clients(url, mixed))
+    end = rss_mb(proc.pid)
+    proc.terminate()
+    proc.wait()
+    fivexx = sum(n for s, n in statuses.items() if s >= 500)
+    print(f"[serve] mixed: {dict(statuses)} rss {warm:.0f} -> {end:.0f} MB", flush=True)
+
+    on, off = load[True], load[False]
+    write_section("serve_load", "\n".join([
+        f"## Serving: `python benchmarks/serve_load.py`{' --quick' if args.quick else ''} ({args.backend} backend, loopback)", "",
+        f"{CLIENTS} concurrent clients, one real VADER movie-review snippet per request, {per_mode} requests per mode, "
+        "a fresh server for each mode, after a warm-up.", "",
+        "| mode | requests/s | p50 latency (ms) | p99 latency (ms) | requests | statuses |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
+        f"| dynamic batching (max_wait 5 ms) | {on['rps']:.1f} | {on['p50']:.0f} | {on['p99']:.0f} | {on['n']} | {on['statuses']} |",
+        f"| batching disabled (one request per model pass) | {off['rps']:.1f} | {off['p50']:.0f} | {off['p99']:.0f} | {off['n']} | {off['statuses']} |",
+        "",
+        f"Dynamic batching: **{on['rps'] / off['rps']:.2f}x** the requests/s (target >= 3x) at p99 {on['p99']:.0f} ms vs "
+        f"{off['p99']:.0f} ms (target: no worse).", "",
+        f"Robustness: {len(latencies)} requests, half valid and half malformed (bad JSON, wrong types, empty, oversized, "
+        f"wrong content type, both fields): statuses {dict(sorted(statuses.items()))}; **{fivexx} 5xx**. Server RSS "
+        f"{warm:.0f} MB after warm-up, {end:.0f} MB at the end (**{end / warm:.2f}x**, target <= 1.2x).",
+    ]))
+    print("[serve] wrote docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""`encoderfit serve`: a FastAPI app that classifies over HTTP, batching concurrent requests dynamically.
+
+Concurrent requests wait in a queue for at most `max_wait_ms`; whatever has arrived by then (up to a text
+budget) runs as one length-sorted pass of the model, and each request gets its own answer back. The model
+runs on one worker thread, so the event loop keeps accepting requests while it computes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Literal, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from .errors import UserError
+from .predict import UNKNOWN, Classifier
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).with_name("page.html")
+API_KEY_ENV = "ENCODERFIT_API_KEY"
+
+
+@dataclass
+class Limits:
+    max_texts: int = 64
+    max_chars: int = 20000
+    max_body_bytes: int = 2_000_000
+
+
+class ClassifyRequest(BaseModel):
+    """{"texts": [...]} or {"text": "..."}."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    texts: Optional[List[str]] = None
+    text: Optional[str] = None
+
+    @model_validator(mode="after")
+    def one_of(self):
+        if (self.texts is None) == (self.text is None):
+            raise ValueError('send either "texts" (a list of strings) or "text" (a string)')
+        return self
+
+    def items(self) -> List[str]:
+        return self.texts if self.texts is not None else [self.text]
+
+
+class Metrics:
+    """Prometheus series that show load, latency, batching and drift (labels, confidence, abstention)."""
+
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        self.requests = Counter("encoderfit_requests", "HTTP requests by path and status", ["path", "status"], registry=self.registry)
+        self.latency = Histogram("encoderfit_request_seconds", "Request latency", ["path"], registry=self.registry,
+                                 buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.batch = Histogram("encoderfit_batch_texts", "Texts per model pass", registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
+        self.labels = Counter("encoderfit_predicted_label", "Predicted labels", ["label"], registry=self.registry)
+        self.confidence = Histogram("encoderfit_confidence", "Top-class probability of each prediction", registry=self.registry,
+                                    buckets=tuple(i / 20 for i in range(1, 21)))
+        self.abstained = Counter("encoderfit_abstained", "Predictions answered UNKNOWN", registry=self.registry)
+
+
+class Batcher:
+    """Gathers texts from concurrent requests into one model pass (dynamic batching)."""
+
+    def __init__(self, classifier: Classifier, metrics: Metrics, max_wait_ms: float, max_batch_texts: int, enabled: bool):
+        self.classifier, self.metrics = classifier, metrics
+        self.max_wait, self.max_batch_texts, self.enabled = max_wait_ms / 1000, max_batch_texts, enabled
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoderfit-model")
+        self.task: Optional[asyncio.Task] = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def classify(self, texts: List[str]) -> List[Dict]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put((texts, future))
+        return await future
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            jobs = [await self.queue.get()]
+            if self.enabled:
+                deadline, size = loop.time() + self.max_wait, len(jobs[0][0])
+                while size < self.max_batch_texts:
+                    try:
+                        job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
+                    except asyncio.TimeoutError:
+                        break
+                    jobs.append(job)
+                    size += len(job[0])
+            texts = [t for job, _ in jobs for t in job]
+            try:
+                results = await loop.run_in_executor(self.worker, self.classifier.predict, texts)
+            except Exception as err:  # a model failure fails these requests (500), never the loop
+                for _, future in jobs:
+                    future.set_exception(err)
+                continue
+            self.metrics.batch.observe(len(texts))
+            start = 0
+            for job, future in jobs:
+                future.set_result(results[start : start + len(job)])
+                start += len(job)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
+               max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True) -> FastAPI:
+    """The HTTP app around a loaded Classifier; `info` is what GET /v1/model reports."""
+    metrics = Metrics()
+    batcher = Batcher(classifier, metrics, max_wait_ms, max_batch_texts, batching)
+
+    async def lifespan(app):
+        batcher.start()
+        yield
+        batcher.worker.shutdown(wait=False)
+
+    app = FastAPI(title="encoderfit", version=str(info.get("encoderfit_version", "")), lifespan=lifespan)
+    app.state.batcher, app.state.metrics = batcher, metrics
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        start, path = time.perf_counter(), request.url.path
+        response = await _guarded(request, call_next)
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    async def _guarded(request: Request, call_next):
+        protected = request.url.path.startswith("/v1/") or request.url.path == "/metrics"
+        if api_key and protected:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return _error(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
+        if request.method == "POST":
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+                return _error(413, f"request body over {limits.max_body_bytes} bytes")
+            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+                return _error(415, "send the body as JSON with 'Content-Type: application/json'")
+            body, size = [], 0
+            async for chunk in request.stream():  # counted as it arrives: an oversized body is never read whole
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    return _error(413, f"request body over {limits.max_body_bytes} bytes")
+                body.append(chunk)
+            request._body = b"".join(body)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def model_info():
+        return info
+
+    @app.post("/v1/classify")
+    async def classify(body: ClassifyRequest):
+        texts = body.items()
+        if not texts or len(texts) > limits.max_texts:
+            return _error(422, f"texts: send between 1 and {limits.max_texts} texts")
+        for i, text in enumerate(texts):
+            if not text.strip():
+                return _error(422, f"texts.{i}: empty text")
+            if len(text) > limits.max_chars:
+                return _error(413, f"texts.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+        results = await batcher.classify(texts)
+        for r in results:
+            metrics.labels.labels(r["label"]).inc()
+            metrics.confidence.observe(r["score"])
+            if r["label"] == UNKNOWN:
+                metrics.abstained.inc()
+        return {"results": results}
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page():
+        return PAGE.read_text(encoding="utf-8")
+
+    return app
+
+
+def model_info(run: Path, classifier: Classifier, backend: str) -> Dict:
+    from . import __version__
+
+    info = {"labels": classifier.labels, "max_length": classifier.max_length, "backend": backend,
+            "temperature": classifier.temperature, "threshold": classifier.threshold, "abstain": classifier.abstain,
+            "encoderfit_version": __version__}
+    if (run / "config.yaml").is_file():
+        from .config import RunConfig
+
+        cfg = RunConfig.load(run)
+        info["base_model"] = cfg.model.name_or_path
+        info["data"] = cfg.data.source
+    if (run / "metrics.json").is_file():
+        saved = json.loads((run / "metrics.json").read_text())
+        info["metrics"] = {split: {k: saved[split][k] for k in ("accuracy", "f1_macro") if k in saved.get(split, {})}
+                           for split in ("validation", "test") if split in saved}
+    return info
+
+
+def serve(
+    run: Path,
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: Optional[str] = None,
+    abstain: bool = False,
+    max_texts: int = 64,
+    max_chars: int = 20000,
+    max_body_bytes: int = 2_000_000,
+    max_wait_ms: float = 5.0,
+    max_batch_texts: int = 256,
+    batching: bool = True,
+) -> None:
+    """Serve a trained run over HTTP: POST /v1/classify, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
+
+    Args:
+        run: Run directory written by `encoderfit train` (or a model directory).
+        backend: torch, onnx or onnx-int8 (after `encoderfit export RUN --quantize int8`).
+        host: Interface to bind. 127.0.0.1 (default) is reachable from this machine only.
+        port: TCP port.
+        api_key: Require 'Authorization: Bearer KEY' on /v1/* and /metrics. Default: $ENCODERFIT_API_KEY if set.
+        abstain: Answer UNKNOWN below the run's abstention threshold.
+        max_texts: Most texts in one request.
+        max_chars: Most characters in one text.
+        max_body_bytes: Largest request body; larger ones are refused (413) before being read whole.
+        max_wait_ms: Longest a request waits for others to share its model pass.
+        max_batch_texts: Most texts in one model pass.
+        batching: Gather concurrent requests into shared model passes (false: one request per pass).
+    """
+    import uvicorn
+
+    if max_texts < 1 or max_chars < 1 or max_body_bytes < 1 or max_batch_texts < 1 or max_wait_ms < 0:
+        raise UserError("serve: max_texts, max_chars, max_body_bytes and max_batch_texts must be >= 1, max_wait_ms >= 0")
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    classifier = Classifier.from_pretrained(run, backend=backend, abstain=abstain)
+    app = create_app(classifier, model_info(Path(run), classifier, backend), Limits(max_texts, max_chars, max_body_bytes),
+                     api_key, max_wait_ms, max_batch_texts, batching)
+    log.info("serving %s on http://%s:%d (docs at /docs)%s", run, host, port, "; API key required" if api_key else "")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,79 @@
+"""ONNX export: parity with PyTorch for ModernBERT (tiny) and BERT (real MiniLM), int8, and the onnx backends."""
+
+import json
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import read_jsonl, run_cli
+from encoderfit import cli
+from encoderfit.predict import Classifier
+
+
+@pytest.fixture(scope="module")
+def exported(trained_run):
+    assert cli.main(["export", str(trained_run), "--quantize", "int8"]) == 0
+    return trained_run / "onnx"
+
+
+def mixed_texts(n=40, seed=2):
+    rng = random.Random(seed)
+    words = "goal team chef oven cloud server the a of and very garlic kernel".split()
+    return [" ".join(rng.choices(words, k=rng.randint(1, 90))) for _ in range(n)]
+
+
+def test_export_writes_a_self_contained_directory(exported):
+    names = sorted(p.name for p in exported.iterdir())
+    for name in ("model.onnx", "model.int8.onnx", "config.json", "tokenizer.json", "calibration.json", "parity.json"):
+        assert name in names
+    parity = json.loads((exported / "parity.json").read_text())
+    assert parity["fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert parity["int8"]["label_agreement"] >= 0.9
+    # int8 weights for every MatMul; the tiny model's embedding table (not quantized) keeps the ratio above 1/4
+    assert (exported / "model.int8.onnx").stat().st_size < 0.75 * (exported / "model.onnx").stat().st_size
+
+
+def test_onnx_backend_matches_torch_in_input_order(exported, trained_run):
+    texts = mixed_texts()
+    torch_logits = Classifier.from_pretrained(trained_run).logits(texts)
+    onnx = Classifier.from_pretrained(trained_run, backend="onnx", max_tokens=300)  # many small, sorted batches
+    np.testing.assert_allclose(onnx.logits(texts), torch_logits, atol=1e-4)
+    int8 = Classifier.from_pretrained(trained_run, backend="onnx-int8")
+    assert (int8.logits(texts).argmax(1) == torch_logits.argmax(1)).mean() >= 0.9
+    assert onnx.temperature == pytest.approx(Classifier.from_pretrained(trained_run).temperature)
+
+
+def test_predict_cli_onnx_backend(exported, trained_run, tmp_path):
+    texts = ["garlic soup tonight", "the referee stopped the match", "a new server chip"]
+    (tmp_path / "in.txt").write_text("\n".join(texts))
+    rows = read_jsonl(run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"), "--backend", "onnx").stdout)
+    assert [r["label"] for r in rows] == [r["label"] for r in Classifier.from_pretrained(trained_run).predict(texts)]
+
+
+def test_onnx_backend_without_export_is_a_clear_error(trained_run, tmp_path, capsys):
+    model_only = tmp_path / "model"
+    shutil.copytree(trained_run / "model", model_only)
+    (tmp_path / "in.txt").write_text("hello\n")
+    assert cli.main(["predict", str(model_only), "--input", str(tmp_path / "in.txt"), "--backend", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert "no model.onnx" in err and "encoderfit export" in err
+
+
+def test_bert_family_export_parity(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from encoderfit.recipes import all_minilm_l6_v2
+
+    source = all_minilm_l6_v2()
+    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                                                               label2id={"a": 0, "b": 1, "c": 2})
+    model.save_pretrained(tmp_path / "minilm")
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    tokenizer.model_max_length = 128
+    tokenizer.save_pretrained(tmp_path / "minilm")
+    assert cli.main(["export", str(tmp_path / "minilm"), "--output", str(tmp_path / "onnx")]) == 0
+    parity = json.loads((tmp_path / "onnx" / "parity.json").read_text())
+    assert parity["fp32"]["max_abs_logit_diff"] <= 1e-4
+    assert parity["inputs"] == ["input_ids", "token_type_ids", "attention_mask"]

@@ -1,0 +1,151 @@
+"""The real server in a subprocess on a loopback port: every endpoint, every error, the API key, batching, the page."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from encoderfit.predict import Classifier
+
+KEY = "test-key-123"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(trained_run):
+    port = free_port()
+    cmd = [sys.executable, "-m", "encoderfit", "serve", str(trained_run), "--port", str(port), "--api_key", KEY,
+           "--max_texts", "8", "--max_chars", "500", "--max_body_bytes", "20000", "--max_wait_ms", "50"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        assert proc.poll() is None, proc.stdout.read()
+    else:
+        proc.kill()
+        raise AssertionError("server did not start")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def post(url, body, headers=AUTH, **kwargs):
+    return httpx.post(url + "/v1/classify", json=body, headers=headers, timeout=30, **kwargs)
+
+
+def test_classify_matches_the_python_api(server, trained_run):
+    texts = ["garlic sauce in the oven", "the coach and the referee", "a kernel compiler for the cloud"]
+    response = post(server, {"texts": texts})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    expected = Classifier.from_pretrained(trained_run).predict(texts)
+    assert [r["label"] for r in results] == [e["label"] for e in expected]
+    for got, want in zip(results, expected):
+        assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
+    single = post(server, {"text": texts[0]}).json()["results"]
+    assert len(single) == 1 and single[0]["label"] == expected[0]["label"]
+
+
+def test_health_model_docs_and_metrics(server):
+    assert httpx.get(server + "/health").json() == {"status": "ok"}
+    info = httpx.get(server + "/v1/model", headers=AUTH).json()
+    assert info["labels"] == ["food", "sport", "tech"] and "test" in info["metrics"] and info["max_length"] == 512
+    assert httpx.get(server + "/docs").status_code == 200
+    assert "/v1/classify" in httpx.get(server + "/openapi.json").json()["paths"]
+    post(server, {"text": "the team won the league"})
+    metrics = httpx.get(server + "/metrics", headers=AUTH).text
+    for series in ("encoderfit_requests_total", "encoderfit_request_seconds_bucket", "encoderfit_batch_texts_count",
+                   'encoderfit_predicted_label_total{label="sport"}', "encoderfit_confidence_sum", "encoderfit_abstained_total"):
+        assert series in metrics, series
+
+
+@pytest.mark.parametrize("body,status,message", [
+    ({"texts": []}, 422, "between 1 and 8"),
+    ({"texts": ["ok"] * 9}, 422, "between 1 and 8"),
+    ({"texts": ["fine", "  "]}, 422, "texts.1: empty text"),
+    ({"texts": [1, 2]}, 422, "texts.0"),
+    ({"texts": "not a list"}, 422, "texts"),
+    ({"text": "a", "texts": ["b"]}, 422, "either"),
+    ({}, 422, "either"),
+    ({"texts": ["a"], "extra": 1}, 422, "extra"),
+    ({"text": "x" * 501}, 413, "over the limit of 500"),
+])
+def test_bad_bodies_get_clear_4xx(server, body, status, message):
+    response = post(server, body)
+    assert response.status_code == status, response.text
+    assert message in response.json()["error"]
+
+
+def test_transport_errors(server):
+    raw = lambda content, ctype: httpx.post(server + "/v1/classify", content=content, timeout=30,  # noqa: E731
+                                          headers={**AUTH, "Content-Type": ctype})
+    assert raw(b"{not json", "application/json").status_code == 422
+    assert raw(b'{"text": "hi"}', "text/plain").status_code == 415
+    big = raw(json.dumps({"text": "y" * 30000}).encode(), "application/json")
+    assert big.status_code == 413 and "20000 bytes" in big.json()["error"]
+
+    def chunks():  # no Content-Length: the limit is enforced while streaming
+        for _ in range(100):
+            yield b"z" * 1000
+
+    streamed = httpx.post(server + "/v1/classify", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    assert streamed.status_code == 413
+
+
+def test_api_key_is_required(server):
+    assert post(server, {"text": "hi"}, headers={}).status_code == 401
+    assert post(server, {"text": "hi"}, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(server + "/metrics").status_code == 401
+    assert httpx.get(server + "/health").status_code == 200
+
+
+def test_concurrent_requests_share_model_passes(server):
+    before = httpx.get(server + "/metrics", headers=AUTH).text
+    count = lambda text: float(next(l.split()[-1] for l in text.splitlines() if l.startswith("encoderfit_batch_texts_count")))  # noqa: E731,E741
+    texts = [f"goal number {i} for the team" for i in range(24)]
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(lambda t: post(server, {"text": t}), texts))
+    assert all(r.status_code == 200 and r.json()["results"][0]["label"] == "sport" for r in responses)
+    passes = count(httpx.get(server + "/metrics", headers=AUTH).text) - count(before)
+    assert passes < len(texts), "no two concurrent requests shared a model pass"
+
+
+@pytest.mark.skipif(CHROMIUM is None and not os.environ.get("CI"), reason="Debian chromium not installed (CI installs it)")
+def test_try_it_page_in_headless_chromium(server):
+    from playwright.sync_api import sync_playwright
+
+    text = "the chef baked garlic bread in the oven"
+    expected = post(server, {"text": text}).json()["results"][0]["label"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu",
+                                                                    "--disable-background-networking", "--no-first-run"])
+        page = browser.new_page()
+        page.goto(server + "/")
+        page.fill("#key", KEY)
+        page.fill("#text", text)
+        page.click("#go")
+        page.wait_for_function("document.getElementById('label').textContent.length > 1 && "
+                               "document.getElementById('label').textContent !== '…'")
+        shown = page.inner_text("#label")
+        bars = page.locator(".bar").count()
+        browser.close()
+    assert shown == expected and bars == 3
