@@ -11,7 +11,7 @@ from encoderfit import cli
 def test_command_table_matches_parser_and_docstrings():
     commands = cli._commands()
     parser = cli.build_parser(commands)
-    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "eval", "predict", "report"}
+    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "eval", "predict", "report", "export", "serve"}
     for name, fn in commands.items():
         doc = inspect.getdoc(fn)
         for param in inspect.signature(fn).parameters:
@@ -23,6 +23,8 @@ def test_command_table_matches_parser_and_docstrings():
     ("eval", ["--data", "--split", "default: test", "--report.help", "--report.target_accuracy 0.995", "run"]),
     ("predict", ["--input", "--output", "--max_tokens", "--abstain", "run"]),
     ("report", ["run", "saved predictions"]),
+    ("export", ["--quantize", "int8", "--opset", "run"]),
+    ("serve", ["--host", "127.0.0.1", "--api_key", "--max_wait_ms", "--batching", "--backend"]),
 ])
 def test_subcommand_help_documents_fields(command, expected, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -35,5 +37,5 @@ def test_subcommand_help_documents_fields(command, expected, capsys):
 
 def test_console_entry_point_help():
     proc = run_cli("--help")
-    for command in ("train", "eval", "predict", "report"):
+    for command in ("train", "eval", "predict", "report", "export", "serve"):
         assert command in proc.stdout

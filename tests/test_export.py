@@ -13,9 +13,10 @@ from encoderfit.predict import Classifier
 
 
 @pytest.fixture(scope="module")
-def exported(trained_run):
-    assert cli.main(["export", str(trained_run), "--quantize", "int8"]) == 0
-    return trained_run / "onnx"
+def exported(trained_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("export") / "onnx"  # not inside the shared run: other tests check its file set
+    assert cli.main(["export", str(trained_run), "--quantize", "int8", "--output", str(out)]) == 0
+    return out
 
 
 def mixed_texts(n=40, seed=2):
@@ -38,9 +39,9 @@ def test_export_writes_a_self_contained_directory(exported):
 def test_onnx_backend_matches_torch_in_input_order(exported, trained_run):
     texts = mixed_texts()
     torch_logits = Classifier.from_pretrained(trained_run).logits(texts)
-    onnx = Classifier.from_pretrained(trained_run, backend="onnx", max_tokens=300)  # many small, sorted batches
+    onnx = Classifier.from_pretrained(exported, backend="onnx", max_tokens=300)  # many small, sorted batches
     np.testing.assert_allclose(onnx.logits(texts), torch_logits, atol=1e-4)
-    int8 = Classifier.from_pretrained(trained_run, backend="onnx-int8")
+    int8 = Classifier.from_pretrained(exported, backend="onnx-int8")
     assert (int8.logits(texts).argmax(1) == torch_logits.argmax(1)).mean() >= 0.9
     assert onnx.temperature == pytest.approx(Classifier.from_pretrained(trained_run).temperature)
 
@@ -48,7 +49,7 @@ def test_onnx_backend_matches_torch_in_input_order(exported, trained_run):
 def test_predict_cli_onnx_backend(exported, trained_run, tmp_path):
     texts = ["garlic soup tonight", "the referee stopped the match", "a new server chip"]
     (tmp_path / "in.txt").write_text("\n".join(texts))
-    rows = read_jsonl(run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"), "--backend", "onnx").stdout)
+    rows = read_jsonl(run_cli("predict", str(exported), "--input", str(tmp_path / "in.txt"), "--backend", "onnx").stdout)
     assert [r["label"] for r in rows] == [r["label"] for r in Classifier.from_pretrained(trained_run).predict(texts)]
 
 

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 Texts = Union[str, Sequence[str]]
 CALIBRATION_FILE = "calibration.json"  # in the model directory: temperature and abstention threshold
 BACKENDS = ("torch", "onnx", "onnx-int8")
+CPU_MAX_TOKENS, CPU_MAX_BATCH = 4096, 32  # rows x longest row; texts per batch
+GPU_MAX_TOKENS, GPU_MAX_BATCH = 16384, 256
 UNKNOWN = "UNKNOWN"
 
 
@@ -92,7 +94,7 @@ class Classifier:
     """
 
     def __init__(self, model, tokenizer, max_length: int, device: Optional[torch.device] = None,
-                 max_tokens: int = 16384, max_batch_size: int = 256, chunk_size: int = 8192,
+                 max_tokens: Optional[int] = None, max_batch_size: Optional[int] = None, chunk_size: int = 8192,
                  temperature: float = 1.0, threshold: Optional[float] = None, abstain: bool = False):
         if abstain and threshold is None:
             raise UserError("abstain needs a threshold; evaluate the run with --report.target_accuracy to choose one")
@@ -104,8 +106,9 @@ class Classifier:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.device = device or (torch.device("cpu") if self.onnx else next(model.parameters()).device)
-        self.max_tokens = max(max_tokens, max_length)
-        self.max_batch_size = max_batch_size
+        cpu = self.device.type == "cpu"  # measured on 2 cores: small batches stay in cache (docs/benchmarks.md)
+        self.max_tokens = max(max_tokens or (CPU_MAX_TOKENS if cpu else GPU_MAX_TOKENS), max_length)
+        self.max_batch_size = max_batch_size or (CPU_MAX_BATCH if cpu else GPU_MAX_BATCH)
         self.chunk_size = chunk_size
 
     @classmethod
@@ -175,10 +178,11 @@ class Classifier:
     def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
         """Raw logits, shape (n_texts, n_labels), in input order."""
         texts = list(texts)
+        pairs = list(pairs) if pairs is not None else None
         if pairs is not None and len(pairs) != len(texts):
             raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
         parts = [
-            self._logits_chunk(texts[s : s + self.chunk_size], list(pairs[s : s + self.chunk_size]) if pairs is not None else None)
+            self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
             for s in range(0, len(texts), self.chunk_size)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.model.config.num_labels), dtype=np.float32)
@@ -247,7 +251,7 @@ def predict(
     text_column: Optional[str] = None,
     text_pair_column: Optional[str] = None,
     device: Optional[str] = None,
-    max_tokens: int = 16384,
+    max_tokens: Optional[int] = None,
     calibrated: bool = True,
     abstain: bool = False,
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
@@ -262,11 +266,12 @@ def predict(
         text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
         max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
+            Default: 4096 on CPU (at most 32 texts), 16384 on GPU (at most 256).
         calibrated: Apply the temperature fitted on validation to the probabilities.
         abstain: Answer UNKNOWN when the top probability is below the run's threshold (see `eval --report.target_accuracy`).
         backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
     """
-    if max_tokens < 1:
+    if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
     run = Path(run)
     saved = RunConfig.load(run).data if (run / "config.yaml").is_file() else None

@@ -8,6 +8,7 @@ runs on one worker thread, so the event loop keeps accepting requests while it c
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import os
@@ -72,8 +73,18 @@ class Metrics:
         self.abstained = Counter("encoderfit_abstained", "Predictions answered UNKNOWN", registry=self.registry)
 
 
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc): variable batch shapes otherwise fragment it and RSS creeps up."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class Batcher:
     """Gathers texts from concurrent requests into one model pass (dynamic batching)."""
+
+    TRIM_EVERY = 200  # model passes
 
     def __init__(self, classifier: Classifier, metrics: Metrics, max_wait_ms: float, max_batch_texts: int, enabled: bool):
         self.classifier, self.metrics = classifier, metrics
@@ -81,6 +92,7 @@ class Batcher:
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoderfit-model")
         self.task: Optional[asyncio.Task] = None
+        self.passes = 0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop())
@@ -111,6 +123,9 @@ class Batcher:
                     future.set_exception(err)
                 continue
             self.metrics.batch.observe(len(texts))
+            self.passes += 1
+            if self.passes % self.TRIM_EVERY == 0:
+                await loop.run_in_executor(self.worker, _release_freed_memory)
             start = 0
             for job, future in jobs:
                 future.set_result(results[start : start + len(job)])
