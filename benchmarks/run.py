@@ -36,6 +36,7 @@ from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Classifier, length
 from encoderfit.recipes import all_minilm_l6_v2  # noqa: E402
 from encoderfit.train import build_trainer, fit  # noqa: E402
 
+REPEATS = 3
 RUNS = {"bbc": ("bbc-news", 256, ROOT / "runs" / "bbc-news"), "vader": ("vader-movies", 128, ROOT / "runs" / "vader-movies")}
 
 
@@ -54,6 +55,11 @@ def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def best_of(fn, repeats: int = REPEATS) -> float:
+    """Fastest of a few timed passes: the least disturbed by other work on a shared machine."""
+    return min(_timed(fn) for _ in range(repeats))
 
 
 def forward_flops(config, lengths) -> float:
@@ -140,13 +146,13 @@ def per_text_loop(model_dir: Path, texts, max_length: int = 512) -> float:
             for text in texts:
                 model(**tokenizer(text, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"))
 
-    return len(texts) / _timed(run)
+    return len(texts) / best_of(run)
 
 
 def hf_pipeline(model_dir: Path, texts) -> float:
     pipe = pipeline("text-classification", model=str(model_dir), device="cpu")
     pipe(texts[:8], batch_size=32, truncation=True)
-    return len(texts) / _timed(lambda: pipe(texts, batch_size=32, truncation=True))
+    return len(texts) / best_of(lambda: pipe(texts, batch_size=32, truncation=True))
 
 
 def computed_tokens(lengths, batches) -> int:
@@ -156,11 +162,12 @@ def computed_tokens(lengths, batches) -> int:
 
 def classifier_speed(clf: Classifier, texts, labels) -> dict:
     clf.logits(texts[:16])
-    start = time.perf_counter()
     logits = clf.logits(texts)
-    seconds = time.perf_counter() - start
+    seconds = best_of(lambda: clf.logits(texts))
     lengths = [len(ids) for ids in clf.tokenizer(texts, truncation=True, max_length=clf.max_length)["input_ids"]]
-    return {"texts_s": len(texts) / seconds, "seconds": seconds, "pred": logits.argmax(1),
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    return {"texts_s": len(texts) / seconds, "seconds": seconds, "pred": logits.argmax(1), "top_prob": probs.max(1),
             "accuracy": float((logits.argmax(1) == np.asarray(labels)).mean()), "lengths": lengths}
 
 
@@ -186,7 +193,7 @@ def main() -> None:
     parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"))
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    steps, loop_n = (8, 20) if args.quick else (40, 100)
+    steps, loop_n = (8, 20) if args.quick else (40, 60)
     workdir = ROOT / "runs" / "bench-tmp"
     peak = matmul_peak()
     print(f"[bench] fp32 matmul peak {peak:.1f} GFLOP/s on {os.cpu_count()} threads", flush=True)
@@ -239,7 +246,8 @@ def markdown(peak, steps, seed, ours, inference, quick) -> str:
     lines = [
         "## Training and inference: `python benchmarks/run.py`", "",
         "Produced by `python benchmarks/run.py`" + (" --quick (smoke run: not the reference figures)" if quick else "") + ". "
-        "Every figure in a table comes from one run, side by side; ratios are what count.", "",
+        f"Every figure in a table comes from one run, side by side; inference times are the best of {REPEATS} passes. "
+        "Ratios are what count.", "",
         f"- Machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}; "
         f"torch {torch.__version__}, transformers {transformers.__version__}, onnxruntime {onnxruntime.__version__}",
         f"- fp32 matmul peak measured in the same run: **{peak:.1f} GFLOP/s** (2048 x 2048, all threads)",
@@ -266,8 +274,12 @@ def markdown(peak, steps, seed, ours, inference, quick) -> str:
             lines.append(f"| {title} | {r['texts_s']:.1f} | **{r['texts_s'] / rows['loop']['texts_s']:.1f}x** | "
                          f"**{r['texts_s'] / rows['pipeline']['texts_s']:.2f}x** | {r['mfu']:.1%} | {r['agreement']:.2%} | {r['accuracy']:.2%} |")
         ours_tokens = rows["torch"]["computed"]
+        flipped = rows["onnx-int8"]["pred"] != rows["torch"]["pred"]
+        flips = (f" The {int(flipped.sum())} texts whose label int8 changes all had an fp32 top-class probability between "
+                 f"{rows['torch']['top_prob'][flipped].min():.2f} and {rows['torch']['top_prob'][flipped].max():.2f}: near-ties."
+                 if flipped.any() else "")
         lines += ["", f"ONNX int8 vs PyTorch fp32: **{rows['onnx-int8']['texts_s'] / torch_speed:.2f}x** (target >= 2x), "
-                  f"accuracy {rows['onnx-int8']['accuracy']:.2%} vs {rows['torch']['accuracy']:.2%}.", "",
+                  f"accuracy {rows['onnx-int8']['accuracy']:.2%} vs {rows['torch']['accuracy']:.2%}.{flips}", "",
                   f"Tokens each path computes for these {data['n']} texts (padding included): per-text loop "
                   f"{rows['loop']['computed']:,}, pipeline {rows['pipeline']['computed']:,}, encoderfit {ours_tokens:,} "
                   f"({1 - sum(rows['torch']['lengths']) / ours_tokens:.1%} padding). At equal efficiency per token the "

@@ -16,6 +16,7 @@ def test_length_batches_cover_every_index_once_within_budget():
     for batch in batches:
         assert len(batch) <= 64
         assert len(batch) == 1 or max(lengths[i] for i in batch) * len(batch) <= 1024
+        assert min(lengths[i] for i in batch) >= 0.5 * max(lengths[i] for i in batch)  # at most half padding
     longest = [max(lengths[i] for i in b) for b in batches]
     assert longest == sorted(longest, reverse=True)
 
