@@ -173,7 +173,7 @@ def fit(
     try:
         set_seed(train.seed)
         net = load_classifier(model, splits.labels)
-        tokenized = {role: tokenize(ds, tokenizer, max_length) for role, ds in splits.as_dict().items()}
+        tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length) for role in ("train", "validation")}
         trainer = build_trainer(net, tokenizer, splits, tokenized, train, precision, workdir)
         result = trainer.train()
 
