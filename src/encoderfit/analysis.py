@@ -18,9 +18,10 @@ from .calibration import (calibration_metrics, coverage_sweep, fit_temperature, 
 from .config import ReportArgs
 from .errors import UserError
 from .files import atomic_file
-from .metrics import TEXT_CHARS, classification_metrics, confused_pairs, wrong_with_confidence
+from .metrics import classification_metrics, confused_pairs, wrong_with_confidence
 
 PREDICTIONS_DIR = "predictions"
+TEXT_CHARS = 300  # texts in the report's error tables are cut to this length
 
 
 @dataclass

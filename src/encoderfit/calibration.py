@@ -14,7 +14,6 @@ from sklearn.metrics import f1_score
 
 ECE_BINS = 15
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0, 0.01))
-UNKNOWN = "UNKNOWN"
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:

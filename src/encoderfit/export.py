@@ -21,7 +21,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UserError
 from .files import partial_dir, publish_dir, write_json
-from .predict import CALIBRATION_FILE, length_batches, model_dir_of
+from .predict import CALIBRATION_FILE, Classifier, OnnxModel, model_dir_of
 
 log = logging.getLogger(__name__)
 ONNX_DIR = "onnx"
@@ -78,27 +78,15 @@ def quantize_int8(source: Path, target: Path) -> None:
                      per_channel=True, extra_options={"MatMulConstBOnly": True})
 
 
-def onnx_logits(path: Path, inputs: Dict[str, np.ndarray]) -> np.ndarray:
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(["logits"], inputs)[0]
-
-
-def parity(model, tokenizer, names: List[str], texts: List[str], max_length: int, paths: Dict[str, Path]) -> Dict:
-    """Max |logit difference| and label agreement of each ONNX file against PyTorch, on length-sorted batches."""
-    lengths = [len(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
+def parity(model, tokenizer, texts: List[str], max_length: int, paths: Dict[str, Path]) -> Dict:
+    """Max |logit difference| and label agreement of each ONNX file against PyTorch, through the same
+    length-batched Classifier path that predict and serve use."""
+    reference = Classifier(model, tokenizer, max_length).logits(texts)
     report: Dict = {"texts": len(texts)}
     for name, path in paths.items():
-        worst, agree = 0.0, 0
-        for batch in length_batches(lengths, 4096, 32):
-            inputs = _encode(tokenizer, [texts[i] for i in batch], max_length, names)
-            with torch.inference_mode():
-                reference = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
-            got = onnx_logits(path, inputs)
-            worst = max(worst, float(np.abs(got - reference).max()))
-            agree += int((got.argmax(1) == reference.argmax(1)).sum())
-        report[name] = {"max_abs_logit_diff": worst, "label_agreement": agree / len(texts)}
+        got = Classifier(OnnxModel(path, model.config), tokenizer, max_length).logits(texts)
+        report[name] = {"max_abs_logit_diff": float(np.abs(got - reference).max()),
+                        "label_agreement": float((got.argmax(1) == reference.argmax(1)).mean())}
     return report
 
 
@@ -140,7 +128,7 @@ def export(
         if quantize == "int8":
             quantize_int8(work / FP32_FILE, work / INT8_FILE)
             paths["int8"] = work / INT8_FILE
-        check = parity(model, tokenizer, names, _sample_texts(run), max_length, paths)
+        check = parity(model, tokenizer, _sample_texts(run), max_length, paths)
         if check["fp32"]["max_abs_logit_diff"] > PARITY_ATOL:
             raise UserError(f"ONNX export of {model_dir} does not match PyTorch: max |logit difference| "
                             f"{check['fp32']['max_abs_logit_diff']:.2e} > {PARITY_ATOL:g}; try another --opset")

@@ -8,7 +8,6 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 AVERAGES = ("macro", "micro", "weighted")
-TEXT_CHARS = 300
 
 
 def classification_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: List[str]) -> Dict:
