@@ -34,7 +34,8 @@ from encoderfit.export import export  # noqa: E402
 from encoderfit.modeling import load_classifier  # noqa: E402
 from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Classifier, length_batches  # noqa: E402
 from encoderfit.recipes import all_minilm_l6_v2  # noqa: E402
-from encoderfit.train import build_trainer, fit  # noqa: E402
+from encoderfit.train import fit  # noqa: E402
+from encoderfit.trainer import build_trainer  # noqa: E402
 
 REPEATS = 3
 RUNS = {"bbc": ("bbc-news", 256, ROOT / "runs" / "bbc-news"), "vader": ("vader-movies", 128, ROOT / "runs" / "vader-movies")}

@@ -81,6 +81,9 @@ def tiny_model(tmp_path_factory) -> Path:
         pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
         cls_token_id=ids["[CLS]"], sep_token_id=ids["[SEP]"],
     )
+    import torch
+
+    torch.manual_seed(0)  # the same weights whichever tests ran before in this session
     ModernBertForMaskedLM(config).save_pretrained(out)
     fast.save_pretrained(out)
     return out
@@ -108,3 +111,47 @@ def trained_run(tmp_path_factory, tiny_model, toy_csv) -> Path:
 
 def read_jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+# A run long enough to be killed mid-way (108 steps of batch 8, a checkpoint every 5 steps), no dropout: the
+# resume, determinism and multi-process tests compare other runs with it.
+STEADY_TRAIN = ["--train.epochs", "3", "--train.batch_size", "8", "--train.learning_rate", "3e-3",
+                "--train.save_steps", "5", "--train.logging_steps", "5", "--report.baseline", "false"]
+
+
+def steady_args(toy_csv: Path, tiny_model: Path, out: Path) -> list[str]:
+    return ["train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir", str(out), *STEADY_TRAIN]
+
+
+@pytest.fixture(scope="session")
+def steady_run(tmp_path_factory, tiny_model, toy_csv) -> Path:
+    """The uninterrupted single-process reference run."""
+    out = tmp_path_factory.mktemp("steady") / "ref"
+    run_cli(*steady_args(toy_csv, tiny_model, out))
+    return out
+
+
+def load_run(run: Path) -> tuple[dict, dict]:
+    """(metrics.json, model weights as numpy arrays)."""
+    from safetensors.numpy import load_file
+
+    return json.loads((run / "metrics.json").read_text()), load_file(run / "model" / "model.safetensors")
+
+
+def max_weight_difference(a: dict, b: dict) -> float:
+    import numpy as np
+
+    assert a.keys() == b.keys()
+    return max(float(np.abs(a[k] - b[k]).max()) for k in a)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """cli.main() configures the root logger on the stream pytest captured for that test; undo it afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -11,7 +11,7 @@ from encoderfit import cli
 def test_command_table_matches_parser_and_docstrings():
     commands = cli._commands()
     parser = cli.build_parser(commands)
-    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "eval", "predict", "report", "export", "serve"}
+    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "tune", "eval", "predict", "report", "export", "serve"}
     for name, fn in commands.items():
         doc = inspect.getdoc(fn)
         for param in inspect.signature(fn).parameters:
@@ -19,7 +19,9 @@ def test_command_table_matches_parser_and_docstrings():
 
 
 @pytest.mark.parametrize("command,expected", [
-    ("train", ["--data.source", "--train.learning_rate", "default: 5e-05", "--model.max_length", "--config", "Peak learning rate"]),
+    ("train", ["--data.source", "--train.learning_rate", "default: 5e-05", "--model.max_length", "--config", "Peak learning rate",
+               "--resume", "--train.save_steps", "--train.keep_checkpoints", "--train.fsdp", "--train.deepspeed"]),
+    ("tune", ["--trials", "--space", "--pruner", "{median,none}", "--startup_trials", "--train.learning_rate"]),
     ("eval", ["--data", "--split", "default: test", "--report.help", "--report.target_accuracy 0.995", "run"]),
     ("predict", ["--input", "--output", "--max_tokens", "--abstain", "run"]),
     ("report", ["run", "saved predictions"]),

@@ -101,14 +101,31 @@ def test_eval_cli_reproduces_the_test_metrics(trained_run, toy_csv):
 def test_balanced_class_weights_favour_the_rare_class():
     import torch
 
-    from encoderfit.train import _class_weighted_loss, balanced_weights
+    from encoderfit.trainer import balanced_weights, classification_loss
 
     labels = np.array([0] * 90 + [1] * 10)
     assert balanced_weights(labels, 2).tolist() == pytest.approx([100 / 180, 100 / 20])
-    loss = _class_weighted_loss(labels, 2)
+    loss = classification_loss(balanced_weights(labels, 2))
     labels_batch = torch.tensor([0, 1])
     predict_common = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # wrong on the rare example
     predict_rare = torch.tensor([[0.0, 2.0], [0.0, 2.0]])  # wrong on the common example
     mistake_on_rare = loss(type("Out", (), {"logits": predict_common})(), labels_batch)
     mistake_on_common = loss(type("Out", (), {"logits": predict_rare})(), labels_batch)
     assert mistake_on_rare > 2 * mistake_on_common
+
+
+def test_training_loss_is_one_mean_over_the_whole_step():
+    """Summed per micro-batch and divided by the step's example count: two halves add up to the whole batch's mean,
+    which is what makes 2 processes (or 2 accumulated micro-batches) equal to 1."""
+    import torch
+
+    from encoderfit.trainer import classification_loss
+
+    torch.manual_seed(0)
+    logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    out = lambda x: type("Out", (), {"logits": x})()  # noqa: E731
+    loss = classification_loss()
+    whole = loss(out(logits), labels, num_items_in_batch=torch.tensor(8))
+    halves = loss(out(logits[:4]), labels[:4], num_items_in_batch=torch.tensor(8)) + loss(out(logits[4:]), labels[4:], num_items_in_batch=torch.tensor(8))
+    assert whole.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
+    assert halves.item() == pytest.approx(whole.item(), rel=1e-6)

@@ -26,8 +26,9 @@ def _commands() -> Dict[str, Callable]:
     from .report import report
     from .serve import serve
     from .train import fit
+    from .tune import tune
 
-    return {"train": fit, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve}
+    return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve}
 
 
 def build_parser(commands: Dict[str, Callable]) -> ArgumentParser:

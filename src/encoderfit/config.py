@@ -107,7 +107,8 @@ class TrainArgs:
     max_steps: Optional[int] = None
     """Stop after this many optimizer steps instead of counting epochs."""
     batch_size: int = 16
-    """Training examples per device per step."""
+    """Training examples per optimizer step, over all processes: with N processes (torchrun) each takes
+    batch_size / N, so the same config gives the same optimisation on 1 or N devices."""
     eval_batch_size: int = 64
     """Examples per batch when evaluating during training."""
     gradient_accumulation_steps: int = 1
@@ -134,6 +135,12 @@ class TrainArgs:
     """Numeric precision. auto: bf16 on GPUs that support it, else fp32 (never autocast on CPU)."""
     eval_steps: Optional[int] = None
     """Evaluate (and checkpoint) every N steps. Default: at the end of each epoch."""
+    save_steps: Optional[int] = None
+    """Also checkpoint every N optimizer steps (a checkpoint is always written at each evaluation), so a crash
+    loses at most N steps. Re-running the same command resumes from the newest complete checkpoint."""
+    keep_checkpoints: int = 2
+    """Keep the newest K checkpoints while training (the best one is kept as well); all are deleted once the run
+    is complete."""
     metric_for_best: Literal["loss", "f1_macro", "accuracy"] = "loss"
     """Validation metric that chooses the checkpoint kept as the final model. loss: continuous, so less noisy than
     accuracy or F1 on small validation sets (where one example can flip the choice)."""
@@ -149,6 +156,13 @@ class TrainArgs:
     """Data-loader worker processes."""
     torch_compile: bool = False
     """Compile the model with torch.compile (GPU with triton; slower to start, faster per step)."""
+    fsdp: bool = False
+    """Shard model, gradients and optimizer state over the GPUs with FSDP2 (launch with torchrun or accelerate)."""
+    fsdp_config: Optional[dict] = None
+    """FSDP settings (the Trainer's `fsdp_config`), e.g. {transformer_layer_cls_to_wrap: [ModernBertEncoderLayer],
+    reshard_after_forward: true}."""
+    deepspeed: Optional[str] = None
+    """Path to a DeepSpeed JSON config (ZeRO stage, offload); needs the deepspeed package and GPUs."""
 
     def __post_init__(self) -> None:
         positive = ("batch_size", "eval_batch_size", "gradient_accumulation_steps", "logging_steps")
@@ -162,6 +176,12 @@ class TrainArgs:
         _require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1) (got {self.warmup_ratio:g})")
         _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {self.weight_decay:g})")
         _require(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {self.max_grad_norm:g})")
+        _require(self.save_steps is None or self.save_steps > 0, f"train.save_steps must be > 0 (got {self.save_steps})")
+        _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
+        _require(
+            self.deepspeed is None or Path(self.deepspeed).is_file(),
+            f"train.deepspeed: {self.deepspeed} is not a file; pass the path of a DeepSpeed JSON config",
+        )
         _require(self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")
         _require(
             self.early_stopping_patience is None or self.early_stopping_patience >= 1,
@@ -215,11 +235,7 @@ class RunConfig:
         return path
 
     @classmethod
-    def load(cls, run_dir: Path) -> "RunConfig":
-        path = Path(run_dir) / CONFIG_FILE
-        if not path.is_file():
-            raise UserError(f"{run_dir}: not a run directory ({CONFIG_FILE} is missing); pass the directory that `encoderfit train` wrote")
-        raw: dict[str, Any] = yaml.safe_load(path.read_text()) or {}
+    def from_dict(cls, raw: dict) -> "RunConfig":
         return cls(
             data=DataArgs(**raw.get("data", {})),
             model=ModelArgs(**raw.get("model", {})),
@@ -228,3 +244,10 @@ class RunConfig:
             labels=list(raw.get("labels", [])),
             resolved=dict(raw.get("resolved", {})),
         )
+
+    @classmethod
+    def load(cls, run_dir: Path) -> "RunConfig":
+        path = Path(run_dir) / CONFIG_FILE
+        if not path.is_file():
+            raise UserError(f"{run_dir}: not a run directory ({CONFIG_FILE} is missing); pass the directory that `encoderfit train` wrote")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {})

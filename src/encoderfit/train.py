@@ -9,6 +9,10 @@ Run directory (built in a hidden .NAME.partial directory, renamed into place whe
     report.html    the self-contained visual report
     logs/          TensorBoard events and history.json (the Trainer's log history)
 The model directory also holds calibration.json (temperature, threshold) and README.md (the model card).
+
+Interrupted runs: the hidden directory keeps its sealed checkpoints (checkpoints.py); running the same command
+again continues from the newest complete one, with optimizer, scheduler, RNG and data-order state, and ends
+where an uninterrupted run would. Under torchrun every process trains; only the main one writes.
 """
 
 from __future__ import annotations
@@ -16,124 +20,161 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 import transformers
-from transformers import (
-    DataCollatorWithPadding,
-    EarlyStoppingCallback,
-    Trainer,
-    TrainingArguments,
-    set_seed,
-)
+from transformers import set_seed
 
 from . import __version__
+from .checkpoints import checkpoints_in, newest_complete, step_of
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
-from .data import LABEL, Splits, prepare, tokenize
+from .data import Splits, prepare, tokenize
+from .distributed import barrier, is_main, join, share
 from .errors import UserError
 from .evaluate import evaluate_run
-from .metrics import trainer_metrics
 from .files import partial_dir, publish_dir, write_json
 from .modeling import load_classifier, load_config, load_tokenizer, pick_precision, resolve_max_length
 from .predict import Classifier
 from .tables import print_evaluation
+from .trainer import build_trainer
 
 log = logging.getLogger(__name__)
 
+# Settings that may change between an interrupted run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.logging_steps", "train.save_steps",
+                     "train.keep_checkpoints", "train.eval_batch_size"}
 
-def _training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> TrainingArguments:
-    if train.eval_steps is not None:
-        strategy, every = "steps", train.eval_steps
-    elif train.max_steps is not None:
-        strategy, every = "steps", train.max_steps  # evaluate once, at the end
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key not in ("fsdp_config",):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(before: RunConfig, now: RunConfig) -> List[str]:
+    """Settings that differ between two runs, ignoring those that do not change the result."""
+    a, b = (_flat({k: v for k, v in c.to_dict().items() if k not in ("resolved", "labels")}) for c in (before, now))
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[0] in RESUMABLE_CHANGES or key in RESUMABLE_CHANGES:
+            continue
+        if a.get(key) != b.get(key):
+            changed.append(f"{key} was {a.get(key)!r}, now {b.get(key)!r}")
+    return changed
+
+
+def resume_point(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> Optional[Path]:
+    """The checkpoint to continue from: None starts afresh. resume None means "if an interrupted run is there"."""
+    checkpoints = workdir / "checkpoints"
+    if resume is False or not checkpoints_in(checkpoints):
+        if resume:
+            raise UserError(f"--resume: no interrupted run to resume in {workdir}; run without --resume to start one")
+        return None
+    try:
+        before = RunConfig.load(workdir)
+    except (UserError, TypeError, ValueError):
+        before = None
+    changes = ["its config.yaml is missing or unreadable"] if before is None else config_changes(before, cfg)
+    if changes:
+        raise UserError(f"{workdir} holds an interrupted run with another config ({changes[0]}); run the same config "
+                        "to resume it, or pass --resume false to discard it and start over")
+    checkpoint = newest_complete(checkpoints)
+    if checkpoint is None:
+        if resume:
+            raise UserError(f"--resume: {checkpoints} holds no complete checkpoint; pass --resume false to start over")
+        log.warning("warning: %s holds no complete checkpoint; starting over", checkpoints)
+        return None
+    for newer in checkpoints_in(checkpoints):  # later saves must never land on top of a broken one
+        if step_of(newer) > step_of(checkpoint):
+            shutil.rmtree(newer, ignore_errors=True)
+    log.info("resuming from %s", checkpoint)
+    return checkpoint
+
+
+def _abandon(workdir: Path) -> None:
+    """After a failure: keep the directory when it holds a checkpoint to resume from, else remove it."""
+    if newest_complete(workdir / "checkpoints") is None:
+        shutil.rmtree(workdir, ignore_errors=True)
     else:
-        strategy, every = "epoch", None
-    metric = "eval_loss" if train.metric_for_best == "loss" else f"eval_{train.metric_for_best}"
-    return TrainingArguments(
-        output_dir=str(checkpoints),
-        num_train_epochs=train.epochs,
-        max_steps=train.max_steps or -1,
-        per_device_train_batch_size=train.batch_size,
-        per_device_eval_batch_size=train.eval_batch_size,
-        gradient_accumulation_steps=train.gradient_accumulation_steps,
-        learning_rate=train.learning_rate,
-        weight_decay=train.weight_decay,
-        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of all steps
-        lr_scheduler_type=train.lr_scheduler,
-        adam_beta1=train.adam_beta1,
-        adam_beta2=train.adam_beta2,
-        adam_epsilon=train.adam_epsilon,
-        max_grad_norm=train.max_grad_norm,
-        seed=train.seed,
-        data_seed=train.seed,
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
-        eval_strategy=strategy,
-        save_strategy=strategy,
-        eval_steps=every,
-        save_steps=every,
-        save_total_limit=1,  # with load_best_model_at_end the best checkpoint is kept as well
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=train.metric_for_best != "loss",
-        logging_steps=train.logging_steps,
-        logging_first_step=True,
-        report_to=[r for r in train.report_to if r != "tensorboard"] or "none",
-        train_sampling_strategy="group_by_length",  # batches of similar length: little padding
-        length_column_name="length",
-        dataloader_num_workers=train.num_workers,
-        torch_compile=train.torch_compile,
-        disable_tqdm=False,
-    )
+        log.warning("training stopped; checkpoints kept in %s: run the same command again to resume", workdir)
 
 
-def balanced_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
-    """n / (k * count_c): each class contributes equally to the loss (scikit-learn's "balanced")."""
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+@dataclass
+class Prepared:
+    """Data, tokenizer and settings loaded once per run (`tune` reuses them for every trial)."""
+
+    splits: Splits
+    tokenizer: object
+    max_length: int
+    precision: str
+    tokenized: Dict
+
+    @classmethod
+    def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs) -> "Prepared":
+        precision = pick_precision(train.precision)
+        splits = prepare(data)
+        tokenizer = load_tokenizer(model)
+        max_length = resolve_max_length(model, load_config(model), tokenizer)
+        log.info("labels: %s; examples: %s", splits.labels, {k: len(v) for k, v in splits.as_dict().items()})
+        tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length) for role in ("train", "validation")}
+        return cls(splits, tokenizer, max_length, precision, tokenized)
 
 
-def _class_weighted_loss(labels: np.ndarray, num_labels: int):
-    weights = balanced_weights(labels, num_labels)
-    log.info("class weights (balanced): %s", np.round(weights.numpy(), 3).tolist())
+def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optional[str] = None, callbacks: Optional[list] = None):
+    """Train in `workdir`; the main process leaves model/, logs/history.json and metrics.json's train section there
+    and fills cfg.resolved. Returns the Trainer (its state tells how training went)."""
+    set_seed(cfg.train.seed)
+    net = load_classifier(cfg.model, prep.splits.labels)
+    trainer = build_trainer(net, prep.tokenizer, prep.splits, prep.tokenized, cfg.train, prep.precision, workdir, callbacks)
+    engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
+    if cfg.train.fsdp and not trainer.is_fsdp_enabled:  # never ignore it silently
+        raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")
+    if is_main():
+        log.info("training on %s: %s, %d process(es)", trainer.args.device, engine, trainer.args.world_size)
+    result = trainer.train(resume_from_checkpoint=checkpoint or None)
+    prep.tokenizer.model_max_length = prep.max_length  # so plain pipelines truncate like encoderfit does
+    trainer.save_model(str(workdir / "model"))  # every process takes part (FSDP gathers); the main one writes
+    if not is_main():
+        return trainer
+    (workdir / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
+    write_json(workdir / "logs" / "history.json", trainer.state.log_history)
+    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+    cfg.resolved = {
+        "max_length": prep.max_length,
+        "precision": prep.precision,
+        "device": str(trainer.args.device),
+        "processes": trainer.args.world_size,
+        "engine": engine,
+        "examples": {k: len(v) for k, v in prep.splits.as_dict().items()},
+        "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
+    }
+    cfg.save(workdir)
+    write_json(workdir / "metrics.json", {"train": {
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "best_checkpoint": {"metric": cfg.train.metric_for_best, "value": trainer.state.best_metric},
+    }})
+    return trainer
 
-    def loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs.logits.float()
-        return torch.nn.functional.cross_entropy(logits, labels, weight=weights.to(logits.device))
 
-    return loss
-
-
-def _callbacks(train: TrainArgs, logs: Path) -> list:
-    callbacks = []
-    if "tensorboard" in train.report_to:
-        from torch.utils.tensorboard import SummaryWriter
-        from transformers.integrations import TensorBoardCallback
-
-        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logs))))
-    if train.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience))
-    return callbacks
-
-
-def build_trainer(net, tokenizer, splits: Splits, tokenized: Dict, train: TrainArgs, precision: str, workdir: Path) -> Trainer:
-    args = _training_arguments(train, precision, workdir / "checkpoints")
-    loss = _class_weighted_loss(np.asarray(splits.train[LABEL]), len(splits.labels)) if train.class_weights == "balanced" else None
-    return Trainer(
-        model=net,
-        args=args,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["validation"].sort("length"),  # sorted: evaluation batches barely pad either
-        processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
-        compute_metrics=trainer_metrics,
-        compute_loss_func=loss,
-        callbacks=_callbacks(train, workdir / "logs"),
-    )
+def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=None) -> Dict:
+    """Evaluate the trained model in `workdir` (in memory when given, else from model/) and publish it as `out`."""
+    classifier = Classifier(model, prep.tokenizer, prep.max_length) if model is not None else Classifier.from_pretrained(workdir / "model")
+    results = evaluate_run(workdir, cfg, classifier, prep.splits)
+    publish_dir(workdir, out)
+    print_evaluation(results, "test", prep.splits.labels)
+    return results
 
 
 def fit(
@@ -143,6 +184,7 @@ def fit(
     report: ReportArgs = ReportArgs(),
     output_dir: Path = Path("runs/latest"),
     overwrite: bool = False,
+    resume: Optional[bool] = None,
 ) -> Path:
     """Fine-tune a transformer encoder for text classification; evaluate it on validation and test.
 
@@ -156,54 +198,33 @@ def fit(
         report: Abstention threshold, baseline and error-analysis settings of the final evaluation.
         output_dir: The run directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
+        resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
+            same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
     started = time.time()
     out = Path(output_dir)
     if out.exists() and not overwrite:
         raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
-    precision = pick_precision(train.precision)
-    splits = prepare(data)
-    tokenizer = load_tokenizer(model)
-    max_length = resolve_max_length(model, load_config(model), tokenizer)
-    log.info("labels: %s; examples: %s", splits.labels, {k: len(v) for k, v in splits.as_dict().items()})
+    join()
+    prep = Prepared.load(data, model, train)
+    cfg = RunConfig(data=data, model=model, train=train, report=report, labels=prep.splits.labels)
 
     workdir = partial_dir(out)
-    shutil.rmtree(workdir, ignore_errors=True)
-    workdir.mkdir(parents=True)
-    try:
-        set_seed(train.seed)
-        net = load_classifier(model, splits.labels)
-        tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length) for role in ("train", "validation")}
-        trainer = build_trainer(net, tokenizer, splits, tokenized, train, precision, workdir)
-        result = trainer.train()
-
-        tokenizer.model_max_length = max_length  # so plain pipelines truncate like encoderfit does
-        trainer.save_model(str(workdir / "model"))
-        (workdir / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
-        write_json(workdir / "logs" / "history.json", trainer.state.log_history)
-        shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
-
-        resolved = {
-            "max_length": max_length,
-            "precision": precision,
-            "device": str(trainer.args.device),
-            "examples": {k: len(v) for k, v in splits.as_dict().items()},
-            "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
-        }
-        cfg = RunConfig(data=data, model=model, train=train, report=report, labels=splits.labels, resolved=resolved)
-        cfg.save(workdir)
-        write_json(workdir / "metrics.json", {"train": {
-            "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
-            "steps": trainer.state.global_step,
-            "epochs": trainer.state.epoch,
-            "train_loss": result.training_loss,
-            "best_checkpoint": {"metric": train.metric_for_best, "value": trainer.state.best_metric},
-        }})
-        results = evaluate_run(workdir, cfg, Classifier(trainer.model, tokenizer, max_length), splits)
-        publish_dir(workdir, out)
-    except BaseException:
+    checkpoint = share(str(resume_point(workdir, cfg, resume) or "") if is_main() else None)
+    if is_main() and not checkpoint:
         shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        cfg.save(workdir)  # what a later run compares itself with before resuming
+    barrier()
+    try:
+        trainer = train_model(prep, cfg, workdir, checkpoint)
+        if not is_main():
+            return out
+        sharded = bool(train.fsdp or train.deepspeed)  # sharded modules do not run whole in one process: reload
+        finish_run(prep, cfg, workdir, out, None if sharded else trainer.model)
+    except BaseException:
+        if is_main():
+            _abandon(workdir)
         raise
-    print_evaluation(results, "test", splits.labels)
     log.info("run written to %s (%.0f s)", out, time.time() - started)
     return out

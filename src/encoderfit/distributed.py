@@ -1,0 +1,41 @@
+"""Multi-process training (`torchrun`, `accelerate launch`): which process writes, and waiting for the others.
+
+The launcher sets RANK/WORLD_SIZE; accelerate (through the Trainer) joins the process group: gloo on CPU,
+NCCL on GPUs. Everything that writes the run directory runs on the main process only.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def join() -> None:
+    """Join the launcher's process group now, so the processes can wait for each other before the Trainer exists."""
+    if world_size() > 1:
+        from accelerate import PartialState
+
+        PartialState()
+
+
+def barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def share(value):
+    """The main process's `value`, on every process (it alone decides what to resume from, and logs why)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,241 @@
+"""`encoderfit tune`: hyperparameter search with Optuna, ending in a normal run directory.
+
+Each trial trains on the same split with the same seed and is scored on the validation split by
+`train.metric_for_best` (the value of the checkpoint it keeps). Trials report after every evaluation, and the
+median pruner stops one that is worse than the median of earlier trials at the same point. The study lives in
+SQLite (OUTPUT_DIR-tune/study.db): running the same command again continues it, and a trial cut off by a crash
+is run again first. The test split is touched once, at the end, to evaluate the best trial, which becomes
+OUTPUT_DIR. OUTPUT_DIR-tune/trials.csv (also copied into the run) lists every trial.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Literal, Optional
+
+from transformers import TrainerCallback
+
+from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
+from .distributed import world_size
+from .errors import UserError, closest
+from .files import atomic_file, write_json
+from .train import Prepared, config_changes, finish_run, train_model
+
+log = logging.getLogger(__name__)
+
+STUDY_NAME = "encoderfit"
+# The ModernBERT paper's fine-tuning sweep, widened a little: any of these can be replaced with --space.
+DEFAULT_SPACE: Dict[str, Dict[str, Any]] = {
+    "train.learning_rate": {"low": 1e-5, "high": 1e-4, "log": True},
+    "train.epochs": {"choices": [1, 2, 3]},
+    "train.batch_size": {"choices": [16, 32]},
+    "train.weight_decay": {"choices": [0.0, 1e-5, 1e-2]},
+    "train.warmup_ratio": {"low": 0.0, "high": 0.2},
+}
+# Settings a trial may change: everything in `train`, and the model settings that need no re-tokenizing.
+TUNABLE = {f"train.{f.name}" for f in dataclasses.fields(TrainArgs)} | {"model.classifier_pooling", "model.attention_dropout"}
+
+
+def _check_space(space: Dict[str, Dict[str, Any]]) -> None:
+    if not space:
+        raise UserError("space: empty search space; name at least one setting, e.g. train.learning_rate: {low: 1e-5, high: 1e-4, log: true}")
+    for name, spec in space.items():
+        if name not in TUNABLE:
+            raise UserError(f"space: '{name}' cannot be tuned{closest(name, TUNABLE)}; tunable: train.* and {sorted(TUNABLE - {n for n in TUNABLE if n.startswith('train.')})}")
+        if not isinstance(spec, dict) or not ("choices" in spec or {"low", "high"} <= set(spec)):
+            raise UserError(f"space.{name}: give either {{choices: [...]}} or {{low: ..., high: ...}} (optional log: true, step: ...)")
+        if "choices" not in spec and not spec["low"] < spec["high"]:
+            raise UserError(f"space.{name}: low must be below high (got {spec['low']} and {spec['high']})")
+
+
+def _suggest(trial, space: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
+    params = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            params[name] = trial.suggest_categorical(name, list(spec["choices"]))
+        elif isinstance(spec["low"], int) and isinstance(spec["high"], int) and not isinstance(spec["low"], bool):
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1), log=spec.get("log", False))
+        else:
+            params[name] = trial.suggest_float(name, float(spec["low"]), float(spec["high"]), step=spec.get("step"), log=spec.get("log", False))
+    return params
+
+
+def with_params(cfg: RunConfig, params: Dict[str, Any]) -> RunConfig:
+    """A copy of `cfg` with the trial's settings (validated by the dataclasses, like any config)."""
+    groups = {}
+    for group in ("model", "train"):
+        changes = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{group}.")}
+        groups[group] = dataclasses.replace(getattr(cfg, group), **changes)
+    return dataclasses.replace(cfg, **groups, resolved={})
+
+
+class ReportToOptuna(TrainerCallback):
+    """Tell the trial each validation score; stop training when the pruner says so."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.key, self.pruned = trial, f"eval_{metric}", False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self.trial.report(metrics[self.key], step=round(state.epoch * 100))  # in hundredths of an epoch
+        if self.trial.should_prune():
+            self.pruned, control.should_training_stop = True, True
+        return control
+
+
+def _open_study(path: Path, cfg: RunConfig, space: Dict, pruner: str, startup_trials: int):
+    import optuna
+
+    direction = "minimize" if cfg.train.metric_for_best == "loss" else "maximize"
+    study = optuna.create_study(
+        storage=f"sqlite:///{path}", study_name=STUDY_NAME, load_if_exists=True, direction=direction,
+        sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=startup_trials) if pruner == "median" else optuna.pruners.NopPruner(),
+    )
+    if study.direction.name.lower() != direction:
+        raise UserError(f"{path}: this study {study.direction.name.lower()}s, but train.metric_for_best={cfg.train.metric_for_best} "
+                        f"needs {direction}; use another --output_dir")
+    fingerprint = {"config": {k: v for k, v in cfg.to_dict().items() if k not in ("resolved", "labels")}, "space": space}
+    before = study.user_attrs.get("config")
+    if before is None:
+        study.set_user_attr("config", fingerprint["config"])
+        study.set_user_attr("space", space)
+    else:
+        changes = config_changes(RunConfig.from_dict(before), cfg)
+        if study.user_attrs.get("space") != space:
+            changes.insert(0, "the search space changed")
+        if changes:
+            raise UserError(f"{path} holds a search with another config ({changes[0]}); run the same config to continue it, "
+                            "or choose another --output_dir")
+    for trial in study.trials:  # cut off by a crash: count it as failed, and run its settings again first
+        if trial.state == optuna.trial.TrialState.RUNNING:
+            log.warning("warning: trial %d was interrupted; running it again", trial.number)
+            study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+    return study
+
+
+def _write_table(study, path: Path) -> list:
+    rows = [{"trial": t.number, "state": t.state.name.lower(), "value": t.value,
+             "seconds": round(t.duration.total_seconds(), 1) if t.duration else None, **t.params} for t in study.trials]
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with atomic_file(path) as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def _print_table(rows: list, best: int, metric: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"encoderfit tune: validation {metric} per trial")
+    for column in rows[0]:
+        table.add_column(column, justify="right")
+    for row in rows:
+        cells = ["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()]
+        table.add_row(*cells, style="bold green" if row["trial"] == best else None)
+    Console().print(table)
+
+
+def tune(
+    data: DataArgs = DataArgs(),
+    model: ModelArgs = ModelArgs(),
+    train: TrainArgs = TrainArgs(),
+    report: ReportArgs = ReportArgs(),
+    output_dir: Path = Path("runs/tuned"),
+    trials: int = 20,
+    space: Optional[Dict[str, Dict[str, Any]]] = None,
+    pruner: Literal["median", "none"] = "median",
+    startup_trials: int = 3,
+    timeout: Optional[float] = None,
+    overwrite: bool = False,
+) -> Path:
+    """Search training hyperparameters with Optuna; the best trial becomes a normal run directory.
+
+    Args:
+        data: Where the labelled text comes from and how it is split.
+        model: Which encoder to fine-tune.
+        train: Training settings; the searched ones are overridden per trial.
+        report: Settings of the final evaluation of the best trial.
+        output_dir: The run directory the best trial becomes; the study lives beside it in OUTPUT_DIR-tune/.
+        trials: Finished trials (complete or pruned) the search should reach, counting those of an earlier,
+            interrupted invocation.
+        space: Settings to search, each {choices: [...]} or {low: ..., high: ..., log: true}. Default: learning rate
+            1e-5..1e-4 (log), epochs 1-3, batch size 16/32, weight decay 0/1e-5/1e-2, warmup 0..0.2.
+        pruner: median: stop a trial whose validation score is worse than the median of earlier trials at the same
+            point; none: run every trial to the end.
+        startup_trials: Trials that run to the end before the pruner starts judging.
+        timeout: Stop starting new trials after this many seconds.
+        overwrite: Replace OUTPUT_DIR if it already exists.
+    """
+    import optuna
+
+    out = Path(output_dir)
+    if trials < 1:
+        raise UserError(f"trials must be at least 1 (got {trials})")
+    if world_size() > 1:
+        raise UserError("tune runs its trials one after another in one process; launch it without torchrun")
+    if out.exists() and not overwrite:
+        raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
+    space = dict(space or DEFAULT_SPACE)
+    _check_space(space)
+    home = out.parent / f"{out.name}-tune"
+    home.mkdir(parents=True, exist_ok=True)
+    prep = Prepared.load(data, model, train)
+    cfg = RunConfig(data=data, model=model, train=train, report=report, labels=prep.splits.labels)
+    study = _open_study(home / "study.db", cfg, space, pruner, startup_trials)
+
+    def objective(trial) -> float:
+        trial_cfg = with_params(cfg, _suggest(trial, space))
+        workdir = home / f"trial-{trial.number:03d}"
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir()
+        reporter = ReportToOptuna(trial, trial_cfg.train.metric_for_best)
+        trainer = train_model(prep, trial_cfg, workdir, callbacks=[reporter])
+        if reporter.pruned:
+            shutil.rmtree(workdir, ignore_errors=True)
+            raise optuna.TrialPruned()
+        return trainer.state.best_metric
+
+    def keep_only_the_best(study, trial) -> None:
+        best = _best(study)
+        for path in home.glob("trial-*"):
+            if best is None or path.name != f"trial-{best.number:03d}":
+                shutil.rmtree(path, ignore_errors=True)
+
+    done = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+    if done < trials:
+        log.info("tune: %d trial(s) to run (%d finished before); study in %s", trials - done, done, home / "study.db")
+        study.optimize(objective, n_trials=trials - done, timeout=timeout, callbacks=[keep_only_the_best], catch=())
+    keep_only_the_best(study, None)
+    best = _best(study)
+    if best is None:
+        raise UserError(f"tune: no trial completed (all pruned or failed); see {home / 'trials.csv'} and widen --space or use --pruner none")
+    rows = _write_table(study, home / "trials.csv")
+    workdir = home / f"trial-{best.number:03d}"
+    if not (workdir / "model").is_dir():
+        raise UserError(f"tune: the best trial's model ({workdir}) is gone; run with --overwrite true and another --output_dir")
+    shutil.copy(home / "trials.csv", workdir / "trials.csv")
+    best_cfg = RunConfig.load(workdir)  # the trial's settings, as it saved them
+    metrics = json.loads((workdir / "metrics.json").read_text())
+    metrics["train"]["tune"] = {"trials": len(rows), "best_trial": best.number, "metric": train.metric_for_best,
+                                "value": best.value, "params": best.params, "study": str(home / "study.db")}
+    write_json(workdir / "metrics.json", metrics)
+    finish_run(prep, best_cfg, workdir, out)
+    _print_table(rows, best.number, train.metric_for_best)
+    log.info("best trial %d (validation %s %.4g) written to %s", best.number, train.metric_for_best, best.value, out)
+    return out
+
+
+def _best(study):
+    import optuna
+
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    return study.best_trial if complete else None
+
