@@ -14,7 +14,11 @@ def __getattr__(name):  # keep `import encoderfit` light: torch loads only when 
         from .train import fit
 
         return fit
+    if name == "tune":
+        from .tune import tune
+
+        return tune
     raise AttributeError(name)
 
 
-__all__ = ["Classifier", "UserError", "fit", "__version__"]
+__all__ = ["Classifier", "UserError", "fit", "tune", "__version__"]
