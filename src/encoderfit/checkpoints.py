@@ -63,7 +63,7 @@ def problem(checkpoint: Path) -> Optional[str]:
     return None
 
 
-def step_of(checkpoint: Path) -> int:
+def _step_of(checkpoint: Path) -> int:
     match = _STEP.match(checkpoint.name)
     return int(match.group(1)) if match else -1
 
@@ -72,7 +72,7 @@ def checkpoints_in(directory: Path) -> List[Path]:
     """checkpoint-STEP directories, oldest first."""
     if not directory.is_dir():
         return []
-    return sorted((p for p in directory.iterdir() if p.is_dir() and step_of(p) >= 0), key=step_of)
+    return sorted((p for p in directory.iterdir() if p.is_dir() and _step_of(p) >= 0), key=_step_of)
 
 
 def newest_complete(directory: Path) -> Optional[Path]:

@@ -29,7 +29,7 @@ import transformers
 from transformers import set_seed
 
 from . import __version__
-from .checkpoints import checkpoints_in, newest_complete, step_of
+from .checkpoints import checkpoints_in, newest_complete
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
 from .data import Splits, prepare, tokenize
 from .distributed import barrier, is_main, join, share
@@ -52,7 +52,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and key not in ("fsdp_config",):
+        if isinstance(value, dict) and key != "fsdp_config":  # a free-form setting: compared whole
             flat.update(_flat(value, f"{name}."))
         else:
             flat[name] = value
@@ -92,9 +92,6 @@ def resume_point(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> Optio
             raise UserError(f"--resume: {checkpoints} holds no complete checkpoint; pass --resume false to start over")
         log.warning("warning: %s holds no complete checkpoint; starting over", checkpoints)
         return None
-    for newer in checkpoints_in(checkpoints):  # later saves must never land on top of a broken one
-        if step_of(newer) > step_of(checkpoint):
-            shutil.rmtree(newer, ignore_errors=True)
     log.info("resuming from %s", checkpoint)
     return checkpoint
 
