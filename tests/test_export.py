@@ -9,7 +9,7 @@ import pytest
 
 from conftest import read_jsonl, run_cli
 from encoderfit import cli
-from encoderfit.predict import Classifier
+from encoderfit.predict import Classifier, top_margin
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,8 @@ def mixed_texts(n=40, seed=2):
 
 def test_export_writes_a_self_contained_directory(exported):
     names = sorted(p.name for p in exported.iterdir())
-    for name in ("model.onnx", "model.int8.onnx", "config.json", "tokenizer.json", "calibration.json", "parity.json"):
+    for name in ("model.onnx", "model.int8.onnx", "config.json", "tokenizer.json", "calibration.json", "parity.json",
+                 "int8_recheck.json"):
         assert name in names
     parity = json.loads((exported / "parity.json").read_text())
     assert parity["fp32"]["max_abs_logit_diff"] <= 1e-4
@@ -44,6 +45,43 @@ def test_onnx_backend_matches_torch_in_input_order(exported, trained_run):
     int8 = Classifier.from_pretrained(exported, backend="onnx-int8")
     assert (int8.logits(texts).argmax(1) == torch_logits.argmax(1)).mean() >= 0.9
     assert onnx.temperature == pytest.approx(Classifier.from_pretrained(trained_run).temperature)
+
+
+def test_int8_recheck_margin_is_fitted_on_validation(exported, trained_run):
+    fitted = json.loads((exported / "int8_recheck.json").read_text())
+    assert fitted["fitted_on"].endswith("validation.jsonl") and fitted["texts"] == len(read_jsonl(
+        (trained_run / "predictions" / "validation.jsonl").read_text()))
+    assert fitted["margin"] >= 0 and fitted["quantile"] == 0.99
+    # on the texts it was fitted on, only drops above the quantile can still flip a label
+    assert fitted["label_agreement_with"] >= max(fitted["quantile"], fitted["label_agreement_without"])
+    assert json.loads((exported / "parity.json").read_text())["int8_rechecked"]["label_agreement"] >= 0.9
+
+
+def test_int8_recheck_runs_exactly_the_near_ties_in_fp32(exported):
+    texts = mixed_texts(60, seed=5)
+    fp32 = Classifier.from_pretrained(exported, backend="onnx").logits(texts)
+    # the same batches for both: dynamic int8 scales activations per batch, so its logits depend on batch mates
+    alone = Classifier.from_pretrained(exported, backend="onnx-int8", int8_recheck=False, max_tokens=300)
+    assert alone.recheck is None
+    int8 = alone.logits(texts)
+    checked = Classifier.from_pretrained(exported, backend="onnx-int8", max_tokens=300)  # several recheck batches
+    margin = json.loads((exported / "int8_recheck.json").read_text())["margin"]
+    assert checked.recheck[1] == pytest.approx(margin)
+    for forced in (float("inf"), 0.0, margin):
+        checked.recheck = (checked.recheck[0], forced)
+        got = checked.logits(texts)
+        near = top_margin(int8) < forced
+        np.testing.assert_allclose(got[near], fp32[near], atol=1e-5)  # re-run in fp32, back in input order
+        np.testing.assert_allclose(got[~near], int8[~near], atol=1e-5)  # int8 answers kept as they are
+
+
+def test_export_without_recheck_and_a_bad_quantile(trained_run, tmp_path, capsys):
+    assert cli.main(["export", str(trained_run), "--quantize", "int8", "--recheck_quantile", "0",
+                     "--output", str(tmp_path / "onnx")]) == 0
+    assert not (tmp_path / "onnx" / "int8_recheck.json").exists()
+    assert Classifier.from_pretrained(tmp_path / "onnx", backend="onnx-int8").recheck is None
+    assert cli.main(["export", str(trained_run), "--quantize", "int8", "--recheck_quantile", "1.5"]) == 2
+    assert "--recheck_quantile must be between 0 and 1" in capsys.readouterr().err
 
 
 def test_predict_cli_onnx_backend(exported, trained_run, tmp_path):

@@ -21,11 +21,13 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .errors import UserError
 from .files import partial_dir, publish_dir, write_json
-from .predict import CALIBRATION_FILE, Classifier, OnnxModel, model_dir_of
+from .predict import CALIBRATION_FILE, Classifier, OnnxModel, model_dir_of, top_margin
 
 log = logging.getLogger(__name__)
 ONNX_DIR = "onnx"
 FP32_FILE, INT8_FILE = "model.onnx", "model.int8.onnx"
+RECHECK_FILE = "int8_recheck.json"  # the margin under which onnx-int8 predictions are run again in fp32
+RECHECK_TEXTS = 2000  # validation texts the margin is fitted on, at most
 FORMATS = ("onnx",)
 PARITY_ATOL = 1e-4
 
@@ -78,13 +80,58 @@ def quantize_int8(source: Path, target: Path) -> None:
                      per_channel=True, extra_options={"MatMulConstBOnly": True})
 
 
-def parity(model, tokenizer, texts: List[str], max_length: int, paths: Dict[str, Path]) -> Dict:
-    """Max |logit difference| and label agreement of each ONNX file against PyTorch, through the same
-    length-batched Classifier path that predict and serve use."""
+def _validation_texts(run: Path) -> tuple:
+    """(texts, where from) of the run's validation split: its saved predictions, else the data its config names."""
+    saved = run / "predictions" / "validation.jsonl"
+    if saved.is_file():
+        lines = saved.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line)["text"] for line in lines[:RECHECK_TEXTS]], str(saved)
+    if (run / "config.yaml").is_file():
+        from .config import RunConfig
+        from .data import prepare
+
+        cfg = RunConfig.load(run)
+        try:
+            return list(prepare(cfg.data).validation["text"][:RECHECK_TEXTS]), f"{cfg.data.source} validation split"
+        except (UserError, OSError) as err:
+            log.warning("int8 re-check: could not load the validation split (%s)", err)
+    return [], ""
+
+
+def fit_recheck_margin(config, tokenizer, texts: List[str], max_length: int, fp32: Path, int8: Path,
+                       quantile: float) -> Dict:
+    """The int8 top-2 margin under which a prediction is run again in fp32, fitted on held-out texts.
+
+    For each text, `drop` is how much int8 overstates its top class's lead over any other class compared with
+    fp32. int8 can only change a label whose int8 margin is under its drop, so re-checking every margin under
+    the drop's `quantile` leaves at most (1 - quantile) of texts, of this distribution, able to flip.
+    """
+    exact = Classifier(OnnxModel(fp32, config), tokenizer, max_length).logits(texts)
+    quick = Classifier(OnnxModel(int8, config), tokenizer, max_length).logits(texts)
+    top = quick.argmax(1)[:, None]
+    lead_int8 = np.take_along_axis(quick, top, 1) - quick
+    lead_fp32 = np.take_along_axis(exact, top, 1) - exact
+    drop = np.clip(lead_int8 - lead_fp32, 0, None).max(1)
+    margin = float(np.quantile(drop, quantile))
+    rechecked = top_margin(quick) < margin
+    agreement = np.where(rechecked, True, quick.argmax(1) == exact.argmax(1)).mean()
+    return {"margin": margin, "quantile": quantile, "texts": len(texts), "rechecked_share": float(rechecked.mean()),
+            "label_agreement_without": float((quick.argmax(1) == exact.argmax(1)).mean()),
+            "label_agreement_with": float(agreement)}
+
+
+def parity(model, tokenizer, texts: List[str], max_length: int, paths: Dict[str, Path],
+           recheck_margin: Optional[float] = None) -> Dict:
+    """Max |logit difference| and label agreement of each ONNX file (and of int8 with its fp32 re-check)
+    against PyTorch, through the same length-batched Classifier path that predict and serve use."""
     reference = Classifier(model, tokenizer, max_length).logits(texts)
     report: Dict = {"texts": len(texts)}
-    for name, path in paths.items():
-        got = Classifier(OnnxModel(path, model.config), tokenizer, max_length).logits(texts)
+    runs = {name: Classifier(OnnxModel(path, model.config), tokenizer, max_length) for name, path in paths.items()}
+    if recheck_margin is not None:
+        runs["int8_rechecked"] = Classifier(runs["int8"].model, tokenizer, max_length,
+                                            recheck=(runs["fp32"].model, recheck_margin))
+    for name, clf in runs.items():
+        got = clf.logits(texts)
         report[name] = {"max_abs_logit_diff": float(np.abs(got - reference).max()),
                         "label_agreement": float((got.argmax(1) == reference.argmax(1)).mean())}
     return report
@@ -96,6 +143,7 @@ def export(
     quantize: Optional[Literal["int8"]] = None,
     output: Optional[Path] = None,
     opset: int = 17,
+    recheck_quantile: float = 0.99,
 ) -> Path:
     """Export a run's model to ONNX (dynamic batch and sequence), optionally int8, and check parity with PyTorch.
 
@@ -108,8 +156,13 @@ def export(
         quantize: int8: also write a dynamically int8-quantized model (weights int8, activations at run time).
         output: Directory to write. Default: RUN/onnx.
         opset: ONNX opset version.
+        recheck_quantile: With int8, fit on the validation split the top-2 logit margin under which int8
+            predictions are run again in fp32 (int8_recheck.json): at most 1 - this share of texts can then
+            change label. 0 turns the re-check off.
     """
     run = Path(run)
+    if not 0 <= recheck_quantile <= 1:
+        raise UserError(f"--recheck_quantile must be between 0 and 1 (got {recheck_quantile}); 0 turns the re-check off")
     model_dir = model_dir_of(run)
     out = Path(output) if output else (run if model_dir != run else run.parent) / ONNX_DIR
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -124,11 +177,21 @@ def export(
     work.mkdir(parents=True)
     try:
         export_fp32(model, tokenizer, names, work / FP32_FILE, opset)
-        paths = {"fp32": work / FP32_FILE}
+        paths, fitted = {"fp32": work / FP32_FILE}, {}
         if quantize == "int8":
             quantize_int8(work / FP32_FILE, work / INT8_FILE)
             paths["int8"] = work / INT8_FILE
-        check = parity(model, tokenizer, _sample_texts(run), max_length, paths)
+            texts, source = _validation_texts(run) if recheck_quantile > 0 else ([], "")
+            if texts:
+                fitted = fit_recheck_margin(model.config, tokenizer, texts, max_length, work / FP32_FILE,
+                                            work / INT8_FILE, recheck_quantile)
+                write_json(work / RECHECK_FILE, {**fitted, "fitted_on": source})
+                log.info("int8 re-check: margin %.3f re-runs %.1f%% of %d validation texts in fp32 (label agreement "
+                         "%.2f%% -> %.2f%%)", fitted["margin"], 100 * fitted["rechecked_share"], len(texts),
+                         100 * fitted["label_agreement_without"], 100 * fitted["label_agreement_with"])
+            elif recheck_quantile > 0:
+                log.warning("int8 re-check off: no validation texts found for %s (evaluate the run first)", run)
+        check = parity(model, tokenizer, _sample_texts(run), max_length, paths, fitted.get("margin"))
         if check["fp32"]["max_abs_logit_diff"] > PARITY_ATOL:
             raise UserError(f"ONNX export of {model_dir} does not match PyTorch: max |logit difference| "
                             f"{check['fp32']['max_abs_logit_diff']:.2e} > {PARITY_ATOL:g}; try another --opset")

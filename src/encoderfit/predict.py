@@ -62,17 +62,40 @@ def model_dir_of(path: Path) -> Path:
 class OnnxModel:
     """An exported model run by onnxruntime, with what Classifier needs: `config` and numpy inputs -> logits."""
 
-    def __init__(self, path: Path, config):
+    def __init__(self, path: Path, config, spin: bool = True):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # every core, as PyTorch uses
+        if not spin:  # idle threads sleep at once rather than spin, leaving the cores to the other session
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.config = config
 
     def __call__(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
         return self.session.run(["logits"], {k: batch[k].astype(np.int64) for k in self.inputs})[0]
+
+
+def top_margin(logits: np.ndarray) -> np.ndarray:
+    """Per row: the top logit minus the runner-up's (how far a row is from changing its label)."""
+    if logits.shape[1] < 2:
+        return np.full(len(logits), np.inf, dtype=logits.dtype)
+    top2 = np.partition(logits, -2, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
+
+
+def _int8_recheck(path: Path, backend: str, config) -> Optional[tuple]:
+    """(fp32 OnnxModel, margin) when the export fitted a re-check margin for its int8 model (see export.py)."""
+    from .export import FP32_FILE, RECHECK_FILE
+
+    file, fp32 = path.parent / RECHECK_FILE, path.parent / FP32_FILE
+    if backend != "onnx-int8" or not file.is_file():
+        return None
+    margin = json.loads(file.read_text()).get("margin")
+    if not margin or not fp32.is_file():
+        return None
+    return OnnxModel(fp32, config, spin=False), float(margin)
 
 
 def _onnx_file(path: Path, backend: str) -> Path:
@@ -98,7 +121,8 @@ class Classifier:
 
     def __init__(self, model, tokenizer, max_length: int, device: Optional[torch.device] = None,
                  max_tokens: Optional[int] = None, max_batch_size: Optional[int] = None, chunk_size: int = 8192,
-                 temperature: float = 1.0, threshold: Optional[float] = None, abstain: bool = False):
+                 temperature: float = 1.0, threshold: Optional[float] = None, abstain: bool = False,
+                 recheck: Optional[tuple] = None):
         if abstain and threshold is None:
             raise UserError("abstain needs a threshold; evaluate the run with --report.target_accuracy to choose one")
         self.temperature = temperature
@@ -113,15 +137,19 @@ class Classifier:
         self.max_tokens = max(max_tokens or (CPU_MAX_TOKENS if cpu else GPU_MAX_TOKENS), max_length)
         self.max_batch_size = max_batch_size or (CPU_MAX_BATCH if cpu else GPU_MAX_BATCH)
         self.chunk_size = chunk_size
+        self.recheck = recheck  # (exact model, margin): rows whose top-2 logit margin is under it are run again
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
-                        abstain: bool = False, backend: str = "torch", **kwargs) -> "Classifier":
+                        abstain: bool = False, backend: str = "torch", int8_recheck: bool = True,
+                        **kwargs) -> "Classifier":
         """Load from a run directory or a plain model directory.
 
         calibrated: divide logits by the temperature fitted on validation (model/calibration.json), if any.
         abstain: answer UNKNOWN when the top probability is below the run's chosen threshold.
         backend: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized one); see `encoderfit export`.
+        int8_recheck: with onnx-int8, run the texts whose int8 top-2 margin is under the margin fitted at export
+            (onnx/int8_recheck.json) again through the fp32 file, so near-ties keep the fp32 label.
         """
         path = Path(path)
         if backend not in BACKENDS:
@@ -133,7 +161,10 @@ class Classifier:
             file = _onnx_file(path, backend)
             model_dir, dev = file.parent, torch.device("cpu")
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = OnnxModel(file, AutoConfig.from_pretrained(model_dir))
+            config = AutoConfig.from_pretrained(model_dir)
+            if int8_recheck:
+                kwargs.setdefault("recheck", _int8_recheck(file, backend, config))
+            model = OnnxModel(file, config, spin=kwargs.get("recheck") is None)
         # a run saves its max_length as the tokenizer's model_max_length, so plain pipelines truncate alike
         max_length = model_limit(model.config, tokenizer)
         saved = json.loads((model_dir / CALIBRATION_FILE).read_text()) if (model_dir / CALIBRATION_FILE).is_file() else {}
@@ -176,6 +207,12 @@ class Classifier:
         out = np.empty((len(texts), self.model.config.num_labels), dtype=np.float32)
         for batch in length_batches(lengths, self.max_tokens, self.max_batch_size):
             out[batch] = self._forward(self._pad(enc, keys, batch))
+        if self.recheck is not None:
+            exact, margin = self.recheck
+            close = np.flatnonzero(top_margin(out) < margin)
+            for batch in length_batches([lengths[i] for i in close], self.max_tokens, self.max_batch_size):
+                rows = close[batch]
+                out[rows] = exact(self._pad(enc, keys, list(rows)))
         return out
 
     def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
@@ -258,6 +295,7 @@ def predict(
     calibrated: bool = True,
     abstain: bool = False,
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
+    int8_recheck: bool = True,
 ) -> Path | None:
     """Label texts with a trained run: one JSONL (or CSV) row per text with label, score and all class probabilities.
 
@@ -273,6 +311,7 @@ def predict(
         calibrated: Apply the temperature fitted on validation to the probabilities.
         abstain: Answer UNKNOWN when the top probability is below the run's threshold (see `eval --report.target_accuracy`).
         backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
+        int8_recheck: With onnx-int8, run near-ties (int8 top-2 margin under the one fitted at export) again in fp32.
     """
     if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
@@ -285,7 +324,7 @@ def predict(
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     texts, pairs = read_texts(input, text_column, text_pair_column)
     clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
-                                   backend=backend)
+                                   backend=backend, int8_recheck=int8_recheck)
     results = clf.predict(texts, pairs) if texts else []
     if output is None:
         write_predictions(_rows(texts, results), clf.labels, sys.stdout, fmt)

@@ -84,7 +84,7 @@ def _release_freed_memory() -> None:
 class Batcher:
     """Gathers texts from concurrent requests into one model pass (dynamic batching)."""
 
-    TRIM_EVERY = 200  # model passes
+    TRIM_EVERY = 50  # model passes
 
     def __init__(self, classifier: Classifier, metrics: Metrics, max_wait_ms: float, max_batch_texts: int, enabled: bool):
         self.classifier, self.metrics = classifier, metrics
@@ -228,6 +228,8 @@ def model_info(run: Path, classifier: Classifier, backend: str) -> Dict:
     info = {"labels": classifier.labels, "max_length": classifier.max_length, "backend": backend,
             "temperature": classifier.temperature, "threshold": classifier.threshold, "abstain": classifier.abstain,
             "encoderfit_version": __version__}
+    if classifier.recheck is not None:
+        info["int8_recheck_margin"] = classifier.recheck[1]
     if (run / "config.yaml").is_file():
         from .config import RunConfig
 
@@ -254,6 +256,7 @@ def serve(
     max_wait_ms: float = 5.0,
     max_batch_texts: int = 256,
     batching: bool = True,
+    int8_recheck: bool = True,
 ) -> None:
     """Serve a trained run over HTTP: POST /v1/classify, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
 
@@ -270,13 +273,14 @@ def serve(
         max_wait_ms: Longest a request waits for others to share its model pass.
         max_batch_texts: Most texts in one model pass.
         batching: Gather concurrent requests into shared model passes (false: one request per pass).
+        int8_recheck: With onnx-int8, run near-ties (int8 top-2 margin under the one fitted at export) again in fp32.
     """
     import uvicorn
 
     if max_texts < 1 or max_chars < 1 or max_body_bytes < 1 or max_batch_texts < 1 or max_wait_ms < 0:
         raise UserError("serve: max_texts, max_chars, max_body_bytes and max_batch_texts must be >= 1, max_wait_ms >= 0")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
-    classifier = Classifier.from_pretrained(run, backend=backend, abstain=abstain)
+    classifier = Classifier.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
     app = create_app(classifier, model_info(Path(run), classifier, backend), Limits(max_texts, max_chars, max_body_bytes),
                      api_key, max_wait_ms, max_batch_texts, batching)
     log.info("serving %s on http://%s:%d (docs at /docs)%s", run, host, port, "; API key required" if api_key else "")
