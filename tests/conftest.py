@@ -5,12 +5,15 @@ Everything is built locally, once per session; nothing touches the Hugging Face 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import random
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +158,34 @@ def _restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(run: Path, *args: str):
+    """`encoderfit serve RUN ARGS` in a subprocess on a free loopback port, until the block ends; yields its URL."""
+    import httpx
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "encoderfit", "serve", str(run), "--port", str(port), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.time() < deadline, "server did not start"
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import read_jsonl, run_cli
+from conftest import read_jsonl, run_cli, serving
 from encoderfit import cli
 from encoderfit.predict import Classifier, top_margin
 
@@ -82,6 +82,19 @@ def test_export_without_recheck_and_a_bad_quantile(trained_run, tmp_path, capsys
     assert Classifier.from_pretrained(tmp_path / "onnx", backend="onnx-int8").recheck is None
     assert cli.main(["export", str(trained_run), "--quantize", "int8", "--recheck_quantile", "1.5"]) == 2
     assert "--recheck_quantile must be between 0 and 1" in capsys.readouterr().err
+
+
+def test_serve_onnx_int8_with_its_recheck(exported):
+    import httpx
+
+    texts = mixed_texts(12, seed=9)
+    expected = Classifier.from_pretrained(exported, backend="onnx-int8").predict(texts)
+    with serving(exported, "--backend", "onnx-int8", "--max_texts", "16") as url:
+        info = httpx.get(url + "/v1/model", timeout=10).json()
+        results = httpx.post(url + "/v1/classify", json={"texts": texts}, timeout=30).json()["results"]
+    assert info["backend"] == "onnx-int8"
+    assert info["int8_recheck_margin"] == pytest.approx(json.loads((exported / "int8_recheck.json").read_text())["margin"])
+    assert [r["label"] for r in results] == [e["label"] for e in expected]
 
 
 def test_predict_cli_onnx_backend(exported, trained_run, tmp_path):

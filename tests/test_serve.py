@@ -3,15 +3,12 @@
 import json
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from conftest import serving
 from encoderfit.predict import Classifier
 
 KEY = "test-key-123"
@@ -19,33 +16,11 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(trained_run):
-    port = free_port()
-    cmd = [sys.executable, "-m", "encoderfit", "serve", str(trained_run), "--port", str(port), "--api_key", KEY,
-           "--max_texts", "8", "--max_chars", "500", "--max_body_bytes", "20000", "--max_wait_ms", "50"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-        assert proc.poll() is None, proc.stdout.read()
-    else:
-        proc.kill()
-        raise AssertionError("server did not start")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    with serving(trained_run, "--api_key", KEY, "--max_texts", "8", "--max_chars", "500", "--max_body_bytes", "20000",
+                 "--max_wait_ms", "50") as url:
+        yield url
 
 
 def post(url, body, headers=AUTH, **kwargs):
