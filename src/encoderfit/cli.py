@@ -14,6 +14,7 @@ from typing import Callable, Dict, List, Optional
 
 from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
+from .distributed import leave
 from .errors import UserError, closest
 
 EXIT_USER_ERROR = 2
@@ -85,6 +86,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        leave()
     return 0
 
 

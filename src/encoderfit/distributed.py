@@ -27,6 +27,13 @@ def join() -> None:
         PartialState()
 
 
+def leave() -> None:
+    """Leave the process group before the interpreter exits: a gloo group torn down at exit can abort a process
+    ("terminate called without an active exception") after its work is done, failing the whole launch."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
 def barrier() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
