@@ -43,13 +43,16 @@ class _Logits(torch.nn.Module):
         return self.model(**dict(zip(self.names, inputs))).logits
 
 
+def _saved_texts(run: Path, split: str, n: int) -> List[str]:
+    """The first n texts of a split as the run's evaluation saved them (predictions/SPLIT.jsonl), if it did."""
+    saved = run / "predictions" / f"{split}.jsonl"
+    if not saved.is_file():
+        return []
+    return [json.loads(line)["text"] for line in saved.read_text(encoding="utf-8").splitlines()[:n]]
+
+
 def _sample_texts(run: Path, n: int = 64) -> List[str]:
-    saved = run / "predictions" / "test.jsonl"
-    if saved.is_file():
-        rows = [json.loads(line)["text"] for line in saved.read_text(encoding="utf-8").splitlines()[:n]]
-        if rows:
-            return rows
-    return ["a short text", "a somewhat longer text with more words in it " * 3, "x"]
+    return _saved_texts(run, "test", n) or ["a short text", "a somewhat longer text with more words in it " * 3, "x"]
 
 
 def _encode(tokenizer, texts: List[str], max_length: int, names: List[str]) -> Dict[str, np.ndarray]:
@@ -82,10 +85,9 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def _validation_texts(run: Path) -> tuple:
     """(texts, where from) of the run's validation split: its saved predictions, else the data its config names."""
-    saved = run / "predictions" / "validation.jsonl"
-    if saved.is_file():
-        lines = saved.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line)["text"] for line in lines[:RECHECK_TEXTS]], str(saved)
+    saved = _saved_texts(run, "validation", RECHECK_TEXTS)
+    if saved:
+        return saved, str(run / "predictions" / "validation.jsonl")
     if (run / "config.yaml").is_file():
         from .config import RunConfig
         from .data import prepare
@@ -98,7 +100,7 @@ def _validation_texts(run: Path) -> tuple:
     return [], ""
 
 
-def fit_recheck_margin(config, tokenizer, texts: List[str], max_length: int, fp32: Path, int8: Path,
+def fit_recheck_margin(fp32: OnnxModel, int8: OnnxModel, tokenizer, texts: List[str], max_length: int,
                        quantile: float) -> Dict:
     """The int8 top-2 margin under which a prediction is run again in fp32, fitted on held-out texts.
 
@@ -106,8 +108,8 @@ def fit_recheck_margin(config, tokenizer, texts: List[str], max_length: int, fp3
     fp32. int8 can only change a label whose int8 margin is under its drop, so re-checking every margin under
     the drop's `quantile` leaves at most (1 - quantile) of texts, of this distribution, able to flip.
     """
-    exact = Classifier(OnnxModel(fp32, config), tokenizer, max_length).logits(texts)
-    quick = Classifier(OnnxModel(int8, config), tokenizer, max_length).logits(texts)
+    exact = Classifier(fp32, tokenizer, max_length).logits(texts)
+    quick = Classifier(int8, tokenizer, max_length).logits(texts)
     top = quick.argmax(1)[:, None]
     lead_int8 = np.take_along_axis(quick, top, 1) - quick
     lead_fp32 = np.take_along_axis(exact, top, 1) - exact
@@ -120,16 +122,15 @@ def fit_recheck_margin(config, tokenizer, texts: List[str], max_length: int, fp3
             "label_agreement_with": float(agreement)}
 
 
-def parity(model, tokenizer, texts: List[str], max_length: int, paths: Dict[str, Path],
+def parity(model, tokenizer, texts: List[str], max_length: int, onnx: Dict[str, OnnxModel],
            recheck_margin: Optional[float] = None) -> Dict:
-    """Max |logit difference| and label agreement of each ONNX file (and of int8 with its fp32 re-check)
+    """Max |logit difference| and label agreement of each ONNX model (and of int8 with its fp32 re-check)
     against PyTorch, through the same length-batched Classifier path that predict and serve use."""
     reference = Classifier(model, tokenizer, max_length).logits(texts)
     report: Dict = {"texts": len(texts)}
-    runs = {name: Classifier(OnnxModel(path, model.config), tokenizer, max_length) for name, path in paths.items()}
+    runs = {name: Classifier(session, tokenizer, max_length) for name, session in onnx.items()}
     if recheck_margin is not None:
-        runs["int8_rechecked"] = Classifier(runs["int8"].model, tokenizer, max_length,
-                                            recheck=(runs["fp32"].model, recheck_margin))
+        runs["int8_rechecked"] = Classifier(onnx["int8"], tokenizer, max_length, recheck=(onnx["fp32"], recheck_margin))
     for name, clf in runs.items():
         got = clf.logits(texts)
         report[name] = {"max_abs_logit_diff": float(np.abs(got - reference).max()),
@@ -177,21 +178,20 @@ def export(
     work.mkdir(parents=True)
     try:
         export_fp32(model, tokenizer, names, work / FP32_FILE, opset)
-        paths, fitted = {"fp32": work / FP32_FILE}, {}
+        onnx, fitted = {"fp32": OnnxModel(work / FP32_FILE, model.config)}, {}
         if quantize == "int8":
             quantize_int8(work / FP32_FILE, work / INT8_FILE)
-            paths["int8"] = work / INT8_FILE
+            onnx["int8"] = OnnxModel(work / INT8_FILE, model.config)
             texts, source = _validation_texts(run) if recheck_quantile > 0 else ([], "")
             if texts:
-                fitted = fit_recheck_margin(model.config, tokenizer, texts, max_length, work / FP32_FILE,
-                                            work / INT8_FILE, recheck_quantile)
+                fitted = fit_recheck_margin(onnx["fp32"], onnx["int8"], tokenizer, texts, max_length, recheck_quantile)
                 write_json(work / RECHECK_FILE, {**fitted, "fitted_on": source})
                 log.info("int8 re-check: margin %.3f re-runs %.1f%% of %d validation texts in fp32 (label agreement "
                          "%.2f%% -> %.2f%%)", fitted["margin"], 100 * fitted["rechecked_share"], len(texts),
                          100 * fitted["label_agreement_without"], 100 * fitted["label_agreement_with"])
             elif recheck_quantile > 0:
                 log.warning("int8 re-check off: no validation texts found for %s (evaluate the run first)", run)
-        check = parity(model, tokenizer, _sample_texts(run), max_length, paths, fitted.get("margin"))
+        check = parity(model, tokenizer, _sample_texts(run), max_length, onnx, fitted.get("margin"))
         if check["fp32"]["max_abs_logit_diff"] > PARITY_ATOL:
             raise UserError(f"ONNX export of {model_dir} does not match PyTorch: max |logit difference| "
                             f"{check['fp32']['max_abs_logit_diff']:.2e} > {PARITY_ATOL:g}; try another --opset")

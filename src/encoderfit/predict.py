@@ -85,12 +85,12 @@ def top_margin(logits: np.ndarray) -> np.ndarray:
     return top2[:, 1] - top2[:, 0]
 
 
-def _int8_recheck(path: Path, backend: str, config) -> Optional[tuple]:
+def _int8_recheck(path: Path, config) -> Optional[tuple]:
     """(fp32 OnnxModel, margin) when the export fitted a re-check margin for its int8 model (see export.py)."""
     from .export import FP32_FILE, RECHECK_FILE
 
     file, fp32 = path.parent / RECHECK_FILE, path.parent / FP32_FILE
-    if backend != "onnx-int8" or not file.is_file():
+    if not file.is_file():
         return None
     margin = json.loads(file.read_text()).get("margin")
     if not margin or not fp32.is_file():
@@ -162,8 +162,8 @@ class Classifier:
             model_dir, dev = file.parent, torch.device("cpu")
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             config = AutoConfig.from_pretrained(model_dir)
-            if int8_recheck:
-                kwargs.setdefault("recheck", _int8_recheck(file, backend, config))
+            if int8_recheck and backend == "onnx-int8":
+                kwargs.setdefault("recheck", _int8_recheck(file, config))
             model = OnnxModel(file, config, spin=kwargs.get("recheck") is None)
         # a run saves its max_length as the tokenizer's model_max_length, so plain pipelines truncate alike
         max_length = model_limit(model.config, tokenizer)
