@@ -4,8 +4,9 @@
 
 1. 32 concurrent clients send real VADER movie-review snippets, one per request: requests/s and p50/p99
    latency with dynamic batching and with batching disabled, each against a fresh server.
-2. 10,000 requests mixing valid and malformed bodies: counts of each status (no 5xx allowed) and the
-   server's resident memory after warm-up and at the end.
+2. 10,000 requests mixing valid bodies, malformed ones (lone surrogates among them) and GETs to thousands of
+   distinct unknown paths: counts of each status (no 5xx allowed), the number of request series in /metrics, and
+   the server's resident memory after warm-up and at the end.
 Writes its section of docs/benchmarks.md.
 """
 
@@ -73,7 +74,11 @@ async def clients(url: str, bodies: list, n_clients: int = CLIENTS) -> tuple[lis
         while queue and time.perf_counter() < deadline:
             content, ctype = queue.pop()
             start = time.perf_counter()
-            async with session.post(url + "/v1/classify", data=content, headers={"Content-Type": ctype}) as response:
+            if ctype == "GET":  # content is a path
+                request = session.get(url + content)
+            else:
+                request = session.post(url + "/v1/classify", data=content, headers={"Content-Type": ctype})
+            async with request as response:
                 await response.read()
             latencies.append(time.perf_counter() - start)
             statuses[response.status] += 1
@@ -112,8 +117,15 @@ def malformed(i: int):
     cases = [(b"{broken json", "application/json"), (json.dumps({"texts": []}).encode(), "application/json"),
              (json.dumps({"texts": [1, 2]}).encode(), "application/json"), (b'{"text": "hi"}', "text/plain"),
              (json.dumps({"text": "   "}).encode(), "application/json"), (json.dumps({"text": "x" * 30000}).encode(), "application/json"),
-             (json.dumps({"text": "a", "texts": ["b"]}).encode(), "application/json"), (b"\xff\xfe\x00", "application/json")]
+             (json.dumps({"text": "a", "texts": ["b"]}).encode(), "application/json"), (b"\xff\xfe\x00", "application/json"),
+             (b'{"text": "lone \\ud800 surrogate"}', "application/json"), (b'{"texts": ["ok", "x\xed\xa0\x80"]}', "application/json")]
     return cases[i % len(cases)]
+
+
+def request_series(url: str) -> int:
+    """How many `encoderfit_requests_total` series the server's /metrics holds (it must not grow with paths)."""
+    text = httpx.get(url + "/metrics", timeout=30).text
+    return sum(line.startswith("encoderfit_requests_total{") for line in text.splitlines())
 
 
 def main() -> None:
@@ -146,16 +158,19 @@ def main() -> None:
         print(f"[serve] batching={batching}: {load[batching]}", flush=True)
 
     total = 2000 if args.quick else 10000
-    mixed = [malformed(i) if i % 2 else valid([texts[i % len(texts)]])[0] for i in range(total)]
+    # half valid; a quarter malformed bodies; a quarter GETs to distinct unknown paths
+    mixed = [valid([texts[i % len(texts)]])[0] if i % 2 == 0 else malformed(i // 4) if i % 4 == 1 else (f"/no/such/page/{i}", "GET")
+             for i in range(total)]
     proc, url = start(run, True, args.backend)
-    asyncio.run(clients(url, mixed[:2000]))  # warm-up long enough to meet most batch shapes once
-    warm = rss_mb(proc.pid)
+    asyncio.run(clients(url, [m for m in mixed[:2000] if m[1] != "GET"]))  # warm-up long enough to meet most batch shapes once
+    warm, series_before = rss_mb(proc.pid), request_series(url)
     latencies, statuses, seconds = asyncio.run(clients(url, mixed))
-    end = rss_mb(proc.pid)
+    end, series_after = rss_mb(proc.pid), request_series(url)
     proc.terminate()
     proc.wait()
     fivexx = sum(n for s, n in statuses.items() if s >= 500)
-    print(f"[serve] mixed: {dict(statuses)} rss {warm:.0f} -> {end:.0f} MB", flush=True)
+    paths = sum(m[1] == "GET" for m in mixed)
+    print(f"[serve] mixed: {dict(statuses)} rss {warm:.0f} -> {end:.0f} MB; request series {series_before} -> {series_after}", flush=True)
 
     on, off = load[True], load[False]
     write_section("serve_load", "\n".join([
@@ -176,8 +191,10 @@ def main() -> None:
         "model passes cheaper per text, so 3x would need passes of 32 mixed-length texts to cost a third per text of "
         "passes of one. On 2 CPU cores they do not: a pass over one short text already keeps both cores busy with its "
         "matrix products. On a GPU, where one short text leaves most of the device idle, the same batching gains far more.", "",
-        f"Robustness: {len(latencies)} requests, half valid and half malformed (bad JSON, wrong types, empty, oversized, "
-        f"wrong content type, both fields): statuses {dict(sorted(statuses.items()))}; **{fivexx} 5xx**. Server RSS "
+        f"Robustness: {len(latencies)} requests: half valid, a quarter malformed (bad JSON, wrong types, empty, oversized, "
+        f"wrong content type, both fields, lone surrogates as JSON escapes and as raw bytes), and a quarter GETs to "
+        f"{paths} distinct unknown paths: statuses {dict(sorted(statuses.items()))}; **{fivexx} 5xx**. Request series in "
+        f"/metrics: {series_before} before, {series_after} after (labelled by route, not by path). Server RSS "
         f"{warm:.0f} MB after warm-up, {end:.0f} MB at the end (**{end / warm:.2f}x**, target <= 1.2x).",
     ]))
     print("[serve] wrote docs/benchmarks.md")

@@ -108,3 +108,33 @@ def test_tokenize_never_pads(tiny_model, tmp_path):
     assert max(lengths) == 16 and min(lengths) < 16
     assert all(len(ids) == n for ids, n in zip(encoded["input_ids"], lengths))
     assert tokenizer.pad_token_id not in sum(encoded["input_ids"], [])
+
+
+def test_label_whitespace_is_stripped_and_case_twins_are_reported(tmp_path, caplog):
+    rows = [{"text": f"text {i}", "label": ["pos", "neg ", " neutral"][i % 3] + (" " if i % 2 else "")} for i in range(60)]
+    rows.append({"text": "shouting", "label": "POS"})
+    with caplog.at_level("INFO"):
+        splits = prepare(DataArgs(source=str(write_csv(tmp_path / "ws.csv", rows))))
+    assert splits.labels == ["POS", "neg", "neutral", "pos"]  # "pos" and "pos " are one class; "POS" is kept, flagged
+    assert "stripped surrounding whitespace from 50 label(s)" in caplog.text
+    assert "labels 'POS' and 'pos' differ only by case" in caplog.text
+
+
+def test_a_single_example_class_stays_in_train_and_stratification_stays_on(tmp_path, caplog):
+    rows = make_rows(40, seed=5) + [{"text": "one of a kind", "label": "weather"}]
+    with caplog.at_level("WARNING"):
+        splits = prepare(DataArgs(source=str(write_csv(tmp_path / "rare.csv", rows))))
+    assert "one of a kind" in splits.train["text"]
+    assert "label 'weather' has a single example: it stays in train" in caplog.text
+    assert "splitting at random" not in caplog.text
+    counts = Counter(splits.test["labels"])
+    assert sorted(counts.values()) == [4, 4, 4], "the other classes are still stratified"
+
+
+def test_predict_skips_empty_lines_and_says_so(trained_run, tmp_path):
+    from conftest import read_jsonl, run_cli
+
+    (tmp_path / "in.txt").write_text("the chef baked bread\n\n   \nthe team won\n")
+    proc = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"))
+    assert [r["text"] for r in read_jsonl(proc.stdout)] == ["the chef baked bread", "the team won"]
+    assert "skipped 2 empty input line(s)/row(s) (2, 3)" in proc.stderr

@@ -61,6 +61,6 @@ def test_fsdp_and_deepspeed_settings_are_checked(tmp_path):
     with pytest.raises(UserError, match="FSDP needs GPUs"):  # one process, no GPU here
         training_arguments(fsdp, "fp32", tmp_path)
     with pytest.raises(UserError, match="train.deepspeed: .* is not a file"):
-        TrainArgs(deepspeed=str(tmp_path / "missing.json"))
+        TrainArgs(deepspeed=str(tmp_path / "missing.json")).check_runnable()
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     assert TrainArgs(deepspeed=str(tmp_path / "ds.json")).deepspeed.endswith("ds.json")

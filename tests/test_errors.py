@@ -149,3 +149,208 @@ def test_real_process_exit_code_and_single_line(tmp_path):
 def test_eval_on_non_run_directory(capsys, tmp_path):
     assert cli.main(["eval", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- through the real CLI, in a subprocess
+
+
+def cli_fails(*args: str, cwd=None, **kwargs) -> str:
+    """`encoderfit ARGS` in a subprocess: exit code 2, no traceback, one `error:` line (returned)."""
+    proc = run_cli(*args, check=False, cwd=cwd, **kwargs)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and proc.stderr.strip().splitlines()[-1] == errors[0], proc.stderr[-2000:]
+    return errors[0]
+
+
+def train_args(tmp_path: Path, source: Path, model: Path, *extra: str) -> list:
+    return ["train", "--data.source", str(source), "--model.name_or_path", str(model), "--output_dir", str(tmp_path / "run"), *extra]
+
+
+def nothing_left(tmp_path: Path) -> bool:
+    return not (tmp_path / "run").exists() and not (tmp_path / ".run.partial").exists()
+
+
+def test_three_rows_are_too_few_to_split(tmp_path, tiny_model):
+    path = write_csv(tmp_path / "tiny.csv", make_rows(1, seed=2))
+    msg = cli_fails(*train_args(tmp_path, path, tiny_model))
+    assert "3 training examples are too few" in msg and "validation/test" in msg and "at least 10" in msg
+    assert nothing_left(tmp_path)
+
+
+def test_label_column_equal_to_text_column(tmp_path, tiny_model, rows):
+    path = write_csv(tmp_path / "d.csv", rows)
+    msg = cli_fails(*train_args(tmp_path, path, tiny_model, "--data.label_column", "text"))
+    assert "data.label_column and data.text_column are both 'text'" in msg
+
+
+def test_duplicate_column_names_are_refused(tmp_path, tiny_model):
+    path = tmp_path / "dup.csv"
+    path.write_text("text,label,label\n" + "".join(f"t{i},a,b\n" for i in range(30)))
+    msg = cli_fails(*train_args(tmp_path, path, tiny_model))
+    assert "column 'label' appears twice in the header (columns 2 and 3)" in msg and "dup.csv" in msg
+
+
+def test_broken_jsonl_line_is_named_by_its_line_number(tmp_path, tiny_model, rows):
+    import json
+
+    lines = [json.dumps(r) for r in rows]
+    lines[7] = '{"text": "broken, "label": "food"}'
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    msg = cli_fails(*train_args(tmp_path, tmp_path / "d.jsonl", tiny_model))
+    assert "d.jsonl: line 8: not valid JSON" in msg
+
+
+@pytest.fixture
+def broken_model(tiny_model, tmp_path) -> Path:
+    """The tiny model with its weights cut in half, as a failed download leaves them."""
+    import shutil
+
+    copy = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, copy)
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return copy
+
+
+def test_truncated_safetensors_in_train_predict_and_serve(tmp_path, broken_model, rows):
+    path = write_csv(tmp_path / "d.csv", rows * 3)
+    msg = cli_fails(*train_args(tmp_path, path, broken_model))
+    assert "broken-model: the .safetensors weights are unreadable" in msg and "truncated" in msg
+    assert nothing_left(tmp_path)
+    (tmp_path / "in.txt").write_text("hello\n")
+    assert "weights are unreadable" in cli_fails("predict", str(broken_model), "--input", str(tmp_path / "in.txt"))
+    assert "weights are unreadable" in cli_fails("serve", str(broken_model), "--port", "8123")
+
+
+def test_invalid_config_json_is_not_called_a_hub_problem(tmp_path, tiny_model, rows):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    (model / "config.json").write_text("{not json")
+    msg = cli_fails(*train_args(tmp_path, write_csv(tmp_path / "d.csv", rows * 3), model))
+    assert "cannot be loaded" in msg and "not a valid JSON" in msg and "hub" not in msg
+
+
+def test_non_utf8_stdin_to_predict(trained_run):
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "encoderfit", "predict", str(trained_run)], input=b"fine\ncaf\xe9\n",
+                          capture_output=True)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: stdin: line 2: byte 0xe9 is not valid UTF-8; re-save it as UTF-8 (e.g. `iconv -f cp1252 -t utf-8`)"
+    assert proc.stdout == b"", "nothing is labelled when the input cannot be read"
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "not_writable"])
+def test_unwritable_outputs_are_refused_before_any_work(tmp_path, tiny_model, trained_run, rows, where):
+    (tmp_path / "afile").write_text("x")
+    target = tmp_path / "afile" / "sub" if where == "under_a_file" else Path("/sys/encoderfit-test/out")
+    path = write_csv(tmp_path / "d.csv", rows)
+    msg = cli_fails("train", "--data.source", str(path), "--model.name_or_path", str(tiny_model), "--output_dir", str(target))
+    assert msg.startswith(f"error: output_dir: cannot write {target}")
+    (tmp_path / "in.txt").write_text("hello\n")
+    msg = cli_fails("predict", str(trained_run), "--input", str(tmp_path / "in.txt"), "--output", str(target / "p.jsonl"))
+    assert msg.startswith(f"error: --output: cannot write {target / 'p.jsonl'}")
+    msg = cli_fails("export", str(trained_run), "--output", str(target / "onnx"))
+    assert msg.startswith(f"error: --output: cannot write {target / 'onnx'}")
+
+
+@pytest.mark.parametrize("logger,package", [("wandb", "wandb"), ("mlflow", "mlflow")])
+def test_logger_without_its_package(tmp_path, tiny_model, rows, logger, package):
+    import importlib.util
+
+    if importlib.util.find_spec(package) is not None:
+        pytest.skip(f"{package} is installed here")
+    msg = cli_fails(*train_args(tmp_path, write_csv(tmp_path / "d.csv", rows), tiny_model, "--train.report_to", f"[{logger}]"))
+    assert f"needs the package '{package}'" in msg and f"pip install {package}" in msg
+
+
+@pytest.mark.parametrize("device,expected", [("tpu9", "'tpu9' is not a device"), ("cuda", "needs a CUDA GPU")])
+def test_predict_on_a_device_this_machine_lacks(trained_run, tmp_path, device, expected):
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "in.txt").write_text("hello\n")
+    assert expected in cli_fails("predict", str(trained_run), "--input", str(tmp_path / "in.txt"), "--device", device)
+
+
+def test_input_directory_is_named_as_a_directory(trained_run, tmp_path):
+    assert "is a directory; pass a file" in cli_fails("predict", str(trained_run), "--input", str(tmp_path))
+
+
+def test_run_directory_with_a_broken_or_unknown_config(trained_run, tmp_path):
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    config = run / "config.yaml"
+    original = config.read_text()
+    config.write_text(original + "train: [unclosed\n")
+    msg = cli_fails("eval", str(run))
+    assert "config.yaml: not valid YAML" in msg and "line" in msg
+
+    raw = yaml.safe_load(original)
+    raw["train"]["learning_rat"] = raw["train"].pop("learning_rate")  # a misspelt key: its meaning is unclear
+    config.write_text(yaml.safe_dump(raw))
+    assert "unknown key train.learning_rat (did you mean 'learning_rate'?)" in cli_fails("report", str(run))
+
+    raw = yaml.safe_load(original)
+    raw["train"]["gradient_checkpointing"] = True  # a setting from another version: ignored, with a warning
+    raw["future_section"] = {"x": 1}
+    config.write_text(yaml.safe_dump(raw))
+    proc = run_cli("report", str(run))
+    assert "ignoring unknown key train.gradient_checkpointing" in proc.stderr and "future_section" in proc.stderr
+
+
+def test_negative_number_values_and_union_options_read_well(tmp_path, trained_run):
+    assert "train.learning_rate must be > 0 (got -0.0001)" in cli_fails("train", "--train.learning_rate", "-1e-4")
+    assert cli_fails("export", str(trained_run), "--quantize", "int4") == "error: --quantize: 'int4' is not valid; expected one of: int8, null"
+    assert cli_fails("predict", str(trained_run), "--backend", "tf") == "error: --backend: 'tf' is not valid; expected one of: torch, onnx, onnx-int8"
+    assert "--space: 'notjson' is not valid; expected a mapping" in cli_fails("tune", "--space", "notjson")
+
+
+def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    for delay in (0.3, 1.0, 2.5):  # after the interpreter itself has started: imports, parsing, loading
+        proc = subprocess.Popen([sys.executable, "-m", "encoderfit", "train", "--output_dir", str(tmp_path / "r")],
+                                stderr=subprocess.PIPE, text=True)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+        # 130, or killed by SIGINT itself (-2: what Python does when an interrupt hit C code that runs Python), or 2
+        # when it got as far as the missing data.source first
+        assert proc.returncode in (130, -signal.SIGINT, 2), (delay, err)
+        assert "Traceback" not in err, (delay, err)
+
+
+def test_sigterm_during_training_says_what_was_kept(toy_csv, tiny_model, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import steady_args
+
+    out, partial = tmp_path / "run", tmp_path / ".run.partial"
+    proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *steady_args(toy_csv, tiny_model, out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not list(partial.glob("checkpoints/checkpoint-*/encoderfit-complete.json")):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode in (143, -signal.SIGTERM) and "Traceback" not in err
+    assert f"checkpoints kept in {partial}" in err and "terminated (SIGTERM)" in err.splitlines()

@@ -44,8 +44,8 @@ def test_health_model_docs_and_metrics(server):
     assert httpx.get(server + "/health").json() == {"status": "ok"}
     info = httpx.get(server + "/v1/model", headers=AUTH).json()
     assert info["labels"] == ["food", "sport", "tech"] and "test" in info["metrics"] and info["max_length"] == 512
-    assert httpx.get(server + "/docs").status_code == 200
-    assert "/v1/classify" in httpx.get(server + "/openapi.json").json()["paths"]
+    for closed in ("/docs", "/openapi.json"):  # an API key is set: the docs are off unless --docs true
+        assert httpx.get(server + closed).status_code == 404
     post(server, {"text": "the team won the league"})
     metrics = httpx.get(server + "/metrics", headers=AUTH).text
     for series in ("encoderfit_requests_total", "encoderfit_request_seconds_bucket", "encoderfit_batch_texts_count",
@@ -124,3 +124,102 @@ def test_try_it_page_in_headless_chromium(server):
         bars = page.locator(".bar").count()
         browser.close()
     assert shown == expected and bars == 3
+
+
+# ---------------------------------------------------------------- hardening: bad requests fail alone
+
+
+def test_lone_surrogates_get_a_422_as_escape_or_raw_bytes(server):
+    escaped = httpx.post(server + "/v1/classify", content=b'{"texts": ["fine", "bad \\ud800 text"]}', timeout=30,
+                         headers={**AUTH, "Content-Type": "application/json"})
+    assert escaped.status_code == 422 and escaped.json() == {
+        "error": "texts.1: character 4 is a lone surrogate, not valid Unicode; send UTF-8 text"}
+    raw = httpx.post(server + "/v1/classify", content=b'{"text": "x\xed\xa0\x80"}', timeout=30,
+                     headers={**AUTH, "Content-Type": "application/json"})
+    assert raw.status_code == 422 and "lone surrogate" in raw.json()["error"]
+
+
+def test_one_poisoned_request_among_100_good_ones_fails_alone(server):
+    good = [{"text": f"goal number {i} for the team"} for i in range(100)]
+    bodies = good[:50] + [None] + good[50:]
+
+    def send(body):
+        if body is None:
+            return httpx.post(server + "/v1/classify", content=b'{"text": "\\udfff"}', timeout=60,
+                              headers={**AUTH, "Content-Type": "application/json"})
+        return post(server, body)
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(send, bodies))
+    statuses = [r.status_code for r in responses]
+    assert statuses[50] == 422 and statuses[:50] + statuses[51:] == [200] * 100
+    assert all(r.headers["content-type"].startswith("application/json") for r in responses)
+
+
+def test_a_failed_model_pass_is_rerun_request_by_request(trained_run):
+    """The real tokenizer fails on a lone surrogate: sent past the HTTP checks, only its own request fails."""
+    import asyncio
+
+    from encoderfit.serve import Batcher, Metrics
+
+    async def scenario():
+        batcher = Batcher(Classifier.from_pretrained(trained_run), Metrics(), max_wait_ms=200, max_batch_texts=256, enabled=True)
+        batcher.start()
+        jobs = [batcher.classify([f"the chef cooked dinner {i}"]) for i in range(5)] + [batcher.classify(["\udcff"])]
+        return await asyncio.gather(*jobs, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert [type(r).__name__ for r in results[:5]] == ["list"] * 5 and results[0][0]["label"] == "food"
+    assert isinstance(results[5], Exception)
+
+
+def test_distinct_paths_do_not_grow_the_metrics(server):
+    import asyncio
+
+    import aiohttp
+
+    def series(text):
+        return {line.rsplit(" ", 1)[0] for line in text.splitlines() if line.startswith("encoderfit_requests_total{")}
+
+    httpx.get(server + "/no/such/path/0")
+    before = series(httpx.get(server + "/metrics", headers=AUTH).text)
+
+    async def flood(n=3000):
+        async with aiohttp.ClientSession() as session:
+            async def one(i):
+                async with session.get(f"{server}/no/such/path/{i}") as response:
+                    return response.status
+            return await asyncio.gather(*(one(i) for i in range(n)))
+
+    assert set(asyncio.run(flood())) == {404}
+    after = series(httpx.get(server + "/metrics", headers=AUTH).text)
+    assert after == before, after - before
+    assert 'encoderfit_requests_total{path="other",status="404"}' in after
+
+
+def test_every_error_has_one_shape_and_head_works(server):
+    missing = httpx.get(server + "/nope")
+    assert missing.status_code == 404 and set(missing.json()) == {"error"}
+    wrong_method = httpx.get(server + "/v1/classify", headers=AUTH)
+    assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error"}
+    for path in ("/health", "/"):
+        assert httpx.head(server + path).status_code == 200
+    mixed_case = httpx.post(server + "/v1/classify", content=b'{"text": "the team won"}', timeout=30,
+                            headers={**AUTH, "Content-Type": "Application/JSON; charset=UTF-8"})
+    assert mixed_case.status_code == 200
+
+
+def test_host_header_must_name_this_server(server):
+    rebound = httpx.get(server + "/health", headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 400 and "Host header 'attacker.example:8000'" in rebound.json()["error"]
+    assert httpx.get(server + "/health", headers={"Host": "localhost"}).status_code == 200
+
+
+def test_docs_can_be_opened_with_a_key_and_the_port_is_checked(trained_run):
+    from conftest import run_cli
+
+    with serving(trained_run, "--api_key", KEY, "--docs", "true") as url:
+        assert httpx.get(url + "/docs").status_code == 200
+        assert "/v1/classify" in httpx.get(url + "/openapi.json").json()["paths"]
+    proc = run_cli("serve", str(trained_run), "--port", "99999", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --port: 99999 is not a TCP port; use 1-65535"

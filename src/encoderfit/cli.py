@@ -2,22 +2,36 @@
 
 A function's signature and docstring are its `--help`; dataclass arguments become dotted groups
 (`--train.learning_rate`), and `--config FILE.yaml` fills any of them. User mistakes print one line
-and exit with code 2.
+and exit with code 2; Ctrl-C (or SIGTERM) says what was kept and exits with 130 (143).
+
+Only the standard library is imported at module level, so an interrupt during start-up (the heavy imports
+happen inside `main`) is handled like any other.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import signal
 import sys
+import typing
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
-
-from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
 from .distributed import leave
 from .errors import UserError, closest
 
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
+# a negative number as a flag's value: argparse reads "-1e-4" as an option unless it is joined with "="
+NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so the same clean-up runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 def _commands() -> Dict[str, Callable]:
@@ -32,7 +46,9 @@ def _commands() -> Dict[str, Callable]:
     return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve}
 
 
-def build_parser(commands: Dict[str, Callable]) -> ArgumentParser:
+def build_parser(commands: Dict[str, Callable]):
+    from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
+
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="encoderfit", description="Fine-tune, evaluate and use transformer encoders for text classification.", exit_on_error=False, allow_abbrev=False)
     subcommands = parser.add_subcommands(dest="command")
@@ -45,50 +61,111 @@ def build_parser(commands: Dict[str, Callable]) -> ArgumentParser:
     return parser
 
 
-def _known_keys(parser: ArgumentParser, command: Optional[str]) -> List[str]:
+def _known_keys(parser, command: Optional[str]) -> List[str]:
     if not command:
         return []
     sub = parser._subcommands_action._name_parser_map[command]  # jsonargparse keeps subparsers here
     return list(sub.get_defaults().keys())
 
 
-def _one_line(parser: ArgumentParser, argv: List[str], message: str) -> str:
-    """jsonargparse's multi-line messages -> one line, with the closest key for an unknown one."""
+def join_negative_values(argv: List[str]) -> List[str]:
+    """`--flag -1e-4` -> `--flag=-1e-4`, so a negative number is taken as the flag's value."""
+    out: List[str] = []
+    for arg in argv:
+        if out and NEGATIVE_NUMBER.match(arg) and out[-1].startswith("--") and "=" not in out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
+def _annotation(fn: Callable, key: str):
+    """The type of option `key` ("port", "train.learning_rate") of a subcommand's function, or None."""
+    try:
+        hints = typing.get_type_hints(fn)
+        if "." not in key:
+            return hints.get(key)
+        group, field = key.split(".", 1)
+        return typing.get_type_hints(hints[group]).get(field)
+    except (KeyError, NameError, TypeError):
+        return None
+
+
+def describe(tp) -> str:
+    """A type annotation in words: the values an option accepts."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Literal:
+        return "one of: " + ", ".join(str(a) for a in args)
+    if origin is typing.Union:
+        allowed = [a for a in args if a is not type(None)]
+        literals = [v for a in allowed if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+        if literals and len(literals) == sum(len(typing.get_args(a)) for a in allowed):
+            return "one of: " + ", ".join(map(str, literals)) + (", null" if type(None) in args else "")
+        return " or ".join(describe(a) for a in allowed) + (" or null" if type(None) in args else "")
+    if origin in (dict, typing.Dict) or tp is dict:
+        return 'a mapping, as JSON or YAML (e.g. \'{"name": {"low": 1, "high": 2}}\')'
+    if origin in (list, typing.List) or tp is list:
+        return "a list, e.g. [a, b]"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text", Path: "a path"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _one_line(parser, commands: Dict[str, Callable], argv: List[str], message: str) -> str:
+    """jsonargparse's multi-line messages -> one line: the closest key for an unknown one, the allowed values for
+    a value of the wrong type."""
     command = next((a for a in argv if not a.startswith("-")), None)
     unknown = re.search(r"does not accept option '([^']+)'|unrecognized arguments: --?(\S+)", message)
     if unknown:
-        key = unknown.group(1) or unknown.group(2)
-        key = key.split("=")[0]
+        key = (unknown.group(1) or unknown.group(2)).split("=")[0]
         hint = closest(key, _known_keys(parser, command))
         return f"unknown option or config key '{key}'{hint}; see `encoderfit {command or ''} --help`".replace("  ", " ")
+    invalid = re.search(r'(?:option|Parser key) "([^"]+)":.*(?:Given value|Got value): (.*)$', " ".join(message.split()))
+    if invalid and command in commands:
+        key, value = invalid.groups()
+        tp = _annotation(commands[command], key)
+        if tp is not None:
+            return f"--{key}: '{value.strip()}' is not valid; expected {describe(tp)}"
+    missing_value = re.search(r"argument (--\S+): expected one argument", message)
+    if missing_value:
+        return f"{missing_value.group(1)} needs a value, e.g. {missing_value.group(1)}=VALUE"
     return re.sub(r"\s+", " ", message.replace("Parser key", "option")).strip()
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+def _run(argv: List[str]) -> int:
     commands = _commands()
     parser = build_parser(commands)
     try:
         cfg = parser.parse_args(argv)
         command = cfg.command
         init = parser.instantiate(cfg)
-        kwargs = {k: v for k, v in vars(init[command]).items() if k != "config"}
-        commands[command](**kwargs)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    except UserError:
+        raise
     except Exception as err:  # argument errors: re-raise anything that is not one
         if type(err).__name__ != "ArgumentError":
             raise
-        print(f"error: {_one_line(parser, argv, str(err))}", file=sys.stderr)
+        raise UserError(_one_line(parser, commands, argv, str(err))) from None
+    kwargs = {k: v for k, v in vars(init[command]).items() if k != "config"}
+    commands[command](**kwargs)
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _run(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     finally:
+        signal.signal(signal.SIGTERM, previous)
         leave()
-    return 0
 
 
 if __name__ == "__main__":

@@ -7,15 +7,24 @@ docstring is its help text and each default is written once, here.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import Dict, List, Literal, Optional
 
 import yaml
 
-from .errors import UserError
+from .errors import UserError, closest
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+LOGGERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # logger -> the package it needs
+GROUPS = ("data", "model", "train", "report")
+# Settings renamed since a run directory could have been written: old dotted key -> new one. An old run directory
+# then still loads, with a warning.
+RENAMED: Dict[str, str] = {}
 
 
 def _require(ok: bool, message: str) -> None:
@@ -65,6 +74,10 @@ class DataArgs:
             self.max_train_samples is None or self.max_train_samples > 0,
             f"data.max_train_samples must be a positive integer (got {self.max_train_samples})",
         )
+        _require(self.label_column != self.text_column,
+                 f"data.label_column and data.text_column are both '{self.text_column}'; name the label column with --data.label_column")
+        _require(self.text_pair_column not in (self.text_column, self.label_column),
+                 f"data.text_pair_column '{self.text_pair_column}' is also the text or label column; name the second text's column")
 
 
 @dataclass
@@ -178,18 +191,23 @@ class TrainArgs:
         _require(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {self.max_grad_norm:g})")
         _require(self.save_steps is None or self.save_steps > 0, f"train.save_steps must be > 0 (got {self.save_steps})")
         _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
-        _require(
-            self.deepspeed is None or Path(self.deepspeed).is_file(),
-            f"train.deepspeed: {self.deepspeed} is not a file; pass the path of a DeepSpeed JSON config",
-        )
         _require(self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")
         _require(
             self.early_stopping_patience is None or self.early_stopping_patience >= 1,
             f"train.early_stopping_patience must be at least 1 (got {self.early_stopping_patience})",
         )
-        known = {"tensorboard", "wandb", "mlflow"}
         for name in self.report_to:
-            _require(name in known, f"train.report_to: unknown logger '{name}'; choose from {sorted(known)}")
+            _require(name in LOGGERS, f"train.report_to: unknown logger '{name}'; choose from {sorted(LOGGERS)}")
+
+    def check_runnable(self) -> None:
+        """What training needs from this machine (not checked when a saved run is read back elsewhere)."""
+        _require(self.deepspeed is None or Path(self.deepspeed).is_file(),
+                 f"train.deepspeed: {self.deepspeed} is not a file; pass the path of a DeepSpeed JSON config")
+        for name in self.report_to:
+            package = LOGGERS[name]
+            _require(importlib.util.find_spec(package) is not None,
+                     f"train.report_to: {name} needs the package '{package}', which is not installed; "
+                     f"`pip install {package}`, or drop {name} from --train.report_to")
 
 
 @dataclass
@@ -235,19 +253,56 @@ class RunConfig:
         return path
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "RunConfig":
-        return cls(
-            data=DataArgs(**raw.get("data", {})),
-            model=ModelArgs(**raw.get("model", {})),
-            train=TrainArgs(**raw.get("train", {})),
-            report=ReportArgs(**raw.get("report", {})),
-            labels=list(raw.get("labels", [])),
-            resolved=dict(raw.get("resolved", {})),
-        )
+    def from_dict(cls, raw: dict, where: str = "config") -> "RunConfig":
+        """Build from a saved mapping. Keys this version does not know are dropped with a warning (renamed ones are
+        mapped); one that looks like a misspelling of a missing key is an error, since its meaning is unclear."""
+        if not isinstance(raw, dict):
+            raise UserError(f"{where}: expected a mapping of settings, found {type(raw).__name__}; restore the file or re-train")
+        groups = {}
+        for group, kind in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs), ("report", ReportArgs)):
+            values = dict(raw.get(group) or {})
+            groups[group] = _build(kind, group, _known(kind, group, values, where), where)
+        extra = sorted(set(raw) - set(GROUPS) - {"labels", "resolved"})
+        if extra:
+            log.warning("warning: %s: ignoring unknown top-level key(s) %s (written by another encoderfit version?)", where, extra)
+        return cls(**groups, labels=list(raw.get("labels") or []), resolved=dict(raw.get("resolved") or {}))
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunConfig":
         path = Path(run_dir) / CONFIG_FILE
         if not path.is_file():
             raise UserError(f"{run_dir}: not a run directory ({CONFIG_FILE} is missing); pass the directory that `encoderfit train` wrote")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {})
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            reason = getattr(err, "problem", None) or type(err).__name__
+            raise UserError(f"{path}: not valid YAML ({reason}{where}); restore the file or re-train the run") from None
+        return cls.from_dict(raw or {}, str(path))
+
+
+def _known(kind, group: str, values: dict, where: str) -> dict:
+    """The settings of one group that this version knows, renamed ones mapped to their new names."""
+    fields = {f.name for f in dataclasses.fields(kind)}
+    for key in sorted(set(values) - fields):
+        new = RENAMED.get(f"{group}.{key}", "")
+        if new.startswith(f"{group}.") and new.split(".", 1)[1] in fields:
+            log.warning("warning: %s: %s.%s is now %s", where, group, key, new)
+            values.setdefault(new.split(".", 1)[1], values.pop(key))
+            continue
+        hint = closest(key, sorted(fields - set(values)))
+        if hint:
+            raise UserError(f"{where}: unknown key {group}.{key}{hint}; rename it in the file")
+        log.warning("warning: %s: ignoring unknown key %s.%s (written by another encoderfit version?)", where, group, key)
+        values.pop(key)
+    return values
+
+
+def _build(kind, group: str, values: dict, where: str):
+    try:
+        return kind(**values)
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    except TypeError as err:
+        raise UserError(f"{where}: the {group} settings are malformed ({err}); restore the file or re-train") from None

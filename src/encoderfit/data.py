@@ -6,16 +6,19 @@ Every check here fails with a `UserError` naming the file, split, row or column 
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import math
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import datasets
-from datasets import ClassLabel, Dataset, DatasetDict, load_dataset, load_from_disk
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
 from datasets.exceptions import DatasetGenerationError
 
 from .config import DataArgs
@@ -53,28 +56,60 @@ class Splits:
 # ---------------------------------------------------------------- reading
 
 
-def check_utf8(path: Path) -> None:
-    """Fail with the line number of the first byte that is not UTF-8."""
-    raw = path.read_bytes()
+def decode_utf8(raw: bytes, where: str) -> str:
+    """Bytes -> text, failing with the line number of the first byte that is not UTF-8."""
     try:
-        raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw.count(b"\n", 0, err.start) + 1
-        byte = raw[err.start]
-        raise UserError(
-            f"{path}: line {line}: byte 0x{byte:02x} is not valid UTF-8; re-save the file as UTF-8 "
-            f"(e.g. `iconv -f cp1252 -t utf-8 {path.name} > fixed{path.suffix}`)"
-        ) from None
+        raise UserError(f"{where}: line {line}: byte 0x{raw[err.start]:02x} is not valid UTF-8; re-save it as UTF-8 "
+                        "(e.g. `iconv -f cp1252 -t utf-8`)") from None
+
+
+def check_utf8(path: Path) -> None:
+    decode_utf8(path.read_bytes(), str(path))
+
+
+def check_header(path: Path, delimiter: str) -> None:
+    """A CSV/TSV header naming one column twice would be read with the first silently winning: refuse it."""
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle, delimiter=delimiter), [])
+    seen: Dict[str, int] = {}
+    for i, name in enumerate(header, start=1):
+        if name in seen:
+            raise UserError(f"{path}: column '{name}' appears twice in the header (columns {seen[name]} and {i}); rename or remove one")
+        seen[name] = i
+
+
+def check_json_lines(path: Path) -> None:
+    """Parse a JSONL file line by line, so a broken line is reported by its own (1-based) number."""
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}: line {number}: not valid JSON ({err.msg} at column {err.colno}); fix or remove that line") from None
+            except UnicodeEncodeError:
+                raise UserError(f"{path}: line {number}: a lone surrogate escape (such as \\ud800) is not valid Unicode; fix that line") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}: line {number}: expected a JSON object ({{\"text\": ..., ...}}), found {type(row).__name__}")
 
 
 def read_table(path: Path) -> Dataset:
-    """One local file -> Dataset, through the datasets library's own readers."""
+    """One local file -> Dataset, through the datasets library's own readers (after checks that name the line)."""
     ext = path.suffix.lower()
     if ext not in FORMATS:
         raise UserError(f"{path}: unsupported file type '{ext or path.name}'; use one of {', '.join(FORMATS)}")
+    builder, options = FORMATS[ext]
     if ext in TEXT_FORMATS:
         check_utf8(path)
-    builder, options = FORMATS[ext]
+    if builder == "csv":
+        check_header(path, options.get("delimiter", ","))
+    if ext == ".jsonl":
+        check_json_lines(path)
     try:
         return load_dataset(builder, data_files=str(path), split="train", **options)
     except (DatasetGenerationError, ValueError, OSError) as err:
@@ -173,10 +208,10 @@ def canonical(ds: Dataset, data: DataArgs, where: str, need_labels: bool = True)
 
 
 def _label_strings(ds: Dataset, data: DataArgs, where: str) -> List[str]:
+    """Each row's label as a string; surrounding whitespace stripped ("pos " is "pos"), and said so."""
     feature = ds.features[LABEL]
-    values = ds[LABEL]
-    out = []
-    for i, value in enumerate(values):
+    out, stripped = [], 0
+    for i, value in enumerate(ds[LABEL]):
         if _missing(value) or (isinstance(feature, ClassLabel) and value < 0):
             raise UserError(f"{where}: row {i + 1}: empty label in column '{data.label_column}'; fill it in or remove the row")
         if isinstance(feature, ClassLabel):
@@ -184,8 +219,23 @@ def _label_strings(ds: Dataset, data: DataArgs, where: str) -> List[str]:
         elif isinstance(value, float) and value.is_integer():
             out.append(str(int(value)))
         else:
-            out.append(str(value))
+            text = str(value)
+            stripped += text != text.strip()
+            out.append(text.strip())
+    if stripped:
+        log.info("%s: stripped surrounding whitespace from %d label(s)", where, stripped)
     return out
+
+
+def report_near_duplicate_labels(labels: Sequence[str], where: str) -> None:
+    """Warn about labels that differ only by case or inner whitespace ("Pos" and "pos"): probably one class."""
+    groups: Dict[str, List[str]] = {}
+    for name in labels:
+        groups.setdefault(" ".join(name.split()).casefold(), []).append(name)
+    for names in groups.values():
+        if len(names) > 1:
+            log.warning("warning: %s: labels %s differ only by case or whitespace and are trained as %d classes; "
+                        "if they are one class, make them identical in the data", where, " and ".join(f"'{n}'" for n in names), len(names))
 
 
 def _label_order(ds: Dataset, strings: Sequence[str]) -> List[str]:
@@ -198,9 +248,9 @@ def _label_order(ds: Dataset, strings: Sequence[str]) -> List[str]:
     return sorted(unique)
 
 
-def encode_labels(ds: Dataset, data: DataArgs, where: str, labels: List[str]) -> Dataset:
+def encode_labels(ds: Dataset, data: DataArgs, where: str, labels: List[str], strings: Optional[List[str]] = None) -> Dataset:
     """Replace label values by their id in `labels`; a value not in `labels` is an error naming its row."""
-    strings = _label_strings(ds, data, where)
+    strings = _label_strings(ds, data, where) if strings is None else strings
     index = {name: i for i, name in enumerate(labels)}
     for i, s in enumerate(strings):
         if s not in index:
@@ -224,13 +274,45 @@ def _dedupe(ds: Dataset) -> Dataset:
     return ds.select(keep)
 
 
-def _holdout(ds: Dataset, size: float, seed: int) -> tuple[Dataset, Dataset]:
+def _holdout(ds: Dataset, size: float, seed: int, single: str) -> tuple[Dataset, Dataset]:
+    """Split off `size` of `ds`, stratified by label. A label with a single example cannot be stratified: it stays
+    on the kept side, and `single` (a message with the label's name for %s) says so; every other label keeps at
+    least one example on the kept side."""
+    counts = Counter(ds[LABEL])
+    names = ds.features[LABEL].names
+    for label in sorted(label for label, n in counts.items() if n < 2):
+        log.warning("warning: " + single, names[label])
+    rows = [i for i, label in enumerate(ds[LABEL]) if counts[label] >= 2]
+    pool = ds.select(rows)
     try:
-        parts = ds.train_test_split(test_size=size, stratify_by_column=LABEL, seed=seed)
-    except ValueError as err:  # a class too small to stratify
-        log.warning("stratified split impossible (%s); splitting at random", str(err).splitlines()[0])
-        parts = ds.train_test_split(test_size=size, seed=seed)
-    return parts["train"], parts["test"]
+        parts = pool.train_test_split(test_size=size, stratify_by_column=LABEL, seed=seed)
+    except ValueError as err:  # fewer held-out rows than labels
+        log.warning("warning: stratified split impossible (%s); splitting at random", str(err).splitlines()[0])
+        parts = pool.train_test_split(test_size=size, seed=seed)
+    keep, held = parts["train"], parts["test"]
+    missing = sorted(set(pool[LABEL]) - set(keep[LABEL]))  # all of a label's examples landed on the held-out side
+    if missing:
+        back = [next(i for i, label in enumerate(held[LABEL]) if label == m) for m in missing]
+        keep = concatenate_datasets([keep, held.select(back)])
+        held = held.select([i for i in range(len(held)) if i not in set(back)])
+    kept_whole = [i for i, label in enumerate(ds[LABEL]) if counts[label] < 2]
+    if kept_whole:
+        keep = concatenate_datasets([keep, ds.select(kept_whole)])
+    return keep, held
+
+
+def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str]) -> None:
+    """Every split made must get at least one example (sklearn otherwise fails deep inside with an empty split)."""
+    sizes = {"validation": data.validation_size, "test": data.test_size}
+    held = sum(sizes[r] for r in missing)
+    smallest = min(sizes[r] for r in missing)
+    if n * smallest < 1 or n * (1 - held) < 1:
+        need = math.ceil(1 / min(smallest, 1 - held))
+        raise UserError(
+            f"{data.source}: {n} training examples are too few to make the {'/'.join(missing)} split(s) "
+            f"({', '.join(f'{sizes[r]:.0%} {r}' for r in missing)}): each split needs at least one example, so at least "
+            f"{need} are needed; add data, provide {'/'.join(missing)} files, or raise data.{missing[0]}_size"
+        )
 
 
 def prepare(data: DataArgs) -> Splits:
@@ -245,18 +327,24 @@ def prepare(data: DataArgs) -> Splits:
     raw = {role: canonical(loaded[name], data, f"{data.source} [{name}]") for role, name in names.items() if name in loaded}
     train_strings = _label_strings(raw["train"], data, f"{data.source} [{data.train_split}]")
     labels = _label_order(raw["train"], train_strings)
+    report_near_duplicate_labels(labels, f"{data.source} [{data.train_split}]")
     if len(labels) < 2:
         raise UserError(f"{data.source}: only one label ({labels}) in column '{data.label_column}'; a classifier needs two or more")
-    splits = {role: encode_labels(ds, data, f"{data.source} [{names[role]}]", labels) for role, ds in raw.items()}
+    splits = {role: encode_labels(ds, data, f"{data.source} [{names[role]}]", labels, train_strings if role == "train" else None)
+              for role, ds in raw.items()}
 
     missing = [role for role in ("validation", "test") if role not in splits]
     if missing:
         pool = _dedupe(splits["train"]) if data.dedupe else splits["train"]
+        _check_holdout_sizes(len(pool), data, missing)
         sizes = {"validation": data.validation_size, "test": data.test_size}
         held = sum(sizes[r] for r in missing)
-        splits["train"], rest = _holdout(pool, held, data.split_seed)
+        splits["train"], rest = _holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "
+                                         f"and {' and '.join(missing)} will have none of it; add examples of it")
         if len(missing) == 2:
-            splits["validation"], splits["test"] = _holdout(rest, data.test_size / held, data.split_seed)
+            splits["validation"], splits["test"] = _holdout(rest, data.test_size / held, data.split_seed,
+                                                            "label '%s' has a single held-out example: it goes to validation, "
+                                                            "and test will have none of it")
         else:
             splits[missing[0]] = rest
         log.info("made %s split(s) from %s: %s", "/".join(missing), data.train_split, {r: len(s) for r, s in splits.items()})

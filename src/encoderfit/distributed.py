@@ -7,8 +7,7 @@ NCCL on GPUs. Everything that writes the run directory runs on the main process 
 from __future__ import annotations
 
 import os
-
-import torch
+import sys
 
 
 def world_size() -> int:
@@ -27,22 +26,28 @@ def join() -> None:
         PartialState()
 
 
+def _group():
+    """torch.distributed when a process group is up, else None (never imports torch just to find out)."""
+    dist = sys.modules.get("torch.distributed")
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
+
+
 def leave() -> None:
     """Leave the process group before the interpreter exits: a gloo group torn down at exit can abort a process
     ("terminate called without an active exception") after its work is done, failing the whole launch."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    if _group():
+        _group().destroy_process_group()
 
 
 def barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
+    if _group():
+        _group().barrier()
 
 
 def share(value):
     """The main process's `value`, on every process (it alone decides what to resume from, and logs why)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+    if not _group():
         return value
     box = [value]
-    torch.distributed.broadcast_object_list(box, src=0)
+    _group().broadcast_object_list(box, src=0)
     return box[0]

@@ -17,10 +17,12 @@ from typing import Dict, List, Literal, Optional
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification
 
+from .config import ModelArgs
 from .errors import UserError
-from .files import partial_dir, publish_dir, write_json
+from .files import check_writable, partial_dir, publish_dir, write_json
+from .modeling import load_tokenizer, load_weights
 from .predict import CALIBRATION_FILE, Classifier, OnnxModel, model_dir_of, top_margin
 
 log = logging.getLogger(__name__)
@@ -166,8 +168,9 @@ def export(
         raise UserError(f"--recheck_quantile must be between 0 and 1 (got {recheck_quantile}); 0 turns the re-check off")
     model_dir = model_dir_of(run)
     out = Path(output) if output else (run if model_dir != run else run.parent) / ONNX_DIR
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True, attn_implementation="eager").eval()
+    check_writable(out, "--output")
+    tokenizer = load_tokenizer(ModelArgs(name_or_path=str(model_dir)))
+    model = load_weights(AutoModelForSequenceClassification, str(model_dir), attn_implementation="eager").eval()
     if getattr(model.config, "reference_compile", None):
         model.config.reference_compile = False
     names = [k for k in tokenizer.model_input_names if k in ("input_ids", "attention_mask", "token_type_ids")]

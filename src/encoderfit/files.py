@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -54,3 +56,20 @@ def publish_dir(tmp: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Fail at once, naming `flag`, when `path` (a file or directory still to be made) could not be written:
+    under a regular file, or in a directory that is read-only or not ours. Probes with a temporary file that
+    vanishes; creates nothing."""
+    path = Path(path).expanduser().absolute()
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"{flag}: cannot write {path}: {ancestor} is a file, not a directory; choose another path")
+    try:
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        raise UserError(f"{flag}: cannot write {path}: {err.strerror or err} in {ancestor}; choose a writable location") from None

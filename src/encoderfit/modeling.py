@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from .config import ModelArgs
@@ -21,7 +23,16 @@ ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 def pick_device(requested: Optional[str] = None) -> torch.device:
     """cuda when available, else cpu; `requested` (e.g. "cpu", "cuda:1") overrides. Logs the reason."""
     if requested:
-        device, why = torch.device(requested), "requested"
+        try:
+            device, why = torch.device(requested), "requested"
+        except RuntimeError:
+            raise UserError(f"--device: '{requested}' is not a device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise UserError(f"--device: {requested} needs a CUDA GPU and none is available here; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"--device: '{requested}' is not supported; use cpu, cuda or cuda:N")
     elif torch.cuda.is_available():
         device, why = torch.device("cuda"), f"CUDA GPU found ({torch.cuda.get_device_name(0)})"
     else:
@@ -51,12 +62,31 @@ def resolve_name(name: str) -> str:
 
 def _hub_error(name: str, err: Exception) -> UserError:
     reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+    if Path(name).expanduser().is_dir():  # a local directory that is there but broken: say what is wrong with it
+        return UserError(f"model.name_or_path: {name} cannot be loaded: {reason}; restore the directory's files "
+                         "(config.json, tokenizer, .safetensors weights) or re-train/re-download it")
     offline = "HF_HUB_OFFLINE is set" if os.environ.get("HF_HUB_OFFLINE") else "the hub may be unreachable"
     return UserError(
         f"model.name_or_path: cannot load '{name}': it is not a local model directory and it could not be fetched "
         f"from the Hugging Face hub ({offline}: {reason}). Download it where the hub is reachable "
         "(`hf download NAME --local-dir DIR`) and pass --model.name_or_path DIR"
     )
+
+
+def load_weights(model_class, path: str, **kwargs):
+    """`model_class.from_pretrained(path, safetensors only)`, with a broken local file reported as one line."""
+    try:
+        return model_class.from_pretrained(path, use_safetensors=True, **kwargs)
+    except SafetensorError as err:
+        raise UserError(f"{path}: the .safetensors weights are unreadable ({err}): the file is truncated or not "
+                        "safetensors; re-download the model or re-train the run") from None
+    except OSError as err:
+        if "safetensors" in str(err).lower() and "no file named" in str(err).lower():
+            raise UserError(
+                f"model.name_or_path: {path} has no .safetensors weights; encoderfit loads safetensors only "
+                "(pickled .bin files can run code). Convert the weights to safetensors first"
+            ) from None
+        raise _hub_error(path, err) from None
 
 
 def load_config(args: ModelArgs, **overrides) -> PretrainedConfig:
@@ -73,6 +103,10 @@ def load_tokenizer(args: ModelArgs):
         return AutoTokenizer.from_pretrained(resolve_name(args.name_or_path), revision=args.revision, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as err:
         raise _hub_error(args.name_or_path, err) from None
+    except Exception as err:  # the tokenizers library raises a bare Exception for a malformed tokenizer.json
+        if type(err).__module__ != "builtins" or not Path(args.name_or_path).is_dir():
+            raise
+        raise UserError(f"{args.name_or_path}: the tokenizer files are unreadable ({str(err)[:200]}); restore tokenizer.json") from None
 
 
 def model_limit(config: PretrainedConfig, tokenizer) -> int:
@@ -128,31 +162,23 @@ def config_overrides(args: ModelArgs, config: PretrainedConfig) -> dict:
 def load_classifier(args: ModelArgs, labels: List[str]) -> torch.nn.Module:
     """A sequence-classification model with `labels` stored as id2label/label2id (safetensors only)."""
     base = load_config(args)
-    try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            resolve_name(args.name_or_path),
-            num_labels=len(labels),
-            id2label=dict(enumerate(labels)),
-            label2id={name: i for i, name in enumerate(labels)},
-            revision=args.revision,
-            trust_remote_code=args.trust_remote_code,
-            attn_implementation=_attn_implementation(args),
-            use_safetensors=True,
-            ignore_mismatched_sizes=True,  # re-fine-tuning a model that already has a head
-            **config_overrides(args, base),
-        )
-    except OSError as err:
-        if "safetensors" in str(err).lower():
-            raise UserError(
-                f"model.name_or_path: {args.name_or_path} has no .safetensors weights; encoderfit loads safetensors only "
-                "(pickled .bin files can run code). Convert the weights to safetensors first"
-            ) from None
-        raise _hub_error(args.name_or_path, err) from None
+    return load_weights(
+        AutoModelForSequenceClassification,
+        resolve_name(args.name_or_path),
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
+        revision=args.revision,
+        trust_remote_code=args.trust_remote_code,
+        attn_implementation=_attn_implementation(args),
+        ignore_mismatched_sizes=True,  # re-fine-tuning a model that already has a head
+        **config_overrides(args, base),
+    )
 
 
 def load_for_inference(model_dir: str, device: Optional[str] = None) -> Tuple[torch.nn.Module, object, torch.device]:
     """A trained model directory -> (model in eval mode on its device, tokenizer, device)."""
     dev = pick_device(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
+    tokenizer = load_tokenizer(ModelArgs(name_or_path=model_dir))
+    model = load_weights(AutoModelForSequenceClassification, model_dir)
     return model.to(dev).eval(), tokenizer, dev

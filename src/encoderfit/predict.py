@@ -11,13 +11,13 @@ from typing import Dict, Iterator, List, Literal, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig
 
-from .config import RunConfig
-from .data import check_utf8, read_table
+from .config import ModelArgs, RunConfig
+from .data import decode_utf8, read_table
 from .errors import UserError
-from .files import atomic_file
-from .modeling import load_for_inference, model_limit
+from .files import atomic_file, check_writable
+from .modeling import load_for_inference, load_tokenizer, model_limit
 
 log = logging.getLogger(__name__)
 Texts = Union[str, Sequence[str]]
@@ -160,7 +160,7 @@ class Classifier:
         else:
             file = _onnx_file(path, backend)
             model_dir, dev = file.parent, torch.device("cpu")
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            tokenizer = load_tokenizer(ModelArgs(name_or_path=str(model_dir)))
             config = AutoConfig.from_pretrained(model_dir)
             if int8_recheck and backend == "onnx-int8":
                 kwargs.setdefault("recheck", _int8_recheck(file, config))
@@ -252,13 +252,14 @@ class Classifier:
 def read_texts(source: str, text_column: str, text_pair_column: Optional[str] = None):
     """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's column."""
     if source == "-":
-        return [line.rstrip("\r\n") for line in sys.stdin], None
+        return decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), None
     path = Path(source)
+    if path.is_dir():
+        raise UserError(f"--input: {source} is a directory; pass a file (.txt, one text per line, or CSV/TSV/JSON/JSONL/Parquet)")
     if not path.is_file():
         raise UserError(f"--input: file '{source}' does not exist")
     if path.suffix.lower() == ".txt":
-        check_utf8(path)
-        return path.read_text(encoding="utf-8").splitlines(), None
+        return decode_utf8(path.read_bytes(), str(path)).splitlines(), None
     table = read_table(path)
     for column in filter(None, (text_column, text_pair_column)):
         if column not in table.column_names:
@@ -266,6 +267,16 @@ def read_texts(source: str, text_column: str, text_pair_column: Optional[str] = 
     texts = ["" if t is None else str(t) for t in table[text_column]]
     pairs = ["" if t is None else str(t) for t in table[text_pair_column]] if text_pair_column else None
     return texts, pairs
+
+
+def drop_empty(texts: List[str], pairs: Optional[List[str]]) -> tuple:
+    """Texts that are empty or only whitespace are skipped, as the server refuses them; the log says which rows."""
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    if len(keep) < len(texts):
+        empty = [i + 1 for i in range(len(texts)) if not texts[i].strip()]
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        log.warning("warning: skipped %d empty input line(s)/row(s) (%s): no text to label", len(empty), shown)
+    return [texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None
 
 
 def _rows(texts: List[str], results: List[Dict]) -> Iterator[Dict]:
@@ -322,7 +333,9 @@ def predict(
     fmt = "csv" if output and Path(output).suffix.lower() == ".csv" else "jsonl"
     if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
-    texts, pairs = read_texts(input, text_column, text_pair_column)
+    if output:
+        check_writable(Path(output), "--output")
+    texts, pairs = drop_empty(*read_texts(input, text_column, text_pair_column))
     clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                    backend=backend, int8_recheck=int8_recheck)
     results = clf.predict(texts, pairs) if texts else []

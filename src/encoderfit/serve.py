@@ -24,6 +24,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from .errors import UserError
 from .predict import UNKNOWN, Classifier
@@ -115,50 +117,92 @@ class Batcher:
                         break
                     jobs.append(job)
                     size += len(job[0])
-            texts = [t for job, _ in jobs for t in job]
-            try:
-                results = await loop.run_in_executor(self.worker, self.classifier.predict, texts)
-            except Exception as err:  # a model failure fails these requests (500), never the loop
-                for _, future in jobs:
-                    future.set_exception(err)
-                continue
-            self.metrics.batch.observe(len(texts))
+            await self._run(jobs)
             self.passes += 1
             if self.passes % self.TRIM_EVERY == 0:
                 await loop.run_in_executor(self.worker, _release_freed_memory)
-            start = 0
-            for job, future in jobs:
+
+    async def _run(self, jobs: list) -> None:
+        """One model pass for all jobs. If it fails, each job runs again alone, so only the culprit fails (500)."""
+        loop = asyncio.get_running_loop()
+        texts = [t for job, _ in jobs for t in job]
+        try:
+            results = await loop.run_in_executor(self.worker, self.classifier.predict, texts)
+        except Exception as err:  # never the loop: these requests, or the one that caused it, get a 500
+            if len(jobs) > 1:
+                log.warning("a model pass over %d requests failed (%s); running them one by one", len(jobs), err)
+                for job in jobs:
+                    await self._run([job])
+            elif not jobs[0][1].done():
+                jobs[0][1].set_exception(err)
+            return
+        self.metrics.batch.observe(len(texts))
+        start = 0
+        for job, future in jobs:
+            if not future.done():  # a client that went away cancelled its future
                 future.set_result(results[start : start + len(job)])
-                start += len(job)
+            start += len(job)
 
 
 def _error(status: int, message: str) -> JSONResponse:
+    """Every error the server sends has this one shape: {"error": "what is wrong and how to fix it"}."""
     return JSONResponse({"error": message}, status_code=status)
 
 
+def route_template(app: FastAPI, scope) -> str:
+    """The route a request matched ("/v1/classify"), or "other": metrics are labelled by this, never by the raw
+    path, so clients cannot grow the number of series."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return getattr(route, "path", "other")
+    return "other"
+
+
+def host_allowed(header: str, allowed: Optional[List[str]]) -> bool:
+    """Host header check against DNS rebinding: the name (port stripped) must be one of `allowed` (None: any)."""
+    if allowed is None:
+        return True
+    name = header.rsplit(":", 1)[0] if not header.endswith("]") else header
+    name = name.strip("[]").lower()
+    return name in allowed
+
+
 def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
-               max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True) -> FastAPI:
-    """The HTTP app around a loaded Classifier; `info` is what GET /v1/model reports."""
+               max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True, docs: bool = True,
+               allowed_hosts: Optional[List[str]] = None) -> FastAPI:
+    """The HTTP app around a loaded Classifier; `info` is what GET /v1/model reports. `allowed_hosts`: Host
+    header names accepted (None: any)."""
     metrics = Metrics()
     batcher = Batcher(classifier, metrics, max_wait_ms, max_batch_texts, batching)
+    allowed = [h.lower().strip("[]") for h in allowed_hosts] if allowed_hosts is not None else None
 
     async def lifespan(app):
         batcher.start()
         yield
         batcher.worker.shutdown(wait=False)
 
-    app = FastAPI(title="encoderfit", version=str(info.get("encoderfit_version", "")), lifespan=lifespan)
+    app = FastAPI(title="encoderfit", version=str(info.get("encoderfit_version", "")), lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.batcher, app.state.metrics = batcher, metrics
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
-        start, path = time.perf_counter(), request.url.path
-        response = await _guarded(request, call_next)
+        start = time.perf_counter()
+        try:
+            response = await _guarded(request, call_next)
+        except Exception:  # a bug, not the client's fault: a JSON 500 for this request alone, logged and counted
+            log.exception("error while answering %s %s", request.method, route_template(app, request.scope))
+            response = _error(500, "internal error while answering this request; the server log has the details")
+        path = route_template(app, request.scope)
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response
 
     async def _guarded(request: Request, call_next):
+        if not host_allowed(request.headers.get("host", ""), allowed):
+            return _error(400, f"Host header '{request.headers.get('host', '')}' is not served here; allowed: {', '.join(allowed)} "
+                               "(start the server with --allowed_hosts to add names)")
         protected = request.url.path.startswith("/v1/") or request.url.path == "/metrics"
         if api_key and protected:
             given = request.headers.get("authorization", "")
@@ -168,7 +212,7 @@ def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), ap
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
                 return _error(413, f"request body over {limits.max_body_bytes} bytes")
-            if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
                 return _error(415, "send the body as JSON with 'Content-Type: application/json'")
             body, size = [], 0
             async for chunk in request.stream():  # counted as it arrives: an oversized body is never read whole
@@ -185,7 +229,11 @@ def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), ap
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
         return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
 
-    @app.get("/health")
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):  # 404, 405, 400: the same shape as ours
+        return _error(err.status_code, str(err.detail))
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
         return {"status": "ok"}
 
@@ -203,6 +251,9 @@ def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), ap
                 return _error(422, f"texts.{i}: empty text")
             if len(text) > limits.max_chars:
                 return _error(413, f"texts.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+            bad = unencodable(text)
+            if bad is not None:
+                return _error(422, f"texts.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
         results = await batcher.classify(texts)
         for r in results:
             metrics.labels.labels(r["label"]).inc()
@@ -215,11 +266,20 @@ def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), ap
     async def prometheus():
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     async def page():
         return PAGE.read_text(encoding="utf-8")
 
     return app
+
+
+def unencodable(text: str) -> Optional[int]:
+    """Index of the first character that UTF-8 cannot encode (a lone surrogate such as \\ud800), or None."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as err:
+        return err.start
 
 
 def model_info(run: Path, classifier: Classifier, backend: str) -> Dict:
@@ -243,6 +303,9 @@ def model_info(run: Path, classifier: Classifier, backend: str) -> Dict:
     return info
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def serve(
     run: Path,
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
@@ -257,6 +320,8 @@ def serve(
     max_batch_texts: int = 256,
     batching: bool = True,
     int8_recheck: bool = True,
+    docs: Optional[bool] = None,
+    allowed_hosts: Optional[List[str]] = None,
 ) -> None:
     """Serve a trained run over HTTP: POST /v1/classify, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
 
@@ -264,7 +329,7 @@ def serve(
         run: Run directory written by `encoderfit train` (or a model directory).
         backend: torch, onnx or onnx-int8 (after `encoderfit export RUN --quantize int8`).
         host: Interface to bind. 127.0.0.1 (default) is reachable from this machine only.
-        port: TCP port.
+        port: TCP port (1-65535).
         api_key: Require 'Authorization: Bearer KEY' on /v1/* and /metrics. Default: $ENCODERFIT_API_KEY if set.
         abstain: Answer UNKNOWN below the run's abstention threshold.
         max_texts: Most texts in one request.
@@ -274,14 +339,28 @@ def serve(
         max_batch_texts: Most texts in one model pass.
         batching: Gather concurrent requests into shared model passes (false: one request per pass).
         int8_recheck: With onnx-int8, run near-ties (int8 top-2 margin under the one fitted at export) again in fp32.
+        docs: Serve the OpenAPI docs (/docs, /openapi.json), which describe the API to anyone who can reach the
+            server. Default: on without an API key, off with one (they cannot send the key themselves).
+        allowed_hosts: Host header names the server answers (others get 400), against DNS rebinding: a web page
+            elsewhere whose name resolves to 127.0.0.1 could otherwise call this server from a browser. Default: the
+            loopback names when bound to a loopback address, any name otherwise (then use --api_key).
     """
     import uvicorn
 
     if max_texts < 1 or max_chars < 1 or max_body_bytes < 1 or max_batch_texts < 1 or max_wait_ms < 0:
         raise UserError("serve: max_texts, max_chars, max_body_bytes and max_batch_texts must be >= 1, max_wait_ms >= 0")
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port: {port} is not a TCP port; use 1-65535")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    if allowed_hosts is None and host in LOOPBACK:
+        allowed_hosts = list(LOOPBACK)
     classifier = Classifier.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
     app = create_app(classifier, model_info(Path(run), classifier, backend), Limits(max_texts, max_chars, max_body_bytes),
-                     api_key, max_wait_ms, max_batch_texts, batching)
-    log.info("serving %s on http://%s:%d (docs at /docs)%s", run, host, port, "; API key required" if api_key else "")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+                     api_key, max_wait_ms, max_batch_texts, batching, docs=not api_key if docs is None else docs,
+                     allowed_hosts=allowed_hosts)
+    log.info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",
+             "; API key required" if api_key else "")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        log.info("server stopped; it keeps no state, so nothing was lost")

@@ -35,7 +35,7 @@ from .data import Splits, prepare, tokenize
 from .distributed import barrier, is_main, join, share
 from .errors import UserError
 from .evaluate import evaluate_run
-from .files import partial_dir, publish_dir, write_json
+from .files import check_writable, partial_dir, publish_dir, write_json
 from .modeling import load_classifier, load_config, load_tokenizer, pick_precision, resolve_max_length
 from .predict import Classifier
 from .tables import print_evaluation
@@ -96,10 +96,12 @@ def resume_point(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> Optio
     return checkpoint
 
 
-def _abandon(workdir: Path) -> None:
-    """After a failure: keep the directory when it holds a checkpoint to resume from, else remove it."""
+def _abandon(workdir: Path, interrupted: bool) -> None:
+    """After a failure: keep the directory when it holds a checkpoint to resume from, else remove it; say which."""
     if newest_complete(workdir / "checkpoints") is None:
         shutil.rmtree(workdir, ignore_errors=True)
+        if interrupted:
+            log.warning("training stopped before its first complete checkpoint: nothing kept")
     else:
         log.warning("training stopped; checkpoints kept in %s: run the same command again to resume", workdir)
 
@@ -202,6 +204,8 @@ def fit(
     out = Path(output_dir)
     if out.exists() and not overwrite:
         raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
+    check_writable(out, "output_dir")
+    train.check_runnable()
     join()
     prep = Prepared.load(data, model, train)
     cfg = RunConfig(data=data, model=model, train=train, report=report, labels=prep.splits.labels)
@@ -219,9 +223,9 @@ def fit(
             return out
         sharded = bool(train.fsdp or train.deepspeed)  # sharded modules do not run whole in one process: reload
         finish_run(prep, cfg, workdir, out, None if sharded else trainer.model)
-    except BaseException:
+    except BaseException as err:
         if is_main():
-            _abandon(workdir)
+            _abandon(workdir, interrupted=not isinstance(err, Exception))
         raise
     log.info("run written to %s (%.0f s)", out, time.time() - started)
     return out

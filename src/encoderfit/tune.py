@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
 from .distributed import world_size
 from .errors import UserError, closest
-from .files import atomic_file, write_json
+from .files import atomic_file, check_writable, write_json
 from .train import Prepared, config_changes, finish_run, train_model
 
 log = logging.getLogger(__name__)
@@ -183,6 +183,8 @@ def tune(
         raise UserError("tune runs its trials one after another in one process; launch it without torchrun")
     if out.exists() and not overwrite:
         raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
+    check_writable(out, "output_dir")
+    train.check_runnable()
     space = dict(space or DEFAULT_SPACE)
     _check_space(space)
     home = out.parent / f"{out.name}-tune"
