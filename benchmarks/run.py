@@ -31,9 +31,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from encoderfit.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
 from encoderfit.data import prepare, tokenize  # noqa: E402
-from encoderfit.export import RECHECK_FILE, export  # noqa: E402
-from encoderfit.modeling import load_classifier  # noqa: E402
-from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Classifier, length_batches, top_margin  # noqa: E402
+from encoderfit.export import export  # noqa: E402
+from encoderfit.modeling import load_model  # noqa: E402
+from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402
+from encoderfit.rundir import ModelDir  # noqa: E402
+from encoderfit.tasks import get_task  # noqa: E402
 from encoderfit.recipes import all_minilm_l6_v2  # noqa: E402
 from encoderfit.train import fit  # noqa: E402
 from encoderfit.trainer import build_trainer  # noqa: E402
@@ -133,10 +135,12 @@ def train_encoderfit(splits, steps: int, workdir: Path) -> dict:
     """encoderfit's own training path: build_trainer with its defaults (length-grouped, dynamically padded)."""
     model_args = ModelArgs(name_or_path="all-MiniLM-L6-v2", max_length=128)
     tokenizer = AutoTokenizer.from_pretrained(all_minilm_l6_v2())
-    net = load_classifier(model_args, splits.labels)
+    task = get_task(splits.task)
+    net = load_model(model_args, task, splits.labels)
     tokenized = {role: tokenize(ds, tokenizer, 128) for role, ds in splits.as_dict().items()}
-    trainer = build_trainer(net, tokenizer, splits, tokenized, TrainArgs(max_steps=steps, report_to=[], eval_steps=10 * steps),
-                            "fp32", workdir / "ef")
+    stats = task.summarize_targets(np.asarray(splits.train["labels"]), splits.labels)
+    trainer = build_trainer(net, tokenizer, task, splits.labels, stats, tokenized,
+                            TrainArgs(max_steps=steps, report_to=[], eval_steps=10 * steps), "fp32", workdir / "ef")
     clock, counter = StepClock(), CountingCollator(trainer.data_collator)
     trainer.data_collator = counter
     trainer.add_callback(clock)
@@ -172,7 +176,7 @@ def computed_tokens(lengths, batches) -> int:
     return int(sum(max(lengths[i] for i in batch) * len(batch) for batch in batches))
 
 
-def classifier_outputs(clf: Classifier, texts, labels) -> dict:
+def classifier_outputs(clf: Predictor, texts, labels) -> dict:
     clf.logits(texts[:16])
     logits = clf.logits(texts)
     lengths = [len(ids) for ids in clf.tokenizer(texts, truncation=True, max_length=clf.max_length)["input_ids"]]
@@ -221,7 +225,7 @@ def main() -> None:
     inference = {}
     for name in ("bbc", "vader"):
         run = ensure_run(name, args.quick)
-        if not (run / "onnx" / RECHECK_FILE).is_file():
+        if not (run / "onnx" / ModelDir.RECHECK).is_file():
             export(run, quantize="int8")
         splits = prepare(DataArgs(source=RUNS[name][0]))
         texts, labels = list(splits.test["text"]), list(splits.test["labels"])
@@ -229,7 +233,7 @@ def main() -> None:
             texts, labels = texts[:64], labels[:64]
         rows, passes = {}, {}
         for key, backend, recheck in PATHS:
-            clf = Classifier.from_pretrained(run, backend=backend, int8_recheck=recheck)
+            clf = Predictor.from_pretrained(run, backend=backend, int8_recheck=recheck)
             rows[key] = classifier_outputs(clf, texts, labels)
             passes[key] = lambda clf=clf: clf.logits(texts)
         passes["loop"] = per_text_loop(run / "model", texts[:loop_n])
@@ -247,8 +251,9 @@ def main() -> None:
         for key, _, _ in PATHS:
             rows[key]["mfu"] = flops / rows[key]["seconds"] / (peak * 1e9)
             rows[key]["agreement"] = float((rows[key]["pred"] == rows["torch"]["pred"]).mean())
-        recheck = json.loads((run / "onnx" / RECHECK_FILE).read_text())
-        rows["int8-recheck"]["rechecked"] = float((top_margin(rows["onnx-int8"]["logits"]) < recheck["margin"]).mean())
+        recheck = json.loads((run / "onnx" / ModelDir.RECHECK).read_text())
+        margins = get_task("classification").decision_margin(rows["onnx-int8"]["logits"], {})
+        rows["int8-recheck"]["rechecked"] = float((margins < recheck["margin"]).mean())
         inference[name] = {"rows": rows, "recheck": recheck, "n": len(texts), "mean_tokens": float(np.mean(rows["torch"]["lengths"]))}
         print(f"[bench] {name}: " + ", ".join(f"{k} {v['texts_s']:.1f} texts/s" for k, v in rows.items()), flush=True)
 

@@ -41,6 +41,41 @@ def make_rows(n_per_label: int, seed: int) -> list[dict]:
     return rows
 
 
+def make_multilabel_rows(n: int, seed: int) -> list[dict]:
+    """Texts about 0, 1 or 2 of the topics; the label is the set of them, joined by '|' (empty: no topic)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        topics = sorted(rng.sample(sorted(TOPICS), rng.choice([0, 1, 1, 2, 2])))
+        words = [w for t in topics for w in rng.sample(TOPICS[t], rng.randint(2, 4))] + rng.sample(FILLER, rng.randint(2, 8))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": "|".join(topics)})
+    return rows
+
+
+def make_regression_rows(n: int, seed: int) -> list[dict]:
+    """The score is (sport words - food words) plus a little noise: a number the text determines."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        sport, food = rng.randint(0, 4), rng.randint(0, 4)
+        words = rng.sample(TOPICS["sport"], sport) + rng.sample(TOPICS["food"], food) + rng.sample(FILLER, rng.randint(1, 6))
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": round(sport - food + rng.gauss(0, 0.25), 3)})
+    return rows
+
+
+def make_pair_rows(n: int, seed: int) -> list[dict]:
+    """Two texts on independent topics; the label is the second text's topic, so only a model that reads the pair's
+    second text can get it right (the first alone gives a third)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        a, b = rng.choice(sorted(TOPICS)), rng.choice(sorted(TOPICS))
+        rows.append({"text": make_text(rng, a), "text_pair": make_text(rng, b), "label": b})
+    return rows
+
+
 def write_csv(path: Path, rows: list[dict], fieldnames=("text", "label")) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(fieldnames))
@@ -110,6 +145,35 @@ def trained_run(tmp_path_factory, tiny_model, toy_csv) -> Path:
     run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model),
             "--output_dir", str(out), *TINY_TRAIN)
     return out
+
+
+def task_run(tmp_path_factory, tiny_model, name: str, rows: list[dict], fields, *args: str) -> Path:
+    """A run of the real CLI on a toy data set of another task (the task inferred from its label column)."""
+    home = tmp_path_factory.mktemp(name)
+    data = write_csv(home / f"{name}.csv", rows, fieldnames=fields)
+    out = home / "run"
+    run_cli("train", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
+            "--train.epochs", "8", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
+            "--train.logging_steps", "5", *args)
+    return out
+
+
+@pytest.fixture(scope="session")
+def multilabel_run(tmp_path_factory, tiny_model) -> Path:
+    return task_run(tmp_path_factory, tiny_model, "multilabel", make_multilabel_rows(400, seed=0), ("text", "label"),
+                    "--data.label_separator", "|")
+
+
+@pytest.fixture(scope="session")
+def regression_run(tmp_path_factory, tiny_model) -> Path:
+    return task_run(tmp_path_factory, tiny_model, "regression", make_regression_rows(400, seed=0), ("text", "label"),
+                    "--data.target_range", "[-6, 6]")
+
+
+@pytest.fixture(scope="session")
+def pair_run(tmp_path_factory, tiny_model) -> Path:
+    return task_run(tmp_path_factory, tiny_model, "pairs", make_pair_rows(480, seed=0), ("text", "text_pair", "label"),
+                    "--data.text_pair_column", "text_pair")
 
 
 def read_jsonl(text: str) -> list[dict]:

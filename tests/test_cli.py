@@ -8,10 +8,11 @@ from conftest import run_cli
 from encoderfit import cli
 
 
-def test_command_table_matches_parser_and_docstrings():
+SUBCOMMANDS = ["train", "tune", "eval", "predict", "report", "export", "serve"]  # the CLI's contract, in help order
+
+
+def test_every_subcommand_documents_every_parameter():
     commands = cli._commands()
-    parser = cli.build_parser(commands)
-    assert set(parser._subcommands_action._name_parser_map) == set(commands) == {"train", "tune", "eval", "predict", "report", "export", "serve"}
     for name, fn in commands.items():
         doc = inspect.getdoc(fn)
         for param in inspect.signature(fn).parameters:
@@ -22,7 +23,7 @@ def test_command_table_matches_parser_and_docstrings():
     ("train", ["--data.source", "--train.learning_rate", "default: 5e-05", "--model.max_length", "--config", "Peak learning rate",
                "--resume", "--train.save_steps", "--train.keep_checkpoints", "--train.fsdp", "--train.deepspeed"]),
     ("tune", ["--trials", "--space", "--pruner", "{median,none}", "--startup_trials", "--train.learning_rate"]),
-    ("eval", ["--data", "--split", "default: test", "--report.help", "--report.target_accuracy 0.995", "run"]),
+    ("eval", ["--data", "--split", "default: test", "--report.target_accuracy", "--report.target_accuracy 0.995", "run"]),
     ("predict", ["--input", "--output", "--max_tokens", "--abstain", "run"]),
     ("report", ["run", "saved predictions"]),
     ("export", ["--quantize", "int8", "--opset", "run"]),
@@ -37,7 +38,31 @@ def test_subcommand_help_documents_fields(command, expected, capsys):
         assert text in out, f"{text!r} missing from `encoderfit {command} --help`"
 
 
-def test_console_entry_point_help():
+def test_console_entry_point_lists_exactly_the_subcommands():
+    import re
+
     proc = run_cli("--help")
-    for command in ("train", "eval", "predict", "report", "export", "serve"):
-        assert command in proc.stdout
+    listed = re.search(r"\{([a-z,]+)\}", proc.stdout).group(1).split(",")  # argparse's choice list: {train,tune,...}
+    assert listed == SUBCOMMANDS
+
+
+def test_report_overrides_mirror_report_settings():
+    """`eval --report.X` can replace every report setting, and only the ones given."""
+    import dataclasses
+
+    from encoderfit.config import ReportArgs, ReportOverrides
+
+    assert [f.name for f in dataclasses.fields(ReportOverrides)] == [f.name for f in dataclasses.fields(ReportArgs)]
+    base = ReportArgs(target_accuracy=0.95, noise_confidence=0.8)
+    assert ReportOverrides(target_accuracy=0.99).apply(base) == dataclasses.replace(base, target_accuracy=0.99)
+    assert ReportOverrides(target_accuracy=0).apply(base).target_accuracy is None
+
+
+def test_cli_starts_without_the_heavy_libraries():
+    """Parsing (and failing on a bad option) needs no torch, transformers or datasets, so it answers at once."""
+    import subprocess
+    import sys
+
+    code = ("import sys, encoderfit.cli as c; c.build_parser(c._commands()); "
+            "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'sklearn', 'matplotlib') if m in sys.modules))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

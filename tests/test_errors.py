@@ -354,3 +354,59 @@ def test_sigterm_during_training_says_what_was_kept(toy_csv, tiny_model, tmp_pat
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode in (143, -signal.SIGTERM) and "Traceback" not in err
     assert f"checkpoints kept in {partial}" in err and "terminated (SIGTERM)" in err.splitlines()
+
+
+# ---------------------------------------------------------------- bad input, per task
+
+
+def test_multilabel_separator_that_yields_no_labels(tmp_path, tiny_model):
+    rows = [{"text": f"text {i}", "label": "|" if i % 2 else " | "} for i in range(40)]
+    msg = cli_fails(*train_args(tmp_path, write_csv(tmp_path / "ml.csv", rows), tiny_model, "--data.label_separator", "|"))
+    assert "no row has any label in column 'label'" in msg and "data.label_separator '|' splits every row into nothing" in msg
+    assert nothing_left(tmp_path)
+
+
+def test_multilabel_label_set_that_differs_between_splits(tmp_path, tiny_model):
+    from conftest import make_multilabel_rows
+
+    data = tmp_path / "splits"
+    data.mkdir()
+    rows = make_multilabel_rows(60, seed=3)
+    write_csv(data / "train.csv", rows)
+    write_csv(data / "validation.csv", rows[:5] + [{"text": "rain and sun", "label": "food|weather"}])
+    write_csv(data / "test.csv", rows[:5])
+    msg = cli_fails(*train_args(tmp_path, data, tiny_model, "--data.label_separator", "|"))
+    assert "[validation]: row 6: label 'weather' does not occur in the training labels" in msg
+    assert nothing_left(tmp_path)
+
+
+@pytest.mark.parametrize("bad,expected", [
+    ("abc", "row 4: 'abc' in column 'label' is not a number"),
+    ("nan", "row 4: empty target in column 'label'"),  # pandas reads 'nan' in a CSV as a missing value
+    ("inf", "row 4: target inf in column 'label' is not finite"),
+    ("99", "row 4: target 99 is outside data.target_range [-6, 6]"),
+])
+def test_regression_targets_that_are_not_numbers(tmp_path, tiny_model, bad, expected):
+    from conftest import make_regression_rows
+
+    rows = make_regression_rows(40, seed=4)
+    rows[3]["label"] = bad
+    msg = cli_fails(*train_args(tmp_path, write_csv(tmp_path / "r.csv", rows), tiny_model, "--task", "regression",
+                                "--data.target_range", "[-6, 6]"))
+    assert expected in msg and "r.csv [train]" in msg
+    assert nothing_left(tmp_path)
+
+
+def test_a_metric_the_task_does_not_have(tmp_path, tiny_model):
+    from conftest import make_regression_rows
+
+    path = write_csv(tmp_path / "r.csv", make_regression_rows(40, seed=4))
+    msg = cli_fails(*train_args(tmp_path, path, tiny_model, "--train.metric_for_best", "accuracy"))
+    assert "'accuracy' is not a metric of the regression task" in msg and "pearson" in msg
+    assert nothing_left(tmp_path)
+
+
+def test_options_a_task_does_not_have(regression_run, tmp_path):
+    (tmp_path / "in.txt").write_text("goal\n")
+    msg = cli_fails("predict", str(regression_run), "--input", str(tmp_path / "in.txt"), "--abstain", "true")
+    assert "the regression task has no abstention threshold" in msg

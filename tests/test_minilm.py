@@ -6,8 +6,10 @@ import numpy as np
 
 from encoderfit.config import DataArgs, ModelArgs, TrainArgs
 from encoderfit.data import prepare
-from encoderfit.modeling import load_classifier, load_tokenizer
-from encoderfit.predict import Classifier
+from encoderfit.modeling import load_model, load_tokenizer
+from encoderfit.rundir import ModelInfo
+from encoderfit.tasks import get_task
+from encoderfit.predict import Predictor
 from encoderfit.train import fit
 
 
@@ -21,7 +23,8 @@ def test_minilm_loss_falls_and_predictions_change(tmp_path):
     from transformers import set_seed
 
     set_seed(train.seed)  # the same head initialisation fit() starts from
-    before = Classifier(load_classifier(model, splits.labels), load_tokenizer(model), 64).predict_proba(texts)
+    task = get_task("classification")
+    before = Predictor(load_model(model, task, splits.labels), load_tokenizer(model), ModelInfo(task.name, 64, splits.labels)).predict_proba(texts)
 
     run = fit(data, model, train, output_dir=tmp_path / "minilm")
     history = json.loads((run / "logs" / "history.json").read_text())
@@ -29,7 +32,7 @@ def test_minilm_loss_falls_and_predictions_change(tmp_path):
     assert len(losses) == 12
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05, losses
 
-    after = Classifier.from_pretrained(run).predict_proba(texts)
+    after = Predictor.from_pretrained(run).predict_proba(texts)
     assert np.abs(after - before).max() > 0.1
     assert (after.argmax(1) != before.argmax(1)).any()
     metrics = json.loads((run / "metrics.json").read_text())

@@ -1,10 +1,10 @@
-"""Length-aware batching, input order, and the Classifier API's shapes."""
+"""Length-aware batching, input order, and the Predictor API's shapes."""
 
 import random
 
 import numpy as np
 
-from encoderfit.predict import Classifier, length_batches, read_texts
+from encoderfit.predict import Predictor, length_batches, read_inputs
 
 
 def test_length_batches_cover_every_index_once_within_budget():
@@ -25,14 +25,14 @@ def test_shuffled_mixed_lengths_come_back_in_input_order(trained_run):
     rng = random.Random(1)
     words = "goal team chef oven cloud server the a of and very".split()
     texts = [" ".join(rng.choices(words, k=rng.randint(1, 120))) for _ in range(60)]
-    clf = Classifier.from_pretrained(trained_run, max_tokens=256)
+    clf = Predictor.from_pretrained(trained_run, max_tokens=256)
     batched = clf.logits(texts)
     one_by_one = np.stack([clf.logits([t])[0] for t in texts])
     np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
 
 
 def test_single_text_gives_a_dict_and_a_list_gives_a_list(trained_run):
-    clf = Classifier.from_pretrained(trained_run)
+    clf = Predictor.from_pretrained(trained_run)
     one = clf.predict("the chef baked bread")
     assert set(one) == {"label", "score", "probabilities"} and one["label"] in clf.labels
     many = clf.predict(["a", "b c"])
@@ -43,9 +43,9 @@ def test_single_text_gives_a_dict_and_a_list_gives_a_list(trained_run):
     assert clf.predict([]) == []
 
 
-def test_read_texts_from_table_column(tmp_path):
+def test_read_inputs_from_table_column(tmp_path):
     (tmp_path / "in.jsonl").write_text('{"body": "first"}\n{"body": "second"}\n')
-    texts, pairs = read_texts(str(tmp_path / "in.jsonl"), "body")
+    texts, pairs = read_inputs(str(tmp_path / "in.jsonl"), "body")
     assert texts == ["first", "second"] and pairs is None
 
 

@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 from encoderfit import cli
-from encoderfit.predict import UNKNOWN, Classifier
+from encoderfit.predict import Predictor
+from encoderfit.tasks.classification import UNKNOWN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -22,7 +23,8 @@ def metric_at(metrics: dict, path: str):
     return value
 
 
-def test_report_numbers_equal_metrics_json(trained_run, capsys):
+def test_report_numbers_equal_metrics_json(trained_run, capsys, tmp_path):
+    trained_run = _copy(trained_run, tmp_path)
     assert cli.main(["report", str(trained_run)]) == 0
     page = (trained_run / "report.html").read_text()
     metrics = json.loads((trained_run / "metrics.json").read_text())
@@ -78,16 +80,25 @@ def test_model_card_header_matches_metrics(trained_run):
 
 
 def test_calibration_and_threshold_are_saved_and_used(trained_run):
-    saved = json.loads((trained_run / "model" / "calibration.json").read_text())
+    saved = json.loads((trained_run / "model" / "encoderfit.json").read_text())["head"]
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert saved["temperature"] == pytest.approx(metrics["calibration"]["temperature"])
-    clf = Classifier.from_pretrained(trained_run)
-    assert clf.temperature == pytest.approx(saved["temperature"])
+    clf = Predictor.from_pretrained(trained_run)
+    assert clf.head["temperature"] == pytest.approx(saved["temperature"])
     texts = ["garlic soup", "goal for the team", "of the and"]
-    clf.abstain, clf.threshold = True, 1.01  # above any probability: everything abstains
+    clf.abstain, clf.head["threshold"] = True, 1.01  # above any probability: everything abstains
     assert {r["label"] for r in clf.predict(texts)} == {UNKNOWN}
-    clf.threshold = 0.0
+    clf.head["threshold"] = 0.0
     assert UNKNOWN not in {r["label"] for r in clf.predict(texts)}
+
+
+def test_abstaining_on_uncalibrated_probabilities_is_refused(trained_run, tmp_path):
+    from conftest import run_cli
+
+    (tmp_path / "in.txt").write_text("garlic soup\n")
+    proc = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"), "--abstain", "true", "--calibrated", "false",
+                   check=False)
+    assert proc.returncode == 2 and "the threshold was chosen on calibrated probabilities" in proc.stderr
 
 
 def test_label_noise_csv_is_reviewable(trained_run):
@@ -103,19 +114,33 @@ def _copy(run: Path, tmp_path: Path) -> Path:
 
 def test_report_without_predictions_is_a_clear_error(trained_run, tmp_path, capsys):
     run = _copy(trained_run, tmp_path)
-    (run / "predictions" / "validation.jsonl").unlink()
+    (run / "predictions" / "validation.parquet").unlink()
     assert cli.main(["report", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "predictions/validation.jsonl is missing" in err and "encoderfit eval" in err
+    assert "predictions/validation.parquet is missing" in err and "encoderfit eval" in err
 
 
 def test_report_with_mismatched_labels_is_a_clear_error(trained_run, tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     run = _copy(trained_run, tmp_path)
-    path = run / "predictions" / "test.jsonl"
-    rows = path.read_text().splitlines()
-    first = json.loads(rows[0])
-    rows[0] = json.dumps({**first, "label": "weather"})
-    path.write_text("\n".join(rows) + "\n")
+    path = run / "predictions" / "test.parquet"
+    table = pq.read_table(path)
+    labels = table.column("label").to_pylist()
+    labels[0] = "weather"
+    pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", pa.array(labels)), path)
     assert cli.main(["report", str(run)]) == 2
     err = capsys.readouterr().err
     assert "label set does not match" in err and "weather" in err
+
+
+def test_report_refits_nothing(trained_run, tmp_path):
+    """Only training and `eval` fit the head; `report` applies the saved one (one writer of each decision)."""
+    run = _copy(trained_run, tmp_path)
+    info = json.loads((run / "model" / "encoderfit.json").read_text())
+    info["head"]["temperature"] = 3.0
+    (run / "model" / "encoderfit.json").write_text(json.dumps(info))
+    assert cli.main(["report", str(run)]) == 0
+    assert json.loads((run / "metrics.json").read_text())["calibration"]["temperature"] == 3.0
+    assert json.loads((run / "model" / "encoderfit.json").read_text())["head"]["temperature"] == 3.0

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import serving
-from encoderfit.predict import Classifier
+from encoderfit.predict import Predictor
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -24,7 +24,7 @@ def server(trained_run):
 
 
 def post(url, body, headers=AUTH, **kwargs):
-    return httpx.post(url + "/v1/classify", json=body, headers=headers, timeout=30, **kwargs)
+    return httpx.post(url + "/v1/predict", json=body, headers=headers, timeout=30, **kwargs)
 
 
 def test_classify_matches_the_python_api(server, trained_run):
@@ -32,7 +32,7 @@ def test_classify_matches_the_python_api(server, trained_run):
     response = post(server, {"texts": texts})
     assert response.status_code == 200
     results = response.json()["results"]
-    expected = Classifier.from_pretrained(trained_run).predict(texts)
+    expected = Predictor.from_pretrained(trained_run).predict(texts)
     assert [r["label"] for r in results] == [e["label"] for e in expected]
     for got, want in zip(results, expected):
         assert got["probabilities"] == pytest.approx(want["probabilities"], abs=1e-5)
@@ -59,8 +59,9 @@ def test_health_model_docs_and_metrics(server):
     ({"texts": ["fine", "  "]}, 422, "texts.1: empty text"),
     ({"texts": [1, 2]}, 422, "texts.0"),
     ({"texts": "not a list"}, 422, "texts"),
-    ({"text": "a", "texts": ["b"]}, 422, "either"),
-    ({}, 422, "either"),
+    ({"text": "a", "texts": ["b"]}, 422, "exactly one of"),
+    ({"pairs": [["a", "b"]]}, 422, "this model takes single texts"),
+    ({}, 422, "exactly one of"),
     ({"texts": ["a"], "extra": 1}, 422, "extra"),
     ({"text": "x" * 501}, 413, "over the limit of 500"),
 ])
@@ -71,7 +72,7 @@ def test_bad_bodies_get_clear_4xx(server, body, status, message):
 
 
 def test_transport_errors(server):
-    raw = lambda content, ctype: httpx.post(server + "/v1/classify", content=content, timeout=30,  # noqa: E731
+    raw = lambda content, ctype: httpx.post(server + "/v1/predict", content=content, timeout=30,  # noqa: E731
                                           headers={**AUTH, "Content-Type": ctype})
     assert raw(b"{not json", "application/json").status_code == 422
     assert raw(b'{"text": "hi"}', "text/plain").status_code == 415
@@ -82,7 +83,7 @@ def test_transport_errors(server):
         for _ in range(100):
             yield b"z" * 1000
 
-    streamed = httpx.post(server + "/v1/classify", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
+    streamed = httpx.post(server + "/v1/predict", content=chunks(), headers={**AUTH, "Content-Type": "application/json"})
     assert streamed.status_code == 413
 
 
@@ -130,11 +131,11 @@ def test_try_it_page_in_headless_chromium(server):
 
 
 def test_lone_surrogates_get_a_422_as_escape_or_raw_bytes(server):
-    escaped = httpx.post(server + "/v1/classify", content=b'{"texts": ["fine", "bad \\ud800 text"]}', timeout=30,
+    escaped = httpx.post(server + "/v1/predict", content=b'{"texts": ["fine", "bad \\ud800 text"]}', timeout=30,
                          headers={**AUTH, "Content-Type": "application/json"})
     assert escaped.status_code == 422 and escaped.json() == {
         "error": "texts.1: character 4 is a lone surrogate, not valid Unicode; send UTF-8 text"}
-    raw = httpx.post(server + "/v1/classify", content=b'{"text": "x\xed\xa0\x80"}', timeout=30,
+    raw = httpx.post(server + "/v1/predict", content=b'{"text": "x\xed\xa0\x80"}', timeout=30,
                      headers={**AUTH, "Content-Type": "application/json"})
     assert raw.status_code == 422 and "lone surrogate" in raw.json()["error"]
 
@@ -145,7 +146,7 @@ def test_one_poisoned_request_among_100_good_ones_fails_alone(server):
 
     def send(body):
         if body is None:
-            return httpx.post(server + "/v1/classify", content=b'{"text": "\\udfff"}', timeout=60,
+            return httpx.post(server + "/v1/predict", content=b'{"text": "\\udfff"}', timeout=60,
                               headers={**AUTH, "Content-Type": "application/json"})
         return post(server, body)
 
@@ -163,9 +164,9 @@ def test_a_failed_model_pass_is_rerun_request_by_request(trained_run):
     from encoderfit.serve import Batcher, Metrics
 
     async def scenario():
-        batcher = Batcher(Classifier.from_pretrained(trained_run), Metrics(), max_wait_ms=200, max_batch_texts=256, enabled=True)
+        batcher = Batcher(Predictor.from_pretrained(trained_run), Metrics(), max_wait_ms=200, max_batch_texts=256, enabled=True)
         batcher.start()
-        jobs = [batcher.classify([f"the chef cooked dinner {i}"]) for i in range(5)] + [batcher.classify(["\udcff"])]
+        jobs = [batcher.predict([f"the chef cooked dinner {i}"]) for i in range(5)] + [batcher.predict(["\udcff"])]
         return await asyncio.gather(*jobs, return_exceptions=True)
 
     results = asyncio.run(scenario())
@@ -200,11 +201,11 @@ def test_distinct_paths_do_not_grow_the_metrics(server):
 def test_every_error_has_one_shape_and_head_works(server):
     missing = httpx.get(server + "/nope")
     assert missing.status_code == 404 and set(missing.json()) == {"error"}
-    wrong_method = httpx.get(server + "/v1/classify", headers=AUTH)
+    wrong_method = httpx.get(server + "/v1/predict", headers=AUTH)
     assert wrong_method.status_code == 405 and set(wrong_method.json()) == {"error"}
     for path in ("/health", "/"):
         assert httpx.head(server + path).status_code == 200
-    mixed_case = httpx.post(server + "/v1/classify", content=b'{"text": "the team won"}', timeout=30,
+    mixed_case = httpx.post(server + "/v1/predict", content=b'{"text": "the team won"}', timeout=30,
                             headers={**AUTH, "Content-Type": "Application/JSON; charset=UTF-8"})
     assert mixed_case.status_code == 200
 
@@ -220,6 +221,6 @@ def test_docs_can_be_opened_with_a_key_and_the_port_is_checked(trained_run):
 
     with serving(trained_run, "--api_key", KEY, "--docs", "true") as url:
         assert httpx.get(url + "/docs").status_code == 200
-        assert "/v1/classify" in httpx.get(url + "/openapi.json").json()["paths"]
+        assert {"/v1/predict", "/v1/classify"} <= set(httpx.get(url + "/openapi.json").json()["paths"])
     proc = run_cli("serve", str(trained_run), "--port", "99999", check=False)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == "error: --port: 99999 is not a TCP port; use 1-65535"

@@ -30,31 +30,41 @@ def test_run_directory_has_exactly_the_promised_files(trained_run):
     files = files_under(trained_run)
     assert [f for f in files if not f.startswith("logs/events.out.tfevents")] == [
         "config.yaml", "label_noise.csv", "logs/history.json", "metrics.json",
-        "model/README.md", "model/calibration.json", "model/config.json", "model/model.safetensors",
+        "model/README.md", "model/config.json", "model/encoderfit.json", "model/model.safetensors",
         "model/tokenizer.json", "model/tokenizer_config.json",
-        "predictions/test.jsonl", "predictions/validation.jsonl", "report.html",
+        "predictions/test.parquet", "predictions/train.parquet", "predictions/validation.parquet", "report.html",
     ]
     assert any(f.startswith("logs/events.out.tfevents") for f in files), "no TensorBoard log"
     assert not list(trained_run.parent.glob(".*partial*")), "temporary run directory left behind"
 
 
-def test_resolved_config_records_overrides_labels_and_max_length(trained_run):
+def test_resolved_config_records_overrides_labels_and_max_length(trained_run, tiny_model):
+    import torch
+
     cfg = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert cfg["train"]["learning_rate"] == pytest.approx(3e-3)  # the CLI override, not the default
     assert cfg["train"]["adam_beta2"] == 0.98 and cfg["train"]["adam_epsilon"] == 1e-6
-    assert cfg["labels"] == sorted(TOPICS)
-    assert cfg["resolved"]["max_length"] == 512 and cfg["resolved"]["precision"] == "fp32"
+    assert cfg["task"] == "classification" and cfg["labels"] == sorted(TOPICS)
+    # no max_length given: min(512, the model's positions, the tokenizer's limit)
+    limit = min(json.loads((tiny_model / "config.json").read_text())["max_position_embeddings"],
+                json.loads((tiny_model / "tokenizer_config.json").read_text())["model_max_length"])
+    assert cfg["resolved"]["max_length"] == min(512, limit)
+    assert cfg["resolved"]["precision"] == ("bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32")
     model_cfg = json.loads((trained_run / "model" / "config.json").read_text())
     assert model_cfg["id2label"] == {"0": "food", "1": "sport", "2": "tech"}
+    assert model_cfg["problem_type"] == "single_label_classification"
+    info = json.loads((trained_run / "model" / "encoderfit.json").read_text())
+    assert info["task"] == "classification" and info["max_length"] == cfg["resolved"]["max_length"]
+    assert info["head"]["fitted_on"] == "validation" and info["head"]["temperature"] > 0
 
 
 def test_model_loads_in_a_plain_transformers_pipeline(trained_run):
     from transformers import pipeline
 
-    from encoderfit import Classifier
+    from encoderfit import Predictor
 
     texts = ["the chef made garlic soup", "the team won the trophy", "a new compiler for the kernel"]
-    clf = Classifier.from_pretrained(trained_run, calibrated=False)  # pipelines know nothing of the temperature
+    clf = Predictor.from_pretrained(trained_run, calibrated=False)  # pipelines know nothing of the temperature
     pipe = pipeline("text-classification", model=str(trained_run / "model"), device="cpu")
     ours = clf.predict(texts)
     theirs = pipe(texts)
@@ -63,13 +73,13 @@ def test_model_loads_in_a_plain_transformers_pipeline(trained_run):
 
 
 def test_predict_cli_matches_python_api(trained_run, tmp_path):
-    from encoderfit import Classifier
+    from encoderfit import Predictor
 
     texts = ["garlic sauce in the oven", "referee and coach", "cloud server data", "this is it"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
     proc = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"))
     rows = read_jsonl(proc.stdout)
-    api = Classifier.from_pretrained(trained_run).predict(texts)
+    api = Predictor.from_pretrained(trained_run).predict(texts)
     assert [r["text"] for r in rows] == texts
     assert [r["label"] for r in rows] == [r["label"] for r in api]
     for row, ref in zip(rows, api):
@@ -81,51 +91,75 @@ def test_predict_cli_matches_python_api(trained_run, tmp_path):
     assert [line.split(",")[1] for line in lines[1:]] == [r["label"] for r in api]
 
 
-def test_eval_cli_reproduces_the_test_metrics(trained_run, toy_csv):
-    trained = json.loads((trained_run / "metrics.json").read_text())["test"]
-    proc = run_cli("eval", str(trained_run), "--report.target_accuracy", "0.995")
-    assert yaml.safe_load((trained_run / "config.yaml").read_text())["report"]["target_accuracy"] == 0.995
-    assert json.loads((trained_run / "model" / "calibration.json").read_text())["target_accuracy"] == 0.995
+def test_eval_cli_reproduces_the_test_metrics(trained_run, toy_csv, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"  # a copy: the session's run stays as training left it
+    shutil.copytree(trained_run, run)
+    trained = json.loads((run / "metrics.json").read_text())["test"]
+    proc = run_cli("eval", str(run), "--report.target_accuracy", "0.995")
+    assert "reusing the saved predictions" in proc.stderr  # the same model: no inference again
+    assert yaml.safe_load((run / "config.yaml").read_text())["report"]["target_accuracy"] == 0.995
+    assert json.loads((run / "model" / "encoderfit.json").read_text())["head"]["target_accuracy"] == 0.995
     assert "accuracy" in proc.stdout and "confusion matrix" in proc.stdout and "temperature" in proc.stdout
-    evaluated = json.loads((trained_run / "metrics.json").read_text())["test"]
+    evaluated = json.loads((run / "metrics.json").read_text())["test"]
     for key in ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_weighted"):
         assert evaluated[key] == pytest.approx(trained[key])
     assert evaluated["confusion_matrix"] == trained["confusion_matrix"]
 
-    run_cli("eval", str(trained_run), "--data", str(toy_csv))  # a single file is scored whole
-    whole = json.loads((trained_run / "eval" / "test.json").read_text())
+    run_cli("eval", str(run), "--report.target_accuracy", "0.99")  # back to the default: an override, not ignored
+    assert yaml.safe_load((run / "config.yaml").read_text())["report"]["target_accuracy"] == 0.99
+
+    run_cli("eval", str(run), "--data", str(toy_csv))  # a single file is scored whole
+    whole = json.loads((run / "eval" / "test.json").read_text())
     assert whole["n"] == 360 and whole["data"].endswith("toy.csv [train]")
-    assert whole["calibration_applied"]["fitted_on"] == "saved"
+    saved = json.loads((run / "model" / "encoderfit.json").read_text())["head"]
+    assert whole["head"]["calibration"]["temperature"] == pytest.approx(saved["temperature"])  # applied, not refitted
+
+
+def test_eval_report_settings_reach_the_report(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    run_cli("eval", str(run), "--report.noise_confidence", "0.55")
+    page = (run / "report.html").read_text()
+    assert "probability ≥ 0.55" in page and "probability ≥ 0.9" not in page
 
 
 def test_balanced_class_weights_favour_the_rare_class():
     import torch
 
-    from encoderfit.trainer import balanced_weights, classification_loss
+    from encoderfit.config import TrainArgs
+    from encoderfit.tasks import get_task
 
-    labels = np.array([0] * 90 + [1] * 10)
-    assert balanced_weights(labels, 2).tolist() == pytest.approx([100 / 180, 100 / 20])
-    loss = classification_loss(balanced_weights(labels, 2))
+    task = get_task("classification")
+    loss = task.loss(task.summarize_targets(np.array([0] * 90 + [1] * 10), ["a", "b"]), TrainArgs(class_weights="balanced"))
     labels_batch = torch.tensor([0, 1])
-    predict_common = torch.tensor([[2.0, 0.0], [2.0, 0.0]])  # wrong on the rare example
-    predict_rare = torch.tensor([[0.0, 2.0], [0.0, 2.0]])  # wrong on the common example
-    mistake_on_rare = loss(type("Out", (), {"logits": predict_common})(), labels_batch)
-    mistake_on_common = loss(type("Out", (), {"logits": predict_rare})(), labels_batch)
-    assert mistake_on_rare > 2 * mistake_on_common
+    out = lambda x: type("Out", (), {"logits": x})()  # noqa: E731
+    mistake_on_rare = loss(out(torch.tensor([[2.0, 0.0], [2.0, 0.0]])), labels_batch)
+    mistake_on_common = loss(out(torch.tensor([[0.0, 2.0], [0.0, 2.0]])), labels_batch)
+    assert mistake_on_rare > 2 * mistake_on_common  # weights 100/180 and 100/20, as scikit-learn's "balanced"
 
 
-def test_training_loss_is_one_mean_over_the_whole_step():
+@pytest.mark.parametrize("name", ["classification", "multilabel", "regression"])
+def test_training_loss_is_one_mean_over_the_whole_step(name):
     """Summed per micro-batch and divided by the step's example count: two halves add up to the whole batch's mean,
     which is what makes 2 processes (or 2 accumulated micro-batches) equal to 1."""
     import torch
 
-    from encoderfit.trainer import classification_loss
+    from encoderfit.config import TrainArgs
+    from encoderfit.tasks import get_task
 
     torch.manual_seed(0)
-    logits, labels = torch.randn(8, 3), torch.randint(0, 3, (8,))
+    task = get_task(name)
+    logits = torch.randn(8, 1 if name == "regression" else 3)
+    labels = {"classification": torch.randint(0, 3, (8,)), "multilabel": torch.randint(0, 2, (8, 3)).float(),
+              "regression": torch.randn(8) * 3 + 1}[name]
+    stats = task.summarize_targets(labels.numpy(), ["a", "b", "c"])
+    loss = task.loss(stats, TrainArgs())
     out = lambda x: type("Out", (), {"logits": x})()  # noqa: E731
-    loss = classification_loss()
     whole = loss(out(logits), labels, num_items_in_batch=torch.tensor(8))
     halves = loss(out(logits[:4]), labels[:4], num_items_in_batch=torch.tensor(8)) + loss(out(logits[4:]), labels[4:], num_items_in_batch=torch.tensor(8))
-    assert whole.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, labels).item(), rel=1e-6)
     assert halves.item() == pytest.approx(whole.item(), rel=1e-6)
+    assert whole.item() == pytest.approx(loss(out(logits), labels).item(), rel=1e-6)  # the evaluation mean

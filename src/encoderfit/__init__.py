@@ -1,24 +1,21 @@
 """encoderfit: labelled text in; a fine-tuned, evaluated, deployable transformer encoder out."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 from .errors import UserError  # noqa: E402
 
+# The Python API mirrors the CLI: each subcommand's function, and the Predictor that predict and serve use.
+# Loaded on first use, so `import encoderfit` stays light (torch loads only when the API is used).
+_API = {"Predictor": "predict", "Classifier": "predict", "fit": "train", "tune": "tune", "evaluate": "evaluate",
+        "export": "export", "report": "report", "serve": "serve"}
 
-def __getattr__(name):  # keep `import encoderfit` light: torch loads only when the API is used
-    if name == "Classifier":
-        from .predict import Classifier
 
-        return Classifier
-    if name == "fit":
-        from .train import fit
+def __getattr__(name):
+    if name in _API:
+        import importlib
 
-        return fit
-    if name == "tune":
-        from .tune import tune
-
-        return tune
+        return getattr(importlib.import_module(f".{_API[name]}", __name__), name)
     raise AttributeError(name)
 
 
-__all__ = ["Classifier", "UserError", "fit", "tune", "__version__"]
+__all__ = ["Predictor", "Classifier", "UserError", "fit", "tune", "evaluate", "export", "report", "serve", "__version__"]

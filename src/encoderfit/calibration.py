@@ -9,8 +9,6 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from scipy.optimize import minimize_scalar
-from sklearn.metrics import f1_score
 
 ECE_BINS = 15
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.0, 1.0, 0.01))
@@ -50,9 +48,22 @@ def brier(probs: np.ndarray, y: Sequence[int]) -> float:
 
 
 def nll(probs: np.ndarray, y: Sequence[int]) -> float:
-    """Mean negative log-likelihood of the true label."""
-    p = probs[np.arange(len(probs)), np.asarray(y)]
-    return max(0.0, float(-np.log(np.clip(p, 1e-12, 1.0)).mean()))
+    """Mean negative log-likelihood of the true label (scikit-learn's log_loss)."""
+    from sklearn.metrics import log_loss
+
+    return float(log_loss(np.asarray(y), probs, labels=list(range(probs.shape[1]))))
+
+
+def ece_binary(p: np.ndarray, y: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Calibration error of probabilities of a yes/no event (one label of a multi-label task): over equal-width bins
+    of p, the share of examples times |observed rate - mean p|."""
+    p, y = np.asarray(p, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        inside = bins == b
+        total += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+    return float(total)
 
 
 def calibration_metrics(probs: np.ndarray, y: Sequence[int]) -> Dict[str, float]:
@@ -61,6 +72,8 @@ def calibration_metrics(probs: np.ndarray, y: Sequence[int]) -> Dict[str, float]
 
 def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
     """The temperature T minimising validation NLL of softmax(logits / T) (Guo et al., 2017)."""
+    from scipy.optimize import minimize_scalar
+
     result = minimize_scalar(lambda log_t: nll(softmax(logits, float(np.exp(log_t))), y),
                              bounds=(np.log(0.05), np.log(20.0)), method="bounded")
     return float(np.exp(result.x))
@@ -69,6 +82,8 @@ def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
 def coverage_sweep(probs: np.ndarray, y: Sequence[int], thresholds: Sequence[float] = THRESHOLDS) -> List[Dict]:
     """For each threshold: share answered (confidence >= t), accuracy and macro-F1 on those,
     and overall accuracy when every unanswered text counts as wrong (UNKNOWN)."""
+    from sklearn.metrics import f1_score
+
     y = np.asarray(y)
     confidence, pred = probs.max(axis=1), probs.argmax(axis=1)
     labels = list(range(probs.shape[1]))

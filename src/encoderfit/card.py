@@ -1,68 +1,48 @@
-"""The model card: model/README.md in the Hugging Face format (YAML header with model-index metrics)."""
+"""The model card: model/README.md in the Hugging Face format. The YAML header (pipeline tag, base model, test
+metrics as model-index results) is huggingface_hub's ModelCardData; the body is ours, with the task's sections."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Dict
 
-import yaml
-
 from .config import RunConfig
 from .files import atomic_file
+from .tasks import get_task
 
 
-def _header(cfg: RunConfig, metrics: Dict) -> str:
-    test = metrics["test"]
-    dataset = {"name": str(cfg.data.source), "type": str(cfg.data.source), "split": cfg.data.test_split}
-    meta = {
-        "library_name": "transformers",
-        "pipeline_tag": "text-classification",
-        "base_model": cfg.model.name_or_path,
-        "tags": ["encoderfit", "text-classification"],
-        "model-index": [{
-            "name": Path(str(cfg.data.source)).name + "-classifier",
-            "results": [{
-                "task": {"type": "text-classification", "name": "Text Classification"},
-                "dataset": dataset,
-                "metrics": [
-                    {"type": "accuracy", "value": round(test["accuracy"], 4), "name": "Test accuracy"},
-                    {"type": "f1", "value": round(test["f1_macro"], 4), "name": "Test macro-F1", "args": {"average": "macro"}},
-                    {"type": "ece", "value": round(test["calibration"]["after"]["ece"], 4), "name": "Test ECE (calibrated)"},
-                ],
-            }],
-        }],
-    }
-    return "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n"
+def header(cfg: RunConfig, metrics: Dict) -> str:
+    from huggingface_hub import EvalResult, ModelCardData
+
+    task = get_task(cfg.task)
+    results = [EvalResult(task_type=task.pipeline_tag, dataset_type=str(cfg.data.source), dataset_name=str(cfg.data.source),
+                          dataset_split=cfg.data.test_split, metric_type=kind, metric_value=round(float(value), 4),
+                          metric_name=name, metric_args=args or None)
+               for kind, value, name, args in task.card_results(metrics)]
+    data = ModelCardData(library_name="transformers", pipeline_tag=task.pipeline_tag, base_model=cfg.model.name_or_path,
+                         tags=["encoderfit", task.pipeline_tag, task.name], model_name=f"{Path(str(cfg.data.source)).name}-{task.name}",
+                         eval_results=results)
+    return f"---\n{data.to_yaml()}\n---\n"
 
 
 def card_text(cfg: RunConfig, metrics: Dict) -> str:
-    test, val = metrics["test"], metrics["validation"]
-    cal, threshold = test["calibration"], metrics["threshold"]
-    base = metrics.get("baseline")
+    task = get_task(cfg.task)
     sizes = cfg.resolved.get("examples", {})
     t = cfg.train
-    rows = [f"| fine-tuned {cfg.model.name_or_path} | {val['accuracy']:.4f} | {test['accuracy']:.4f} | {test['f1_macro']:.4f} |"]
-    if base:
-        rows.append(f"| TF-IDF 1-2-gram + logistic regression (C={base['C']:g}) | | {base['accuracy']:.4f} | {base['f1_macro']:.4f} |")
-    at = threshold.get("test")
-    threshold_text = (
-        f"Threshold **{threshold['value']:.2f}** (lowest reaching accuracy {threshold['target_accuracy']} on validation): on test it "
-        f"answers {at['coverage']:.1%} of texts with accuracy {at['accuracy']:.4f}; `Classifier.from_pretrained(dir, abstain=True)` "
-        "returns UNKNOWN below it."
-        if threshold["value"] is not None and at and at["accuracy"] is not None
-        else "No abstention threshold was chosen."
-    )
+    columns = [title for _, title in task.summary]
+    rows = [f"| fine-tuned {cfg.model.name_or_path} | " + " | ".join(f"{metrics['test'][k]:.4f}" for k, _ in task.summary) + " |"]
+    if metrics.get("baseline"):
+        rows.append(f"| {metrics['baseline']['model']} | " + " | ".join(f"{metrics['baseline'][k]:.4f}" for k, _ in task.summary) + " |")
+    shown = ", ".join(f"`{name}`" for name in cfg.labels[:40]) + (f", … ({len(cfg.labels)} in all)" if len(cfg.labels) > 40 else "")
+    pair = f", second text column `{cfg.data.text_pair_column}`" if cfg.data.text_pair_column else ""
     return "\n".join([
-        _header(cfg, metrics),
-        f"# {cfg.model.name_or_path} fine-tuned on {cfg.data.source}",
+        header(cfg, metrics),
+        f"# {cfg.model.name_or_path} fine-tuned on {cfg.data.source} ({task.name})",
         "",
-        f"A text classifier trained with [encoderfit](https://github.com/) from `{cfg.model.name_or_path}`.",
-        "",
-        "## Labels",
-        ", ".join(f"`{name}`" for name in cfg.labels),
+        f"A {task.name} model trained with encoderfit from `{cfg.model.name_or_path}`. {task.output_noun.capitalize()}: {shown}.",
         "",
         "## Data",
-        f"Source `{cfg.data.source}`, text column `{cfg.data.text_column}`, label column `{cfg.data.label_column}`. "
+        f"Source `{cfg.data.source}`, text column `{cfg.data.text_column}`{pair}, target column `{cfg.data.label_column}`. "
         f"Examples: train {sizes.get('train', '?')}, validation {sizes.get('validation', '?')}, test {sizes.get('test', '?')} "
         f"(split seed {cfg.data.split_seed}; exact duplicates dropped before splitting: {cfg.data.dedupe}).",
         "",
@@ -72,38 +52,32 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         f"{t.warmup_ratio:.0%} warmup, {t.lr_scheduler} schedule, seed {t.seed}, precision {cfg.resolved.get('precision')}. "
         f"Checkpoint kept by validation {t.metric_for_best}.",
         "",
-        "## Evaluation",
-        "| model | validation accuracy | test accuracy | test macro-F1 |",
-        "| --- | --- | --- | --- |",
+        "## Evaluation (test split)",
+        "| model | " + " | ".join(columns) + " |",
+        "| --- | " + " | ".join("---" for _ in columns) + " |",
         *rows,
         "",
-        "## Calibration and abstention",
-        f"Temperature {metrics['calibration']['temperature']:.3f}, fitted on validation (stored in `calibration.json`). "
-        f"Test ECE {cal['before']['ece']:.4f} before, {cal['after']['ece']:.4f} after; Brier {cal['before']['brier']:.4f} → "
-        f"{cal['after']['brier']:.4f}.",
-        "",
-        threshold_text,
+        *task.card_sections(metrics, cfg),
         "",
         "## Intended use and limits",
-        f"Classifying text like the training data into {len(cfg.labels)} labels. Scores are measured on a held-out split of "
-        "the same source; accuracy on text from other sources, periods or styles will differ and should be measured. "
-        f"Inputs longer than {cfg.resolved.get('max_length')} tokens are truncated. Labels outside the set above are "
-        "never predicted; use the abstention threshold to route uncertain texts to a person.",
+        f"{task.intended_use(cfg.labels)} Scores are measured on a held-out split of the same source; results on text from "
+        f"other sources, periods or styles will differ and should be measured. Inputs longer than "
+        f"{cfg.resolved.get('max_length')} tokens are truncated.",
         "",
         "## Use",
         "```python",
+        "from encoderfit import Predictor   # applies the head fitted on validation",
+        'model = Predictor.from_pretrained("path/to/model")',
+        "# or plain transformers:",
         "from transformers import pipeline",
-        'clf = pipeline("text-classification", model="path/to/model")',
-        "# or, with calibration and abstention:",
-        "from encoderfit import Classifier",
-        'clf = Classifier.from_pretrained("path/to/model", abstain=True)',
+        f'pipe = pipeline("{task.pipeline_tag}", model="path/to/model")',
         "```",
         "",
     ])
 
 
-def write_card(run_dir: Path, cfg: RunConfig, metrics: Dict) -> Path:
-    path = Path(run_dir) / "model" / "README.md"
+def write_card(model_dir, cfg: RunConfig, metrics: Dict) -> Path:
+    path = Path(model_dir.path if hasattr(model_dir, "path") else model_dir) / "README.md"
     with atomic_file(path) as handle:
         handle.write(card_text(cfg, metrics))
     return path

@@ -9,7 +9,6 @@ before it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
@@ -17,10 +16,7 @@ import shutil
 from pathlib import Path
 from typing import List, Optional
 
-from transformers import TrainerCallback
-
-from .distributed import barrier
-from .files import write_json
+from .files import sha256, write_json
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +24,10 @@ MANIFEST = "encoderfit-complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def seal(checkpoint: Path) -> None:
     """Record every file of a fully written checkpoint; the manifest is what marks it complete."""
     files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    manifest = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files}
     write_json(checkpoint / MANIFEST, {"files": manifest})
 
 
@@ -58,7 +46,7 @@ def problem(checkpoint: Path) -> Optional[str]:
             return f"{name} is missing"
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
-        if _sha256(path) != expected["sha256"]:
+        if sha256(path) != expected["sha256"]:
             return f"{name} does not match its checksum"
     return None
 
@@ -84,25 +72,3 @@ def newest_complete(directory: Path) -> Optional[Path]:
         log.warning("warning: skipping %s: %s; falling back to the checkpoint before it", checkpoint.name, why)
         shutil.rmtree(checkpoint, ignore_errors=True)
     return None
-
-
-class SealCheckpoints(TrainerCallback):
-    """After each save: wait for every process's files (each rank writes its own RNG state), then seal."""
-
-    def on_save(self, args, state, control, **kwargs):
-        barrier()
-        if state.is_world_process_zero:
-            seal(Path(args.output_dir) / f"checkpoint-{state.global_step}")
-        barrier()
-
-
-class SaveEverySteps(TrainerCallback):
-    """Checkpoint every N optimizer steps as well as at each evaluation (the Trainer allows only one strategy)."""
-
-    def __init__(self, every: int):
-        self.every = every
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step % self.every == 0:
-            control.should_save = True
-        return control

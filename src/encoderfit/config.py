@@ -20,6 +20,7 @@ from .errors import UserError, closest
 log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
+LEGACY_TASK = "classification"  # the only task before encoderfit 0.2: what a run or model directory without one holds
 LOGGERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # logger -> the package it needs
 GROUPS = ("data", "model", "train", "report")
 # Settings renamed since a run directory could have been written: old dotted key -> new one. An old run directory
@@ -46,7 +47,13 @@ class DataArgs:
     text_pair_column: Optional[str] = None
     """Optional second text column, for sentence-pair tasks (NLI, paraphrase)."""
     label_column: str = "label"
-    """Column holding the label (strings or integers)."""
+    """Column holding the target: a class (strings or integers), a list of labels (multilabel), or a number
+    (regression)."""
+    label_separator: Optional[str] = None
+    """Multilabel: the character joining several labels in one string ("news|sport"); implies --task multilabel."""
+    target_range: Optional[List[float]] = None
+    """Regression: [low, high] of valid targets; a target outside is an error, predictions and intervals are clipped
+    to it."""
     train_split: str = "train"
     """Name of the training split."""
     validation_split: str = "validation"
@@ -78,6 +85,9 @@ class DataArgs:
                  f"data.label_column and data.text_column are both '{self.text_column}'; name the label column with --data.label_column")
         _require(self.text_pair_column not in (self.text_column, self.label_column),
                  f"data.text_pair_column '{self.text_pair_column}' is also the text or label column; name the second text's column")
+        _require(self.label_separator is None or len(self.label_separator) > 0, "data.label_separator must not be empty")
+        _require(self.target_range is None or (len(self.target_range) == 2 and self.target_range[0] < self.target_range[1]),
+                 f"data.target_range must be [low, high] with low < high (got {self.target_range})")
 
 
 @dataclass
@@ -154,13 +164,17 @@ class TrainArgs:
     keep_checkpoints: int = 2
     """Keep the newest K checkpoints while training (the best one is kept as well); all are deleted once the run
     is complete."""
-    metric_for_best: Literal["loss", "f1_macro", "accuracy"] = "loss"
-    """Validation metric that chooses the checkpoint kept as the final model. loss: continuous, so less noisy than
-    accuracy or F1 on small validation sets (where one example can flip the choice)."""
+    metric_for_best: Literal["loss", "accuracy", "f1_macro", "f1_micro", "pearson", "spearman", "mae", "rmse"] = "loss"
+    """Validation metric that chooses the checkpoint kept as the final model: loss for every task; accuracy, f1_macro
+    (classification); f1_micro, f1_macro (multilabel); pearson, spearman, mae, rmse (regression). loss is
+    continuous, so less noisy than accuracy or F1 on small validation sets (where one example can flip the choice)."""
     early_stopping_patience: Optional[int] = None
     """Stop when the validation metric has not improved for this many evaluations."""
     class_weights: Literal["none", "balanced"] = "none"
-    """Weight the loss by inverse class frequency ("balanced") for imbalanced labels."""
+    """balanced: weight the loss by inverse class frequency (classification), or each label's positives by its
+    negatives/positives ratio, capped at 100 (multilabel), for imbalanced labels."""
+    regression_loss: Literal["mse", "huber"] = "mse"
+    """Regression: squared error, or Huber (less pulled by outliers), on standardized targets."""
     logging_steps: int = 10
     """Log loss and learning rate every N steps."""
     report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
@@ -219,6 +233,8 @@ class ReportArgs:
     serve can then answer UNKNOWN below it. null: no threshold."""
     baseline: bool = True
     """Train a TF-IDF + logistic-regression baseline on the same split and report it beside the model."""
+    coverage: float = 0.9
+    """Regression: the share of true values the prediction intervals should cover (split-conformal, on validation)."""
     noise_confidence: float = 0.9
     """Flag a training example as suspected label noise when the model gives another label at least this probability."""
     max_examples: int = 20
@@ -230,17 +246,42 @@ class ReportArgs:
             f"report.target_accuracy must be in (0, 1] (got {self.target_accuracy})",
         )
         _require(0.5 <= self.noise_confidence < 1, f"report.noise_confidence must be in [0.5, 1) (got {self.noise_confidence})")
+        _require(0 < self.coverage < 1, f"report.coverage must be in (0, 1) (got {self.coverage})")
         _require(self.max_examples >= 1, f"report.max_examples must be at least 1 (got {self.max_examples})")
 
 
 @dataclass
+class ReportOverrides:
+    """Report settings to change when re-evaluating a run: each one given replaces the run's own, the others stay."""
+
+    target_accuracy: Optional[float] = None
+    """Replace report.target_accuracy; 0 turns the abstention threshold off."""
+    baseline: Optional[bool] = None
+    """Replace report.baseline."""
+    coverage: Optional[float] = None
+    """Replace report.coverage (regression prediction intervals)."""
+    noise_confidence: Optional[float] = None
+    """Replace report.noise_confidence."""
+    max_examples: Optional[int] = None
+    """Replace report.max_examples."""
+
+    def apply(self, report: ReportArgs) -> ReportArgs:
+        """`report` with the settings given here (validated as any ReportArgs)."""
+        changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if changes.get("target_accuracy") == 0:
+            changes["target_accuracy"] = None
+        return dataclasses.replace(report, **changes)
+
+
+@dataclass
 class RunConfig:
-    """Everything a run was made with, plus what was resolved at run time (labels, max_length, precision)."""
+    """Everything a run was made with, plus what was resolved at run time (task, labels, max_length, precision)."""
 
     data: DataArgs
     model: ModelArgs
     train: TrainArgs
     report: ReportArgs = field(default_factory=ReportArgs)
+    task: str = LEGACY_TASK
     labels: List[str] = field(default_factory=list)
     resolved: dict = field(default_factory=dict)
 
@@ -262,10 +303,11 @@ class RunConfig:
         for group, kind in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs), ("report", ReportArgs)):
             values = dict(raw.get(group) or {})
             groups[group] = _build(kind, group, _known(kind, group, values, where), where)
-        extra = sorted(set(raw) - set(GROUPS) - {"labels", "resolved"})
+        extra = sorted(set(raw) - set(GROUPS) - {"task", "labels", "resolved"})
         if extra:
             log.warning("warning: %s: ignoring unknown top-level key(s) %s (written by another encoderfit version?)", where, extra)
-        return cls(**groups, labels=list(raw.get("labels") or []), resolved=dict(raw.get("resolved") or {}))
+        return cls(**groups, task=str(raw.get("task") or LEGACY_TASK), labels=list(raw.get("labels") or []),
+                   resolved=dict(raw.get("resolved") or {}))
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunConfig":

@@ -1,7 +1,9 @@
-"""Any source -> validated train/validation/test splits with canonical columns and a label list.
+"""Any source -> validated train/validation/test splits with canonical columns, for the run's task.
 
-Canonical columns: `text`, optional `text_pair`, and `labels` (integer class ids into `Splits.labels`).
-Every check here fails with a `UserError` naming the file, split, row or column and the fix.
+Canonical columns: `text`, optional `text_pair`, and `labels` (the target as the task encodes it: class ids,
+multi-hot rows, numbers). Reading targets, naming the outputs and stratifying the splits belong to the task
+(tasks/); everything else is here. Every check fails with a `UserError` naming the file, split, row or column
+and the fix. The datasets library is imported only when data is actually read, so the CLI starts fast.
 """
 
 from __future__ import annotations
@@ -15,19 +17,16 @@ import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
-
-import datasets
-from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets, load_dataset, load_from_disk
-from datasets.exceptions import DatasetGenerationError
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
 from .config import DataArgs
 from .errors import UserError, closest
 from .recipes import RECIPES
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+
 log = logging.getLogger(__name__)
-datasets.disable_progress_bars()
-warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)  # pyarrow, via Dataset.sort
 
 TEXT, PAIR, LABEL = "text", "text_pair", "labels"
 FORMATS = {  # extension -> (datasets builder, builder options)
@@ -40,14 +39,24 @@ FORMATS = {  # extension -> (datasets builder, builder options)
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
 
 
+def _datasets():
+    """The datasets library, quiet."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)  # pyarrow, via Dataset.sort
+    return datasets
+
+
 @dataclass
 class Splits:
-    """The three splits a run uses, with canonical columns, and the ordered label names."""
+    """The three splits a run uses, with canonical columns, the task and its ordered output names."""
 
     train: Dataset
     validation: Dataset
     test: Dataset
     labels: List[str]
+    task: str
 
     def as_dict(self) -> Dict[str, Dataset]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -98,7 +107,7 @@ def check_json_lines(path: Path) -> None:
                 raise UserError(f"{path}: line {number}: expected a JSON object ({{\"text\": ..., ...}}), found {type(row).__name__}")
 
 
-def read_table(path: Path) -> Dataset:
+def read_table(path: Path):
     """One local file -> Dataset, through the datasets library's own readers (after checks that name the line)."""
     ext = path.suffix.lower()
     if ext not in FORMATS:
@@ -110,8 +119,11 @@ def read_table(path: Path) -> Dataset:
         check_header(path, options.get("delimiter", ","))
     if ext == ".jsonl":
         check_json_lines(path)
+    datasets = _datasets()
+    from datasets.exceptions import DatasetGenerationError
+
     try:
-        return load_dataset(builder, data_files=str(path), split="train", **options)
+        return datasets.load_dataset(builder, data_files=str(path), split="train", **options)
     except (DatasetGenerationError, ValueError, OSError) as err:
         cause = err.__cause__ or err
         if "corresponds to no data" in str(err) or type(cause).__name__ == "EmptyDataError":
@@ -130,9 +142,10 @@ def _split_files(directory: Path) -> Dict[str, Path]:
     return found
 
 
-def _load_hub(name: str, config_name: Optional[str]) -> DatasetDict:
+def _load_hub(name: str, config_name: Optional[str]):
+    datasets = _datasets()
     try:
-        loaded = load_dataset(name, config_name)
+        loaded = datasets.load_dataset(name, config_name)
     except (ConnectionError, OSError, ValueError) as err:
         reason = str(err).strip().splitlines()[0][:200]
         offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
@@ -141,29 +154,30 @@ def _load_hub(name: str, config_name: Optional[str]) -> DatasetDict:
             "If the hub is unreachable, point --data.source at a local file, a directory of split files "
             f"or a save_to_disk directory, or use a built-in recipe ({', '.join(RECIPES)})"
         ) from None
-    return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+    return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
 
 
-def load_source(source: Optional[str], config_name: Optional[str] = None) -> DatasetDict:
+def load_source(source: Optional[str], config_name: Optional[str] = None):
     """A source string (recipe, file, directory, save_to_disk directory or hub name) -> DatasetDict."""
     if not source:
         raise UserError(
             "data.source is required: a CSV/TSV/JSON/JSONL/Parquet file, a directory of split files, "
             f"a hub dataset name, or a recipe ({', '.join(RECIPES)}); e.g. --data.source train.csv"
         )
+    datasets = _datasets()
     if source in RECIPES:
         return RECIPES[source]()
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
-            loaded = load_from_disk(str(path))
-            return loaded if isinstance(loaded, DatasetDict) else DatasetDict({"train": loaded})
+            loaded = datasets.load_from_disk(str(path))
+            return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
         files = _split_files(path)
         if not files:
             raise UserError(f"{path}: no data files found; put train.csv (or .tsv/.json/.jsonl/.parquet) and optionally validation/test files there")
-        return DatasetDict({split: read_table(file) for split, file in files.items()})
+        return datasets.DatasetDict({split: read_table(file) for split, file in files.items()})
     if path.is_file():
-        return DatasetDict({"train": read_table(path)})
+        return datasets.DatasetDict({"train": read_table(path)})
     if path.suffix or source.startswith((".", "/", "~")):
         raise UserError(f"data.source: file '{source}' does not exist; check the path (relative to {os.getcwd()})")
     if "/" not in source:
@@ -176,11 +190,7 @@ def load_source(source: Optional[str], config_name: Optional[str] = None) -> Dat
 # ---------------------------------------------------------------- validating
 
 
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip())
-
-
-def canonical(ds: Dataset, data: DataArgs, where: str, need_labels: bool = True) -> Dataset:
+def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
     """Select and rename the configured columns to text/text_pair/labels, failing clearly when one is absent."""
     wanted = {data.text_column: TEXT}
     if data.text_pair_column:
@@ -207,62 +217,7 @@ def canonical(ds: Dataset, data: DataArgs, where: str, need_labels: bool = True)
     return ds
 
 
-def _label_strings(ds: Dataset, data: DataArgs, where: str) -> List[str]:
-    """Each row's label as a string; surrounding whitespace stripped ("pos " is "pos"), and said so."""
-    feature = ds.features[LABEL]
-    out, stripped = [], 0
-    for i, value in enumerate(ds[LABEL]):
-        if _missing(value) or (isinstance(feature, ClassLabel) and value < 0):
-            raise UserError(f"{where}: row {i + 1}: empty label in column '{data.label_column}'; fill it in or remove the row")
-        if isinstance(feature, ClassLabel):
-            out.append(feature.int2str(value))
-        elif isinstance(value, float) and value.is_integer():
-            out.append(str(int(value)))
-        else:
-            text = str(value)
-            stripped += text != text.strip()
-            out.append(text.strip())
-    if stripped:
-        log.info("%s: stripped surrounding whitespace from %d label(s)", where, stripped)
-    return out
-
-
-def report_near_duplicate_labels(labels: Sequence[str], where: str) -> None:
-    """Warn about labels that differ only by case or inner whitespace ("Pos" and "pos"): probably one class."""
-    groups: Dict[str, List[str]] = {}
-    for name in labels:
-        groups.setdefault(" ".join(name.split()).casefold(), []).append(name)
-    for names in groups.values():
-        if len(names) > 1:
-            log.warning("warning: %s: labels %s differ only by case or whitespace and are trained as %d classes; "
-                        "if they are one class, make them identical in the data", where, " and ".join(f"'{n}'" for n in names), len(names))
-
-
-def _label_order(ds: Dataset, strings: Sequence[str]) -> List[str]:
-    feature = ds.features[LABEL]
-    if isinstance(feature, ClassLabel):
-        return list(feature.names)
-    unique = set(strings)
-    if all(s.lstrip("-").isdigit() for s in unique):
-        return [str(v) for v in sorted(int(s) for s in unique)]
-    return sorted(unique)
-
-
-def encode_labels(ds: Dataset, data: DataArgs, where: str, labels: List[str], strings: Optional[List[str]] = None) -> Dataset:
-    """Replace label values by their id in `labels`; a value not in `labels` is an error naming its row."""
-    strings = _label_strings(ds, data, where) if strings is None else strings
-    index = {name: i for i, name in enumerate(labels)}
-    for i, s in enumerate(strings):
-        if s not in index:
-            raise UserError(
-                f"{where}: row {i + 1}: label '{s}' does not occur in the training labels {labels}; "
-                "fix the label or add training examples for it"
-            )
-    ds = ds.remove_columns(LABEL).add_column(LABEL, [index[s] for s in strings])
-    return ds.cast_column(LABEL, ClassLabel(names=labels))
-
-
-def _dedupe(ds: Dataset) -> Dataset:
+def _dedupe(ds):
     keys = zip(ds[TEXT], ds[PAIR]) if PAIR in ds.column_names else ds[TEXT]
     seen, keep = set(), []
     for i, key in enumerate(keys):
@@ -274,31 +229,47 @@ def _dedupe(ds: Dataset) -> Dataset:
     return ds.select(keep)
 
 
-def _holdout(ds: Dataset, size: float, seed: int, single: str) -> tuple[Dataset, Dataset]:
-    """Split off `size` of `ds`, stratified by label. A label with a single example cannot be stratified: it stays
-    on the kept side, and `single` (a message with the label's name for %s) says so; every other label keeps at
-    least one example on the kept side."""
-    counts = Counter(ds[LABEL])
-    names = ds.features[LABEL].names
-    for label in sorted(label for label, n in counts.items() if n < 2):
-        log.warning("warning: " + single, names[label])
-    rows = [i for i, label in enumerate(ds[LABEL]) if counts[label] >= 2]
-    pool = ds.select(rows)
+def stratified_holdout(ds, size: float, seed: int, strata: Sequence[int], names: Sequence[str], single_note: Optional[str]):
+    """Split off `size` of `ds`, stratified by `strata` (one stratum id per row; `names` for messages). A stratum
+    with a single example cannot be stratified: it stays on the kept side, and `single_note` (with %s for its name)
+    says so; every other stratum keeps at least one example on the kept side."""
+    from datasets import ClassLabel, concatenate_datasets
+
+    counts = Counter(strata)
+    if single_note:
+        for stratum in sorted(s for s, n in counts.items() if n < 2):
+            log.warning("warning: " + single_note, names[stratum])
+    rows = [i for i, s in enumerate(strata) if counts[s] >= 2]
+    pool = ds.select(rows).add_column("_stratum", [strata[i] for i in rows])
+    pool = pool.cast_column("_stratum", ClassLabel(num_classes=max(strata) + 1))
     try:
-        parts = pool.train_test_split(test_size=size, stratify_by_column=LABEL, seed=seed)
-    except ValueError as err:  # fewer held-out rows than labels
+        parts = pool.train_test_split(test_size=size, stratify_by_column="_stratum", seed=seed)
+    except ValueError as err:  # fewer held-out rows than strata
         log.warning("warning: stratified split impossible (%s); splitting at random", str(err).splitlines()[0])
         parts = pool.train_test_split(test_size=size, seed=seed)
     keep, held = parts["train"], parts["test"]
-    missing = sorted(set(pool[LABEL]) - set(keep[LABEL]))  # all of a label's examples landed on the held-out side
+    missing = sorted(set(pool["_stratum"]) - set(keep["_stratum"]))  # all of a stratum landed on the held-out side
     if missing:
-        back = [next(i for i, label in enumerate(held[LABEL]) if label == m) for m in missing]
-        keep = concatenate_datasets([keep, held.select(back)])
-        held = held.select([i for i in range(len(held)) if i not in set(back)])
-    kept_whole = [i for i, label in enumerate(ds[LABEL]) if counts[label] < 2]
+        back = {next(i for i, s in enumerate(held["_stratum"]) if s == m) for m in missing}
+        keep = concatenate_datasets([keep, held.select(sorted(back))])
+        held = held.select([i for i in range(len(held)) if i not in back])
+    keep, held = keep.remove_columns("_stratum"), held.remove_columns("_stratum")
+    kept_whole = [i for i, s in enumerate(strata) if counts[s] < 2]
     if kept_whole:
         keep = concatenate_datasets([keep, ds.select(kept_whole)])
     return keep, held
+
+
+def multilabel_holdout(ds, size: float, seed: int):
+    """Split off `size` of `ds`, with each label's share held out as close to `size` as possible: iterative
+    stratification (Sechidis et al. 2011), through the iterative-stratification package."""
+    import numpy as np
+    from iterstrat.ml_stratifiers import MultilabelStratifiedShuffleSplit
+
+    y = np.asarray(ds[LABEL])
+    splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+    keep, held = next(splitter.split(np.zeros(len(y)), y))
+    return ds.select(sorted(keep)), ds.select(sorted(held))
 
 
 def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str]) -> None:
@@ -315,8 +286,11 @@ def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str]) -> None:
         )
 
 
-def prepare(data: DataArgs) -> Splits:
-    """Load `data.source`, validate it, detect labels and return train/validation/test splits."""
+def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
+    """Load `data.source`, validate it, settle the task (inferred from the labels when None), encode the targets
+    and return train/validation/test splits."""
+    from .tasks import resolve_task
+
     loaded = load_source(data.source, data.config_name)
     if data.train_split not in loaded:
         raise UserError(
@@ -324,14 +298,12 @@ def prepare(data: DataArgs) -> Splits:
             f"splits are {list(loaded)}"
         )
     names = {"train": data.train_split, "validation": data.validation_split, "test": data.test_split}
-    raw = {role: canonical(loaded[name], data, f"{data.source} [{name}]") for role, name in names.items() if name in loaded}
-    train_strings = _label_strings(raw["train"], data, f"{data.source} [{data.train_split}]")
-    labels = _label_order(raw["train"], train_strings)
-    report_near_duplicate_labels(labels, f"{data.source} [{data.train_split}]")
-    if len(labels) < 2:
-        raise UserError(f"{data.source}: only one label ({labels}) in column '{data.label_column}'; a classifier needs two or more")
-    splits = {role: encode_labels(ds, data, f"{data.source} [{names[role]}]", labels, train_strings if role == "train" else None)
-              for role, ds in raw.items()}
+    where = {role: f"{data.source} [{name}]" for role, name in names.items()}
+    raw = {role: canonical(loaded[name], data, where[role]) for role, name in names.items() if name in loaded}
+    chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column)
+    targets = {role: chosen.read_targets(ds, data, where[role]) for role, ds in raw.items()}
+    labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], data.label_column, where["train"])
+    splits = {role: chosen.encode(ds, targets[role], labels, where[role]) for role, ds in raw.items()}
 
     missing = [role for role in ("validation", "test") if role not in splits]
     if missing:
@@ -339,12 +311,12 @@ def prepare(data: DataArgs) -> Splits:
         _check_holdout_sizes(len(pool), data, missing)
         sizes = {"validation": data.validation_size, "test": data.test_size}
         held = sum(sizes[r] for r in missing)
-        splits["train"], rest = _holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "
-                                         f"and {' and '.join(missing)} will have none of it; add examples of it")
+        splits["train"], rest = chosen.holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "
+                                               f"and {' and '.join(missing)} will have none of it; add examples of it")
         if len(missing) == 2:
-            splits["validation"], splits["test"] = _holdout(rest, data.test_size / held, data.split_seed,
-                                                            "label '%s' has a single held-out example: it goes to validation, "
-                                                            "and test will have none of it")
+            splits["validation"], splits["test"] = chosen.holdout(rest, data.test_size / held, data.split_seed,
+                                                                  "label '%s' has a single held-out example: it goes to "
+                                                                  "validation, and test will have none of it")
         else:
             splits[missing[0]] = rest
         log.info("made %s split(s) from %s: %s", "/".join(missing), data.train_split, {r: len(s) for r, s in splits.items()})
@@ -359,10 +331,10 @@ def prepare(data: DataArgs) -> Splits:
     for role, ds in splits.items():
         if len(ds) == 0:
             raise UserError(f"{data.source}: the {role} split is empty; provide more data or change data.{role}_size")
-    return Splits(labels=labels, **splits)
+    return Splits(labels=labels, task=chosen.name, **splits)
 
 
-def tokenize(ds: Dataset, tokenizer, max_length: int) -> Dataset:
+def tokenize(ds, tokenizer, max_length: int):
     """Token ids without padding (padding happens per batch), plus a `length` column for length-grouped batching."""
     pair = PAIR in ds.column_names
 

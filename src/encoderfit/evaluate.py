@@ -1,64 +1,91 @@
-"""Evaluation that decides whether to ship, and `encoderfit eval`.
+"""Evaluation that decides whether to ship, and `encoderfit eval`, for any task.
 
-Per split: accuracy, precision/recall/F1 (macro, micro, weighted), per-class scores, confusion matrix;
-calibration before/after temperature scaling (fitted on validation); the coverage sweep and the
-abstention threshold for a target accuracy (chosen on validation); the most confused label pairs and
-the most confident mistakes. On a run's own data it also flags suspected label noise in the training
-split and runs a TF-IDF baseline, then writes the report and the model card.
+On a run's own data: predictions on validation and test (reused when the same model made them), the head fitted on
+validation (the task's: temperature and threshold, per-label thresholds, a conformal interval) and saved where
+predict and serve read it, every metric of both splits under that head, the training examples worth a look, the
+baseline, the report and the model card. On other data: the same metrics under the saved head.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
-from .analysis import PREDICTIONS_DIR, Predictions, analyse
-from .baseline import tfidf_baseline
-from .calibration import softmax
-from .config import ReportArgs, RunConfig
-from .data import Splits, canonical, encode_labels, load_source, prepare
+from .config import ReportOverrides, RunConfig
 from .errors import UserError
-from .files import atomic_file, write_json
-from .predict import CALIBRATION_FILE, Classifier
-from .metrics import wrong_with_confidence
-from .report import NOISE_FILE, write_report
-from .tables import print_evaluation
+from .files import atomic_file, check_writable, write_json
+from .rundir import Predictions, RunDir
+from .tasks import Task, get_task
 
 log = logging.getLogger(__name__)
 
 
-def write_label_noise(path: Path, rows: List[Dict]) -> None:
+def predict_split(predictor, ds) -> Predictions:
+    """A split's predictions: its texts (and pairs), encoded targets and the model's logits."""
+    import numpy as np
+
+    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    return Predictions(list(ds["text"]), pairs, np.asarray(ds["labels"]), predictor.logits(ds["text"], pairs))
+
+
+def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels: List[str], fingerprint: str) -> Predictions:
+    """The saved predictions when this model made them for these texts; else computed now and saved."""
+    import numpy as np
+
+    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    saved = run.predictions(role, task, labels, fingerprint)
+    if saved is not None and saved.texts == list(ds["text"]) and saved.pairs == pairs:
+        log.info("%s: reusing the saved predictions of this model", role)
+        return Predictions(saved.texts, pairs, np.asarray(ds["labels"]), saved.logits)
+    preds = predict_split(predictor, ds)
+    run.write_predictions(role, preds, task, labels, fingerprint)
+    return preds
+
+
+def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict) -> Dict:
+    """Each split's metrics under `head`, and the head's decisions with what they do on each split."""
+    analysed = {role: task.analyse(p, cfg.labels, head, cfg) for role, p in preds.items()}
+    return {**analysed, **task.head_summary(head, analysed)}
+
+
+def write_review(path: Path, rows: List[Dict]) -> None:
+    """Training examples worth a look (label_noise.csv), as a CSV a person can open."""
+    fields = list(rows[0]) if rows else ["row", "label", "predicted", "confidence", "text"]
     with atomic_file(path) as handle:
-        writer = csv.DictWriter(handle, fieldnames=["row", "label", "predicted", "confidence", "text"])
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
-        writer.writerows({**r, "confidence": f"{r['confidence']:.4f}"} for r in rows)
+        writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
 
-def evaluate_run(run_dir: Path, cfg: RunConfig, classifier: Classifier, splits: Splits) -> Dict:
-    """Full evaluation of a run on its own splits; writes predictions/, metrics.json, model/calibration.json,
-    label_noise.csv, report.html and model/README.md. Used at the end of `train` and by `eval`."""
-    preds = {role: Predictions.of(classifier, ds) for role, ds in (("validation", splits.validation), ("test", splits.test))}
-    for role, p in preds.items():
-        p.save(run_dir / PREDICTIONS_DIR / f"{role}.jsonl", cfg.labels)
-    results = analyse(cfg.labels, preds, cfg.report)
-    temperature, threshold = results["calibration"]["temperature"], results["threshold"]["value"]
-    write_json(run_dir / "model" / CALIBRATION_FILE, {"temperature": temperature, "threshold": threshold,
-                                                       "target_accuracy": cfg.report.target_accuracy, "fitted_on": "validation"})
-    train = Predictions.of(classifier, splits.train)
-    noise = wrong_with_confidence(train.texts, train.labels, softmax(train.logits, temperature), cfg.labels, cfg.report.noise_confidence)
-    write_label_noise(run_dir / NOISE_FILE, noise)
-    results["label_noise"] = {"count": len(noise), "of": len(train.texts), "min_confidence": cfg.report.noise_confidence}
+def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
+    """Full evaluation of a run on its own splits: predictions/, the head in model/encoderfit.json, metrics.json,
+    label_noise.csv (where the task has a review), report.html and model/README.md. Used by `train` and `eval`."""
+    from .report import write_report
+
+    task = get_task(cfg.task)
+    fingerprint = run.model.fingerprint()
+    preds = {role: split_predictions(run, role, ds, predictor, task, cfg.labels, fingerprint)
+             for role, ds in (("validation", splits.validation), ("test", splits.test))}
+    head = task.fit_head(preds["validation"], cfg.labels, cfg)
+    info = run.model.info()
+    info.head = head
+    run.model.write_info(info)
+    predictor.info.head = head
+    results = analyse(task, preds, cfg, head)
+    train: Callable[[], Predictions] = lambda: split_predictions(run, "train", splits.train, predictor, task, cfg.labels, fingerprint)  # noqa: E731
+    review = task.review_train(train, cfg.labels, head, cfg)
+    if review is not None:
+        write_review(run / RunDir.NOISE, review)
+        results["label_noise"] = {"count": len(review), "of": len(splits.train), "min_confidence": cfg.report.noise_confidence}
     if cfg.report.baseline:
-        results["baseline"] = tfidf_baseline(splits, cfg.labels)
-    previous = run_dir / "metrics.json"
-    if previous.is_file():
-        results["train"] = json.loads(previous.read_text()).get("train")
-    write_json(previous, results)
-    write_report(run_dir, results)
+        results["baseline"] = task.baseline(splits, cfg.labels)
+    if (run / RunDir.METRICS).is_file():
+        results["train"] = run.metrics().get("train")
+    run.write_metrics(results)
+    write_report(run, cfg, results)
     return results
 
 
@@ -69,54 +96,59 @@ def evaluate(
     text_column: Optional[str] = None,
     text_pair_column: Optional[str] = None,
     label_column: Optional[str] = None,
-    report: Optional[ReportArgs] = None,
+    report: ReportOverrides = ReportOverrides(),
     output: Optional[Path] = None,
     device: Optional[str] = None,
 ) -> Dict:
-    """Score a trained run: metrics, calibration, coverage sweep and threshold, error analysis, HTML report.
+    """Score a trained run: metrics, the head's decisions (calibration, thresholds, intervals), error analysis, report.
 
     Args:
         run: Run directory written by `encoderfit train`.
         data: Labelled data to score: a file, a directory of split files, a hub dataset or a recipe. Default: the
-            run's own data, split exactly as in training; then the run's report, calibration, threshold and
-            model card are refreshed as well.
+            run's own data, split exactly as in training; then the head fitted on validation, the report and the
+            model card are refreshed as well (predictions of the same model are reused, not recomputed).
         split: Which split to print (train, validation or test). A single file given as --data is scored whole.
         text_column: Column holding the text. Default: the run's data.text_column.
         text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
-        label_column: Column holding the label. Default: the run's data.label_column.
-        report: Threshold target, baseline and error-analysis settings (e.g. --report.target_accuracy 0.995).
-            Default: the run's own; flags given override only themselves.
+        label_column: Column holding the target. Default: the run's data.label_column.
+        report: Report settings to change, e.g. --report.target_accuracy 0.995 (each one given replaces the run's
+            own and is saved in its config.yaml; the others stay).
         output: Where to write the metrics JSON for --data. Default: RUN/eval/<split>.json.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
     """
-    run = Path(run)
-    cfg = RunConfig.load(run)
-    if report is not None:  # flags given: apply those that differ from the defaults onto the run's own settings
-        changed = {k: v for k, v in asdict(report).items() if v != getattr(ReportArgs(), k)}
-        cfg.report = replace(cfg.report, **changed)
+    from .data import canonical, load_source, prepare
+    from .predict import Predictor
+    from .tables import print_evaluation
+
+    rundir = RunDir(run)
+    cfg = rundir.config()
+    cfg.report = report.apply(cfg.report)
+    task = get_task(cfg.task)
     args = replace(cfg.data, text_column=text_column or cfg.data.text_column,
                    text_pair_column=text_pair_column or cfg.data.text_pair_column,
                    label_column=label_column or cfg.data.label_column)
-    classifier = Classifier.from_pretrained(run, device=device)
-    if classifier.labels != cfg.labels:
-        raise UserError(f"{run}: the model's labels {classifier.labels} differ from config.yaml's {cfg.labels}; the run directory is inconsistent")
+    if data is None and split not in ("validation", "test"):
+        raise UserError(f"--split: '{split}' must be validation or test for the run's own data")
+    check_writable(Path(output) if output else rundir / RunDir.METRICS, "--output" if output else "run")
+    predictor = Predictor.from_pretrained(run, device=device)
+    if predictor.labels != cfg.labels:
+        raise UserError(f"{run}: the model's labels differ from config.yaml's; the run directory is inconsistent")
     if data is None:
-        if split not in ("validation", "test"):
-            raise UserError(f"--split: '{split}' must be validation or test for the run's own data")
-        results = evaluate_run(run, replace(cfg, data=args), classifier, prepare(args))
-        cfg.save(run)
-        print_evaluation(results, split, cfg.labels)
+        results = evaluate_run(rundir, replace(cfg, data=args), predictor, prepare(args, cfg.task))
+        rundir.save_config(cfg)
+        print_evaluation(results, split, task, cfg.labels)
         return results[split]
     loaded = load_source(data, None)
     name = split if split in loaded else (next(iter(loaded)) if len(loaded) == 1 else None)
     if name is None:
         raise UserError(f"--split: no split '{split}' in {data}; splits are {list(loaded)}")
     where = f"{data} [{name}]"
-    preds = {name: Predictions.of(classifier, encode_labels(canonical(loaded[name], args, where), args, where, cfg.labels))}
-    results = analyse(cfg.labels, preds, cfg.report, classifier.temperature, classifier.threshold)
+    ds = canonical(loaded[name], args, where)
+    ds = task.encode(ds, task.read_targets(ds, args, where), cfg.labels, where)
+    results = analyse(task, {name: predict_split(predictor, ds)}, cfg, predictor.head)
     results[name]["data"] = where
-    out = Path(output) if output else run / "eval" / f"{split}.json"
-    write_json(out, {**results[name], "calibration_applied": results["calibration"], "threshold": results["threshold"]})
-    print_evaluation(results, name, cfg.labels)
+    out = Path(output) if output else rundir / RunDir.EVAL / f"{split}.json"
+    write_json(out, {**results[name], "head": {k: v for k, v in results.items() if k != name}})
+    print_evaluation(results, name, task, cfg.labels)
     log.info("wrote %s", out)
     return results[name]

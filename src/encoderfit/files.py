@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -73,3 +74,12 @@ def check_writable(path: Path, flag: str) -> None:
             pass
     except OSError as err:
         raise UserError(f"{flag}: cannot write {path}: {err.strerror or err} in {ancestor}; choose a writable location") from None
+
+
+def sha256(path: Path) -> str:
+    """A file's SHA-256, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,56 +1,22 @@
-"""Loading encoders and tokenizers, and the one place where device and precision are chosen."""
+"""Loading encoders and tokenizers: safetensors only, remote code only when asked, one-line errors.
+
+The output layer (and its config: num_labels, id2label, problem_type) comes from the run's task.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-import torch
-from safetensors import SafetensorError
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
-
 from .config import ModelArgs
+from .device import can_compile, flash_attention_ready, pick_device
 from .errors import UserError
 
 log = logging.getLogger(__name__)
 DEFAULT_MAX_LENGTH = 512
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
-
-
-def pick_device(requested: Optional[str] = None) -> torch.device:
-    """cuda when available, else cpu; `requested` (e.g. "cpu", "cuda:1") overrides. Logs the reason."""
-    if requested:
-        try:
-            device, why = torch.device(requested), "requested"
-        except RuntimeError:
-            raise UserError(f"--device: '{requested}' is not a device; use cpu, cuda or cuda:N") from None
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise UserError(f"--device: {requested} needs a CUDA GPU and none is available here; use --device cpu")
-        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-            raise UserError(f"--device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
-        if device.type not in ("cpu", "cuda"):
-            raise UserError(f"--device: '{requested}' is not supported; use cpu, cuda or cuda:N")
-    elif torch.cuda.is_available():
-        device, why = torch.device("cuda"), f"CUDA GPU found ({torch.cuda.get_device_name(0)})"
-    else:
-        device, why = torch.device("cpu"), "no CUDA GPU"
-    log.info("device: %s (%s)", device, why)
-    return device
-
-
-def pick_precision(requested: str = "auto") -> str:
-    """fp32/bf16/fp16. auto: bf16 on a GPU that supports it (fp16 overflows in ModernBERT), else fp32."""
-    cuda = torch.cuda.is_available()
-    if requested == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-        log.info("precision: %s (%s)", precision, "GPU supports bf16" if precision == "bf16" else "no bf16-capable GPU; no autocast on CPU")
-        return precision
-    if requested in ("bf16", "fp16") and not cuda:
-        raise UserError(f"train.precision: {requested} needs a CUDA GPU and none is available; use --train.precision fp32 (or auto)")
-    return requested
 
 
 def resolve_name(name: str) -> str:
@@ -75,6 +41,8 @@ def _hub_error(name: str, err: Exception) -> UserError:
 
 def load_weights(model_class, path: str, **kwargs):
     """`model_class.from_pretrained(path, safetensors only)`, with a broken local file reported as one line."""
+    from safetensors import SafetensorError
+
     try:
         return model_class.from_pretrained(path, use_safetensors=True, **kwargs)
     except SafetensorError as err:
@@ -89,7 +57,9 @@ def load_weights(model_class, path: str, **kwargs):
         raise _hub_error(path, err) from None
 
 
-def load_config(args: ModelArgs, **overrides) -> PretrainedConfig:
+def load_config(args: ModelArgs, **overrides):
+    from transformers import AutoConfig
+
     try:
         return AutoConfig.from_pretrained(
             resolve_name(args.name_or_path), revision=args.revision, trust_remote_code=args.trust_remote_code, **overrides
@@ -99,6 +69,8 @@ def load_config(args: ModelArgs, **overrides) -> PretrainedConfig:
 
 
 def load_tokenizer(args: ModelArgs):
+    from transformers import AutoTokenizer
+
     try:
         return AutoTokenizer.from_pretrained(resolve_name(args.name_or_path), revision=args.revision, trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as err:
@@ -109,7 +81,7 @@ def load_tokenizer(args: ModelArgs):
         raise UserError(f"{args.name_or_path}: the tokenizer files are unreadable ({str(err)[:200]}); restore tokenizer.json") from None
 
 
-def model_limit(config: PretrainedConfig, tokenizer) -> int:
+def model_limit(config, tokenizer) -> int:
     """The longest input the model accepts, in tokens."""
     limit = getattr(config, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
     if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
@@ -120,7 +92,7 @@ def model_limit(config: PretrainedConfig, tokenizer) -> int:
     return int(limit)
 
 
-def resolve_max_length(args: ModelArgs, config: PretrainedConfig, tokenizer) -> int:
+def resolve_max_length(args: ModelArgs, config, tokenizer) -> int:
     limit = model_limit(config, tokenizer)
     if args.max_length is None:
         return min(DEFAULT_MAX_LENGTH, limit)
@@ -129,19 +101,15 @@ def resolve_max_length(args: ModelArgs, config: PretrainedConfig, tokenizer) -> 
     return args.max_length
 
 
-def _flash_attention_ready() -> bool:
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
-
-
 def _attn_implementation(args: ModelArgs) -> Optional[str]:
-    if args.attn_implementation == "flash_attention_2" and not _flash_attention_ready():
+    if args.attn_implementation == "flash_attention_2" and not flash_attention_ready():
         raise UserError("model.attn_implementation: flash_attention_2 needs a CUDA GPU and the flash-attn package; use sdpa")
-    if args.attn_implementation is None and _flash_attention_ready():
+    if args.attn_implementation is None and flash_attention_ready():
         return "flash_attention_2"
     return args.attn_implementation  # None lets transformers pick (sdpa where the model supports it)
 
 
-def config_overrides(args: ModelArgs, config: PretrainedConfig) -> dict:
+def config_overrides(args: ModelArgs, config) -> dict:
     """Config changes: attention dropout; for ModernBERT pooling, and compiled reference code only with triton and a GPU."""
     overrides = {}
     if args.attention_dropout is not None:
@@ -153,21 +121,24 @@ def config_overrides(args: ModelArgs, config: PretrainedConfig) -> dict:
             raise UserError(f"model.classifier_pooling applies to ModernBERT only; {args.name_or_path} is '{config.model_type}'")
         overrides["classifier_pooling"] = args.classifier_pooling
     if hasattr(config, "reference_compile"):  # older transformers compile ModernBERT by default, which fails without triton/GPU
-        can_compile = torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
-        if config.reference_compile is not False and not can_compile:
+        if config.reference_compile is not False and not can_compile():
             overrides["reference_compile"] = False
     return overrides
 
 
-def load_classifier(args: ModelArgs, labels: List[str]) -> torch.nn.Module:
-    """A sequence-classification model with `labels` stored as id2label/label2id (safetensors only)."""
+def auto_model(task):
+    import transformers
+
+    return getattr(transformers, task.auto_model)
+
+
+def load_model(args: ModelArgs, task, labels: List[str]):
+    """The encoder with the task's output layer, labels stored as id2label/label2id (safetensors only)."""
     base = load_config(args)
     return load_weights(
-        AutoModelForSequenceClassification,
+        auto_model(task),
         resolve_name(args.name_or_path),
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
+        **task.model_kwargs(labels),
         revision=args.revision,
         trust_remote_code=args.trust_remote_code,
         attn_implementation=_attn_implementation(args),
@@ -176,9 +147,9 @@ def load_classifier(args: ModelArgs, labels: List[str]) -> torch.nn.Module:
     )
 
 
-def load_for_inference(model_dir: str, device: Optional[str] = None) -> Tuple[torch.nn.Module, object, torch.device]:
+def load_for_inference(model_dir: str, task, device: Optional[str] = None, **kwargs) -> Tuple[object, object, object]:
     """A trained model directory -> (model in eval mode on its device, tokenizer, device)."""
     dev = pick_device(device)
     tokenizer = load_tokenizer(ModelArgs(name_or_path=model_dir))
-    model = load_weights(AutoModelForSequenceClassification, model_dir)
+    model = load_weights(auto_model(task), model_dir, **kwargs)
     return model.to(dev).eval(), tokenizer, dev

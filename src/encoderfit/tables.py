@@ -1,65 +1,74 @@
-"""Terminal tables (rich) for metrics: the summary, per-class scores, confusion matrix, calibration, threshold."""
+"""Terminal tables (rich): the summary every task shares, and building blocks the tasks' details use."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
-
-from rich.console import Console
-from rich.table import Table
-
-SUMMARY = ("accuracy", "f1_macro", "f1_micro", "f1_weighted")
+from typing import Dict, List, Optional, Sequence, Tuple
 
 
-def print_summary(results: Dict[str, Dict], console: Optional[Console] = None) -> None:
-    """One row per split (or model): n, accuracy and the F1 averages."""
-    table = Table(title="encoderfit metrics")
-    for column in ("split", "n", *SUMMARY):
-        table.add_column(column, justify="left" if column == "split" else "right")
-    for split, m in results.items():
-        table.add_row(split, str(m["n"]), *(f"{m[k]:.4f}" for k in SUMMARY))
-    (console or Console()).print(table)
+def _console(console=None):
+    from rich.console import Console
+
+    return console or Console()
 
 
-def print_per_class(metrics: Dict, console: Optional[Console] = None) -> None:
-    console = console or Console()
-    table = Table(title="per class")
-    for column in ("label", "precision", "recall", "f1", "support"):
-        table.add_column(column, justify="left" if column == "label" else "right")
-    for name, m in metrics["per_class"].items():
-        table.add_row(name, f"{m['precision']:.4f}", f"{m['recall']:.4f}", f"{m['f1']:.4f}", str(m["support"]))
-    console.print(table)
-    labels, matrix = metrics["confusion_matrix"]["labels"], metrics["confusion_matrix"]["matrix"]
-    confusion = Table(title="confusion matrix (rows: true, columns: predicted)")
-    confusion.add_column("")
+def summary_table(rows: Dict[str, Dict], columns: Sequence[Tuple[str, str]], title: str = "encoderfit metrics"):
+    """One row per split (or model): n and the task's summary metrics."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("split", justify="left")
+    table.add_column("n", justify="right")
+    for _, name in columns:
+        table.add_column(name, justify="right")
+    for split, m in rows.items():
+        table.add_row(split, str(m.get("n", "")), *(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "–" for k, _ in columns))
+    return table
+
+
+def per_label_table(title: str, per_label: Dict[str, Dict], keys: Sequence[str]):
+    """One row per class or label: its scores."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("label", justify="left")
+    for key in keys:
+        table.add_column(key, justify="right")
+    for name, m in per_label.items():
+        table.add_row(name, *(str(m[k]) if isinstance(m[k], int) else f"{m[k]:.4f}" for k in keys))
+    return table
+
+
+def square_table(title: str, labels: List[str], matrix: List[List[int]]):
+    """A labels x labels matrix (a confusion matrix: rows true, columns predicted)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    table.add_column("")
     for name in labels:
-        confusion.add_column(name, justify="right")
+        table.add_column(name, justify="right")
     for name, row in zip(labels, matrix):
-        confusion.add_row(name, *map(str, row))
-    console.print(confusion)
+        table.add_row(name, *map(str, row))
+    return table
 
 
-def print_evaluation(results: Dict, split: str, labels: List[str], console: Optional[Console] = None) -> None:
-    """Everything `encoderfit eval` shows: summary, per-class, calibration and the abstention threshold."""
-    console = console or Console()
+def print_evaluation(results: Dict, split: str, task, labels: List[str], console=None) -> None:
+    """Everything `encoderfit eval` shows: the summary (with the baseline), then the task's own details."""
+    console = _console(console)
     rows = {role: results[role] for role in ("validation", "test") if role in results} or {split: results[split]}
-    if "baseline" in results:
-        rows["baseline (TF-IDF+LR), test"] = results["baseline"]
-    print_summary(rows, console)
-    m = results[split]
-    print_per_class(m, console)
-    cal = m["calibration"]
-    console.print(
-        f"calibration ({split}): temperature {results['calibration']['temperature']:.3f} "
-        f"({results['calibration']['fitted_on']}); ECE {cal['before']['ece']:.4f} -> {cal['after']['ece']:.4f}, "
-        f"Brier {cal['before']['brier']:.4f} -> {cal['after']['brier']:.4f}, NLL {cal['before']['nll']:.4f} -> {cal['after']['nll']:.4f}"
-    )
-    threshold = results["threshold"]
-    row = threshold.get(split)
-    if threshold["value"] is None:
-        target = threshold["target_accuracy"]
-        console.print("abstention threshold: none" + (f" (no threshold reaches accuracy {target} on validation)" if target else ""))
-    elif row:
-        console.print(
-            f"abstention threshold {threshold['value']:.2f} (target accuracy {threshold['target_accuracy']}, chosen on "
-            f"{threshold['chosen_on']}): on {split} answers {row['coverage']:.1%} with accuracy {row['accuracy'] or 0:.4f}"
-        )
+    if results.get("baseline"):
+        rows["baseline (TF-IDF), test"] = results["baseline"]
+    console.print(summary_table(rows, task.summary))
+    task.print_details(results, split, labels, console)
+
+
+def print_rows(title: str, rows: List[Dict], columns: Optional[List[str]] = None, console=None) -> None:
+    """A list of dicts as a table (tune's trials)."""
+    from rich.table import Table
+
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else f"{row[c]:.4g}" if isinstance(row[c], float) else str(row[c]) for c in columns))
+    _console(console).print(table)

@@ -1,18 +1,11 @@
-"""`encoderfit train`: fine-tune an encoder with the transformers Trainer and write a run directory.
+"""`encoderfit train`: fine-tune an encoder with the transformers Trainer and write a run directory (rundir.py).
 
-Run directory (built in a hidden .NAME.partial directory, renamed into place when complete):
-    model/         save_pretrained weights (safetensors), config with id2label, tokenizer
-    config.yaml    the resolved run configuration; eval/predict read it back
-    metrics.json   validation/test metrics, calibration, coverage sweep, threshold, baseline, training time
-    predictions/   validation.jsonl and test.jsonl: text, label, logits (the report is rebuilt from these)
-    label_noise.csv  training examples whose label the model contradicts with high confidence
-    report.html    the self-contained visual report
-    logs/          TensorBoard events and history.json (the Trainer's log history)
-The model directory also holds calibration.json (temperature, threshold) and README.md (the model card).
+The run directory is built in a hidden .NAME.partial directory and renamed into place when complete. Interrupted
+runs: the hidden directory keeps its sealed checkpoints (checkpoints.py); running the same command again continues
+from the newest complete one, with optimizer, scheduler, RNG and data-order state, and ends where an uninterrupted
+run would. Under torchrun every process trains; only the main one writes.
 
-Interrupted runs: the hidden directory keeps its sealed checkpoints (checkpoints.py); running the same command
-again continues from the newest complete one, with optimizer, scheduler, RNG and data-order state, and ends
-where an uninterrupted run would. Under torchrun every process trains; only the main one writes.
+The run's task (tasks/) decides the targets, the output layer, the loss and the metrics; this module only drives.
 """
 
 from __future__ import annotations
@@ -22,26 +15,22 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
-
-import torch
-import transformers
-from transformers import set_seed
+from typing import Any, Dict, List, Literal, Optional
 
 from . import __version__
 from .checkpoints import checkpoints_in, newest_complete
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
 from .data import Splits, prepare, tokenize
+from .device import pick_precision
 from .distributed import barrier, is_main, join, share
 from .errors import UserError
-from .evaluate import evaluate_run
 from .files import check_writable, partial_dir, publish_dir, write_json
-from .modeling import load_classifier, load_config, load_tokenizer, pick_precision, resolve_max_length
-from .predict import Classifier
-from .tables import print_evaluation
-from .trainer import build_trainer
+from .modeling import load_config, load_model, load_tokenizer, resolve_max_length
+from .rundir import ModelInfo, RunDir
+from .tasks import TASKS, Task, get_task
 
 log = logging.getLogger(__name__)
+TaskName = Literal[tuple(TASKS)]  # the registry's names: --task's choices
 
 # Settings that may change between an interrupted run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.logging_steps", "train.save_steps",
@@ -111,41 +100,70 @@ class Prepared:
     """Data, tokenizer and settings loaded once per run (`tune` reuses them for every trial)."""
 
     splits: Splits
-    tokenizer: object
+    task: Task
+    tokenizer: Any
     max_length: int
     precision: str
     tokenized: Dict
+    stats: Dict
 
     @classmethod
-    def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs) -> "Prepared":
+    def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
+        import numpy as np
+
         precision = pick_precision(train.precision)
-        splits = prepare(data)
+        splits = prepare(data, task)
+        chosen = get_task(splits.task)
         tokenizer = load_tokenizer(model)
         max_length = resolve_max_length(model, load_config(model), tokenizer)
-        log.info("labels: %s; examples: %s", splits.labels, {k: len(v) for k, v in splits.as_dict().items()})
+        shown = splits.labels if len(splits.labels) <= 20 else f"{len(splits.labels)} labels ({', '.join(splits.labels[:5])}, ...)"
+        log.info("%s: %s; examples: %s", chosen.output_noun, shown,
+                 {k: len(v) for k, v in splits.as_dict().items()})
         tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length) for role in ("train", "validation")}
-        return cls(splits, tokenizer, max_length, precision, tokenized)
+        stats = chosen.summarize_targets(np.asarray(splits.train["labels"]), splits.labels)
+        return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats)
+
+    def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
+        return RunConfig(data=data, model=model, train=train, report=report, task=self.task.name, labels=self.splits.labels)
 
 
-def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optional[str] = None, callbacks: Optional[list] = None):
+@dataclass
+class Trained:
+    trainer: Any
+    stale: bool
+    """The saved weights differ from the in-memory model (the task adjusted them, or the model is sharded)."""
+
+
+def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optional[str] = None,
+                callbacks: Optional[list] = None) -> Trained:
     """Train in `workdir`; the main process leaves model/, logs/history.json and metrics.json's train section there
-    and fills cfg.resolved. Returns the Trainer (its state tells how training went)."""
+    and fills cfg.resolved. The Trainer's state tells how training went."""
+    import torch
+    import transformers
+    from transformers import set_seed
+
+    from .trainer import build_trainer
+
     set_seed(cfg.train.seed)
-    net = load_classifier(cfg.model, prep.splits.labels)
-    trainer = build_trainer(net, prep.tokenizer, prep.splits, prep.tokenized, cfg.train, prep.precision, workdir, callbacks)
+    net = load_model(cfg.model, prep.task, prep.splits.labels)
+    trainer = build_trainer(net, prep.tokenizer, prep.task, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
+                            prep.precision, workdir, callbacks)
     engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
     if cfg.train.fsdp and not trainer.is_fsdp_enabled:  # never ignore it silently
         raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")
     if is_main():
         log.info("training on %s: %s, %d process(es)", trainer.args.device, engine, trainer.args.world_size)
     result = trainer.train(resume_from_checkpoint=checkpoint or None)
+    run = RunDir(workdir)
     prep.tokenizer.model_max_length = prep.max_length  # so plain pipelines truncate like encoderfit does
-    trainer.save_model(str(workdir / "model"))  # every process takes part (FSDP gathers); the main one writes
+    trainer.save_model(str(run.model.path))  # every process takes part (FSDP gathers); the main one writes
     if not is_main():
-        return trainer
-    (workdir / "model" / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
-    write_json(workdir / "logs" / "history.json", trainer.state.log_history)
-    shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+        return Trained(trainer, True)
+    (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
+    adjusted = prep.task.after_training(run.model.path, prep.stats)
+    run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, bool(cfg.data.text_pair_column)))
+    write_json(run.history_file, trainer.state.log_history)
+    shutil.rmtree(run / RunDir.CHECKPOINTS, ignore_errors=True)
     cfg.resolved = {
         "max_length": prep.max_length,
         "precision": prep.precision,
@@ -153,10 +171,11 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         "processes": trainer.args.world_size,
         "engine": engine,
         "examples": {k: len(v) for k, v in prep.splits.as_dict().items()},
+        "target_stats": prep.stats,
         "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
     }
-    cfg.save(workdir)
-    write_json(workdir / "metrics.json", {"train": {
+    run.save_config(cfg)
+    run.write_metrics({"train": {
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
@@ -164,15 +183,21 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         "resumed_from": Path(checkpoint).name if checkpoint else None,
         "best_checkpoint": {"metric": cfg.train.metric_for_best, "value": trainer.state.best_metric},
     }})
-    return trainer
+    sharded = bool(cfg.train.fsdp or cfg.train.deepspeed)  # sharded modules do not run whole in one process
+    return Trained(trainer, adjusted or sharded)
 
 
 def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=None) -> Dict:
     """Evaluate the trained model in `workdir` (in memory when given, else from model/) and publish it as `out`."""
-    classifier = Classifier(model, prep.tokenizer, prep.max_length) if model is not None else Classifier.from_pretrained(workdir / "model")
-    results = evaluate_run(workdir, cfg, classifier, prep.splits)
+    from .evaluate import evaluate_run
+    from .predict import Predictor
+    from .tables import print_evaluation
+
+    run = RunDir(workdir)
+    predictor = Predictor(model, prep.tokenizer, run.model.info()) if model is not None else Predictor.from_pretrained(workdir)
+    results = evaluate_run(run, cfg, predictor, prep.splits)
     publish_dir(workdir, out)
-    print_evaluation(results, "test", prep.splits.labels)
+    print_evaluation(results, "test", prep.task, prep.splits.labels)
     return results
 
 
@@ -181,20 +206,25 @@ def fit(
     model: ModelArgs = ModelArgs(),
     train: TrainArgs = TrainArgs(),
     report: ReportArgs = ReportArgs(),
+    task: Optional[TaskName] = None,
     output_dir: Path = Path("runs/latest"),
     overwrite: bool = False,
     resume: Optional[bool] = None,
 ) -> Path:
-    """Fine-tune a transformer encoder for text classification; evaluate it on validation and test.
+    """Fine-tune a transformer encoder on labelled text; evaluate it on validation and test.
 
     Writes OUTPUT_DIR with model/ (loads with transformers.pipeline), config.yaml, metrics.json, predictions/,
-    label_noise.csv, report.html and logs/.
+    report.html and logs/ (see rundir.py).
 
     Args:
         data: Where the labelled text comes from and how it is split.
         model: Which encoder to fine-tune.
         train: Optimisation and evaluation settings.
-        report: Abstention threshold, baseline and error-analysis settings of the final evaluation.
+        report: Abstention threshold, prediction-interval coverage, baseline and error-analysis settings of the final
+            evaluation.
+        task: classification (one class per text), multilabel (a set of labels per text) or regression (a number).
+            Default: inferred from the label column (lists or --data.label_separator: multilabel; numbers that are
+            not whole: regression; else classification), and stated in the log.
         output_dir: The run directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
         resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
@@ -207,8 +237,8 @@ def fit(
     check_writable(out, "output_dir")
     train.check_runnable()
     join()
-    prep = Prepared.load(data, model, train)
-    cfg = RunConfig(data=data, model=model, train=train, report=report, labels=prep.splits.labels)
+    prep = Prepared.load(data, model, train, task)
+    cfg = prep.config(data, model, train, report)
 
     workdir = partial_dir(out)
     checkpoint = share(str(resume_point(workdir, cfg, resume) or "") if is_main() else None)
@@ -218,11 +248,10 @@ def fit(
         cfg.save(workdir)  # what a later run compares itself with before resuming
     barrier()
     try:
-        trainer = train_model(prep, cfg, workdir, checkpoint)
+        trained = train_model(prep, cfg, workdir, checkpoint)
         if not is_main():
             return out
-        sharded = bool(train.fsdp or train.deepspeed)  # sharded modules do not run whole in one process: reload
-        finish_run(prep, cfg, workdir, out, None if sharded else trainer.model)
+        finish_run(prep, cfg, workdir, out, None if trained.stale else trained.trainer.model)
     except BaseException as err:
         if is_main():
             _abandon(workdir, interrupted=not isinstance(err, Exception))

@@ -14,17 +14,15 @@ import logging
 from pathlib import Path
 from typing import Dict, Optional
 
-import numpy as np
 import torch
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainingArguments
+from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
-from .checkpoints import SaveEverySteps, SealCheckpoints
+from .checkpoints import seal
 from .config import TrainArgs
-from .data import LABEL, Splits
-from .distributed import is_main, world_size
+from .device import has_cuda
+from .distributed import barrier, is_main, world_size
 from .errors import UserError
-from .metrics import trainer_metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +34,7 @@ def per_process_batch(train: TrainArgs) -> int:
     return train.batch_size // processes
 
 
-def training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> TrainingArguments:
+def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, greater_is_better: bool = False) -> TrainingArguments:
     if train.eval_steps is not None:
         strategy, every = "steps", train.eval_steps
     elif train.max_steps is not None:
@@ -44,9 +42,9 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> T
     else:
         strategy, every = "epoch", None
     metric = "eval_loss" if train.metric_for_best == "loss" else f"eval_{train.metric_for_best}"
-    if train.fsdp and (world_size() < 2 or not torch.cuda.is_available()):  # accelerate shards on GPUs only
+    if train.fsdp and (world_size() < 2 or not has_cuda()):  # accelerate shards on GPUs only
         raise UserError(f"train.fsdp: FSDP needs GPUs and a multi-process launch (torchrun --nproc_per_node N); this run has "
-                        f"{world_size()} process(es){'' if torch.cuda.is_available() else ' and no GPU'}: drop train.fsdp here")
+                        f"{world_size()} process(es){'' if has_cuda() else ' and no GPU'}: drop train.fsdp here")
     return TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=train.epochs,
@@ -66,7 +64,7 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> T
         data_seed=train.seed,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        use_cpu=not torch.cuda.is_available(),
+        use_cpu=not has_cuda(),
         eval_strategy=strategy,
         save_strategy=strategy,
         eval_steps=every,
@@ -74,7 +72,7 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path) -> T
         save_total_limit=train.keep_checkpoints,  # with load_best_model_at_end the best checkpoint is kept as well
         load_best_model_at_end=True,
         metric_for_best_model=metric,
-        greater_is_better=train.metric_for_best != "loss",
+        greater_is_better=greater_is_better,
         logging_steps=train.logging_steps,
         logging_first_step=True,
         report_to=[r for r in train.report_to if r != "tensorboard"] or "none",
@@ -113,26 +111,26 @@ class EncoderTrainer(Trainer):
         return EpochSeededLengthSampler(self.lengths, group, self.args.seed)
 
 
-def balanced_weights(labels: np.ndarray, num_labels: int) -> torch.Tensor:
-    """n / (k * count_c): each class contributes equally to the loss (scikit-learn's "balanced")."""
-    counts = np.bincount(labels, minlength=num_labels).astype(np.float64)
-    return torch.tensor(len(labels) / (num_labels * np.maximum(counts, 1)), dtype=torch.float32)
+class SealCheckpoints(TrainerCallback):
+    """After each save: wait for every process's files (each rank writes its own RNG state), then seal."""
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()
+        if state.is_world_process_zero:
+            seal(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        barrier()
 
 
-def classification_loss(weights: Optional[torch.Tensor] = None):
-    """Cross-entropy summed over the batch and divided by the Trainer's count of examples in the whole step (all
-    processes, all accumulated micro-batches), so 1 or N processes and any accumulation give the same mean.
-    (The model's own loss is a per-process mean, which the Trainer scales by the number of processes.)"""
+class SaveEverySteps(TrainerCallback):
+    """Checkpoint every N optimizer steps as well as at each evaluation (the Trainer allows only one strategy)."""
 
-    def loss(outputs, labels, num_items_in_batch=None):
-        logits = outputs.logits.float()
-        weight = None if weights is None else weights.to(logits.device)
-        if num_items_in_batch is None:  # evaluation
-            return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
-        total = torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum")
-        return total / num_items_in_batch
+    def __init__(self, every: int):
+        self.every = every
 
-    return loss
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            control.should_save = True
+        return control
 
 
 def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
@@ -149,24 +147,22 @@ def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
     return callbacks
 
 
-def build_trainer(
-    net, tokenizer, splits: Splits, tokenized: Dict, train: TrainArgs, precision: str, workdir: Path,
-    callbacks: Optional[list] = None,
-) -> Trainer:
-    args = training_arguments(train, precision, workdir / "checkpoints")
-    weights = None
-    if train.class_weights == "balanced":
-        weights = balanced_weights(np.asarray(splits.train[LABEL]), len(splits.labels))
-        log.info("class weights (balanced): %s", np.round(weights.numpy(), 3).tolist())
+def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, train: TrainArgs, precision: str, workdir: Path,
+                  callbacks: Optional[list] = None) -> Trainer:
+    """The Trainer for `task`: its loss and metrics, the checkpoint kept by `train.metric_for_best` in its direction."""
+    if train.metric_for_best not in task.metrics_for_best:
+        raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {task.name} task; "
+                        f"choose from {sorted(task.metrics_for_best)}")
+    args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best])
     return EncoderTrainer(
         model=net,
         args=args,
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"].sort("length"),  # sorted: evaluation batches barely pad either
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if torch.cuda.is_available() else None),
-        compute_metrics=trainer_metrics,
-        compute_loss_func=classification_loss(weights),
+        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if has_cuda() else None),
+        compute_metrics=task.trainer_metrics(labels, stats),
+        compute_loss_func=task.loss(stats, train),
         callbacks=_callbacks(train, workdir / "logs", callbacks or []),
         lengths=tokenized["train"]["length"],
     )

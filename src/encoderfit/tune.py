@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import logging
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
-from transformers import TrainerCallback
-
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
 from .distributed import world_size
 from .errors import UserError, closest
-from .files import atomic_file, check_writable, write_json
-from .train import Prepared, config_changes, finish_run, train_model
+from .files import atomic_file, check_writable
+from .rundir import RunDir
+from .tables import print_rows
+from .train import Prepared, TaskName, config_changes, finish_run, train_model
 
 log = logging.getLogger(__name__)
 
@@ -74,23 +73,26 @@ def with_params(cfg: RunConfig, params: Dict[str, Any]) -> RunConfig:
     return dataclasses.replace(cfg, **groups, resolved={})
 
 
-class ReportToOptuna(TrainerCallback):
-    """Tell the trial each validation score; stop training when the pruner says so."""
+def reporter(trial, metric: str):
+    """A Trainer callback that tells the trial each validation score and stops training when the pruner says so."""
+    from transformers import TrainerCallback
 
-    def __init__(self, trial, metric: str):
-        self.trial, self.key, self.pruned = trial, f"eval_{metric}", False
+    class ReportToOptuna(TrainerCallback):
+        pruned = False
 
-    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        self.trial.report(metrics[self.key], step=round(state.epoch * 100))  # in hundredths of an epoch
-        if self.trial.should_prune():
-            self.pruned, control.should_training_stop = True, True
-        return control
+        def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+            trial.report(metrics[f"eval_{metric}"], step=round(state.epoch * 100))  # in hundredths of an epoch
+            if trial.should_prune():
+                self.pruned, control.should_training_stop = True, True
+            return control
+
+    return ReportToOptuna()
 
 
-def _open_study(path: Path, cfg: RunConfig, space: Dict, pruner: str, startup_trials: int):
+def _open_study(path: Path, cfg: RunConfig, space: Dict, pruner: str, startup_trials: int, greater_is_better: bool):
     import optuna
 
-    direction = "minimize" if cfg.train.metric_for_best == "loss" else "maximize"
+    direction = "maximize" if greater_is_better else "minimize"
     study = optuna.create_study(
         storage=f"sqlite:///{path}", study_name=STUDY_NAME, load_if_exists=True, direction=direction,
         sampler=optuna.samplers.TPESampler(seed=cfg.train.seed),
@@ -130,24 +132,12 @@ def _write_table(study, path: Path) -> list:
     return rows
 
 
-def _print_table(rows: list, best: int, metric: str) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"encoderfit tune: validation {metric} per trial")
-    for column in rows[0]:
-        table.add_column(column, justify="right")
-    for row in rows:
-        cells = ["" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row.values()]
-        table.add_row(*cells, style="bold green" if row["trial"] == best else None)
-    Console().print(table)
-
-
 def tune(
     data: DataArgs = DataArgs(),
     model: ModelArgs = ModelArgs(),
     train: TrainArgs = TrainArgs(),
     report: ReportArgs = ReportArgs(),
+    task: Optional[TaskName] = None,
     output_dir: Path = Path("runs/tuned"),
     trials: int = 20,
     space: Optional[Dict[str, Dict[str, Any]]] = None,
@@ -163,6 +153,7 @@ def tune(
         model: Which encoder to fine-tune.
         train: Training settings; the searched ones are overridden per trial.
         report: Settings of the final evaluation of the best trial.
+        task: classification, multilabel or regression. Default: inferred from the label column, as in `train`.
         output_dir: The run directory the best trial becomes; the study lives beside it in OUTPUT_DIR-tune/.
         trials: Finished trials (complete or pruned) the search should reach, counting those of an earlier,
             interrupted invocation.
@@ -189,21 +180,24 @@ def tune(
     _check_space(space)
     home = out.parent / f"{out.name}-tune"
     home.mkdir(parents=True, exist_ok=True)
-    prep = Prepared.load(data, model, train)
-    cfg = RunConfig(data=data, model=model, train=train, report=report, labels=prep.splits.labels)
-    study = _open_study(home / "study.db", cfg, space, pruner, startup_trials)
+    prep = Prepared.load(data, model, train, task)
+    cfg = prep.config(data, model, train, report)
+    if train.metric_for_best not in prep.task.metrics_for_best:
+        raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {prep.task.name} task; "
+                        f"choose from {sorted(prep.task.metrics_for_best)}")
+    study = _open_study(home / "study.db", cfg, space, pruner, startup_trials, prep.task.metrics_for_best[train.metric_for_best])
 
     def objective(trial) -> float:
         trial_cfg = with_params(cfg, _suggest(trial, space))
         workdir = home / f"trial-{trial.number:03d}"
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir()
-        reporter = ReportToOptuna(trial, trial_cfg.train.metric_for_best)
-        trainer = train_model(prep, trial_cfg, workdir, callbacks=[reporter])
-        if reporter.pruned:
+        report_to = reporter(trial, trial_cfg.train.metric_for_best)
+        trained = train_model(prep, trial_cfg, workdir, callbacks=[report_to])
+        if report_to.pruned:
             shutil.rmtree(workdir, ignore_errors=True)
             raise optuna.TrialPruned()
-        return trainer.state.best_metric
+        return trained.trainer.state.best_metric
 
     def keep_only_the_best(study, trial) -> None:
         best = _best(study)
@@ -223,14 +217,15 @@ def tune(
     workdir = home / f"trial-{best.number:03d}"
     if not (workdir / "model").is_dir():
         raise UserError(f"tune: the best trial's model ({workdir}) is gone; run with --overwrite true and another --output_dir")
-    shutil.copy(home / "trials.csv", workdir / "trials.csv")
-    best_cfg = RunConfig.load(workdir)  # the trial's settings, as it saved them
-    metrics = json.loads((workdir / "metrics.json").read_text())
+    best_run = RunDir(workdir)
+    shutil.copy(home / "trials.csv", best_run / RunDir.TRIALS)
+    best_cfg = best_run.config()  # the trial's settings, as it saved them
+    metrics = best_run.metrics()
     metrics["train"]["tune"] = {"trials": len(rows), "best_trial": best.number, "metric": train.metric_for_best,
                                 "value": best.value, "params": best.params, "study": str(home / "study.db")}
-    write_json(workdir / "metrics.json", metrics)
+    best_run.write_metrics(metrics)
     finish_run(prep, best_cfg, workdir, out)
-    _print_table(rows, best.number, train.metric_for_best)
+    print_rows(f"encoderfit tune: validation {train.metric_for_best} per trial (best: trial {best.number})", rows)
     log.info("best trial %d (validation %s %.4g) written to %s", best.number, train.metric_for_best, best.value, out)
     return out
 

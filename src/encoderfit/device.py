@@ -1,0 +1,66 @@
+"""Device and precision, chosen once, here, with the reason logged and an override. No autocast on CPU.
+
+Everything else asks these functions (or `has_cuda`) instead of testing for CUDA itself.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from typing import Optional
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def flash_attention_ready() -> bool:
+    """flash_attention_2 can run: a CUDA GPU and the flash-attn package."""
+    return has_cuda() and importlib.util.find_spec("flash_attn") is not None
+
+
+def can_compile() -> bool:
+    """torch.compile's GPU backend can run: a CUDA GPU and triton."""
+    return has_cuda() and importlib.util.find_spec("triton") is not None
+
+
+def pick_device(requested: Optional[str] = None):
+    """cuda when available, else cpu; `requested` (e.g. "cpu", "cuda:1") overrides. Logs the reason."""
+    import torch
+
+    if requested:
+        try:
+            device, why = torch.device(requested), "requested"
+        except RuntimeError:
+            raise UserError(f"--device: '{requested}' is not a device; use cpu, cuda or cuda:N") from None
+        if device.type not in ("cpu", "cuda"):
+            raise UserError(f"--device: '{requested}' is not supported; use cpu, cuda or cuda:N")
+        if device.type == "cuda" and not has_cuda():
+            raise UserError(f"--device: {requested} needs a CUDA GPU and none is available here; use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"--device: {requested} does not exist; this machine has {torch.cuda.device_count()} GPU(s)")
+    elif has_cuda():
+        device, why = torch.device("cuda"), f"CUDA GPU found ({torch.cuda.get_device_name(0)})"
+    else:
+        device, why = torch.device("cpu"), "no CUDA GPU"
+    log.info("device: %s (%s)", device, why)
+    return device
+
+
+def pick_precision(requested: str = "auto") -> str:
+    """fp32/bf16/fp16. auto: bf16 on a GPU that supports it (fp16 overflows in ModernBERT), else fp32."""
+    if requested == "auto":
+        import torch
+
+        precision = "bf16" if has_cuda() and torch.cuda.is_bf16_supported() else "fp32"
+        log.info("precision: %s (%s)", precision, "GPU supports bf16" if precision == "bf16" else "no bf16-capable GPU; no autocast on CPU")
+        return precision
+    if requested in ("bf16", "fp16") and not has_cuda():
+        raise UserError(f"train.precision: {requested} needs a CUDA GPU and none is available; use --train.precision fp32 (or auto)")
+    return requested

@@ -1,0 +1,59 @@
+"""The task registry: --task NAME -> the object that knows that kind of target (see base.Task).
+
+To add a task: write a `Task` subclass in its own module and add it here. No stage needs to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Dict, Optional
+
+from ..errors import UserError, closest
+from .base import Task, check_options
+from .classification import Classification
+from .multilabel import Multilabel
+from .regression import Regression
+
+log = logging.getLogger(__name__)
+
+TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression())}
+
+
+def get_task(name: str) -> Task:
+    if name not in TASKS:
+        raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; choose from {list(TASKS)}")
+    return TASKS[name]
+
+
+def infer_task(ds, separator: Optional[str], column: str) -> tuple:
+    """(task name, why) from the training split's label column: lists (or a label separator) -> multilabel,
+    non-integer numbers -> regression, anything else -> classification."""
+    from datasets import ClassLabel, Sequence, Value
+
+    feature = ds.features["labels"]
+    if separator is not None:
+        return "multilabel", f"--data.label_separator '{separator}' is set"
+    if isinstance(feature, Sequence) or type(feature).__name__ == "List":
+        return "multilabel", f"column '{column}' holds lists of labels"
+    if isinstance(feature, ClassLabel):
+        return "classification", f"column '{column}' holds class labels"
+    if isinstance(feature, Value) and feature.dtype.startswith("float"):
+        values = [v for v in ds["labels"] if v is not None and not (isinstance(v, float) and math.isnan(v))]
+        if any(not float(v).is_integer() for v in values):
+            return "regression", f"column '{column}' holds numbers that are not whole"
+        return "classification", f"column '{column}' holds whole numbers (pass --task regression to predict them as numbers)"
+    return "classification", f"column '{column}' holds {'integers' if isinstance(feature, Value) and 'int' in feature.dtype else 'text'}"
+
+
+def resolve_task(requested: Optional[str], ds, separator: Optional[str], column: str) -> Task:
+    """The run's task: the one asked for, or the one the label column implies (stated in the log either way)."""
+    if requested:
+        log.info("task: %s (requested)", requested)
+        return get_task(requested)
+    name, why = infer_task(ds, separator, column)
+    log.info("task: %s (inferred: %s; set --task to choose)", name, why)
+    return TASKS[name]
+
+
+__all__ = ["TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task"]

@@ -1,0 +1,207 @@
+"""What a task is: everything about one kind of target that the stages (train, tune, eval, predict, export, serve,
+report) need to know, behind one interface. Stages call these methods and contain no task branches; a new task is
+a subclass in its own module plus an entry in `tasks.TASKS`.
+
+Numbers flow as numpy arrays: `targets` are what `encode` stored in the `labels` column (class ids, multi-hot
+rows, floats) and `logits` are the model's raw outputs, shape (n, num_outputs). The `head` is the JSON-able state
+fitted on validation after training (temperature and threshold, per-label thresholds, a conformal interval),
+saved in the model directory and applied by predict, serve and export.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import UserError
+
+Result = Dict[str, Any]
+
+
+class Task:
+    name: ClassVar[str]
+    """The --task value, and the name saved in config.yaml and encoderfit.json."""
+    problem_type: ClassVar[str]
+    """transformers' config.problem_type: what plain pipelines and the model's own loss go by."""
+    pipeline_tag: ClassVar[str] = "text-classification"
+    """The hub pipeline tag of the model card (and the transformers pipeline that loads the model)."""
+    output_noun: ClassVar[str] = "labels"
+    """What the outputs are called in messages and on the report ("labels", "target")."""
+    auto_model: ClassVar[str] = "AutoModelForSequenceClassification"
+    """The transformers Auto class that builds the model with this task's output layer."""
+    pages: ClassVar[Optional[str]] = None
+    """The module of tasks/ that shows results: report_sections(metrics, cfg, noise) -> HTML sections,
+    card_sections(metrics, cfg) -> markdown lines, print_details(results, split, labels, console)."""
+    options: ClassVar[frozenset] = frozenset()
+    """Inference options the task honours: "calibrated" (apply the fitted temperature), "abstain" (UNKNOWN under
+    the fitted threshold)."""
+    metrics_for_best: ClassVar[Dict[str, bool]] = {"loss": False}
+    """Validation metrics that can choose the checkpoint kept -> whether greater is better."""
+    summary: ClassVar[Tuple[Tuple[str, str], ...]] = ()
+    """(metric key, column title) of the summary tables, in the terminal, the report and the card."""
+
+    # ---------------------------------------------------------------- targets
+
+    def read_targets(self, ds, data, where: str) -> List[Any]:
+        """Each row's target as a Python value, validated (a bad row is a UserError naming it)."""
+        raise NotImplementedError
+
+    def label_names(self, targets: List[Any], feature, column: str, where: str) -> List[str]:
+        """The ordered output names, from the training split (class or label names; the target's name)."""
+        raise NotImplementedError
+
+    def encode(self, ds, targets: List[Any], labels: List[str], where: str):
+        """`ds` with its `labels` column replaced by the encoded targets."""
+        raise NotImplementedError
+
+    def holdout(self, ds, size: float, seed: int, single_note: str):
+        """(kept, held-out) parts of `ds`, `size` held out, stratified the task's way."""
+        raise NotImplementedError
+
+    def num_outputs(self, labels: List[str]) -> int:
+        return len(labels)
+
+    def targets_to_json(self, targets, labels: List[str]) -> list:
+        """Encoded targets -> what a person reads in predictions files (names, lists of names, numbers)."""
+        raise NotImplementedError
+
+    def targets_from_json(self, values: list, labels: List[str], where: str):
+        raise NotImplementedError
+
+    def summarize_targets(self, targets, labels: List[str]) -> Dict[str, Any]:
+        """Training-split statistics the loss, metrics and head need (class counts, mean and spread...)."""
+        return {}
+
+    # ---------------------------------------------------------------- model and training
+
+    def model_kwargs(self, labels: List[str]) -> Dict[str, Any]:
+        """from_pretrained keyword arguments for the output layer: num_labels, id2label, label2id, problem_type."""
+        return {"num_labels": self.num_outputs(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {name: i for i, name in enumerate(labels)}, "problem_type": self.problem_type}
+
+    def loss(self, stats: Dict[str, Any], train) -> Callable:
+        """The training loss (outputs, labels, num_items_in_batch) -> scalar: summed over the step's examples and
+        divided by their count over all processes, so 1 or N processes and any accumulation give the same mean."""
+        raise NotImplementedError
+
+    def trainer_metrics(self, labels: List[str], stats: Dict[str, Any]) -> Callable:
+        """compute_metrics for the Trainer's evaluations: logits and targets -> {metric: value}."""
+        raise NotImplementedError
+
+    def after_training(self, model_dir, stats: Dict[str, Any]) -> bool:
+        """Adjust the saved weights once training is over; True when they changed (the in-memory model is stale)."""
+        return False
+
+    # ---------------------------------------------------------------- evaluation
+
+    def fit_head(self, validation, labels: List[str], cfg) -> Dict[str, Any]:
+        """The head state fitted on validation predictions: what predict/serve/export apply."""
+        return {}
+
+    def analyse(self, preds, labels: List[str], head: Dict[str, Any], cfg) -> Dict[str, Any]:
+        """Every metric of one split's predictions, under the given head."""
+        raise NotImplementedError
+
+    def head_summary(self, head: Dict[str, Any], analysed: Dict[str, Dict]) -> Dict[str, Any]:
+        """The head's decisions with what they do on each analysed split (metrics.json's `head` section)."""
+        return dict(head)
+
+    def baseline(self, splits, labels: List[str]) -> Optional[Dict[str, Any]]:
+        """A simple model on the same split (TF-IDF based), its test metrics and choices."""
+        return None
+
+    def review_train(self, predictions: Callable, labels: List[str], head: Dict[str, Any], cfg) -> Optional[List[Dict]]:
+        """Training examples worth a person's look (suspected label noise), or None when the task has none.
+        `predictions()` gives the training split's predictions (computed, or reused, only when called)."""
+        return None
+
+    # ---------------------------------------------------------------- inference
+
+    def decode(self, logits, labels: List[str], head: Dict[str, Any], calibrated: bool = True,
+               abstain: bool = False) -> List[Result]:
+        """Raw logits -> one result dict per row."""
+        raise NotImplementedError
+
+    def probabilities(self, logits, head: Dict[str, Any], calibrated: bool = True):
+        raise UserError(f"the {self.name} task has no class probabilities; use predict()")
+
+    def decision_margin(self, logits, head: Dict[str, Any]):
+        """Per row, how far the logits are from changing the decision (inf where nothing is decided)."""
+        import numpy as np
+
+        return np.full(len(logits), np.inf)
+
+    def margin_drop(self, quick, exact, head: Dict[str, Any]):
+        """Per row, how much `quick` (e.g. int8) logits overstate the decision margin of the `exact` ones: a
+        decision can only change where the quick margin is under this."""
+        import numpy as np
+
+        return np.zeros(len(quick))
+
+    def compare(self, reference, got, head: Dict[str, Any]) -> Dict[str, float]:
+        """Parity of two models' logits on the same texts (export): max difference and decision agreement."""
+        import numpy as np
+
+        return {"max_abs_logit_diff": float(np.abs(got - reference).max()) if len(got) else 0.0}
+
+    def csv_header(self, labels: List[str]) -> List[str]:
+        raise NotImplementedError
+
+    def csv_row(self, result: Result, labels: List[str]) -> List[str]:
+        raise NotImplementedError
+
+    def signals(self, result: Result) -> Dict[str, Any]:
+        """What the server's monitoring records for one result: any of labels (counted), confidence (a probability),
+        score (a predicted number), abstained (bool)."""
+        return {}
+
+    # ---------------------------------------------------------------- presentation
+
+    def headline(self, metrics: Dict[str, Any]) -> List[Tuple[str, str, str]]:
+        """(title, metrics.json path, format) of the report's cards."""
+        return [(title, f"test.{key}", ".4f") for key, title in self.summary[:2]]
+
+    def _pages(self):
+        import importlib
+
+        return importlib.import_module(f".{self.pages}", __package__) if self.pages else None
+
+    def report_sections(self, metrics: Dict[str, Any], cfg, noise: List[Dict]) -> List[str]:
+        """The report's task-specific HTML sections."""
+        return self._pages().report_sections(metrics, cfg, noise) if self.pages else []
+
+    def card_results(self, metrics: Dict[str, Any]) -> List[Tuple[str, float, str, Dict]]:
+        """(metric type, value, name, args) of the model card's eval results (test split)."""
+        return [(key, metrics["test"][key], f"Test {title}", {}) for key, title in self.summary if key in metrics["test"]]
+
+    def intended_use(self, labels: List[str]) -> str:
+        """The model card's first sentence on use: what the model does, and the limit particular to the task."""
+        return "Predicting for text like the training data."
+
+    def card_sections(self, metrics: Dict[str, Any], cfg) -> List[str]:
+        """Markdown paragraphs of the model card about the head (calibration, thresholds, intervals)."""
+        return self._pages().card_sections(metrics, cfg) if self.pages else []
+
+    def print_details(self, results: Dict[str, Any], split: str, labels: List[str], console) -> None:
+        """What `encoderfit eval` prints after the summary table."""
+        if self.pages:
+            self._pages().print_details(results, split, labels, console)
+
+
+def check_options(task: Task, calibrated: bool, abstain: bool) -> None:
+    """Inference options only make sense for tasks that have them."""
+    if abstain and "abstain" not in task.options:
+        raise UserError(f"--abstain: the {task.name} task has no abstention threshold; drop --abstain")
+
+
+def tfidf_features(splits, roles: Sequence[str] = ("train", "validation", "test")):
+    """TF-IDF word 1-2-grams fitted on train: {role: sparse matrix} (a pair is joined with a separator token)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    def texts(ds):
+        if "text_pair" in ds.column_names:
+            return [f"{a} [SEP] {b}" for a, b in zip(ds["text"], ds["text_pair"])]
+        return list(ds["text"])
+
+    data = {role: texts(splits.as_dict()[role]) for role in roles}
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(data["train"]) >= 1000 else 1, sublinear_tf=True)
+    return {role: (vectorizer.fit_transform if role == "train" else vectorizer.transform)(t) for role, t in data.items()}

@@ -1,0 +1,268 @@
+"""Multi-label classification: a set of labels per text (possibly empty), one sigmoid per label.
+
+Head fitted on validation: a decision threshold per label, the one maximising that label's F1; a label with fewer
+than `MIN_POSITIVES` validation positives is too rare to tune and takes the single threshold that maximises
+micro-F1 over all labels (Fan & Lin 2007's SCut with a floor).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Dict, List
+
+import numpy as np
+
+from ..errors import UserError
+from .base import Task, tfidf_features
+
+log = logging.getLogger(__name__)
+MIN_POSITIVES = 5
+GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)
+C_GRID = (1.0, 10.0)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+
+
+def best_threshold(probs: np.ndarray, y: np.ndarray) -> tuple:
+    """(threshold, F1) maximising F1 of the decisions probs >= t; probs and y may be 1-D (a label) or 2-D (micro)."""
+    positives = y.sum()
+    best = (0.5, -1.0)
+    for t in GRID:
+        predicted = probs >= t
+        tp = (predicted & (y > 0)).sum()
+        f1 = 2 * tp / (predicted.sum() + positives) if predicted.sum() + positives else 0.0
+        if f1 > best[1] + 1e-12:
+            best = (float(t), float(f1))
+    return best
+
+
+def fit_thresholds(probs: np.ndarray, y: np.ndarray, labels: List[str]) -> Dict:
+    """Per-label F1-optimal thresholds; labels with < MIN_POSITIVES positives take the micro-F1-optimal one."""
+    global_t, _ = best_threshold(probs, y)
+    thresholds, tuned = {}, []
+    for j, name in enumerate(labels):
+        if y[:, j].sum() >= MIN_POSITIVES:
+            thresholds[name] = best_threshold(probs[:, j], y[:, j])[0]
+            tuned.append(name)
+        else:
+            thresholds[name] = global_t
+    return {"thresholds": thresholds, "global_threshold": global_t, "tuned": len(tuned), "min_positives": MIN_POSITIVES}
+
+
+def threshold_vector(head: Dict, labels: List[str]) -> np.ndarray:
+    saved = head.get("thresholds") or {}
+    return np.asarray([saved.get(name, head.get("global_threshold", 0.5)) for name in labels])
+
+
+class Multilabel(Task):
+    name = "multilabel"
+    pages = "multilabel_pages"
+    problem_type = "multi_label_classification"
+    metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}
+    summary = (("f1_micro", "micro-F1"), ("f1_macro", "macro-F1"), ("f1_samples", "samples-F1"), ("subset_accuracy", "subset accuracy"),
+               ("hamming_loss", "Hamming loss"))
+
+    # ---------------------------------------------------------------- targets
+
+    def read_targets(self, ds, data, where):
+        from datasets import ClassLabel, Sequence
+
+        column, separator = data.label_column, data.label_separator
+        feature = ds.features["labels"]
+        inner = feature.feature if isinstance(feature, Sequence) else getattr(feature, "feature", None)
+        out, empty = [], 0
+        for i, value in enumerate(ds["labels"]):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                names = []
+            elif isinstance(value, str):
+                if separator is None:
+                    raise UserError(f"{where}: column '{column}' holds text, not lists of labels; set --data.label_separator "
+                                    "(e.g. '|' or ',') to split it into label sets")
+                names = [part.strip() for part in value.split(separator) if part.strip()]
+            elif isinstance(value, (list, tuple)):
+                names = [inner.int2str(v) if isinstance(inner, ClassLabel) else str(v).strip() for v in value]
+                names = [n for n in names if n]
+            else:
+                raise UserError(f"{where}: row {i + 1}: column '{column}' holds {type(value).__name__}; a multi-label target "
+                                "is a list of labels or a string joined by --data.label_separator")
+            empty += not names
+            out.append(sorted(set(names)))
+        if empty == len(out):
+            hint = f"; data.label_separator '{separator}' splits every row into nothing" if separator else ""
+            raise UserError(f"{where}: no row has any label in column '{column}'{hint}")
+        if empty:
+            log.info("%s: %d of %d rows have an empty label set (allowed: they train every label's 'no')", where, empty, len(out))
+        return out
+
+    def label_names(self, targets, feature, column, where):
+        labels = sorted({name for row in targets for name in row})
+        if len(labels) < 2:
+            raise UserError(f"{where}: only one label ({labels}) in column '{column}'; multi-label classification needs two or more")
+        return labels
+
+    def encode(self, ds, targets, labels, where):
+        from datasets import Sequence, Value
+
+        index = {name: j for j, name in enumerate(labels)}
+        rows = []
+        for i, names in enumerate(targets):
+            row = [0.0] * len(labels)
+            for name in names:
+                if name not in index:
+                    raise UserError(f"{where}: row {i + 1}: label '{name}' does not occur in the training labels; "
+                                    "fix the label or add training examples for it")
+                row[index[name]] = 1.0
+            rows.append(row)
+        ds = ds.remove_columns("labels").add_column("labels", rows)
+        return ds.cast_column("labels", Sequence(Value("float32")))
+
+    def holdout(self, ds, size, seed, single_note):
+        from ..data import multilabel_holdout
+
+        return multilabel_holdout(ds, size, seed)
+
+    def targets_to_json(self, targets, labels):
+        return [[labels[j] for j in np.flatnonzero(row)] for row in np.asarray(targets)]
+
+    def targets_from_json(self, values, labels, where):
+        index = {name: j for j, name in enumerate(labels)}
+        unknown = sorted({n for row in values for n in row} - set(index))
+        if unknown:
+            raise UserError(f"{where}: label set does not match the run's labels (found {unknown[:5]}); re-run `encoderfit eval`")
+        out = np.zeros((len(values), len(labels)), dtype=np.float32)
+        for i, row in enumerate(values):
+            out[i, [index[n] for n in row]] = 1.0
+        return out
+
+    def summarize_targets(self, targets, labels):
+        y = np.asarray(targets)
+        return {"positives": y.sum(0).astype(int).tolist(), "examples": int(len(y))}
+
+    # ---------------------------------------------------------------- training
+
+    def loss(self, stats, train):
+        import torch
+
+        pos_weight = None
+        if train.class_weights == "balanced":  # negatives / positives per label, capped: rare labels weigh more, not infinitely
+            positives = np.maximum(np.asarray(stats["positives"], dtype=np.float64), 1)
+            pos_weight = torch.tensor(np.clip((stats["examples"] - positives) / positives, 1.0, 100.0), dtype=torch.float32)
+            log.info("positive weights (balanced, capped at 100): median %.1f", float(pos_weight.median()))
+
+        def loss(outputs, labels, num_items_in_batch=None):
+            logits = outputs.logits.float()
+            weight = None if pos_weight is None else pos_weight.to(logits.device)
+            per_label = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weight, reduction="none")
+            per_example = per_label.mean(dim=1)
+            return per_example.mean() if num_items_in_batch is None else per_example.sum() / num_items_in_batch
+
+        return loss
+
+    def trainer_metrics(self, labels, stats):
+        from sklearn.metrics import f1_score
+
+        def compute(eval_pred):
+            logits, y_true = eval_pred
+            y_pred = np.asarray(logits) > 0  # probability 0.5 while training; tuned per label afterwards
+            return {"f1_micro": float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
+                    "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
+
+        return compute
+
+    # ---------------------------------------------------------------- evaluation
+
+    def fit_head(self, validation, labels, cfg):
+        return {**fit_thresholds(sigmoid(validation.logits), np.asarray(validation.targets), labels), "fitted_on": "validation"}
+
+    def analyse(self, preds, labels, head, cfg):
+        from ..metrics import multilabel_metrics
+
+        return multilabel_metrics(np.asarray(preds.targets), sigmoid(preds.logits), threshold_vector(head, labels), labels,
+                                  preds.shown(), cfg.report.max_examples)
+
+    def head_summary(self, head, analysed):
+        return {"thresholds": {**head, "fitted_on": head.get("fitted_on", "saved")}}
+
+    def baseline(self, splits, labels):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.multiclass import OneVsRestClassifier
+
+        from ..metrics import multilabel_metrics
+
+        started = time.time()
+        x = tfidf_features(splits)
+        y = {role: np.asarray(ds["labels"]) for role, ds in splits.as_dict().items()}
+        trainable = y["train"].sum(0) > 0  # a label never positive in train cannot be fitted: it is never predicted
+        best = None
+        for c in C_GRID:
+            clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, solver="liblinear")).fit(x["train"], y["train"][:, trainable])
+            probs = np.zeros_like(y["validation"], dtype=np.float64)
+            probs[:, trainable] = clf.predict_proba(x["validation"])
+            head = fit_thresholds(probs, y["validation"], labels)
+            f1 = multilabel_metrics(y["validation"], probs, threshold_vector(head, labels), labels)["f1_micro"]
+            if best is None or f1 > best[0]:
+                best = (f1, c, clf, head)
+        f1, c, clf, head = best
+        probs = np.zeros_like(y["test"], dtype=np.float64)
+        probs[:, trainable] = clf.predict_proba(x["test"])
+        result = multilabel_metrics(y["test"], probs, threshold_vector(head, labels), labels)
+        result.update({"model": "tfidf-1-2gram + one-vs-rest logistic regression, per-label thresholds on validation", "C": c,
+                       "validation_f1_micro": float(f1), "seconds": round(time.time() - started, 2)})
+        log.info("baseline (TF-IDF + one-vs-rest LR, C=%g): test micro-F1 %.4f, macro-F1 %.4f", c, result["f1_micro"], result["f1_macro"])
+        return result
+
+    # ---------------------------------------------------------------- inference
+
+    def probabilities(self, logits, head, calibrated=True):
+        return sigmoid(logits)
+
+    def decode(self, logits, labels, head, calibrated=True, abstain=False):
+        probs, thresholds = sigmoid(logits), threshold_vector(head, labels)
+        results = []
+        for row in probs:
+            chosen = [j for j in np.argsort(-row) if row[j] >= thresholds[j]]
+            results.append({"labels": [labels[j] for j in chosen], "probabilities": {name: float(p) for name, p in zip(labels, row)}})
+        return results
+
+    def _thresholds(self, head, n):
+        """The head's thresholds in label order (encoderfit.json keeps them in that order)."""
+        values = list((head.get("thresholds") or {}).values())
+        return np.asarray(values if len(values) == n else [head.get("global_threshold", 0.5)] * n)
+
+    def decision_margin(self, logits, head):
+        t = np.clip(self._thresholds(head, logits.shape[1]), 1e-6, 1 - 1e-6)
+        return np.abs(logits - np.log(t / (1 - t))).min(1)  # in logit units, like the logits themselves
+
+    def margin_drop(self, quick, exact, head):
+        return np.abs(quick - exact).max(1)
+
+    def compare(self, reference, got, head):
+        t = self._thresholds(head, reference.shape[1])
+        a, b = sigmoid(reference) >= t, sigmoid(got) >= t
+        return {**super().compare(reference, got, head), "label_set_agreement": float((a == b).all(1).mean()),
+                "label_decision_agreement": float((a == b).mean())}
+
+    def csv_header(self, labels):
+        return ["labels", *[f"prob_{name}" for name in labels]]
+
+    def csv_row(self, result, labels):
+        return ["|".join(result["labels"]), *[f"{result['probabilities'][n]:.6f}" for n in labels]]
+
+    def signals(self, result):
+        return {"labels": result["labels"]}
+
+    # ---------------------------------------------------------------- presentation
+
+    def card_results(self, metrics):
+        test = metrics["test"]
+        return [("f1", test["f1_micro"], "Test micro-F1", {"average": "micro"}),
+                ("f1", test["f1_macro"], "Test macro-F1", {"average": "macro"}),
+                ("accuracy", test["subset_accuracy"], "Test subset accuracy", {})]
+
+    def intended_use(self, labels):
+        return (f"Tagging text like the training data with any subset of {len(labels)} labels. Labels rare in training "
+                "are predicted poorly (see the per-label F1).")
