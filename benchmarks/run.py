@@ -22,8 +22,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainerCallback,  # noqa: E402
-                          TrainingArguments, default_data_collator, pipeline)
+from transformers import (  # noqa: E402
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+    default_data_collator,
+    pipeline,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -34,9 +41,9 @@ from encoderfit.data import prepare, tokenize  # noqa: E402
 from encoderfit.export import export  # noqa: E402
 from encoderfit.modeling import load_model  # noqa: E402
 from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402
+from encoderfit.recipes import all_minilm_l6_v2  # noqa: E402
 from encoderfit.rundir import ModelDir  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
-from encoderfit.recipes import all_minilm_l6_v2  # noqa: E402
 from encoderfit.train import fit  # noqa: E402
 from encoderfit.trainer import build_trainer  # noqa: E402
 

@@ -32,7 +32,8 @@ def test_run_directory_has_exactly_the_promised_files(trained_run):
         "config.yaml", "label_noise.csv", "logs/history.json", "metrics.json",
         "model/README.md", "model/config.json", "model/encoderfit.json", "model/model.safetensors",
         "model/tokenizer.json", "model/tokenizer_config.json",
-        "predictions/test.parquet", "predictions/train.parquet", "predictions/validation.parquet", "report.html",
+        "predictions/baseline-test.parquet", "predictions/test.parquet", "predictions/train.parquet",
+        "predictions/validation.parquet", "report.html",
     ]
     assert any(f.startswith("logs/events.out.tfevents") for f in files), "no TensorBoard log"
     assert not list(trained_run.parent.glob(".*partial*")), "temporary run directory left behind"

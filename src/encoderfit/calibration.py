@@ -79,6 +79,28 @@ def fit_temperature(logits: np.ndarray, y: Sequence[int]) -> float:
     return float(np.exp(result.x))
 
 
+def fit_temperature_cv(logits: np.ndarray, y: Sequence[int], folds: int = 5, seed: int = 0) -> Dict:
+    """Temperature scaling that does no harm. K-fold cross-validation on the validation split compares the held-out
+    NLL of a temperature fitted on the other folds with that of T = 1; scaling is kept (T fitted on all of
+    validation) only when it lowers the held-out NLL, else T = 1."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    logits, y = np.asarray(logits), np.asarray(y)
+    k = max(2, min(folds, len(y)))
+    smallest = np.bincount(y).min(initial=len(y)) if len(y) else 0
+    splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if smallest >= k else KFold(k, shuffle=True, random_state=seed)
+    scaled = unscaled = 0.0
+    for train, held in splitter.split(logits, y):
+        t = fit_temperature(logits[train], y[train])
+        scaled += nll(softmax(logits[held], t), y[held]) * len(held)
+        unscaled += nll(softmax(logits[held]), y[held]) * len(held)
+    scaled, unscaled = scaled / len(y), unscaled / len(y)
+    helps = scaled < unscaled
+    return {"temperature": fit_temperature(logits, y) if helps else 1.0, "cv_folds": k, "cv_nll_scaled": float(scaled),
+            "cv_nll_unscaled": float(unscaled),
+            "decision": "scaled: it lowered held-out NLL" if helps else "T = 1: scaling did not lower held-out NLL"}
+
+
 def coverage_sweep(probs: np.ndarray, y: Sequence[int], thresholds: Sequence[float] = THRESHOLDS) -> List[Dict]:
     """For each threshold: share answered (confidence >= t), accuracy and macro-F1 on those,
     and overall accuracy when every unanswered text counts as wrong (UNKNOWN)."""

@@ -30,11 +30,16 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
     sizes = cfg.resolved.get("examples", {})
     t = cfg.train
     columns = [title for _, title in task.summary]
-    rows = [f"| fine-tuned {cfg.model.name_or_path} | " + " | ".join(f"{metrics['test'][k]:.4f}" for k, _ in task.summary) + " |"]
+    from .stats import with_ci
+
+    ci = metrics["test"].get("ci") or {}
+    cells = " | ".join(with_ci(metrics["test"][k], ci.get(k)) for k, _ in task.summary)
+    rows = [f"| fine-tuned {cfg.model.name_or_path} | {cells} |"]
     if metrics.get("baseline"):
         rows.append(f"| {metrics['baseline']['model']} | " + " | ".join(f"{metrics['baseline'][k]:.4f}" for k, _ in task.summary) + " |")
     shown = ", ".join(f"`{name}`" for name in cfg.labels[:40]) + (f", … ({len(cfg.labels)} in all)" if len(cfg.labels) > 40 else "")
     pair = f", second text column `{cfg.data.text_pair_column}`" if cfg.data.text_pair_column else ""
+    windowed = ((metrics.get("inputs") or {}).get("test") or {}).get("treatment") == "windows"
     return "\n".join([
         header(cfg, metrics),
         f"# {cfg.model.name_or_path} fine-tuned on {cfg.data.source} ({task.name})",
@@ -57,12 +62,15 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         "| --- | " + " | ".join("---" for _ in columns) + " |",
         *rows,
         "",
+        f"Intervals: 95% bootstrap confidence intervals over the {metrics['test']['n']} test examples. "
+        + ((metrics.get("comparison") or {}).get("verdict") or {}).get("sentence", ""),
+        "",
         *task.card_sections(metrics, cfg),
         "",
         "## Intended use and limits",
         f"{task.intended_use(cfg.labels)} Scores are measured on a held-out split of the same source; results on text from "
         f"other sources, periods or styles will differ and should be measured. Inputs longer than "
-        f"{cfg.resolved.get('max_length')} tokens are truncated.",
+        f"{cfg.resolved.get('max_length')} tokens are {'cut into overlapping windows' if windowed else 'truncated'}.",
         "",
         "## Use",
         "```python",

@@ -50,7 +50,8 @@ def build_parser(commands: Dict[str, Callable]):
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog="encoderfit", description="Fine-tune, evaluate and use transformer encoders for text classification.", exit_on_error=False, allow_abbrev=False)
+    parser = ArgumentParser(prog="encoderfit", exit_on_error=False, allow_abbrev=False,
+                            description="Fine-tune, evaluate and use transformer encoders: classification, multi-label, regression.")
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in commands.items():
         summary = (fn.__doc__ or "").strip().splitlines()[0]

@@ -97,7 +97,15 @@ class ModelArgs:
     name_or_path: str = "answerdotai/ModernBERT-base"
     """Hugging Face model id or local directory of any encoder (ModernBERT, BERT, RoBERTa, DeBERTa, ...)."""
     max_length: Optional[int] = None
-    """Truncate texts to this many tokens (never padded to it). Default: min(512, the model's limit)."""
+    """Tokens per input (never padded to it). Default: min(512, the model's limit)."""
+    long_texts: Literal["truncate", "windows"] = "truncate"
+    """Texts longer than max_length: truncate (keep the first max_length tokens), or windows: cut them into
+    overlapping windows of max_length tokens, predict each, and aggregate the logits per text (in evaluation,
+    predict, serve and export; training uses the windows as train.window_training says)."""
+    window_overlap: int = 64
+    """With windows: tokens that consecutive windows share (context on both sides of every cut)."""
+    window_aggregation: Literal["mean", "max"] = "mean"
+    """With windows: how a text's window logits become its logits: their mean, or their element-wise maximum."""
     attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2"]] = None
     """Attention kernel. Default: flash_attention_2 on a CUDA GPU when flash-attn is installed, else sdpa."""
     classifier_pooling: Optional[Literal["cls", "mean"]] = None
@@ -119,6 +127,9 @@ class ModelArgs:
             self.attention_dropout is None or 0 <= self.attention_dropout < 1,
             f"model.attention_dropout must be in [0, 1) (got {self.attention_dropout})",
         )
+        _require(self.window_overlap >= 0, f"model.window_overlap must be >= 0 (got {self.window_overlap})")
+        _require(self.max_length is None or self.window_overlap < self.max_length // 2,
+                 f"model.window_overlap {self.window_overlap} must be under half of model.max_length {self.max_length}")
 
 
 @dataclass
@@ -173,6 +184,16 @@ class TrainArgs:
     class_weights: Literal["none", "balanced"] = "none"
     """balanced: weight the loss by inverse class frequency (classification), or each label's positives by its
     negatives/positives ratio, capped at 100 (multilabel), for imbalanced labels."""
+    window_training: Literal["all", "first"] = "all"
+    """With model.long_texts windows: train on every window of a long text (each with the text's target) or on its
+    first window only."""
+    seeds: int = 1
+    """Train this many models on the same split, with seeds seed, seed+1, ...: the report gives each validation and
+    test metric's mean ± sd over them, and the run keeps the best on validation (or, with ensemble, all of them)."""
+    ensemble: bool = False
+    """With seeds > 1, ship every member as one model: their weights averaged (a model soup: one forward pass, a plain
+    transformers model) when that scores at least as well on validation as averaging their logits, else the logit
+    average (one forward pass per member)."""
     regression_loss: Literal["mse", "huber"] = "mse"
     """Regression: squared error, or Huber (less pulled by outliers), on standardized targets."""
     logging_steps: int = 10
@@ -205,6 +226,8 @@ class TrainArgs:
         _require(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {self.max_grad_norm:g})")
         _require(self.save_steps is None or self.save_steps > 0, f"train.save_steps must be > 0 (got {self.save_steps})")
         _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
+        _require(self.seeds >= 1, f"train.seeds must be at least 1 (got {self.seeds})")
+        _require(not self.ensemble or self.seeds > 1, "train.ensemble needs train.seeds > 1 (the members to ensemble)")
         _require(self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")
         _require(
             self.early_stopping_patience is None or self.early_stopping_patience >= 1,

@@ -334,13 +334,30 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
     return Splits(labels=labels, task=chosen.name, **splits)
 
 
-def tokenize(ds, tokenizer, max_length: int):
-    """Token ids without padding (padding happens per batch), plus a `length` column for length-grouped batching."""
+def encode_texts(tokenizer, texts, pairs, max_length: int, windows: Optional[dict] = None):
+    """Token ids, never padded. Truncated to max_length; or, with `windows` ({overlap: N}), every window of max_length
+    tokens (N shared between neighbours) and `overflow_to_sample_mapping`, the text each window comes from. A pair
+    is windowed over its first text; the second is kept whole in every window."""
+    if not windows:
+        return tokenizer(texts, pairs, truncation=True, max_length=max_length)
+    return tokenizer(texts, pairs, truncation="only_first" if pairs is not None else True, max_length=max_length,
+                     stride=windows["overlap"], return_overflowing_tokens=True)
+
+
+def tokenize(ds, tokenizer, max_length: int, windows: Optional[dict] = None, first_window_only: bool = False):
+    """Token ids without padding (padding happens per batch), plus a `length` column for length-grouped batching.
+    With windows, each window is a row with its text's target (or only each text's first window)."""
     pair = PAIR in ds.column_names
 
     def encode(batch):
-        enc = tokenizer(batch[TEXT], batch[PAIR] if pair else None, truncation=True, max_length=max_length)
+        enc = encode_texts(tokenizer, batch[TEXT], batch[PAIR] if pair else None, max_length, windows)
+        if windows:
+            source = enc.pop("overflow_to_sample_mapping")
+            keep = [i for i, s in enumerate(source) if not first_window_only or i == 0 or source[i - 1] != s]
+            enc = {key: [values[i] for i in keep] for key, values in enc.items()}
+            enc[LABEL] = [batch[LABEL][source[i]] for i in keep]
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 
-    return ds.map(encode, batched=True, remove_columns=[c for c in (TEXT, PAIR) if c in ds.column_names])
+    drop = ds.column_names if windows else [c for c in (TEXT, PAIR) if c in ds.column_names]
+    return ds.map(encode, batched=True, remove_columns=drop)

@@ -45,10 +45,50 @@ def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels:
     return preds
 
 
-def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict) -> Dict:
-    """Each split's metrics under `head`, and the head's decisions with what they do on each split."""
+BASELINE_SPLIT = "baseline-test"  # the baseline's test predictions, saved beside the model's
+
+
+def intervals(task: Task, preds: Predictions, labels: List[str], head: Dict) -> Dict[str, Dict]:
+    """Bootstrap confidence intervals of the task's main metrics on one split (stratified where the task says)."""
+    from .stats import bootstrap_ci
+
+    fns, strata = task.interval_metrics(preds, labels, head)
+    return {key: bootstrap_ci(fn, len(preds.texts), strata=strata) for key, fn in fns.items()}
+
+
+def compare(task: Task, model: Predictions, base: Predictions, labels: List[str], head: Dict, base_head: Dict) -> Dict:
+    """The model against the baseline on the same test examples: paired bootstrap differences of the main metrics,
+    the task's exact test (McNemar for classification) and the verdict on the primary metric, in plain words."""
+    from .stats import paired_bootstrap, verdict
+
+    mine, strata = task.interval_metrics(model, labels, head)
+    theirs = task.interval_metrics(base, labels, base_head)[0]
+    differences = {key: paired_bootstrap(lambda idx, who, key=key: (mine if who == "model" else theirs)[key](idx),
+                                         len(model.texts), strata=strata)
+                   for key, _ in task.summary if key in mine}
+    exact = task.paired_test(model, base, labels, head, base_head)
+    primary = task.summary[0][0]
+    p_value = next(iter(exact.values()))["p_value"] if exact else differences[primary]["p_value"]
+    return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.greater_is_better(primary),
+                                                                           primary, p_value)}
+
+
+def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict, baseline: Optional[tuple] = None) -> Dict:
+    """Each split's metrics under `head`, with confidence intervals on test; the head's decisions with what they do on
+    each split; and, given (baseline test predictions, baseline head), the comparison with the baseline."""
     analysed = {role: task.analyse(p, cfg.labels, head, cfg) for role, p in preds.items()}
-    return {**analysed, **task.head_summary(head, analysed)}
+    if "test" in preds:
+        analysed["test"]["ci"] = intervals(task, preds["test"], cfg.labels, head)
+    results = {**analysed, **task.head_summary(head, analysed)}
+    if baseline is not None and "test" in preds:
+        results["comparison"] = compare(task, preds["test"], baseline[0], cfg.labels, head, baseline[1])
+    return results
+
+
+def saved_baseline(run: RunDir, task: Task, labels: List[str], metrics: Dict) -> Optional[tuple]:
+    """(the baseline's saved test predictions, its head), when the run has them."""
+    preds = run.predictions(BASELINE_SPLIT, task, labels) if metrics.get("baseline") else None
+    return (preds, metrics["baseline"].get("head") or {}) if preds is not None else None
 
 
 def write_review(path: Path, rows: List[Dict]) -> None:
@@ -74,14 +114,21 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
     info.head = head
     run.model.write_info(info)
     predictor.info.head = head
-    results = analyse(task, preds, cfg, head)
+    baseline = None
+    if cfg.report.baseline:
+        fitted = task.baseline(splits, cfg.labels)
+        test = preds["test"]
+        baseline = (Predictions(test.texts, test.pairs, test.targets, fitted["logits"]), fitted["head"])
+        run.write_predictions(BASELINE_SPLIT, baseline[0], task, cfg.labels, "tfidf-baseline")
+    results = analyse(task, preds, cfg, head, baseline)
+    if baseline is not None:
+        results["baseline"] = {**fitted["metrics"], "head": fitted["head"]}
     train: Callable[[], Predictions] = lambda: split_predictions(run, "train", splits.train, predictor, task, cfg.labels, fingerprint)  # noqa: E731
     review = task.review_train(train, cfg.labels, head, cfg)
     if review is not None:
         write_review(run / RunDir.NOISE, review)
         results["label_noise"] = {"count": len(review), "of": len(splits.train), "min_confidence": cfg.report.noise_confidence}
-    if cfg.report.baseline:
-        results["baseline"] = task.baseline(splits, cfg.labels)
+    results["inputs"] = {role: predictor.input_report(p.texts, p.pairs) for role, p in preds.items()}
     if (run / RunDir.METRICS).is_file():
         results["train"] = run.metrics().get("train")
     run.write_metrics(results)

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
 
@@ -163,7 +164,7 @@ def export(
             are run again in fp32 (int8_recheck.json): at most 1 - this share of texts can then change decision.
             0 turns the re-check off.
     """
-    from .modeling import auto_model, load_tokenizer, load_weights
+    from .modeling import load_tokenizer, load_trained
 
     run = Path(run)
     if not 0 <= recheck_quantile <= 1:
@@ -174,7 +175,7 @@ def export(
     info = source.info()
     task = get_task(info.task)
     tokenizer = load_tokenizer(ModelArgs(name_or_path=str(source.path)))
-    model = load_weights(auto_model(task), str(source.path), attn_implementation="eager").eval()
+    model = load_trained(str(source.path), task, info.members, attn_implementation="eager").eval()
     if getattr(model.config, "reference_compile", None):
         model.config.reference_compile = False
     names = [k for k in tokenizer.model_input_names if k in ("input_ids", "attention_mask", "token_type_ids")]
@@ -204,7 +205,7 @@ def export(
                             f"{check['fp32']['max_abs_logit_diff']:.2e} > {PARITY_ATOL:g}; try another --opset")
         tokenizer.save_pretrained(work)
         model.config.save_pretrained(work)
-        target.write_info(info)
+        target.write_info(replace(info, members=[]))  # the ONNX graph holds every member
         if (source / ModelDir.CARD).is_file():
             shutil.copy(source / ModelDir.CARD, target / ModelDir.CARD)
         write_json(target / ModelDir.PARITY, {**check, "inputs": names, "opset": opset})

@@ -15,7 +15,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-
 # ---------------------------------------------------------------- HTML pieces
 
 
@@ -23,6 +22,15 @@ def num(value, path: str, fmt: str = ".4f") -> str:
     """A number from metrics.json, formatted, tagged with its JSON path."""
     shown = "–" if value is None else format(value, fmt)
     return f'<span data-metric="{html.escape(path)}">{shown}</span>'
+
+
+def num_ci(value, path: str, ci: Optional[Dict], fmt: str = ".4f") -> str:
+    """A number with its confidence interval beneath it, each part tagged with its metrics.json path."""
+    if not ci or ci.get("low") is None:
+        return num(value, path, fmt)
+    ci_path = path.replace(path.split(".")[0] + ".", path.split(".")[0] + ".ci.", 1)
+    return (f"{num(value, path, fmt)}<br><small class=muted>{num(ci['low'], ci_path + '.low', fmt)}–"
+            f"{num(ci['high'], ci_path + '.high', fmt)}</small>")
 
 
 def table(header: List[str], rows: List[List[str]], text_columns=()) -> str:

@@ -147,9 +147,35 @@ def load_model(args: ModelArgs, task, labels: List[str]):
     )
 
 
-def load_for_inference(model_dir: str, task, device: Optional[str] = None, **kwargs) -> Tuple[object, object, object]:
+def ensemble_module(members: list):
+    """One module whose logits are the mean of its members' (an ensemble that predict, serve and ONNX export run as
+    one model)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    class Ensemble(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.members = torch.nn.ModuleList(members)
+            self.config = members[0].config
+
+        def forward(self, **inputs):
+            return SimpleNamespace(logits=torch.stack([m(**inputs).logits for m in self.members]).mean(0))
+
+    return Ensemble()
+
+
+def load_trained(model_dir: str, task, members: List[str], **kwargs):
+    """A trained model directory's model: its weights, or the ensemble of its members' when it has members."""
+    if not members:
+        return load_weights(auto_model(task), model_dir, **kwargs)
+    return ensemble_module([load_weights(auto_model(task), str(Path(model_dir) / m), **kwargs) for m in members])
+
+
+def load_for_inference(model_dir: str, task, members: List[str], device: Optional[str] = None, **kwargs) -> Tuple[object, object, object]:
     """A trained model directory -> (model in eval mode on its device, tokenizer, device)."""
     dev = pick_device(device)
     tokenizer = load_tokenizer(ModelArgs(name_or_path=model_dir))
-    model = load_weights(auto_model(task), model_dir, **kwargs)
+    model = load_trained(model_dir, task, members, **kwargs)
     return model.to(dev).eval(), tokenizer, dev

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Literal, Optional, Sequence, Tuple, Union
 
 from .config import ModelArgs
-from .data import decode_utf8, read_table
+from .data import decode_utf8, encode_texts, read_table
 from .errors import UserError
 from .files import atomic_file, check_writable
 from .rundir import ModelDir, ModelInfo, RunDir, locate
@@ -48,6 +48,20 @@ def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int,
     if current:
         batches.append(current)
     return batches
+
+
+def aggregate_windows(window_logits, source, n: int, how: str = "mean"):
+    """Per text, the mean (or element-wise max) of its windows' logits; `source[w]` is window w's text."""
+    import numpy as np
+
+    source = np.asarray(source)
+    if how == "max":
+        out = np.full((n, window_logits.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(out, source, window_logits)
+        return out
+    out = np.zeros((n, window_logits.shape[1]), dtype=np.float32)
+    np.add.at(out, source, window_logits)
+    return out / np.maximum(np.bincount(source, minlength=n), 1)[:, None]
 
 
 class OnnxModel:
@@ -141,7 +155,7 @@ class Predictor:
         if backend == "torch":
             directory = locate(path)[1]
             info = directory.info()
-            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task), device)
+            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task), info.members, device)
         else:
             directory = _onnx_dir(path, backend)
             info, dev = directory.info(), "cpu"
@@ -166,32 +180,58 @@ class Predictor:
         return dict(pad_without_fast_tokenizer_warning(self.tokenizer, {k: [enc[k][i] for i in batch] for k in keys},
                                                        padding=True, return_tensors="np"))
 
-    def _forward(self, inputs: Dict[str, Any]):
-        if self.onnx:
-            return self.model(inputs)
+    def _forward(self, model, inputs: Dict[str, Any]):
+        if isinstance(model, OnnxModel):
+            return model(inputs)
         import torch
 
         tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
-        return self.model(**tensors).logits.float().cpu().numpy()
+        return model(**tensors).logits.float().cpu().numpy()
+
+    def _run(self, model, enc, keys: List[str], lengths: List[int], rows: Sequence[int], out) -> None:
+        """Logits of the given encoded rows, length-batched, into `out` at those rows."""
+        import numpy as np
+
+        rows = np.asarray(rows)
+        for batch in length_batches([lengths[i] for i in rows], self.max_tokens, self.max_batch_size):
+            chosen = rows[batch]
+            out[chosen] = self._forward(model, self._pad(enc, keys, list(chosen)))
 
     def _logits_chunk(self, texts: List[str], pairs: Optional[List[str]]):
         import numpy as np
         import torch
 
+        windows = self.info.windows
         with torch.inference_mode():
-            enc = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+            enc = encode_texts(self.tokenizer, texts, pairs, self.max_length, windows)
+            source = np.asarray(enc.pop("overflow_to_sample_mapping")) if windows else np.arange(len(texts))
             keys = [k for k in INPUT_KEYS if k in enc]
             lengths = [len(ids) for ids in enc["input_ids"]]
-            out = np.empty((len(texts), self.task.num_outputs(self.labels)), dtype=np.float32)
-            for batch in length_batches(lengths, self.max_tokens, self.max_batch_size):
-                out[batch] = self._forward(self._pad(enc, keys, batch))
+            rows = np.empty((len(lengths), self.task.num_outputs(self.labels)), dtype=np.float32)
+            self._run(self.model, enc, keys, lengths, range(len(lengths)), rows)
+            out = aggregate_windows(rows, source, len(texts), windows["aggregation"]) if windows else rows
             if self.recheck is not None:
                 exact, margin = self.recheck
-                close = np.flatnonzero(self.task.decision_margin(out, self.head) < margin)
-                for batch in length_batches([lengths[i] for i in close], self.max_tokens, self.max_batch_size):
-                    rows = close[batch]
-                    out[rows] = exact(self._pad(enc, keys, list(rows)))
+                close = self.task.decision_margin(out, self.head) < margin
+                again = np.flatnonzero(close[source])  # every window of a text that is close to its decision
+                if len(again):
+                    self._run(exact, enc, keys, lengths, again, rows)
+                    out = aggregate_windows(rows, source, len(texts), windows["aggregation"]) if windows else rows
         return out
+
+    def input_report(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """How many texts are longer than max_length, and what happens to them (truncated, or cut into windows)."""
+        import numpy as np
+
+        texts = list(texts)
+        pairs = list(pairs) if pairs is not None else None
+        enc = encode_texts(self.tokenizer, texts, pairs, self.max_length, {"overlap": (self.info.windows or {}).get("overlap", 0)})
+        windows = np.bincount(np.asarray(enc["overflow_to_sample_mapping"]), minlength=len(texts))
+        report = {"texts": len(texts), "longer_than_max_length": float((windows > 1).mean()) if len(texts) else 0.0,
+                  "max_length": self.max_length, "treatment": "windows" if self.info.windows else "truncated"}
+        if self.info.windows:
+            report["windows_per_text"] = float(windows.mean()) if len(texts) else 0.0
+        return report
 
     def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None):
         """Raw logits, shape (n_texts, n_outputs), in input order."""

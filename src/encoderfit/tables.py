@@ -21,7 +21,12 @@ def summary_table(rows: Dict[str, Dict], columns: Sequence[Tuple[str, str]], tit
     for _, name in columns:
         table.add_column(name, justify="right")
     for split, m in rows.items():
-        table.add_row(split, str(m.get("n", "")), *(f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "–" for k, _ in columns))
+        cells = []
+        for k, _ in columns:
+            ci = (m.get("ci") or {}).get(k)
+            value = f"{m[k]:.4f}" if isinstance(m.get(k), (int, float)) else "–"
+            cells.append(f"{value}\n({ci['low']:.4f}–{ci['high']:.4f})" if ci and ci.get("low") is not None else value)
+        table.add_row(split, str(m.get("n", "")), *cells)
     return table
 
 
@@ -57,7 +62,10 @@ def print_evaluation(results: Dict, split: str, task, labels: List[str], console
     rows = {role: results[role] for role in ("validation", "test") if role in results} or {split: results[split]}
     if results.get("baseline"):
         rows["baseline (TF-IDF), test"] = results["baseline"]
-    console.print(summary_table(rows, task.summary))
+    console.print(summary_table(rows, task.summary, "encoderfit metrics (test: 95% bootstrap CI beneath)"))
+    verdict = (results.get("comparison") or {}).get("verdict")
+    if verdict:
+        console.print(f"verdict: {verdict['sentence']}")
     task.print_details(results, split, labels, console)
 
 

@@ -60,13 +60,19 @@ def config_changes(before: RunConfig, now: RunConfig) -> List[str]:
     return changed
 
 
-def resume_point(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> Optional[Path]:
-    """The checkpoint to continue from: None starts afresh. resume None means "if an interrupted run is there"."""
-    checkpoints = workdir / "checkpoints"
-    if resume is False or not checkpoints_in(checkpoints):
+def _progress(workdir: Path) -> List[Path]:
+    """What an interrupted run left to continue from: checkpoints, or members of a several-seed run."""
+    members = sorted((workdir / RunDir.MEMBERS).glob("seed-*")) if (workdir / RunDir.MEMBERS).is_dir() else []
+    return checkpoints_in(workdir / RunDir.CHECKPOINTS) + members
+
+
+def continues(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> bool:
+    """Whether to continue the interrupted run in `workdir` (its config must match) or start afresh. resume None means
+    "if an interrupted run is there"."""
+    if resume is False or not _progress(workdir):
         if resume:
             raise UserError(f"--resume: no interrupted run to resume in {workdir}; run without --resume to start one")
-        return None
+        return False
     try:
         before = RunConfig.load(workdir)
     except (UserError, TypeError, ValueError):
@@ -75,9 +81,17 @@ def resume_point(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> Optio
     if changes:
         raise UserError(f"{workdir} holds an interrupted run with another config ({changes[0]}); run the same config "
                         "to resume it, or pass --resume false to discard it and start over")
+    return True
+
+
+def resume_point(directory: Path, insist: bool) -> Optional[Path]:
+    """The newest complete checkpoint of a directory being trained (None: start it from the beginning)."""
+    checkpoints = directory / RunDir.CHECKPOINTS
+    if not checkpoints_in(checkpoints):
+        return None
     checkpoint = newest_complete(checkpoints)
     if checkpoint is None:
-        if resume:
+        if insist:
             raise UserError(f"--resume: {checkpoints} holds no complete checkpoint; pass --resume false to start over")
         log.warning("warning: %s holds no complete checkpoint; starting over", checkpoints)
         return None
@@ -86,8 +100,11 @@ def resume_point(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> Optio
 
 
 def _abandon(workdir: Path, interrupted: bool) -> None:
-    """After a failure: keep the directory when it holds a checkpoint to resume from, else remove it; say which."""
-    if newest_complete(workdir / "checkpoints") is None:
+    """After a failure: keep the directory when it holds a checkpoint or a member to resume from, else remove it;
+    say which."""
+    kept = newest_complete(workdir / RunDir.CHECKPOINTS) or any((workdir / RunDir.MEMBERS).glob("seed-*/model")) or any(
+        newest_complete(m / RunDir.CHECKPOINTS) for m in (workdir / RunDir.MEMBERS).glob("seed-*"))
+    if not kept:
         shutil.rmtree(workdir, ignore_errors=True)
         if interrupted:
             log.warning("training stopped before its first complete checkpoint: nothing kept")
@@ -106,6 +123,7 @@ class Prepared:
     precision: str
     tokenized: Dict
     stats: Dict
+    windows: Optional[Dict]
 
     @classmethod
     def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
@@ -119,9 +137,15 @@ class Prepared:
         shown = splits.labels if len(splits.labels) <= 20 else f"{len(splits.labels)} labels ({', '.join(splits.labels[:5])}, ...)"
         log.info("%s: %s; examples: %s", chosen.output_noun, shown,
                  {k: len(v) for k, v in splits.as_dict().items()})
-        tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length) for role in ("train", "validation")}
+        windows = {"overlap": model.window_overlap, "aggregation": model.window_aggregation} if model.long_texts == "windows" else None
+        tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length, windows,
+                                    first_window_only=role == "train" and train.window_training == "first")
+                     for role in ("train", "validation")}
+        if windows:
+            log.info("windows of %d tokens (overlap %d): %d training rows from %d texts", max_length, model.window_overlap,
+                     len(tokenized["train"]), len(splits.train))
         stats = chosen.summarize_targets(np.asarray(splits.train["labels"]), splits.labels)
-        return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats)
+        return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats, windows)
 
     def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
         return RunConfig(data=data, model=model, train=train, report=report, task=self.task.name, labels=self.splits.labels)
@@ -161,7 +185,8 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         return Trained(trainer, True)
     (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
     adjusted = prep.task.after_training(run.model.path, prep.stats)
-    run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, bool(cfg.data.text_pair_column)))
+    run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, bool(cfg.data.text_pair_column),
+                                   windows=prep.windows))
     write_json(run.history_file, trainer.state.log_history)
     shutil.rmtree(run / RunDir.CHECKPOINTS, ignore_errors=True)
     cfg.resolved = {
@@ -241,17 +266,24 @@ def fit(
     cfg = prep.config(data, model, train, report)
 
     workdir = partial_dir(out)
-    checkpoint = share(str(resume_point(workdir, cfg, resume) or "") if is_main() else None)
-    if is_main() and not checkpoint:
+    keep = share(continues(workdir, cfg, resume) if is_main() else None)
+    if is_main() and not keep:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True)
         cfg.save(workdir)  # what a later run compares itself with before resuming
     barrier()
     try:
-        trained = train_model(prep, cfg, workdir, checkpoint)
+        if train.seeds > 1:
+            from .seeds import train_seeds
+
+            model = train_seeds(prep, cfg, workdir)
+        else:
+            checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
+            trained = train_model(prep, cfg, workdir, checkpoint or None)
+            model = None if trained.stale else trained.trainer.model
         if not is_main():
             return out
-        finish_run(prep, cfg, workdir, out, None if trained.stale else trained.trainer.model)
+        finish_run(prep, cfg, workdir, out, model)
     except BaseException as err:
         if is_main():
             _abandon(workdir, interrupted=not isinstance(err, Exception))

@@ -37,7 +37,10 @@ class Task:
     metrics_for_best: ClassVar[Dict[str, bool]] = {"loss": False}
     """Validation metrics that can choose the checkpoint kept -> whether greater is better."""
     summary: ClassVar[Tuple[Tuple[str, str], ...]] = ()
-    """(metric key, column title) of the summary tables, in the terminal, the report and the card."""
+    """(metric key, column title) of the summary tables, in the terminal, the report and the card. The first is the
+    task's primary metric: the verdict against the baseline is about it."""
+    lower_is_better: ClassVar[frozenset] = frozenset()
+    """Metrics where less is better (errors, losses); every other is better greater."""
 
     # ---------------------------------------------------------------- targets
 
@@ -106,8 +109,21 @@ class Task:
         return dict(head)
 
     def baseline(self, splits, labels: List[str]) -> Optional[Dict[str, Any]]:
-        """A simple model on the same split (TF-IDF based), its test metrics and choices."""
+        """A simple model on the same split (TF-IDF based): {"metrics": its test metrics and choices, "logits": its
+        test outputs in the form the model's take (so the same metric functions apply), "head": its decisions}."""
         return None
+
+    def interval_metrics(self, preds, labels: List[str], head: Dict[str, Any]) -> Tuple[Dict[str, Callable], Any]:
+        """({metric: f(indices) -> value on those examples}, strata for a stratified bootstrap or None): the metrics
+        that get confidence intervals and paired comparisons with the baseline."""
+        return {}, None
+
+    def paired_test(self, model, baseline, labels: List[str], head: Dict[str, Any], baseline_head: Dict[str, Any]) -> Optional[Dict]:
+        """An exact test of the model against the baseline on the same examples, where the task has one."""
+        return None
+
+    def greater_is_better(self, metric: str) -> bool:
+        return metric not in self.lower_is_better
 
     def review_train(self, predictions: Callable, labels: List[str], head: Dict[str, Any], cfg) -> Optional[List[Dict]]:
         """Training examples worth a person's look (suspected label noise), or None when the task has none.

@@ -90,6 +90,7 @@ class Classification(Task):
     options = frozenset({"calibrated", "abstain"})
     metrics_for_best = {"loss": False, "accuracy": True, "f1_macro": True}
     summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
+    lower_is_better = frozenset({"ece_before", "ece_after"})
 
     # ---------------------------------------------------------------- targets
 
@@ -166,15 +167,13 @@ class Classification(Task):
     # ---------------------------------------------------------------- evaluation
 
     def fit_head(self, validation, labels, cfg):
-        from ..calibration import coverage_sweep, fit_temperature, softmax, threshold_for
+        from ..calibration import coverage_sweep, fit_temperature_cv, softmax, threshold_for
 
-        temperature = fit_temperature(validation.logits, validation.targets)
-        threshold = None
-        target = cfg.report.target_accuracy
+        scaling = fit_temperature_cv(validation.logits, validation.targets)
+        threshold, target = None, cfg.report.target_accuracy
         if target:
-            threshold = threshold_for(coverage_sweep(softmax(validation.logits, temperature), validation.targets), target)
-        return {"temperature": temperature, "threshold": threshold, "target_accuracy": target,
-                "fitted_on": "validation"}
+            threshold = threshold_for(coverage_sweep(softmax(validation.logits, scaling["temperature"]), validation.targets), target)
+        return {**scaling, "threshold": threshold, "target_accuracy": target, "fitted_on": "validation"}
 
     def analyse(self, preds, labels, head, cfg):
         from ..calibration import calibration_metrics, coverage_sweep, reliability_bins, softmax
@@ -190,13 +189,23 @@ class Classification(Task):
         m["confused_pairs"] = confused_pairs(m["confusion_matrix"]["matrix"], labels)
         mistakes = wrong_with_confidence(preds.shown(), preds.targets, cal, labels)[: cfg.report.max_examples]
         m["confident_mistakes"] = [{**row, "text": _cut(row["text"])} for row in mistakes]
+        if head.get("threshold") is not None:
+            from ..stats import bootstrap_ci
+
+            answered = np.flatnonzero(cal.max(1) >= head["threshold"])
+            right = (cal.argmax(1) == np.asarray(preds.targets))[answered]
+            m["at_threshold"] = {"coverage": len(answered) / max(len(preds.targets), 1),
+                                 "accuracy": float(right.mean()) if len(answered) else None,
+                                 "accuracy_ci": bootstrap_ci(lambda idx: float(right[idx].mean()), len(right)) if len(answered) else None}
         return m
 
     def head_summary(self, head, analysed):
         threshold = head.get("threshold")
-        at = {role: (min(m["sweep"], key=lambda r: abs(r["threshold"] - threshold)) if threshold is not None else None)
+        at = {role: ({**min(m["sweep"], key=lambda r: abs(r["threshold"] - threshold)),
+                      "accuracy_ci": (m.get("at_threshold") or {}).get("accuracy_ci")} if threshold is not None else None)
               for role, m in analysed.items()}
-        return {"calibration": {"temperature": head.get("temperature") or 1.0, "fitted_on": head.get("fitted_on", "saved")},
+        return {"calibration": {"temperature": head.get("temperature") or 1.0, "fitted_on": head.get("fitted_on", "saved"),
+                                **{k: head[k] for k in ("decision", "cv_folds", "cv_nll_scaled", "cv_nll_unscaled") if k in head}},
                 "threshold": {"target_accuracy": head.get("target_accuracy"), "value": threshold,
                               "chosen_on": head.get("fitted_on", "saved"), **at}}
 
@@ -216,11 +225,35 @@ class Classification(Task):
             if best is None or f1 > best[0]:
                 best = (f1, c, clf)
         f1, c, clf = best
-        result = classification_metrics(y["test"], clf.predict(x["test"]), labels)
+        probs = clf.predict_proba(x["test"])
+        result = classification_metrics(y["test"], probs.argmax(1), labels)
         result.update({"model": "tfidf-1-2gram + logistic regression", "C": c, "validation_f1_macro": float(f1),
                        "seconds": round(time.time() - started, 2)})
         log.info("baseline (TF-IDF + LR, C=%g): test accuracy %.4f, macro-F1 %.4f", c, result["accuracy"], result["f1_macro"])
-        return result
+        return {"metrics": result, "logits": np.log(np.clip(probs, 1e-12, 1.0)), "head": {}}
+
+    def interval_metrics(self, preds, labels, head):
+        from ..calibration import ece, softmax
+
+        y = np.asarray(preds.targets)
+        raw, cal = softmax(preds.logits), softmax(preds.logits, head.get("temperature") or 1.0)
+        predicted, k = raw.argmax(1), len(labels)
+        correct = predicted == y
+
+        def f1_macro(idx):
+            counts = np.bincount(y[idx] * k + predicted[idx], minlength=k * k).reshape(k, k)
+            tp, support, chosen = np.diag(counts), counts.sum(1), counts.sum(0)
+            f1 = np.divide(2 * tp, support + chosen, out=np.zeros(k), where=(support + chosen) > 0)
+            return float(f1.mean())
+
+        return ({"accuracy": lambda idx: float(correct[idx].mean()), "f1_macro": f1_macro,
+                 "ece_before": lambda idx: ece(raw[idx], y[idx]), "ece_after": lambda idx: ece(cal[idx], y[idx])}, y)
+
+    def paired_test(self, model, baseline, labels, head, baseline_head):
+        from ..stats import mcnemar_exact
+
+        y = np.asarray(model.targets)
+        return {"mcnemar": mcnemar_exact(model.logits.argmax(1) == y, baseline.logits.argmax(1) == y)}
 
     def review_train(self, predictions, labels, head, cfg):
         from ..calibration import softmax

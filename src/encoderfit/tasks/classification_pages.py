@@ -12,8 +12,15 @@ def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
     labels, at = cfg.labels, threshold.get("test")
     per_class = [[f.esc(n), *(f.num(m[k], f"test.per_class.{n}.{k}") for k in ("precision", "recall", "f1")), str(m["support"])]
                  for n, m in test["per_class"].items()]
-    calib = [[name, *(f.num(cal[key][k], f"test.calibration.{key}.{k}") for k in ("ece", "brier", "nll"))]
+    ci = test.get("ci") or {}
+    calib = [[name, *(f.num(cal[key][k], f"test.calibration.{key}.{k}") for k in ("ece", "brier", "nll")),
+              f"{f.num((ci.get(f'ece_{key}') or {}).get('low'), f'test.ci.ece_{key}.low')}–"
+              f"{f.num((ci.get(f'ece_{key}') or {}).get('high'), f'test.ci.ece_{key}.high')}"]
              for name, key in (("before", "before"), ("after (T = %.3f)" % metrics["calibration"]["temperature"], "after"))]
+    scaling = metrics["calibration"].get("decision")
+    scaling_text = (f" {scaling.capitalize()} ({metrics['calibration']['cv_folds']}-fold cross-validation on validation: held-out "
+                    f"NLL {metrics['calibration']['cv_nll_unscaled']:.4f} at T = 1, {metrics['calibration']['cv_nll_scaled']:.4f} "
+                    "scaled).") if scaling else ""
     confused = [[f.esc(p["true"]), f.esc(p["predicted"]), str(p["count"])] for p in test["confused_pairs"]]
     mistakes = [[str(m["row"]), f.esc(m["label"]), f.esc(m["predicted"]), f"{m['confidence']:.3f}", f.esc(m["text"])]
                 for m in test["confident_mistakes"]]
@@ -28,11 +35,14 @@ def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
         + f.image("per-class F1", f.per_label({n: m["f1"] for n, m in test["per_class"].items()},
                                               {n: m["f1"] for n, m in baseline["per_class"].items()} if baseline else None,
                                               "per-class F1 (test)")),
-        "<h2>Calibration (test)</h2><p>Temperature fitted on the validation split; predict and serve apply it.</p>"
-        + f.table(["", "ECE (15 bins)", "Brier", "NLL"], calib, (0,)) + f.image("reliability diagram", f.reliability(cal)),
+        f"<h2>Calibration (test)</h2><p>Temperature chosen on the validation split; predict and serve apply it.{f.esc(scaling_text)}</p>"
+        + f.table(["", "ECE (15 bins)", "Brier", "NLL", "ECE 95% CI"], calib, (0,)) + f.image("reliability diagram", f.reliability(cal)),
         f"<h2>Coverage and abstention</h2><p>Threshold: {f.num(threshold['value'], 'threshold.value', '.2f')} ({thr_text}). "
         f"On test it answers {f.num(at['coverage'] if at else None, 'threshold.test.coverage', '.1%')} of texts with accuracy "
-        f"{f.num(at['accuracy'] if at else None, 'threshold.test.accuracy')}; the rest would be UNKNOWN.</p>"
+        f"{f.num(at['accuracy'] if at else None, 'threshold.test.accuracy')}"
+        + (f" (95% CI {f.num(at['accuracy_ci']['low'], 'threshold.test.accuracy_ci.low')}–"
+           f"{f.num(at['accuracy_ci']['high'], 'threshold.test.accuracy_ci.high')})" if at and at.get("accuracy_ci") else "")
+        + "; the rest would be UNKNOWN.</p>"
         + f.image("coverage curve", f.coverage(test["sweep"], threshold["value"])),
         "<h2>Most confused label pairs (test)</h2>" + (f.table(["true", "predicted", "count"], confused, (0, 1)) if confused else "<p>None.</p>"),
         "<h2>Most confident mistakes (test)</h2>"
@@ -53,9 +63,11 @@ def card_sections(metrics: Dict, cfg) -> List[str]:
         if threshold["value"] is not None and at and at["accuracy"] is not None
         else "No abstention threshold was chosen."
     )
+    decision = metrics["calibration"].get("decision")
     return [
         "## Calibration and abstention",
-        f"Temperature {metrics['calibration']['temperature']:.3f}, fitted on validation (stored in `encoderfit.json`). "
+        f"Temperature {metrics['calibration']['temperature']:.3f}, chosen on validation (stored in `encoderfit.json`"
+        f"{'; ' + decision if decision else ''}). "
         f"Test ECE {cal['before']['ece']:.4f} before, {cal['after']['ece']:.4f} after; Brier {cal['before']['brier']:.4f} → "
         f"{cal['after']['brier']:.4f}.",
         "",
@@ -64,6 +76,7 @@ def card_sections(metrics: Dict, cfg) -> List[str]:
 
 
 def print_details(results: Dict, split: str, labels: List[str], console) -> None:
+    from ..stats import with_ci
     from ..tables import per_label_table, square_table
 
     m = results[split]
@@ -76,6 +89,10 @@ def print_details(results: Dict, split: str, labels: List[str], console) -> None
         f"({results['calibration']['fitted_on']}); ECE {cal['before']['ece']:.4f} -> {cal['after']['ece']:.4f}, "
         f"Brier {cal['before']['brier']:.4f} -> {cal['after']['brier']:.4f}, NLL {cal['before']['nll']:.4f} -> {cal['after']['nll']:.4f}"
     )
+    ci = m.get("ci") or {}
+    if ci.get("ece_after"):
+        console.print(f"test ECE with 95% CI: before {with_ci(cal['before']['ece'], ci.get('ece_before'))}, after "
+                      f"{with_ci(cal['after']['ece'], ci.get('ece_after'))}")
     note = abstention_note(results["threshold"], split)
     if note:
         console.print(note)
@@ -88,6 +105,9 @@ def abstention_note(threshold: Dict[str, Any], split: str) -> Optional[str]:
         target = threshold.get("target_accuracy")
         return "abstention threshold: none" + (f" (no threshold reaches accuracy {target} on validation)" if target else "")
     if row and row.get("accuracy") is not None:
+        from ..stats import with_ci
+
         return (f"abstention threshold {threshold['value']:.2f} (target accuracy {threshold['target_accuracy']}, chosen on "
-                f"{threshold['chosen_on']}): on {split} answers {row['coverage']:.1%} with accuracy {row['accuracy']:.4f}")
+                f"{threshold['chosen_on']}): on {split} answers {row['coverage']:.1%} with accuracy "
+                f"{with_ci(row['accuracy'], row.get('accuracy_ci'))}")
     return None

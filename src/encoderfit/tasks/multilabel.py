@@ -65,6 +65,7 @@ class Multilabel(Task):
     metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}
     summary = (("f1_micro", "micro-F1"), ("f1_macro", "macro-F1"), ("f1_samples", "samples-F1"), ("subset_accuracy", "subset accuracy"),
                ("hamming_loss", "Hamming loss"))
+    lower_is_better = frozenset({"hamming_loss"})
 
     # ---------------------------------------------------------------- targets
 
@@ -213,7 +214,27 @@ class Multilabel(Task):
         result.update({"model": "tfidf-1-2gram + one-vs-rest logistic regression, per-label thresholds on validation", "C": c,
                        "validation_f1_micro": float(f1), "seconds": round(time.time() - started, 2)})
         log.info("baseline (TF-IDF + one-vs-rest LR, C=%g): test micro-F1 %.4f, macro-F1 %.4f", c, result["f1_micro"], result["f1_macro"])
-        return result
+        p = np.clip(probs, 1e-7, 1 - 1e-7)
+        return {"metrics": result, "logits": np.log(p / (1 - p)), "head": head}
+
+    def interval_metrics(self, preds, labels, head):
+        y = np.asarray(preds.targets) > 0.5
+        pred = sigmoid(preds.logits) >= threshold_vector(head, labels)[None, :]
+        tp, fp, fn = pred & y, pred & ~y, ~pred & y
+        tp_row, fp_row, fn_row = tp.sum(1), fp.sum(1), fn.sum(1)
+        row_f1 = np.divide(2 * tp_row, 2 * tp_row + fp_row + fn_row, out=np.zeros(len(y)), where=(2 * tp_row + fp_row + fn_row) > 0)
+        exact = (pred == y).all(1)
+
+        def f1_micro(idx):
+            t = tp_row[idx].sum()
+            return float(2 * t / max(2 * t + fp_row[idx].sum() + fn_row[idx].sum(), 1))
+
+        def f1_macro(idx):
+            t, f, n = tp[idx].sum(0), fp[idx].sum(0), fn[idx].sum(0)
+            return float(np.divide(2 * t, 2 * t + f + n, out=np.zeros(len(labels)), where=(2 * t + f + n) > 0).mean())
+
+        return ({"f1_micro": f1_micro, "f1_macro": f1_macro, "f1_samples": lambda idx: float(row_f1[idx].mean()),
+                 "subset_accuracy": lambda idx: float(exact[idx].mean())}, None)
 
     # ---------------------------------------------------------------- inference
 

@@ -55,6 +55,7 @@ class Regression(Task):
     output_noun = "target"
     metrics_for_best = {"loss": False, "pearson": True, "spearman": True, "mae": False, "rmse": False}
     summary = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))
+    lower_is_better = frozenset({"mae", "rmse"})
 
     # ---------------------------------------------------------------- targets
 
@@ -196,11 +197,36 @@ class Regression(Task):
             if best is None or rmse < best[0]:
                 best = (rmse, alpha, model)
         rmse, alpha, model = best
-        result = regression_metrics(y["test"], model.predict(x["test"]))
+        predicted = model.predict(x["test"])
+        result = regression_metrics(y["test"], predicted)
         result.update({"model": "tfidf-1-2gram + ridge regression", "alpha": alpha, "validation_rmse": rmse,
                        "seconds": round(time.time() - started, 2)})
         log.info("baseline (TF-IDF + ridge, alpha=%g): test Pearson %.4f, RMSE %.4f", alpha, result["pearson"], result["rmse"])
-        return result
+        return {"metrics": result, "logits": predicted.reshape(-1, 1), "head": {}}
+
+    def interval_metrics(self, preds, labels, head):
+        from scipy.stats import rankdata
+
+        y = np.asarray(preds.targets, dtype=np.float64)
+        predicted = clip(np.asarray(preds.logits, dtype=np.float64).reshape(-1), head.get("target_range"))
+        error = predicted - y
+
+        def pearson(idx):
+            a, b = y[idx], predicted[idx]
+            return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+        def spearman(idx):
+            a, b = rankdata(y[idx]), rankdata(predicted[idx])
+            return float(np.corrcoef(a, b)[0, 1]) if a.std() > 0 and b.std() > 0 else float("nan")
+
+        fns = {"pearson": pearson, "spearman": spearman, "mae": lambda idx: float(np.abs(error[idx]).mean()),
+               "rmse": lambda idx: float(np.sqrt((error[idx] ** 2).mean()))}
+        q = head.get("halfwidth")
+        if q is not None:
+            low, high = clip(predicted - q, head.get("target_range")), clip(predicted + q, head.get("target_range"))
+            covered = (y >= low) & (y <= high)
+            fns["interval_coverage"] = lambda idx: float(covered[idx].mean())
+        return fns, None
 
     # ---------------------------------------------------------------- inference
 
