@@ -1,6 +1,6 @@
 PYTHON ?= python3
 
-.PHONY: setup test bbc
+.PHONY: setup test test-slow bbc
 
 # CPU torch first, pinned: any other torch spec would pull GBs of CUDA wheels.
 setup:
@@ -10,6 +10,10 @@ setup:
 # Offline by design: every test builds or ships its own models and data.
 test:
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q
+
+# The tests that fine-tune or export the real pretrained MiniLM (minutes on 2 cores).
+test-slow:
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q -m slow
 
 bbc:
 	HF_HUB_OFFLINE=1 encoderfit train --config examples/bbc-news.yaml

