@@ -128,7 +128,7 @@ class ModelArgs:
             f"model.attention_dropout must be in [0, 1) (got {self.attention_dropout})",
         )
         _require(self.window_overlap >= 0, f"model.window_overlap must be >= 0 (got {self.window_overlap})")
-        _require(self.max_length is None or self.window_overlap < self.max_length // 2,
+        _require(self.long_texts != "windows" or self.max_length is None or self.window_overlap < self.max_length // 2,
                  f"model.window_overlap {self.window_overlap} must be under half of model.max_length {self.max_length}")
 
 

@@ -138,6 +138,8 @@ class Prepared:
         log.info("%s: %s; examples: %s", chosen.output_noun, shown,
                  {k: len(v) for k, v in splits.as_dict().items()})
         windows = {"overlap": model.window_overlap, "aggregation": model.window_aggregation} if model.long_texts == "windows" else None
+        if windows and model.window_overlap >= max_length // 2:
+            raise UserError(f"model.window_overlap {model.window_overlap} must be under half of max_length {max_length}")
         tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length, windows,
                                     first_window_only=role == "train" and train.window_training == "first")
                      for role in ("train", "validation")}
