@@ -153,7 +153,7 @@ def task_run(tmp_path_factory, tiny_model, name: str, rows: list[dict], fields, 
     data = write_csv(home / f"{name}.csv", rows, fieldnames=fields)
     out = home / "run"
     run_cli("train", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
-            "--train.epochs", "8", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
+            "--train.epochs", "5", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
             "--train.logging_steps", "5", *args)
     return out
 
@@ -228,6 +228,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving_in_thread(run: Path, **app_options):
+    """The app `encoderfit serve RUN` runs, served by uvicorn on a free loopback port in a thread of this process (no
+    second interpreter to start); yields its URL."""
+    import threading
+
+    import uvicorn
+
+    from encoderfit.predict import Predictor
+    from encoderfit.serve import create_app, model_info
+
+    predictor = Predictor.from_pretrained(run)
+    app = create_app(predictor, model_info(run, predictor, "torch"), allowed_hosts=["127.0.0.1"], **app_options)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        assert thread.is_alive() and time.time() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from conftest import TOPICS, read_jsonl, run_cli, serving
+from conftest import TOPICS, read_jsonl, run_cli, serving_in_thread
 from encoderfit.predict import Predictor
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "encoderfit"
@@ -118,9 +118,10 @@ def test_pairs_train_predict_and_refuse_single_texts(pair_run, tmp_path):
 @pytest.mark.parametrize("fixture,decision", [("multilabel_run", "label_set_agreement"), ("regression_run", "pearson_with_reference"),
                                               ("pair_run", "label_agreement")])
 def test_export_parity_for_every_task(request, fixture, decision, tmp_path):
+    from encoderfit.export import export
+
     run = request.getfixturevalue(fixture)
-    out = tmp_path / "onnx"
-    run_cli("export", str(run), "--quantize", "int8", "--output", str(out))
+    out = export(run, quantize="int8", output=tmp_path / "onnx")  # the CLI's function, in this process
     parity = json.loads((out / "parity.json").read_text())
     assert parity["fp32"]["max_abs_logit_diff"] <= 1e-4 and parity["fp32"][decision] >= 0.999
     assert parity["int8_rechecked"][decision] >= 0.9
@@ -140,7 +141,7 @@ def test_export_parity_for_every_task(request, fixture, decision, tmp_path):
 ])
 def test_serve_every_task(request, fixture, body, check):
     run = request.getfixturevalue(fixture)
-    with serving(run) as url:
+    with serving_in_thread(run) as url:
         info = httpx.get(url + "/v1/model").json()
         response = httpx.post(url + "/v1/predict", json=body, timeout=30)
         single = httpx.post(url + "/v1/predict", json={"text": "x"} if "pairs" in body else {"pairs": [["a", "b"]]}, timeout=30)

@@ -144,10 +144,13 @@ def test_balanced_class_weights_favour_the_rare_class():
 
 
 @pytest.mark.parametrize("name", ["classification", "multilabel", "regression"])
-def test_training_loss_is_one_mean_over_the_whole_step(name):
-    """Summed per micro-batch and divided by the step's example count: two halves add up to the whole batch's mean,
-    which is what makes 2 processes (or 2 accumulated micro-batches) equal to 1."""
+def test_training_loss_is_one_mean_over_the_whole_step(name, tmp_path):
+    """Summed per micro-batch and divided by the step's item count as the Trainer itself counts it: two halves add up
+    to the whole batch's mean, which is what makes 2 processes (or 2 accumulated micro-batches) equal to 1, and the
+    training loss equals the evaluation mean (a multi-label loss once came out divided by the label count: the
+    Trainer counts examples x labels, and 172 debtags labels made the gradients too small to learn anything)."""
     import torch
+    from transformers import Trainer, TrainingArguments
 
     from encoderfit.config import TrainArgs
     from encoderfit.tasks import get_task
@@ -160,7 +163,9 @@ def test_training_loss_is_one_mean_over_the_whole_step(name):
     stats = task.summarize_targets(labels.numpy(), ["a", "b", "c"])
     loss = task.loss(stats, TrainArgs())
     out = lambda x: type("Out", (), {"logits": x})()  # noqa: E731
-    whole = loss(out(logits), labels, num_items_in_batch=torch.tensor(8))
-    halves = loss(out(logits[:4]), labels[:4], num_items_in_batch=torch.tensor(8)) + loss(out(logits[4:]), labels[4:], num_items_in_batch=torch.tensor(8))
+    trainer = Trainer(model=torch.nn.Linear(2, 2), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]), compute_loss_func=loss)
+    count = trainer._get_num_items_in_batch([{"labels": labels[:4]}, {"labels": labels[4:]}], torch.device("cpu"))
+    whole = loss(out(logits), labels, num_items_in_batch=count)
+    halves = loss(out(logits[:4]), labels[:4], num_items_in_batch=count) + loss(out(logits[4:]), labels[4:], num_items_in_batch=count)
     assert halves.item() == pytest.approx(whole.item(), rel=1e-6)
     assert whole.item() == pytest.approx(loss(out(logits), labels).item(), rel=1e-6)  # the evaluation mean

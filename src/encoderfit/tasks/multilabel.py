@@ -158,8 +158,9 @@ class Multilabel(Task):
             logits = outputs.logits.float()
             weight = None if pos_weight is None else pos_weight.to(logits.device)
             per_label = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels.float(), pos_weight=weight, reduction="none")
-            per_example = per_label.mean(dim=1)
-            return per_example.mean() if num_items_in_batch is None else per_example.sum() / num_items_in_batch
+            # The Trainer counts num_items_in_batch as the label tensor's elements (examples x labels), so this is the
+            # mean over every (example, label) decision, as in the single-process, unaccumulated case.
+            return per_label.mean() if num_items_in_batch is None else per_label.sum() / num_items_in_batch
 
         return loss
 
