@@ -50,7 +50,8 @@ def row(run: RunDir) -> list:
     long = f"{inputs['longer_than_max_length']:.0%} {inputs['treatment']}" if inputs else ""
     runtime = (m.get("train") or {}).get("train_runtime_s") or 0
     members = len(seeds["seeds"]) if seeds else 1
-    return [f"`{run.path.name}`", cfg.model.name_or_path, f"{cfg.resolved.get('max_length')}", figure(m["test"], primary, percent),
+    name = run.path.resolve().relative_to(ROOT / "runs") if run.path.resolve().is_relative_to(ROOT / "runs") else run.path.name
+    return [f"`{name}`", cfg.model.name_or_path, f"{cfg.resolved.get('max_length')}", figure(m["test"], primary, percent),
             figure(m["test"], secondary, percent), f"{100 * m['baseline'][primary]:.2f}%" if percent else f"{m['baseline'][primary]:.3f}",
             f"{comparison.get('outcome', '')}" + (f" (p = {p:.2g})" if p is not None else ""), spread, long,
             f"{minutes(runtime)}" + (f" per seed" if members > 1 else "")]
@@ -62,7 +63,7 @@ def main() -> None:
     args = parser.parse_args()
     paths = [Path(p) for p in args.runs] or sorted(p for p in (ROOT / "runs").iterdir() if RunDir.is_run(p))
     header = ["run", "model", "max_length", "test: primary metric (95% CI)", "secondary (95% CI)", "TF-IDF baseline",
-              "verdict vs baseline", "seeds: test mean ± sd", "texts > max_length", "training time"]
+              "verdict vs baseline", "seeds: test mean ± sd", "texts > max_length", "training loop time"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for path in paths:
         try:
