@@ -11,7 +11,6 @@ docs/benchmarks.md and prints the markdown.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def row(run: RunDir) -> list:
     return [f"`{name}`", cfg.model.name_or_path, f"{cfg.resolved.get('max_length')}", figure(m["test"], primary, percent),
             figure(m["test"], secondary, percent), f"{100 * m['baseline'][primary]:.2f}%" if percent else f"{m['baseline'][primary]:.3f}",
             f"{comparison.get('outcome', '')}" + (f" (p = {p:.2g})" if p is not None else ""), spread, long,
-            f"{minutes(runtime)}" + (f" per seed" if members > 1 else "")]
+            f"{minutes(runtime)}" + (" per seed" if members > 1 else "")]
 
 
 def main() -> None:
