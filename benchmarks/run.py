@@ -268,10 +268,22 @@ def main() -> None:
     print(f"[bench] wrote {args.output}")
 
 
+def cpu_description() -> str:
+    """The CPU's name, family/model and the vector extensions int8 and fp32 kernels depend on (a virtual machine may
+    name every EPYC alike: the family/model and flags tell the generations apart)."""
+    info = {}
+    for line in open("/proc/cpuinfo"):
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    flags = set(info.get("flags", "").split())
+    vector = ", ".join(f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags) or "no AVX2"
+    return f"{info.get('model name', platform.processor())} (family {info.get('cpu family')}, model {info.get('model')}; {vector})"
+
+
 def markdown(peak, steps, seed, ours, inference, quick) -> str:
     import onnxruntime
 
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor())
+    cpu = cpu_description()
     ratio = ours["real_tok_s"] / seed["real_tok_s"]
     lines = [
         "## Training and inference: `python benchmarks/run.py`", "",

@@ -157,8 +157,10 @@ def test_serve_every_task(request, fixture, body, check):
 
 def test_stages_contain_no_task_branches():
     """Task names appear in the task modules and the registry only: a new task is one module and one entry."""
-    names = {"classification", "multilabel", "regression", "multi_label_classification", "single_label_classification"}
-    allowed = {"config.py"}  # RunConfig.task's default, for run directories written before tasks existed
+    names = {"classification", "multilabel", "regression", "multi_label_classification", "single_label_classification", "mlm"}
+    # config.py: RunConfig.task's default, for run directories written before tasks existed; pretrain*.py: the stage
+    # that exists for the masked-LM task (its runs are read by no other stage)
+    allowed = {"config.py", "pretrain.py", "pretrain_config.py"}
     for module in SRC.glob("*.py"):
         if module.name in allowed:
             continue

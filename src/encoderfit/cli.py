@@ -38,12 +38,14 @@ def _commands() -> Dict[str, Callable]:
     from .evaluate import evaluate
     from .export import export
     from .predict import predict
+    from .pretrain import pretrain
     from .report import report
     from .serve import serve
     from .train import fit
     from .tune import tune
 
-    return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve}
+    return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
+            "pretrain": pretrain}
 
 
 def build_parser(commands: Dict[str, Callable]):
@@ -51,7 +53,7 @@ def build_parser(commands: Dict[str, Callable]):
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="encoderfit", exit_on_error=False, allow_abbrev=False,
-                            description="Fine-tune, evaluate and use transformer encoders: classification, multi-label, regression.")
+                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, masked-LM.")
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in commands.items():
         summary = (fn.__doc__ or "").strip().splitlines()[0]

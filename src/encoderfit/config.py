@@ -153,8 +153,11 @@ class TrainArgs:
     """Decoupled AdamW weight decay (the paper uses a tiny value)."""
     warmup_ratio: float = 0.1
     """Share of the training steps spent warming the learning rate up from 0."""
-    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
-    """Learning-rate schedule after warmup."""
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup", "warmup_stable_decay"] = "linear"
+    """Learning-rate schedule after warmup. warmup_stable_decay: held at the peak, then decayed to 0 over the last
+    decay_ratio of the steps with ModernBERT's 1-sqrt shape (its trapezoid; the default of `encoderfit pretrain`)."""
+    decay_ratio: float = 0.1
+    """warmup_stable_decay: share of the training steps spent decaying the learning rate to 0 at the end."""
     adam_beta1: float = 0.9
     """AdamW beta1."""
     adam_beta2: float = 0.98
@@ -222,6 +225,8 @@ class TrainArgs:
         _require(self.max_steps is None or self.max_steps > 0, f"train.max_steps must be > 0 (got {self.max_steps})")
         _require(self.eval_steps is None or self.eval_steps > 0, f"train.eval_steps must be > 0 (got {self.eval_steps})")
         _require(0 <= self.warmup_ratio < 1, f"train.warmup_ratio must be in [0, 1) (got {self.warmup_ratio:g})")
+        _require(0 < self.decay_ratio <= 1 - self.warmup_ratio,
+                 f"train.decay_ratio must be in (0, 1 - warmup_ratio] (got {self.decay_ratio:g})")
         _require(self.weight_decay >= 0, f"train.weight_decay must be >= 0 (got {self.weight_decay:g})")
         _require(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {self.max_grad_norm:g})")
         _require(self.save_steps is None or self.save_steps > 0, f"train.save_steps must be > 0 (got {self.save_steps})")
@@ -322,6 +327,11 @@ class RunConfig:
         mapped); one that looks like a misspelling of a missing key is an error, since its meaning is unclear."""
         if not isinstance(raw, dict):
             raise UserError(f"{where}: expected a mapping of settings, found {type(raw).__name__}; restore the file or re-train")
+        from .tasks import TASKS
+
+        task = TASKS.get(str(raw.get("task") or LEGACY_TASK))
+        if task is not None and "train" not in task.stages:  # e.g. a pre-training run: not read by these stages
+            raise UserError(f"{where}: {task.unsupported}")
         groups = {}
         for group, kind in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs), ("report", ReportArgs)):
             values = dict(raw.get(group) or {})

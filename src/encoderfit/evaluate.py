@@ -105,7 +105,7 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
     label_noise.csv (where the task has a review), report.html and model/README.md. Used by `train` and `eval`."""
     from .report import write_report
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, "eval")
     fingerprint = run.model.fingerprint()
     preds = {role: split_predictions(run, role, ds, predictor, task, cfg.labels, fingerprint)
              for role, ds in (("validation", splits.validation), ("test", splits.test))}
@@ -170,7 +170,7 @@ def evaluate(
     rundir = RunDir(run)
     cfg = rundir.config()
     cfg.report = report.apply(cfg.report)
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, "eval")
     args = replace(cfg.data, text_column=text_column or cfg.data.text_column,
                    text_pair_column=text_pair_column or cfg.data.text_pair_column,
                    label_column=label_column or cfg.data.label_column)

@@ -119,7 +119,7 @@ def fit_recheck_margin(fp32: OnnxModel, int8: OnnxModel, tokenizer, info: ModelI
     """
     import numpy as np
 
-    task = get_task(info.task)
+    task = get_task(info.task, "export")
     exact = Predictor(fp32, tokenizer, info).logits(texts, pairs)
     quick = Predictor(int8, tokenizer, info).logits(texts, pairs)
     margin = float(np.quantile(task.margin_drop(quick, exact, info.head), quantile)) if len(texts) else 0.0
@@ -133,7 +133,7 @@ def parity(model, tokenizer, info: ModelInfo, texts: List[str], pairs: Optional[
            recheck_margin: Optional[float] = None) -> Dict:
     """The task's parity (max |logit difference|, decision agreement) of each ONNX model, and of int8 with its fp32
     re-check, against PyTorch, through the same length-batched Predictor path that predict and serve use."""
-    task = get_task(info.task)
+    task = get_task(info.task, "export")
     reference = Predictor(model, tokenizer, info).logits(texts, pairs)
     runs = {name: Predictor(session, tokenizer, info) for name, session in onnx.items()}
     if recheck_margin is not None:
@@ -173,7 +173,7 @@ def export(
     out = Path(output) if output else (rundir.path if rundir else run.parent) / RunDir.ONNX
     check_writable(out, "--output")
     info = source.info()
-    task = get_task(info.task)
+    task = get_task(info.task, "export")
     tokenizer = load_tokenizer(ModelArgs(name_or_path=str(source.path)))
     model = load_trained(str(source.path), task, info.members, attn_implementation="eager").eval()
     if getattr(model.config, "reference_compile", None):

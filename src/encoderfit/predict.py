@@ -121,7 +121,7 @@ class Predictor:
     def __init__(self, model, tokenizer, info: ModelInfo, device=None, max_tokens: Optional[int] = None,
                  max_batch_size: Optional[int] = None, chunk_size: int = 8192, calibrated: bool = True,
                  abstain: bool = False, recheck: Optional[Tuple[Any, float]] = None):
-        self.task = get_task(info.task)
+        self.task = get_task(info.task, "predict")
         check_options(self.task, calibrated, abstain)
         self.info, self.calibrated, self.abstain = info, calibrated, abstain
         if abstain:  # fail now, not at the first text
@@ -155,7 +155,7 @@ class Predictor:
         if backend == "torch":
             directory = locate(path)[1]
             info = directory.info()
-            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task), info.members, device)
+            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task, "predict"), info.members, device)
         else:
             directory = _onnx_dir(path, backend)
             info, dev = directory.info(), "cpu"

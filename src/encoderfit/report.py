@@ -37,7 +37,7 @@ def _metric(metrics: Dict, path: str):
 def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]) -> str:
     from . import figures as f
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, "report")
     shown = ", ".join(cfg.labels[:12]) + (f", … ({len(cfg.labels)} in all)" if len(cfg.labels) > 12 else "")
     cards = [(title, f.num(_metric(metrics, path), path, fmt)) for title, path, fmt in task.headline(metrics)]
     if metrics.get("baseline"):
@@ -128,7 +128,7 @@ def report(run: Path) -> Path:
 
     rundir = RunDir(run)
     cfg = rundir.config()
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, "report")
     previous = rundir.metrics()
     preds = {role: rundir.require_predictions(role, task, cfg.labels) for role in ("validation", "test")}
     metrics = {**previous, **analyse(task, preds, cfg, rundir.model.info().head, saved_baseline(rundir, task, cfg.labels, previous))}

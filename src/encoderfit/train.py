@@ -27,10 +27,10 @@ from .errors import UserError
 from .files import check_writable, partial_dir, publish_dir, write_json
 from .modeling import load_config, load_model, load_tokenizer, resolve_max_length
 from .rundir import ModelInfo, RunDir
-from .tasks import TASKS, Task, get_task
+from .tasks import LABELLED, Task, get_task
 
 log = logging.getLogger(__name__)
-TaskName = Literal[tuple(TASKS)]  # the registry's names: --task's choices
+TaskName = Literal[tuple(LABELLED)]  # the registry's fine-tuning tasks: --task's choices (mlm: `encoderfit pretrain`)
 
 # Settings that may change between an interrupted run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.logging_steps", "train.save_steps",
@@ -48,7 +48,7 @@ def _flat(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def config_changes(before: RunConfig, now: RunConfig) -> List[str]:
+def config_changes(before, now) -> List[str]:
     """Settings that differ between two runs, ignoring those that do not change the result."""
     a, b = (_flat({k: v for k, v in c.to_dict().items() if k not in ("resolved", "labels")}) for c in (before, now))
     changed = []
@@ -66,15 +66,15 @@ def _progress(workdir: Path) -> List[Path]:
     return checkpoints_in(workdir / RunDir.CHECKPOINTS) + members
 
 
-def continues(workdir: Path, cfg: RunConfig, resume: Optional[bool]) -> bool:
-    """Whether to continue the interrupted run in `workdir` (its config must match) or start afresh. resume None means
-    "if an interrupted run is there"."""
+def continues(workdir: Path, cfg, resume: Optional[bool]) -> bool:
+    """Whether to continue the interrupted run in `workdir` (its config, of cfg's type, must match) or start afresh.
+    resume None means "if an interrupted run is there"."""
     if resume is False or not _progress(workdir):
         if resume:
             raise UserError(f"--resume: no interrupted run to resume in {workdir}; run without --resume to start one")
         return False
     try:
-        before = RunConfig.load(workdir)
+        before = type(cfg).load(workdir)
     except (UserError, TypeError, ValueError):
         before = None
     changes = ["its config.yaml is missing or unreadable"] if before is None else config_changes(before, cfg)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Dict, Optional
 
 import torch
-from transformers import DataCollatorWithPadding, EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from .checkpoints import seal
@@ -56,6 +56,7 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, grea
         weight_decay=train.weight_decay,
         warmup_steps=train.warmup_ratio,  # a float below 1 is a share of all steps
         lr_scheduler_type=train.lr_scheduler,
+        lr_scheduler_kwargs={"decay_ratio": train.decay_ratio} if train.lr_scheduler == "warmup_stable_decay" else None,
         adam_beta1=train.adam_beta1,
         adam_beta2=train.adam_beta2,
         adam_epsilon=train.adam_epsilon,
@@ -102,13 +103,28 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
 
 class EncoderTrainer(Trainer):
-    def __init__(self, *args, lengths, **kwargs):
+    def __init__(self, *args, lengths, derive=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.lengths = list(lengths)  # read before the Trainer drops the columns the model does not take
+        self.derive = derive  # the task's metrics computed from the others (perplexity from the loss)
 
     def _get_train_sampler(self, train_dataset=None):
         group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         return EpochSeededLengthSampler(self.lengths, group, self.args.seed)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        kwargs = self.args.lr_scheduler_kwargs or {}
+        if "decay_ratio" in kwargs:  # warmup-stable-decay: the decay's length in steps, now that the total is known
+            self.args.lr_scheduler_kwargs = {"num_decay_steps": max(1, round(kwargs["decay_ratio"] * num_training_steps)),
+                                             "decay_type": "1-sqrt"}  # ModernBERT's decay (Hägele et al., 2024)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        if self.derive is not None:
+            prefix = kwargs.get("metric_key_prefix", "eval")  # Trainer.evaluate passes it by name
+            output.metrics.update(self.derive(output.metrics, prefix))
+        return output
 
 
 class SealCheckpoints(TrainerCallback):
@@ -134,7 +150,7 @@ class SaveEverySteps(TrainerCallback):
 
 
 def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
-    callbacks = [SealCheckpoints(), *extra]
+    callbacks = [*extra, SealCheckpoints()]  # the extras' on_save files are in the checkpoint before it is sealed
     if train.save_steps:
         callbacks.append(SaveEverySteps(train.save_steps))
     if "tensorboard" in train.report_to and is_main():  # one event file, written by the main process only
@@ -148,8 +164,9 @@ def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
 
 
 def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, train: TrainArgs, precision: str, workdir: Path,
-                  callbacks: Optional[list] = None) -> Trainer:
-    """The Trainer for `task`: its loss and metrics, the checkpoint kept by `train.metric_for_best` in its direction."""
+                  callbacks: Optional[list] = None, collator=None) -> Trainer:
+    """The Trainer for `task`: its loss, metrics and collator (`collator` replaces the task's default), the checkpoint
+    kept by `train.metric_for_best` in its direction."""
     if train.metric_for_best not in task.metrics_for_best:
         raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {task.name} task; "
                         f"choose from {sorted(task.metrics_for_best)}")
@@ -160,8 +177,10 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"].sort("length"),  # sorted: evaluation batches barely pad either
         processing_class=tokenizer,
-        data_collator=DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if has_cuda() else None),
+        data_collator=collator or task.collator(tokenizer),
         compute_metrics=task.trainer_metrics(labels, stats),
+        preprocess_logits_for_metrics=task.preprocess_logits(),
+        derive=task.derive_metrics,
         compute_loss_func=task.loss(stats, train),
         callbacks=_callbacks(train, workdir / "logs", callbacks or []),
         lengths=tokenized["train"]["length"],

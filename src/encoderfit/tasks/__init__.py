@@ -12,18 +12,24 @@ from typing import Dict, Optional
 from ..errors import UserError, closest
 from .base import Task, check_options
 from .classification import Classification
+from .mlm import MaskedLM
 from .multilabel import Multilabel
 from .regression import Regression
 
 log = logging.getLogger(__name__)
 
-TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression())}
+TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression(), MaskedLM())}
+LABELLED = [name for name, task in TASKS.items() if "train" in task.stages]  # what --task can name
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, stage: Optional[str] = None) -> Task:
+    """The task called `name`; with `stage`, one that the stage can run (else a one-line error saying what to do)."""
     if name not in TASKS:
         raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; choose from {list(TASKS)}")
-    return TASKS[name]
+    task = TASKS[name]
+    if stage is not None and stage not in task.stages:
+        raise UserError(f"{stage}: {task.unsupported}")
+    return task
 
 
 def infer_task(ds, separator: Optional[str], column: str) -> tuple:
@@ -50,10 +56,10 @@ def resolve_task(requested: Optional[str], ds, separator: Optional[str], column:
     """The run's task: the one asked for, or the one the label column implies (stated in the log either way)."""
     if requested:
         log.info("task: %s (requested)", requested)
-        return get_task(requested)
+        return get_task(requested, "train")
     name, why = infer_task(ds, separator, column)
     log.info("task: %s (inferred: %s; set --task to choose)", name, why)
     return TASKS[name]
 
 
-__all__ = ["TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task"]
+__all__ = ["LABELLED", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task"]

@@ -41,6 +41,10 @@ class Task:
     task's primary metric: the verdict against the baseline is about it."""
     lower_is_better: ClassVar[frozenset] = frozenset()
     """Metrics where less is better (errors, losses); every other is better greater."""
+    stages: ClassVar[frozenset] = frozenset({"train", "tune", "eval", "predict", "export", "serve", "report"})
+    """The stages that can run on this task's runs and models."""
+    unsupported: ClassVar[str] = ""
+    """What to do instead, for a stage this task lacks."""
 
     # ---------------------------------------------------------------- targets
 
@@ -89,6 +93,22 @@ class Task:
     def trainer_metrics(self, labels: List[str], stats: Dict[str, Any]) -> Callable:
         """compute_metrics for the Trainer's evaluations: logits and targets -> {metric: value}."""
         raise NotImplementedError
+
+    def collator(self, tokenizer):
+        """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
+        from transformers import DataCollatorWithPadding
+
+        from ..device import has_cuda
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if has_cuda() else None)
+
+    def preprocess_logits(self) -> Optional[Callable]:
+        """What the Trainer keeps of each evaluation batch's logits (None: all of them)."""
+        return None
+
+    def derive_metrics(self, metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
+        """Evaluation metrics computed from the Trainer's others (e.g. perplexity from the loss)."""
+        return {}
 
     def after_training(self, model_dir, stats: Dict[str, Any]) -> bool:
         """Adjust the saved weights once training is over; True when they changed (the in-memory model is stale)."""
