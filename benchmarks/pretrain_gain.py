@@ -44,11 +44,14 @@ def random_init_copy(pretrained: Path, out: Path) -> Path:
     return out
 
 
-def fine_tune(recipe: str, model: str, seed: int, out: Path) -> RunDir:
+def fine_tune(recipe: str, model: str, seed: int, out: Path, learning_rate=None) -> RunDir:
     if not (out / "metrics.json").is_file():
         raw = yaml.safe_load((ROOT / "examples" / f"{recipe}.yaml").read_text())
-        fit(DataArgs(**raw["data"]), ModelArgs(**{**raw["model"], "name_or_path": model}),
-            TrainArgs(**{**raw["train"], "seed": seed, "report_to": []}), ReportArgs(), output_dir=out, overwrite=True)
+        train = {**raw["train"], "seed": seed, "report_to": []}
+        if learning_rate:
+            train["learning_rate"] = learning_rate
+        fit(DataArgs(**raw["data"]), ModelArgs(**{**raw["model"], "name_or_path": model}), TrainArgs(**train), ReportArgs(),
+            output_dir=out, overwrite=True)
     return RunDir(out)
 
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--control", default=None, help="the model to compare with (default: the same architecture, random init)")
     parser.add_argument("--recipes", nargs="+", default=["vader-movies", "bbc-news"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--learning_rate", type=float, default=None, help="fine-tune both arms at this rate instead of the example's")
     args = parser.parse_args()
     pretrained = Path(args.pretrained)
     name = pretrained.name
@@ -72,12 +76,14 @@ def main() -> None:
     rows = []
     for recipe in args.recipes:
         for seed in args.seeds:
-            arms = {arm: fine_tune(recipe, model, seed, ROOT / "runs" / "gain" / f"{name}-{arm}-{recipe}-{seed}")
+            lr = f"-lr{args.learning_rate:g}" if args.learning_rate else ""
+            arms = {arm: fine_tune(recipe, model, seed, ROOT / "runs" / "gain" / f"{name}-{arm}-{recipe}-{seed}{lr}", args.learning_rate)
                     for arm, model in (("pretrained", str(pretrained / "model")), ("control", control))}
             m = {arm: run.metrics() for arm, run in arms.items()}
             test = mcnemar_exact(correct(arms["pretrained"]), correct(arms["control"]))
             fmt = lambda t: f"{100 * t['accuracy']:.2f}% ({100 * t['ci']['accuracy']['low']:.2f}–{100 * t['ci']['accuracy']['high']:.2f})"  # noqa: E731
-            rows.append(f"| {recipe} | {seed} | {fmt(m['pretrained']['test'])} | {fmt(m['control']['test'])} | "
+            rate = args.learning_rate or yaml.safe_load((ROOT / "examples" / f"{recipe}.yaml").read_text())["train"]["learning_rate"]
+            rows.append(f"| {recipe} | {seed} | {rate:g} | {fmt(m['pretrained']['test'])} | {fmt(m['control']['test'])} | "
                         f"{100 * (m['pretrained']['test']['accuracy'] - m['control']['test']['accuracy']):+.2f} | "
                         f"{test['model_only_right']} vs {test['baseline_only_right']}, p = {test['p_value']:.2g} | "
                         f"{m['pretrained']['train']['train_runtime_s']:.0f} s / {m['control']['train']['train_runtime_s']:.0f} s |")
@@ -85,16 +91,16 @@ def main() -> None:
     metrics = RunDir(pretrained).metrics()
     text = f"""## Downstream: `{name}` against {control_title}
 
-Produced by `python benchmarks/pretrain_gain.py --pretrained runs/{name}{' --control ' + args.control if args.control else ''} --recipes {' '.join(args.recipes)} --seeds {' '.join(map(str, args.seeds))}`.
+Produced by `python benchmarks/pretrain_gain.py --pretrained runs/{name}{' --control ' + args.control if args.control else ''} --recipes {' '.join(args.recipes)} --seeds {' '.join(map(str, args.seeds))}{f' --learning_rate {args.learning_rate:g}' if args.learning_rate else ''}`.
 The pre-trained model: {metrics['train']['tokens_seen']:,} tokens seen in {metrics['train']['train_runtime_s'] / 60:.0f} min, held-out
 perplexity {metrics['validation']['perplexity']:.1f} (unigram baseline {metrics['baseline']['perplexity']:.1f}). Each recipe is fine-tuned with
 its example config (examples/RECIPE.yaml), only `--model.name_or_path` changed; test accuracy with its 95% bootstrap CI;
 McNemar: test texts only the pre-trained model gets right vs only the control.
 
-| recipe | seed | pre-trained | control | difference (points) | McNemar | fine-tuning time |
-|---|---:|---:|---:|---:|---|---:|
+| recipe | seed | learning rate | pre-trained | control | difference (points) | McNemar | fine-tuning time |
+|---|---:|---:|---:|---:|---:|---|---:|
 """ + "\n".join(rows)
-    write_section(f"gain-{name}", text)
+    write_section(f"gain-{name}" + (f"-lr{args.learning_rate:g}" if args.learning_rate else ""), text)
     print(text)
 
 

@@ -165,7 +165,8 @@ def test_the_model_loads_in_a_fill_mask_pipeline_and_fine_tunes(mlm_run, tmp_pat
     fill = pipeline("fill-mask", model=str(mlm_run / "model"))
     guesses = fill("the chef baked garlic [MASK] today", top_k=3)
     assert len(guesses) == 3 and all("[MASK]" not in g["sequence"] for g in guesses)
-    assert AutoModelForMaskedLM.from_pretrained(mlm_run / "model").config.model_type == "modernbert"
+    config = AutoModelForMaskedLM.from_pretrained(mlm_run / "model").config
+    assert config.model_type == "modernbert" and config.classifier_pooling == "mean"  # MLM never trains [CLS]
     data = write_csv(tmp_path / "d.csv", make_rows(30, 0))
     run_cli("train", "--data.source", str(data), "--model.name_or_path", str(mlm_run / "model"), "--train.max_steps", "3",
             "--report.baseline", "false", "--output_dir", str(tmp_path / "ft"))
@@ -254,3 +255,23 @@ def test_bad_pretraining_input_is_one_line_exit_2_and_leaves_nothing(case, corpu
     lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert not out.exists() and not (tmp_path / ".out.partial").exists()
+
+
+def test_two_processes_pretrain_with_one_writer(mlm_run, corpus_file, tmp_path):
+    """torchrun DDP over gloo: each process masks its half of every batch with its own generator, so the run is not
+    bitwise the one-process run; it must train (loss falls), write once, and leave the same files."""
+    import os
+    import subprocess
+    import sys
+
+    from test_distributed import files_under
+
+    out = tmp_path / "ddp"
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "encoderfit",
+                           *pretrain_args(corpus_file, out)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert files_under(out) == files_under(mlm_run) and not list(tmp_path.glob(".*"))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["loss"] < metrics["baseline"]["loss"] and metrics["train"]["steps"] == 40
+    assert "processes: 2" in (out / "config.yaml").read_text() and proc.stderr.count("pre-trained model written") == 1

@@ -301,8 +301,20 @@ class ReportOverrides:
         return dataclasses.replace(report, **changes)
 
 
+class SavedConfig:
+    """A run's settings as config.yaml: the one file later stages (and a resumed run) read back."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / CONFIG_FILE
+        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        return path
+
+
 @dataclass
-class RunConfig:
+class RunConfig(SavedConfig):
     """Everything a run was made with, plus what was resolved at run time (task, labels, max_length, precision)."""
 
     data: DataArgs
@@ -312,14 +324,6 @@ class RunConfig:
     task: str = LEGACY_TASK
     labels: List[str] = field(default_factory=list)
     resolved: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def save(self, directory: Path) -> Path:
-        path = Path(directory) / CONFIG_FILE
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "RunConfig":

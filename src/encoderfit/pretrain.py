@@ -25,9 +25,9 @@ from . import __version__
 from .config import TrainArgs
 from .corpus import CorpusArgs, load_corpus
 from .device import pick_precision
-from .distributed import barrier, is_main, join, share
+from .distributed import barrier, is_main, share
 from .errors import UserError
-from .files import check_writable, partial_dir, publish_dir, write_json
+from .files import partial_dir, publish_dir, write_json
 from .pretrain_config import MlmArgs, PretrainConfig, PretrainModelArgs, build_model, pretrain_defaults
 from .rundir import ModelInfo, RunDir
 from .tasks import get_task
@@ -85,20 +85,15 @@ def pretrain(
         resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
             same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
+    from .train import _abandon, check_start, continues, resume_point
+
     started = time.time()
-    out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
-    check_writable(out, "output_dir")
-    train.check_runnable()
     if train.seeds > 1:
         raise UserError("train.seeds: pre-training trains one model; drop --train.seeds")
-    join()
+    out = check_start(output_dir, overwrite, train)
     task = get_task("mlm", "pretrain")
     cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
     train_docs, validation_docs = load_corpus(corpus)
-
-    from .train import _abandon, continues, resume_point
 
     workdir = partial_dir(out)
     keep = share(continues(workdir, cfg, resume) if is_main() else None)

@@ -3,7 +3,6 @@ AutoConfig from scratch, or an existing encoder whose pre-training continues."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, Dict, Literal, Optional
 
 import yaml
 
-from .config import CONFIG_FILE, TrainArgs, _build, _known
+from .config import CONFIG_FILE, SavedConfig, TrainArgs, _build, _known
 from .corpus import CorpusArgs
 from .errors import UserError
 from .tokenizer_training import TokenizerArgs
@@ -33,8 +32,9 @@ class PretrainModelArgs:
     """The encoder to pre-train: built from scratch, or an existing one to continue."""
 
     size: Optional[Literal["tiny", "mini", "small", "base"]] = "tiny"
-    """From scratch: a ModernBERT of this shape (tiny ~4M parameters with a 16k vocabulary, mini ~17M, small ~35M,
-    base = ModernBERT-base, 149M with its 50k vocabulary). Set it to null to use `config` or `name_or_path`."""
+    """From scratch: a ModernBERT of this shape (with a 16k vocabulary: tiny 6.5M parameters, 2.3M of them outside
+    the embeddings; mini ~19M; small ~37M; base = ModernBERT-base's shape, 149M with its 50k vocabulary). Set it to
+    null to use `config` or `name_or_path`."""
     config: Optional[str] = None
     """From scratch: any AutoConfig (a hub id, a directory or a config.json) to build the model from instead of a size."""
     name_or_path: Optional[str] = None
@@ -87,7 +87,7 @@ def pretrain_defaults() -> TrainArgs:
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(SavedConfig):
     """Everything a pre-training run was made with, plus what was resolved at run time."""
 
     corpus: CorpusArgs
@@ -98,14 +98,6 @@ class PretrainConfig:
     task: str = "mlm"
     resolved: dict = field(default_factory=dict)
     GROUPS = {"corpus": CorpusArgs, "tokenizer": TokenizerArgs, "model": PretrainModelArgs, "mlm": MlmArgs, "train": TrainArgs}
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def save(self, directory: Path) -> Path:
-        path = Path(directory) / CONFIG_FILE
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
 
     @classmethod
     def load(cls, run_dir: Path) -> "PretrainConfig":
@@ -146,8 +138,10 @@ def build_model(args: PretrainModelArgs, tokenizer, block_size: int):
                "bos_token_id": tokenizer.cls_token_id, "eos_token_id": tokenizer.sep_token_id}
     if args.size:
         # sparse_prediction: the MLM head's vocabulary projection runs on the masked tokens only (30%), not on all
+        # classifier_pooling mean, as in ModernBERT's released configs: MLM never trains the [CLS] output, so a model
+        # fine-tuned from this one pools the mean of its tokens
         config = ModernBertConfig(vocab_size=vocab, max_position_embeddings=max(512, block_size), sparse_prediction=True,
-                                  **SIZES[args.size], **special)
+                                  classifier_pooling="mean", **SIZES[args.size], **special)
         how = f"ModernBERT {args.size} from scratch"
     else:
         config = _checked_config(lambda: AutoConfig.from_pretrained(resolve_name(args.config), revision=args.revision,

@@ -112,6 +112,18 @@ def _abandon(workdir: Path, interrupted: bool) -> None:
         log.warning("training stopped; checkpoints kept in %s: run the same command again to resume", workdir)
 
 
+def check_start(output_dir: Path, overwrite: bool, train: TrainArgs) -> Path:
+    """Before any work: the output directory can be written (and replaced only with --overwrite), the machine has
+    what training needs; then join the other processes of a multi-process launch."""
+    out = Path(output_dir)
+    if out.exists() and not overwrite:
+        raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
+    check_writable(out, "output_dir")
+    train.check_runnable()
+    join()
+    return out
+
+
 @dataclass
 class Prepared:
     """Data, tokenizer and settings loaded once per run (`tune` reuses them for every trial)."""
@@ -258,12 +270,7 @@ def fit(
             same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
     started = time.time()
-    out = Path(output_dir)
-    if out.exists() and not overwrite:
-        raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
-    check_writable(out, "output_dir")
-    train.check_runnable()
-    join()
+    out = check_start(output_dir, overwrite, train)
     prep = Prepared.load(data, model, train, task)
     cfg = prep.config(data, model, train, report)
 

@@ -34,10 +34,15 @@ def masked_examples(model, tokenizer, documents: List[str], count: int, seed: in
         guesses = []
         for p in positions:
             top = probs[p].topk(3)
-            guesses.append({"original": tokenizer.decode([ids[p]]).strip(),
-                            "top": [[tokenizer.decode([int(i)]).strip(), round(float(v), 3)] for v, i in zip(top.values, top.indices)]})
+            guesses.append({"original": _shown(tokenizer.decode([ids[p]])),
+                            "top": [[_shown(tokenizer.decode([int(i)])), round(float(v), 3)] for v, i in zip(top.values, top.indices)]})
         out.append({"masked": tokenizer.decode(masked), "original": tokenizer.decode(ids), "guesses": guesses})
     return out
+
+
+def _shown(token: str) -> str:
+    """A token as a person reads it: stripped, or its escaped form when it is only whitespace ("\\n", "␣")."""
+    return token.strip() or token.encode("unicode_escape").decode().replace(" ", "␣")
 
 
 def render(cfg, metrics: Dict, history: List[Dict]) -> str:
