@@ -150,7 +150,7 @@ class SaveEverySteps(TrainerCallback):
 
 
 def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
-    callbacks = [*extra, SealCheckpoints()]  # the extras' on_save files are in the checkpoint before it is sealed
+    callbacks = [SealCheckpoints(), *extra]
     if train.save_steps:
         callbacks.append(SaveEverySteps(train.save_steps))
     if "tensorboard" in train.report_to and is_main():  # one event file, written by the main process only
