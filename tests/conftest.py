@@ -176,6 +176,55 @@ def pair_run(tmp_path_factory, tiny_model) -> Path:
                     "--data.text_pair_column", "text_pair")
 
 
+PEOPLE = ["alice", "bob", "carol", "dave", "erin"]
+PLACES = [["paris"], ["rome"], ["new", "york"], ["oslo"], ["san", "diego"]]
+def make_ner_rows(n: int, seed: int) -> list[dict]:
+    """Sentences of filler words with people (PER) and places (LOC, one or two words) at random places: tokens and
+    IOB2 tags."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        tokens, tags = [], []
+        for _ in range(rng.randint(3, 9)):
+            r = rng.random()
+            if r < 0.15:
+                tokens.append(rng.choice(PEOPLE))
+                tags.append("B-PER")
+            elif r < 0.3:
+                place = rng.choice(PLACES)
+                tokens += place
+                tags += ["B-LOC"] + ["I-LOC"] * (len(place) - 1)
+            else:
+                tokens.append(rng.choice(FILLER))
+                tags.append("O")
+        rows.append({"tokens": tokens, "tags": tags})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ner_data(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("ner-data")
+    write_jsonl(home / "train.jsonl", make_ner_rows(400, seed=0))
+    write_jsonl(home / "validation.jsonl", make_ner_rows(60, seed=1))
+    write_jsonl(home / "test.jsonl", make_ner_rows(60, seed=2))
+    return home
+
+
+@pytest.fixture(scope="session")
+def ner_run(tmp_path_factory, tiny_model, ner_data) -> Path:
+    out = tmp_path_factory.mktemp("ner-run") / "run"
+    run_cli("train", "--task", "ner", "--data.source", str(ner_data), "--model.name_or_path", str(tiny_model),
+            "--output_dir", str(out), "--model.max_length", "24", "--model.window_overlap", "4", "--train.epochs", "6",
+            "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
+            "--train.metric_for_best", "f1")
+    return out
+
+
 def read_jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

@@ -37,7 +37,7 @@ def _on_sigterm(signum, frame):
 def _commands() -> Dict[str, Callable]:
     from .evaluate import evaluate
     from .export import export
-    from .predict import predict
+    from .predict_cli import predict
     from .pretrain import pretrain
     from .report import report
     from .serve import serve

@@ -54,6 +54,12 @@ class DataArgs:
     target_range: Optional[List[float]] = None
     """Regression: [low, high] of valid targets; a target outside is an error, predictions and intervals are clipped
     to it."""
+    tag_scheme: Optional[Literal["io", "iob1", "iob2", "bioes"]] = None
+    """Token classification: the scheme the tags are written in (BILOU reads as bioes). Default: detected from the
+    tags; io also accepts bare type names (PER, LOC) as tags."""
+    invalid_tags: Literal["repair", "error"] = "repair"
+    """Token classification: a tag its scheme does not allow there (an I- with no entity of its type before it):
+    repair (read it as starting an entity, and log how many rows had one) or error (name the first such row)."""
     train_split: str = "train"
     """Name of the training split."""
     validation_split: str = "validation"
@@ -178,7 +184,7 @@ class TrainArgs:
     keep_checkpoints: int = 2
     """Keep the newest K checkpoints while training (the best one is kept as well); all are deleted once the run
     is complete."""
-    metric_for_best: Literal["loss", "accuracy", "f1_macro", "f1_micro", "pearson", "spearman", "mae", "rmse"] = "loss"
+    metric_for_best: Literal["loss", "accuracy", "f1_macro", "f1_micro", "f1", "pearson", "spearman", "mae", "rmse"] = "loss"
     """Validation metric that chooses the checkpoint kept as the final model: loss for every task; accuracy, f1_macro
     (classification); f1_micro, f1_macro (multilabel); pearson, spearman, mae, rmse (regression). loss is
     continuous, so less noisy than accuracy or F1 on small validation sets (where one example can flip the choice)."""
@@ -190,6 +196,10 @@ class TrainArgs:
     window_training: Literal["all", "first"] = "all"
     """With model.long_texts windows: train on every window of a long text (each with the text's target) or on its
     first window only."""
+    subword_labels: Literal["all", "first"] = "all"
+    """Token classification: train each word's tag on all its sub-words (later pieces get the I- tag, so the plain
+    pipeline's "simple" aggregation, which groups sub-words, finds the same entities as encoderfit), or on the first
+    only (the rest ignored in the loss, as transformers' run_ner.py). Prediction reads each word's first sub-word."""
     seeds: int = 1
     """Train this many models on the same split, with seeds seed, seed+1, ...: the report gives each validation and
     test metric's mean ± sd over them, and the run keeps the best on validation (or, with ensemble, all of them)."""

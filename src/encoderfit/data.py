@@ -35,6 +35,7 @@ FORMATS = {  # extension -> (datasets builder, builder options)
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
+    **{ext: ("conll", {}) for ext in (".conll", ".iob", ".iob2", ".bio", ".bioes")},  # token classification
 }
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
 
@@ -113,6 +114,10 @@ def read_table(path: Path):
     if ext not in FORMATS:
         raise UserError(f"{path}: unsupported file type '{ext or path.name}'; use one of {', '.join(FORMATS)}")
     builder, options = FORMATS[ext]
+    if builder == "conll":
+        from .tasks.ner_data import read_conll
+
+        return read_conll(path)
     if ext in TEXT_FORMATS:
         check_utf8(path)
     if builder == "csv":
@@ -289,7 +294,7 @@ def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str]) -> None:
 def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
     """Load `data.source`, validate it, settle the task (inferred from the labels when None), encode the targets
     and return train/validation/test splits."""
-    from .tasks import resolve_task
+    from .tasks import Task, get_task, resolve_task
 
     loaded = load_source(data.source, data.config_name)
     if data.train_split not in loaded:
@@ -299,7 +304,8 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
         )
     names = {"train": data.train_split, "validation": data.validation_split, "test": data.test_split}
     where = {role: f"{data.source} [{name}]" for role, name in names.items()}
-    raw = {role: canonical(loaded[name], data, where[role]) for role, name in names.items() if name in loaded}
+    requested = get_task(task, "train") if task else None  # a task may read its own shapes of data (token lists, spans)
+    raw = {role: (requested or Task()).canonical(loaded[name], data, where[role]) for role, name in names.items() if name in loaded}
     chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column)
     targets = {role: chosen.read_targets(ds, data, where[role]) for role, ds in raw.items()}
     labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], data.label_column, where["train"])

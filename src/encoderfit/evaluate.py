@@ -25,21 +25,20 @@ log = logging.getLogger(__name__)
 
 def predict_split(predictor, ds) -> Predictions:
     """A split's predictions: its texts (and pairs), encoded targets and the model's logits."""
-    import numpy as np
 
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
-    return Predictions(list(ds["text"]), pairs, np.asarray(ds["labels"]), predictor.logits(ds["text"], pairs))
+    words = ds["words"] if "words" in ds.column_names else None  # tasks that label words: the data's own
+    return Predictions(list(ds["text"]), pairs, predictor.task.targets_array(ds["labels"]), predictor.logits(ds["text"], pairs, words))
 
 
 def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels: List[str], fingerprint: str) -> Predictions:
     """The saved predictions when this model made them for these texts; else computed now and saved."""
-    import numpy as np
 
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     saved = run.predictions(role, task, labels, fingerprint)
     if saved is not None and saved.texts == list(ds["text"]) and saved.pairs == pairs:
         log.info("%s: reusing the saved predictions of this model", role)
-        return Predictions(saved.texts, pairs, np.asarray(ds["labels"]), saved.logits)
+        return Predictions(saved.texts, pairs, task.targets_array(ds["labels"]), saved.logits)
     preds = predict_split(predictor, ds)
     run.write_predictions(role, preds, task, labels, fingerprint)
     return preds
@@ -70,7 +69,7 @@ def compare(task: Task, model: Predictions, base: Predictions, labels: List[str]
     primary = task.summary[0][0]
     p_value = next(iter(exact.values()))["p_value"] if exact else differences[primary]["p_value"]
     return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.greater_is_better(primary),
-                                                                           primary, p_value)}
+                                                                           primary, p_value, baseline=task.baseline_name, plain=task.baseline_plain)}
 
 
 def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict, baseline: Optional[tuple] = None) -> Dict:
@@ -163,7 +162,7 @@ def evaluate(
         output: Where to write the metrics JSON for --data. Default: RUN/eval/<split>.json.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
     """
-    from .data import canonical, load_source, prepare
+    from .data import load_source, prepare
     from .predict import Predictor
     from .tables import print_evaluation
 
@@ -190,9 +189,11 @@ def evaluate(
     if name is None:
         raise UserError(f"--split: no split '{split}' in {data}; splits are {list(loaded)}")
     where = f"{data} [{name}]"
-    ds = canonical(loaded[name], args, where)
+    ds = task.canonical(loaded[name], args, where)
     ds = task.encode(ds, task.read_targets(ds, args, where), cfg.labels, where)
-    results = analyse(task, {name: predict_split(predictor, ds)}, cfg, predictor.head)
+    preds = predict_split(predictor, ds)
+    results = analyse(task, {name: preds}, cfg, predictor.head)
+    results[name].setdefault("ci", intervals(task, preds, cfg.labels, predictor.head))  # whatever the split is called
     results[name]["data"] = where
     out = Path(output) if output else rundir / RunDir.EVAL / f"{split}.json"
     write_json(out, {**results[name], "head": {k: v for k, v in results.items() if k != name}})

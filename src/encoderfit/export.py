@@ -47,14 +47,14 @@ def _wrapped(model, names: List[str]):
     return Logits()
 
 
-def export_fp32(model, tokenizer, names: List[str], path: Path, opset: int) -> None:
+def export_fp32(model, tokenizer, names: List[str], path: Path, opset: int, output_axes: Dict[int, str]) -> None:
     import torch
 
     example = tokenizer(["export example text", "another, longer example text for the export"], truncation=True,
                         max_length=32, padding=True, return_tensors="pt")
     args = tuple(example[k] for k in names)
     axes = {k: {0: "batch", 1: "sequence"} for k in names}
-    axes["logits"] = {0: "batch"}
+    axes["logits"] = dict(output_axes)
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
         # a copy: with torch 2.13 and transformers 5 the exporter changes the module it traces (seen on BERT:
@@ -185,7 +185,7 @@ def export(
     work.mkdir(parents=True)
     target = ModelDir(work)
     try:
-        export_fp32(model, tokenizer, names, target.onnx_file(False), opset)
+        export_fp32(model, tokenizer, names, target.onnx_file(False), opset, task.output_axes)
         onnx, fitted = {"fp32": OnnxModel(target.onnx_file(False))}, {}
         if quantize == "int8":
             quantize_int8(target.onnx_file(False), target.onnx_file(True))

@@ -125,7 +125,8 @@ def coverage(sweep: List[Dict], threshold: Optional[float]) -> str:
     return png(fig)
 
 
-def per_label(values: Dict[str, float], baseline: Optional[Dict[str, float]], title: str, ylabel: str = "F1") -> str:
+def per_label(values: Dict[str, float], baseline: Optional[Dict[str, float]], title: str, ylabel: str = "F1",
+              baseline_label: str = "TF-IDF baseline") -> str:
     """Bars per label (or class), the baseline's beside them."""
     labels = list(values)
     x = np.arange(len(labels))
@@ -133,7 +134,7 @@ def per_label(values: Dict[str, float], baseline: Optional[Dict[str, float]], ti
     width = 0.4 if baseline else 0.6
     ax.bar(x - (width / 2 if baseline else 0), [values[n] for n in labels], width, label="model")
     if baseline:
-        ax.bar(x + width / 2, [baseline.get(n, 0.0) for n in labels], width, label="TF-IDF baseline")
+        ax.bar(x + width / 2, [baseline.get(n, 0.0) for n in labels], width, label=baseline_label)
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=60 if len(labels) > 12 else 30, ha="right", fontsize=7 if len(labels) > 30 else 9)
     ax.set(ylabel=ylabel, ylim=(0, 1.18), title=title)

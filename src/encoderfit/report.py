@@ -44,7 +44,7 @@ def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]
         key, title = task.summary[0]
         cards.insert(1, (f"baseline test {title}", f.num(metrics["baseline"][key], f"baseline.{key}")))
     summary = []
-    for name, key in (("validation", "validation"), ("test (95% CI below)", "test"), ("TF-IDF baseline (test)", "baseline")):
+    for name, key in (("validation", "validation"), ("test (95% CI below)", "test"), (f"{task.baseline_name} (test)", "baseline")):
         if metrics.get(key):
             m = metrics[key]
             summary.append([name, str(m["n"]), *(f.num_ci(m.get(k), f"{key}.{k}", (m.get("ci") or {}).get(k)) for k, _ in task.summary)])

@@ -177,8 +177,7 @@ class RunDir:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = {"text": preds.texts, "label": task.targets_to_json(preds.targets, labels),
-                   "logits": [[float(v) for v in row] for row in preds.logits]}
+        columns = {"text": preds.texts, "label": task.targets_to_json(preds.targets, labels), **task.logits_to_columns(preds.logits)}
         if preds.pairs is not None:
             columns["text_pair"] = preds.pairs
         table = pa.table(columns).replace_schema_metadata({"model_sha256": fingerprint})
@@ -187,7 +186,6 @@ class RunDir:
 
     def predictions(self, split: str, task, labels: List[str], fingerprint: Optional[str] = None) -> Optional[Predictions]:
         """A split's saved predictions; None when absent, or when `fingerprint` is given and another model made them."""
-        import numpy as np
         import pyarrow.parquet as pq
 
         file = self.predictions_file(split)
@@ -204,10 +202,7 @@ class RunDir:
             rows = {k: v for k, v in rows.items() if any(x is not None for x in v)}
         else:
             return None
-        logits = np.asarray(rows["logits"], dtype=np.float32).reshape(len(rows["text"]), -1)
-        if logits.shape[1] != task.num_outputs(labels):
-            raise UserError(f"{file}: {logits.shape[1]} logits per row, but the run has {task.num_outputs(labels)} outputs; "
-                            f"re-run `encoderfit eval {self.path}`")
+        logits = task.logits_from_columns(rows, labels, str(file))
         targets = task.targets_from_json(rows["label"], labels, str(file))
         return Predictions(list(rows["text"]), rows.get("text_pair"), targets, logits)
 

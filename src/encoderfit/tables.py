@@ -61,7 +61,7 @@ def print_evaluation(results: Dict, split: str, task, labels: List[str], console
     console = _console(console)
     rows = {role: results[role] for role in ("validation", "test") if role in results} or {split: results[split]}
     if results.get("baseline"):
-        rows["baseline (TF-IDF), test"] = results["baseline"]
+        rows[f"{task.baseline_name}, test"] = results["baseline"]
     console.print(summary_table(rows, task.summary, "encoderfit metrics (test: 95% bootstrap CI beneath)"))
     verdict = (results.get("comparison") or {}).get("verdict")
     if verdict:

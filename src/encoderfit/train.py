@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Literal, Optional
 from . import __version__
 from .checkpoints import checkpoints_in, newest_complete
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
-from .data import Splits, prepare, tokenize
+from .data import Splits, prepare
 from .device import pick_precision
 from .distributed import barrier, is_main, join, share
 from .errors import UserError
@@ -139,7 +139,6 @@ class Prepared:
 
     @classmethod
     def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
-        import numpy as np
 
         precision = pick_precision(train.precision)
         splits = prepare(data, task)
@@ -149,16 +148,20 @@ class Prepared:
         shown = splits.labels if len(splits.labels) <= 20 else f"{len(splits.labels)} labels ({', '.join(splits.labels[:5])}, ...)"
         log.info("%s: %s; examples: %s", chosen.output_noun, shown,
                  {k: len(v) for k, v in splits.as_dict().items()})
-        windows = {"overlap": model.window_overlap, "aggregation": model.window_aggregation} if model.long_texts == "windows" else None
-        if windows and model.window_overlap >= max_length // 2:
+        windowed = model.long_texts == "windows" or chosen.always_windows
+        overlap = model.window_overlap
+        if model.long_texts != "windows" and overlap >= max_length // 2:  # windows the task asked for: a fitting overlap
+            overlap = max_length // 4
+            log.info("%s task: long texts are read in windows of %d tokens, overlapping by %d", chosen.name, max_length, overlap)
+        windows = {"overlap": overlap, "aggregation": model.window_aggregation} if windowed else None
+        if windows and overlap >= max_length // 2:
             raise UserError(f"model.window_overlap {model.window_overlap} must be under half of max_length {max_length}")
-        tokenized = {role: tokenize(splits.as_dict()[role], tokenizer, max_length, windows,
-                                    first_window_only=role == "train" and train.window_training == "first")
+        tokenized = {role: chosen.tokenize(splits.as_dict()[role], tokenizer, max_length, windows, train, role)
                      for role in ("train", "validation")}
         if windows:
-            log.info("windows of %d tokens (overlap %d): %d training rows from %d texts", max_length, model.window_overlap,
+            log.info("windows of %d tokens (overlap %d): %d training rows from %d texts", max_length, overlap,
                      len(tokenized["train"]), len(splits.train))
-        stats = chosen.summarize_targets(np.asarray(splits.train["labels"]), splits.labels)
+        stats = chosen.summarize_targets(chosen.targets_array(splits.train["labels"]), splits.labels)
         return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats, windows)
 
     def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
@@ -261,7 +264,8 @@ def fit(
         train: Optimisation and evaluation settings.
         report: Abstention threshold, prediction-interval coverage, baseline and error-analysis settings of the final
             evaluation.
-        task: classification (one class per text), multilabel (a set of labels per text) or regression (a number).
+        task: classification (one class per text), multilabel (a set of labels per text), regression (a number) or
+            ner (a tag per word: token lists with tags, CoNLL files, or text with character spans; never inferred).
             Default: inferred from the label column (lists or --data.label_separator: multilabel; numbers that are
             not whole: regression; else classification), and stated in the log.
         output_dir: The run directory to write.

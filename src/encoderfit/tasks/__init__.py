@@ -14,11 +14,13 @@ from .base import Task, check_options
 from .classification import Classification
 from .mlm import MaskedLM
 from .multilabel import Multilabel
+from .ner import TokenClassification
 from .regression import Regression
 
 log = logging.getLogger(__name__)
 
-TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression(), MaskedLM())}
+TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression(), TokenClassification(),
+                                                        MaskedLM())}
 LABELLED = [name for name, task in TASKS.items() if "train" in task.stages]  # what --task can name
 
 

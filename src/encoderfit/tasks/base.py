@@ -45,6 +45,48 @@ class Task:
     """The stages that can run on this task's runs and models."""
     unsupported: ClassVar[str] = ""
     """What to do instead, for a stage this task lacks."""
+    baseline_name: ClassVar[str] = "TF-IDF baseline"
+    """What the baseline is called in the verdict (and `baseline_plain`, in plain words with its article)."""
+    baseline_plain: ClassVar[str] = "a bag of words"
+    granularity: ClassVar[str] = "text"
+    """What gets an output: each "text" (logits (n, num_outputs)), or each "word" (tokens.WordScores per text)."""
+    always_windows: ClassVar[bool] = False
+    """Texts longer than max_length are always cut into windows (never truncated), whatever model.long_texts says."""
+    output_axes: ClassVar[Dict[int, str]] = {0: "batch"}
+    """The dynamic axes of the exported ONNX graph's logits."""
+
+    # ---------------------------------------------------------------- data
+
+    def canonical(self, ds, data, where: str, need_labels: bool = True):
+        """A split with the canonical columns (text, text_pair, labels; the task's own where it reads other shapes)."""
+        from ..data import canonical
+
+        return canonical(ds, data, where, need_labels)
+
+    def tokenize(self, ds, tokenizer, max_length: int, windows: Optional[Dict], train, role: str):
+        """A split's training rows (token ids, labels, length), never padded."""
+        from ..data import tokenize
+
+        return tokenize(ds, tokenizer, max_length, windows, first_window_only=role == "train" and train.window_training == "first")
+
+    def targets_array(self, values: list):
+        """A split's encoded `labels` column as the metrics take it."""
+        import numpy as np
+
+        return np.asarray(values)
+
+    def logits_to_columns(self, logits) -> Dict[str, list]:
+        """Model outputs -> columns of the saved predictions file."""
+        return {"logits": [[float(v) for v in row] for row in logits]}
+
+    def logits_from_columns(self, rows: Dict[str, list], labels: List[str], where: str):
+        import numpy as np
+
+        logits = np.asarray(rows["logits"], dtype=np.float32).reshape(len(rows["text"]), -1)
+        if logits.shape[1] != self.num_outputs(labels):
+            raise UserError(f"{where}: {logits.shape[1]} logits per row, but the run has {self.num_outputs(labels)} outputs; "
+                            "re-run `encoderfit eval` on the run")
+        return logits
 
     # ---------------------------------------------------------------- targets
 

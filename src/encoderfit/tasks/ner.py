@@ -1,0 +1,240 @@
+"""Token classification (named entities): a tag per word, entities out with character offsets.
+
+Data in any scheme (IO, IOB1, IOB2, BIOES/BILOU; tags.py) and shape (CoNLL files, token/tag lists with string or
+ClassLabel tags, raw text with character spans; ner_data.py) is read into words with IOB2 tags. The model labels
+sub-words (tokens.py): each word is trained and predicted at its first sub-word; long texts are windowed, never
+truncated. Metrics are entity-level (seqeval, strict IOB2) with token accuracy beside them; the baseline is a
+linear-chain CRF on word features (sklearn-crfsuite).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+import numpy as np
+
+from ..errors import UserError
+from ..tokens import IGNORE, WordScores, aligned_windows
+from . import ner_data
+from .base import Task
+from .ner_metrics import counts, entity_metrics, gold, predicted, prf
+from .tags import convert, tag_names, to_iob2
+
+log = logging.getLogger(__name__)
+
+
+class TokenClassification(Task):
+    name = "ner"
+    problem_type = "token_classification"
+    pipeline_tag = "token-classification"
+    output_noun = "tags"
+    auto_model = "AutoModelForTokenClassification"
+    pages = "ner_pages"
+    baseline_name = "CRF baseline"
+    baseline_plain = "a CRF on word features"
+    granularity = "word"
+    always_windows = True
+    output_axes = {0: "batch", 1: "sequence"}
+    metrics_for_best = {"loss": False, "f1": True}
+    summary = (("f1", "entity F1"), ("precision", "precision"), ("recall", "recall"), ("token_accuracy", "token accuracy"))
+
+    # ---------------------------------------------------------------- data and targets
+
+    def canonical(self, ds, data, where, need_labels=True):
+        return ner_data.canonical(ds, data, where, need_labels)
+
+    def read_targets(self, ds, data, where):
+        rows = list(ds["labels"])
+        spans, scheme = convert(rows, data.tag_scheme, data.invalid_tags, where)
+        log.info("%s: tags read as %s, %d entities in %d rows", where, scheme.upper(), sum(map(len, spans)), len(rows))
+        return [to_iob2(found, len(row)) for found, row in zip(spans, rows)]
+
+    def label_names(self, targets, feature, column, where):
+        types = {tag[2:] for row in targets for tag in row if tag != "O"}
+        if not types:
+            raise UserError(f"{where}: no entities in column '{column}' (every tag is O); there is nothing to learn")
+        return tag_names(types)
+
+    def encode(self, ds, targets, labels, where):
+        from datasets import Sequence, Value
+
+        index = {name: i for i, name in enumerate(labels)}
+        ids = []
+        for r, row in enumerate(targets):
+            unknown = next((t for t in row if t not in index), None)
+            if unknown is not None:
+                raise UserError(f"{where}: row {r + 1}: entity type '{unknown[2:]}' does not occur in the training split; "
+                                "add training examples of it or relabel it")
+            ids.append([index[t] for t in row])
+        ds = ds.remove_columns("labels").add_column("labels", ids)
+        return ds.cast_column("labels", Sequence(Value("int64")))
+
+    def holdout(self, ds, size, seed, single_note):
+        parts = ds.train_test_split(test_size=size, seed=seed)
+        return parts["train"], parts["test"]
+
+    def targets_array(self, values):
+        return [np.asarray(row, dtype=np.int64) for row in values]
+
+    def targets_to_json(self, targets, labels):
+        return [[labels[i] for i in row] for row in targets]
+
+    def targets_from_json(self, values, labels, where):
+        index = {name: i for i, name in enumerate(labels)}
+        try:
+            return [np.asarray([index[t] for t in row], dtype=np.int64) for row in values]
+        except KeyError as err:
+            raise UserError(f"{where}: tag {err} is not one of the run's tags; re-run `encoderfit eval`") from None
+
+    def summarize_targets(self, targets, labels):
+        entities = Counter(kind for row in targets for kind, _, _ in gold(row, labels))
+        return {"entities": dict(sorted(entities.items())), "words": int(sum(len(r) for r in targets)), "rows": len(targets)}
+
+    def logits_to_columns(self, logits):
+        return {"words": [[list(w) for w in s.words] for s in logits], "logits": [s.logits.ravel().tolist() for s in logits]}
+
+    def logits_from_columns(self, rows, labels, where):
+        k = self.num_outputs(labels)
+        out = []
+        for text, words, flat in zip(rows["text"], rows["words"], rows["logits"]):
+            if len(flat) != k * len(words):
+                raise UserError(f"{where}: {len(flat)} logits for {len(words)} words, but the run has {k} tags; re-run `encoderfit eval`")
+            out.append(WordScores(text, [tuple(w) for w in words], np.asarray(flat, dtype=np.float32).reshape(len(words), k)))
+        return out
+
+    # ---------------------------------------------------------------- model and training
+
+    def model_kwargs(self, labels):
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
+
+    def tokenize(self, ds, tokenizer, max_length, windows, train, role):
+        # tags.tag_names orders the outputs O, B-x, I-x, B-y, I-y...: a B- id (odd) continues as the I- id after it
+        top = max((max(r, default=0) for r in ds["labels"]), default=0)
+        continuation = {i: i + 1 if i % 2 else i for i in range(top + 2)}
+        overlap = windows["overlap"] if windows else 0
+
+        def encode(batch):
+            return aligned_windows(tokenizer, batch["text"], batch["words"], batch["labels"], max_length, overlap,
+                                   train.subword_labels, continuation)
+
+        return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+    def collator(self, tokenizer):
+        from transformers import DataCollatorForTokenClassification
+
+        from ..device import has_cuda
+
+        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if has_cuda() else None)
+
+    def loss(self, stats, train):
+        import torch
+
+        def loss(outputs, labels, num_items_in_batch=None):
+            logits = outputs.logits.float()
+            summed = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
+                                                       ignore_index=IGNORE, reduction="sum")
+            # the Trainer counts num_items_in_batch as the labelled sub-words of the step on every process
+            n = num_items_in_batch if num_items_in_batch is not None else (labels != IGNORE).sum().clamp(min=1)
+            return summed / n
+
+        return loss
+
+    def preprocess_logits(self):
+        return lambda logits, labels: logits.argmax(-1)
+
+    def trainer_metrics(self, labels, stats):
+        def compute(eval_pred):
+            ids, y = eval_pred
+            true, pred = [], []
+            for p_row, y_row in zip(np.asarray(ids), np.asarray(y)):
+                keep = y_row != IGNORE
+                true.append(gold(y_row[keep], labels))
+                pred.append(gold(p_row[keep], labels))
+            return prf(counts(true, pred))
+
+        return compute
+
+    # ---------------------------------------------------------------- evaluation
+
+    def analyse(self, preds, labels, head, cfg):
+        return entity_metrics(preds.targets, preds.logits, labels, cfg.report.max_examples)
+
+    def baseline(self, splits, labels):
+        from .ner_baseline import crf_baseline
+
+        started = time.time()
+        fitted = crf_baseline(splits, labels)
+        result = entity_metrics(splits.test["labels"], fitted["logits"], labels)
+        result.update({"model": fitted["model"], "seconds": round(time.time() - started, 2)})
+        log.info("baseline (%s): test entity F1 %.4f", fitted["model"], result["f1"])
+        return {"metrics": result, "logits": fitted["logits"], "head": {}}
+
+    def interval_metrics(self, preds, labels, head):
+        true = [gold(row, labels) for row in preds.targets]
+        c = counts(true, [predicted(s.logits, labels)[0] for s in preds.logits])
+        right = np.asarray([(np.asarray(t) == s.logits.argmax(-1)).sum() if len(t) else 0 for t, s in zip(preds.targets, preds.logits)])
+        words = np.asarray([len(t) for t in preds.targets])
+        return ({"f1": lambda idx: prf(c[idx])["f1"], "precision": lambda idx: prf(c[idx])["precision"],
+                 "recall": lambda idx: prf(c[idx])["recall"],
+                 "token_accuracy": lambda idx: float(right[idx].sum() / max(words[idx].sum(), 1))}, None)
+
+    # ---------------------------------------------------------------- inference
+
+    def decode(self, logits, labels, head, calibrated=True, abstain=False):
+        results = []
+        for scores in logits:
+            found, conf = predicted(scores.logits, labels)
+            results.append({"entities": ner_data.spans_of(scores.text, scores.words, found, conf)})
+        return results
+
+    def decision_margin(self, logits, head):
+        def margin(s):
+            if not len(s.logits):
+                return np.inf
+            top = np.sort(s.logits, axis=-1)
+            return float((top[:, -1] - top[:, -2]).min())
+
+        return np.asarray([margin(s) for s in logits])
+
+    def margin_drop(self, quick, exact, head):
+        return np.asarray([2 * float(np.abs(q.logits - e.logits).max()) if len(q.logits) else 0.0 for q, e in zip(quick, exact)])
+
+    def compare(self, reference, got, head):
+        diffs = [float(np.abs(a.logits - b.logits).max()) for a, b in zip(reference, got) if len(a.logits)]
+        words = sum(len(a.logits) for a in reference)
+        same_tags = sum(int((a.logits.argmax(-1) == b.logits.argmax(-1)).sum()) for a, b in zip(reference, got) if len(a.logits))
+        same_entities = [set(_entities(a)) == set(_entities(b)) for a, b in zip(reference, got)]
+        return {"max_abs_logit_diff": max(diffs, default=0.0), "tag_agreement": same_tags / words if words else 1.0,
+                "entity_set_agreement": float(np.mean(same_entities)) if same_entities else 1.0}
+
+    def csv_header(self, labels):
+        return ["entities"]
+
+    def csv_row(self, result, labels):
+        return [json.dumps(result["entities"], ensure_ascii=False)]
+
+    def signals(self, result):
+        return {"labels": [e["label"] for e in result["entities"]]}
+
+    # ---------------------------------------------------------------- presentation
+
+    def headline(self, metrics):
+        return [("entity F1", "test.f1", ".4f"), ("token accuracy", "test.token_accuracy", ".4f")]
+
+    def card_results(self, metrics):
+        test = metrics["test"]
+        return [("f1", test["f1"], "Test entity F1 (micro, strict)", {}), ("precision", test["precision"], "Test entity precision", {}),
+                ("recall", test["recall"], "Test entity recall", {}), ("accuracy", test["token_accuracy"], "Test token accuracy", {})]
+
+    def intended_use(self, labels):
+        types = sorted({label[2:] for label in labels if label != "O"})
+        return (f"Finding entities of {len(types)} types ({', '.join(types[:12])}{', ...' if len(types) > 12 else ''}) in text "
+                "like the training data, with character offsets. Types rare in training are found poorly (see the per-type F1).")
+
+
+def _entities(scores: WordScores):
+    """The entities of one text's logits, with types named by their output ids (for comparing two models)."""
+    n = scores.logits.shape[1] if scores.logits.ndim == 2 else 1
+    return predicted(scores.logits, ["O", *[f"{p}-{k}" for k in range((n - 1) // 2) for p in "BI"]])[0]

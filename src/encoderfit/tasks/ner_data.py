@@ -1,0 +1,181 @@
+"""The shapes token-classification data comes in, read into one: `text`, `words` (each word's character span in
+the text) and `labels` (one tag per word, in the file's scheme; tags.convert settles the scheme).
+
+- CoNLL files (.conll/.iob/.bio/...): a token and its tag per line (the first and the last column; others ignored),
+  a blank line between sentences, -DOCSTART- lines skipped.
+- Tables (JSON/JSONL/Parquet, a datasets directory or the hub) with a token list and a tag list per row: string
+  tags, or integer tags with ClassLabel names (the hub's conll2003 `ner_tags`).
+- JSONL/tables with raw text and character-offset spans, the spaCy/Prodigy shape:
+  {"text": "...", "spans": [{"start": 0, "end": 5, "label": "PER"}, ...]}.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from ..errors import UserError
+from ..tokens import join_tokens, split_words, word_of_char
+from .tags import to_iob2
+
+log = logging.getLogger(__name__)
+CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes")
+TOKEN_COLUMNS = ("tokens", "words")
+TAG_COLUMNS = ("ner_tags", "tags", "labels", "label")
+SPAN_COLUMNS = ("spans", "entities", "label", "labels")
+
+
+def read_conll(path: Path):
+    """A CoNLL file -> Dataset with `tokens` and `tags` lists, one row per sentence."""
+    from datasets import Dataset
+
+    from ..data import decode_utf8
+
+    tokens: List[List[str]] = []
+    tags: List[List[str]] = []
+    current: Dict[str, List[str]] = {"tokens": [], "tags": []}
+    for number, line in enumerate(decode_utf8(path.read_bytes(), str(path)).splitlines(), start=1):
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            if current["tokens"]:
+                tokens.append(current["tokens"])
+                tags.append(current["tags"])
+                current = {"tokens": [], "tags": []}
+            continue
+        if len(parts) < 2:
+            raise UserError(f"{path}: line {number}: '{line.strip()}' has no tag; each line is a token and its tag "
+                            "(space- or tab-separated), with a blank line between sentences")
+        current["tokens"].append(parts[0])
+        current["tags"].append(parts[-1])
+    if current["tokens"]:
+        tokens.append(current["tokens"])
+        tags.append(current["tags"])
+    if not tokens:
+        raise UserError(f"{path}: no sentences; a CoNLL file holds a token and its tag per line")
+    return Dataset.from_dict({"tokens": tokens, "tags": tags})
+
+
+def _pick(ds, wanted: str, defaults, where: str, what: str, flag: str) -> str:
+    if wanted in ds.column_names:
+        return wanted
+    found = next((c for c in defaults if c in ds.column_names), None)
+    if found is None:
+        raise UserError(f"{where}: no {what} column ('{wanted}', or one of {list(defaults)}); columns are {ds.column_names}; "
+                        f"set --data.{flag}")
+    return found
+
+
+def _tag_names(ds, column: str, where: str):
+    """A function turning one row's tag values into strings (ClassLabel ids -> names)."""
+    from datasets import ClassLabel
+
+    feature = ds.features[column]
+    inner = getattr(feature, "feature", None)
+    if isinstance(inner, ClassLabel):
+        return lambda row: [inner.int2str(int(v)) for v in row]
+
+    def names(row):
+        if any(not isinstance(v, str) for v in row):
+            raise UserError(f"{where}: column '{column}' holds integer tags without names; give string tags, or a "
+                            "datasets ClassLabel sequence feature naming them (as the hub's conll2003 ner_tags)")
+        return list(row)
+
+    return names
+
+
+def canonical(ds, data, where: str, need_labels: bool = True):
+    """Any supported shape -> columns text, words, labels (tag strings per word)."""
+    from datasets import Dataset
+
+    if len(ds) == 0:
+        raise UserError(f"{where}: no rows; it must hold at least one example")
+    text_column = data.text_column if data.text_column in ds.column_names else _pick(
+        ds, data.text_column, TOKEN_COLUMNS + ("text",), where, "text or token", "text_column")
+    first = next((v for v in ds[text_column] if v is not None), None)
+    if isinstance(first, (list, tuple)):
+        return _from_tokens(ds, data, text_column, where, need_labels)
+    texts = list(ds[text_column])
+    for i, text in enumerate(texts):
+        if not isinstance(text, str) or not text.strip():
+            raise UserError(f"{where}: row {i + 1}: column '{text_column}' is empty or not text; fill it in or remove the row")
+    words = [split_words(t) for t in texts]
+    if not need_labels:
+        return Dataset.from_dict({"text": texts, "words": words})
+    span_column = _pick(ds, data.label_column, SPAN_COLUMNS, where, "entity spans", "label_column")
+    tags = [_spans_to_tags(t, w, spans, where, i, span_column) for i, (t, w, spans) in enumerate(zip(texts, words, ds[span_column]))]
+    snapped = sum(s for _, s in tags)
+    if snapped:
+        log.warning("warning: %s: %d span edge(s) fell inside a word: widened to the word's edges (a second span inside "
+                    "the same word is dropped)", where, snapped)
+    return Dataset.from_dict({"text": texts, "words": words, "labels": [t for t, _ in tags]})
+
+
+def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool):
+    from datasets import Dataset
+
+    tag_column = _pick(ds, data.label_column, TAG_COLUMNS, where, "tag", "label_column") if need_labels else None
+    names = _tag_names(ds, tag_column, where) if tag_column else None
+    texts, words, labels = [], [], []
+    for i, tokens in enumerate(ds[text_column]):
+        if not tokens:
+            raise UserError(f"{where}: row {i + 1}: an empty sentence (no tokens); remove the row")
+        tokens = [str(t) for t in tokens]
+        if any(not t.strip() for t in tokens):
+            raise UserError(f"{where}: row {i + 1}: token {next(k for k, t in enumerate(tokens) if not t.strip()) + 1} is empty; "
+                            "remove it (and its tag)")
+        text, spans = join_tokens(tokens)
+        texts.append(text)
+        words.append(spans)
+        if names is not None:
+            row = names(ds[i][tag_column] or [])
+            if len(row) != len(tokens):
+                raise UserError(f"{where}: row {i + 1}: {len(tokens)} tokens but {len(row)} tags in column '{tag_column}'; "
+                                "give one tag per token")
+            labels.append(row)
+    return Dataset.from_dict({"text": texts, "words": words, **({"labels": labels} if names else {})})
+
+
+def _spans_to_tags(text: str, words, spans, where: str, row: int, column: str):
+    """(IOB2 tags of the words, how many span edges were widened to word edges)."""
+    if spans is None:
+        spans = []
+    if not isinstance(spans, (list, tuple)):
+        raise UserError(f"{where}: row {row + 1}: column '{column}' holds {type(spans).__name__}; entity spans are a list of "
+                        '{"start", "end", "label"} objects')
+    char_word = word_of_char(len(text), words)
+    found, snapped, taken, chars = [], 0, {}, {}
+    for k, span in enumerate(spans):
+        try:
+            start, end, label = int(span["start"]), int(span["end"]), str(span["label"])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{where}: row {row + 1}: span {k + 1} ({span}) needs integer 'start', 'end' and a 'label'") from None
+        if not 0 <= start < end <= len(text):
+            raise UserError(f"{where}: row {row + 1}: span {k + 1} [{start}, {end}) '{label}' falls outside the text "
+                            f"(length {len(text)}) or is empty; fix its offsets")
+        inside = [int(w) for w in char_word[start:end] if w >= 0]
+        if not inside:
+            raise UserError(f"{where}: row {row + 1}: span {k + 1} [{start}, {end}) covers no word, only spaces; fix its offsets")
+        first, last = inside[0], inside[-1]
+        clash = next((taken[w] for w in range(first, last + 1) if w in taken), None)
+        if clash is not None:
+            if chars[clash][0] < end and start < chars[clash][1]:
+                raise UserError(f"{where}: row {row + 1}: spans {clash + 1} and {k + 1} overlap ('{text[max(start, chars[clash][0]):min(end, chars[clash][1])]}'); "
+                                "entities of one row must not overlap")
+            snapped += 1  # two spans inside one word ('£400m' as '£400' and 'm'): the word takes the first
+            continue
+        snapped += (words[first][0] != start) + (words[last][1] != end)
+        chars[k] = (start, end)
+        taken.update({w: k for w in range(first, last + 1)})
+        found.append((label, first, last + 1))
+    return to_iob2(sorted(found, key=lambda e: e[1]), len(words)), snapped
+
+
+def spans_of(text: str, words, entities, scores: Optional[List[float]] = None) -> List[Dict]:
+    """Entities (type, first word, last word + 1) -> dicts with character offsets into `text`."""
+    out = []
+    for k, (kind, first, end) in enumerate(entities):
+        start, stop = words[first][0], words[end - 1][1]
+        out.append({"text": text[start:stop], "label": kind, "start": int(start), "end": int(stop),
+                    **({"score": float(scores[k])} if scores is not None else {})})
+    return out
