@@ -4,6 +4,8 @@ seqeval and people-made labels, the plain pipeline, export, serve and bad input,
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from encoderfit.data import prepare
 from encoderfit.tasks.tags import convert, detect, entities
 
 GOLD = Path(__file__).parent / "data" / "gold-entities.jsonl"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def write_conll(path: Path, rows: list[dict]) -> Path:
@@ -208,6 +211,21 @@ def test_serve_returns_entities(ner_run):
         entities = reply.json()["results"][0]["entities"]
         assert {e["text"] for e in entities} == {"bob", "carol", "oslo"}
         assert httpx.post(f"{url}/v1/predict", json={"texts": [""]}, timeout=30).status_code == 422
+        if CHROMIUM is None and not os.environ.get("CI"):
+            return  # Debian chromium not installed here (CI installs it)
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.fill("#text", "bob and carol saw oslo")
+            page.click("#go")
+            page.wait_for_function("document.getElementById('label').textContent.length > 1 && "
+                                   "document.getElementById('label').textContent !== '…'")
+            shown, bars = page.inner_text("#label"), page.locator(".bar").count()
+            browser.close()
+        assert "bob (PER)" in shown and "oslo (LOC)" in shown and bars == 3
 
 
 # ---------------------------------------------------------------- people-made labels

@@ -248,11 +248,6 @@ class Predictor:
         import numpy as np
 
         texts = list(texts)
-        if self.task.granularity == "word":
-            from .tokens import word_logits
-
-            return [scores for s in range(0, len(texts), self.chunk_size)
-                    for scores in word_logits(self, texts[s : s + self.chunk_size], None if words is None else words[s : s + self.chunk_size])]
         pairs = list(pairs) if pairs is not None else None
         if pairs is None and self.info.text_pair:
             raise UserError("this model was trained on text pairs: pass the second texts too (pairs=..., or a CSV/JSONL "
@@ -261,6 +256,11 @@ class Predictor:
             raise UserError("this model was trained on single texts, not pairs: drop the second texts")
         if pairs is not None and len(pairs) != len(texts):
             raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
+        if self.task.granularity == "word":
+            from .tokens import word_logits
+
+            return [scores for s in range(0, len(texts), self.chunk_size)
+                    for scores in word_logits(self, texts[s : s + self.chunk_size], None if words is None else words[s : s + self.chunk_size])]
         parts = [self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
                  for s in range(0, len(texts), self.chunk_size)]
         return np.concatenate(parts) if parts else _zeros(0, self.task.num_outputs(self.labels))

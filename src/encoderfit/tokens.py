@@ -116,6 +116,8 @@ def word_logits(predictor, texts: Sequence[str], words: Optional[Sequence[Sequen
     import numpy as np
     import torch
 
+    if not len(texts):
+        return []
     words = [split_words(t) for t in texts] if words is None else [list(map(tuple, w)) for w in words]
     overlap = (predictor.info.windows or {}).get("overlap", 0)
     with torch.inference_mode():
