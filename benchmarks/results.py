@@ -2,7 +2,7 @@
 
     python benchmarks/results.py [runs/NAME ...]     # default: every run directory under runs/
 
-For each run: the command's settings that matter, the test figures with their 95% bootstrap CIs, the baseline (TF-IDF; a CRF for ner),
+For each run: the command's settings that matter, the test figures with their 95% bootstrap CIs, the baseline (TF-IDF; a CRF for ner; BM25 for embedding),
 the verdict against it (McNemar p for classification, paired bootstrap otherwise), the spread over seeds when there
 were several, the share of texts longer than max_length and the training time. Writes its section of
 docs/benchmarks.md and prints the markdown.
@@ -36,7 +36,7 @@ def row(run: RunDir) -> list:
     cfg, m = run.config(), run.metrics()
     task = get_task(cfg.task)
     primary, secondary = task.summary[0][0], task.summary[1][0]
-    percent = task.name != "regression"
+    percent = task.name not in ("regression", "embedding", "similarity")
     comparison = (m.get("comparison") or {}).get("verdict") or {}
     p = comparison.get("p_value")
     seeds = (m.get("train") or {}).get("seeds")
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="*")
     args = parser.parse_args()
     paths = [Path(p) for p in args.runs] or sorted(p for p in (ROOT / "runs").iterdir() if RunDir.is_run(p))
-    header = ["run", "model", "max_length", "test: primary metric (95% CI)", "secondary (95% CI)", "baseline (TF-IDF; ner: CRF)",
+    header = ["run", "model", "max_length", "test: primary metric (95% CI)", "secondary (95% CI)", "baseline (TF-IDF; ner: CRF; embedding: BM25)",
               "verdict vs baseline", "seeds: test mean ± sd", "texts > max_length", "training loop time"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for path in paths:
@@ -72,7 +72,7 @@ def main() -> None:
     text = "\n".join(["## Quality: `python benchmarks/results.py`", "",
                       "Every figure from the runs' own metrics.json: primary and secondary test metrics (classification: "
                       "accuracy and macro-F1; multi-label: micro- and macro-F1; regression: Pearson and Spearman; ner: entity F1 and "
-                      "precision) with "
+                      "precision; embedding: MRR@10 and recall@1 over all held-out documents) with "
                       "1,000-resample bootstrap 95% CIs over test examples.", "", *lines])
     write_section("results", text)
     print(text)

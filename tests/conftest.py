@@ -225,6 +225,34 @@ def ner_run(tmp_path_factory, tiny_model, ner_data) -> Path:
     return out
 
 
+EMBED_TRAIN = ["--train.batch_size", "16", "--train.learning_rate", "1e-3", "--train.warmup_ratio", "0.05",
+               "--train.logging_steps", "5", "--train.report_to", "[]"]
+
+
+def make_search_rows(n: int, seed: int) -> list[dict]:
+    """A query of three words of its document; each document unique (a numbered item)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        doc = make_text(rng, rng.choice(sorted(TOPICS))) + f" item{seed}x{i}"
+        rows.append({"query": " ".join(rng.sample(doc.split(), 3)), "document": doc})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def search_data(tmp_path_factory):
+    return write_jsonl(tmp_path_factory.mktemp("search-data") / "pairs.jsonl", make_search_rows(400, 0))
+
+
+@pytest.fixture(scope="session")
+def embedding_run(tmp_path_factory, tiny_model, search_data):
+    out = tmp_path_factory.mktemp("embedding-run") / "run"
+    run_cli("train", "--task", "embedding", "--data.source", str(search_data), "--model.name_or_path", str(tiny_model),
+            "--data.text_column", "query", "--data.text_pair_column", "document",  # named, as examples/debian-search.yaml does
+            "--output_dir", str(out), "--train.epochs", "3", *EMBED_TRAIN)
+    return out
+
+
 def read_jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 

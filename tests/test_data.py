@@ -177,3 +177,29 @@ def test_debtags_recipe_builds_multilabel_splits_from_the_apt_index():
                                         "accessibility", "science", "biology", "system", "junior", "culture") for label in splits.labels)
     total = sum(len(s) for s in splits.as_dict().values())
     assert 25000 < total < 30000 and abs(len(splits.test) / total - 0.1) < 0.01
+
+
+@pytest.mark.slow
+def test_debian_search_recipe_pairs_unique_queries_with_held_out_groups():
+    from encoderfit import debian
+
+    if not list(debian.LISTS.glob("*_i18n_Translation-en*")):
+        pytest.skip("the apt index has no English descriptions (apt-get update -o Acquire::Languages=en)")
+    splits = prepare(DataArgs(source="debian-search", text_column="query", text_pair_column="document",
+                              validation_size=0.05, test_size=0.1), "embedding")
+    total = sum(len(s) for s in splits.as_dict().values())
+    assert 50000 < total < 65000 and abs(len(splits.test) / total - 0.1) < 0.01
+    train_texts = set(splits.train["text"]) | set(splits.train["text_pair"])
+    assert not train_texts & (set(splits.test["text"]) | set(splits.test["text_pair"]))  # never seen in training
+    assert len(set(splits.test["text"])) == len(splits.test) and min(len(d.split()) for d in splits.test["text_pair"]) >= 15
+
+
+@pytest.mark.slow
+def test_lee_similarity_recipe_has_every_rated_pair():
+    import importlib.util
+
+    if importlib.util.find_spec("gensim") is None:
+        pytest.skip("gensim is not installed (pip install --no-deps gensim)")
+    splits = prepare(DataArgs(source="lee-similarity", label_column="score"), "similarity")
+    assert sum(len(s) for s in splits.as_dict().values()) == 1225
+    assert all(0 <= s <= 1 for s in splits.test["labels"])

@@ -158,7 +158,7 @@ def test_serve_every_task(request, fixture, body, check):
 def test_stages_contain_no_task_branches():
     """Task names appear in the task modules and the registry only: a new task is one module and one entry."""
     names = {"classification", "multilabel", "regression", "multi_label_classification", "single_label_classification", "mlm",
-             "ner", "token_classification"}
+             "ner", "token_classification", "embedding", "similarity"}
     # config.py: RunConfig.task's default, for run directories written before tasks existed; pretrain*.py: the stage
     # that exists for the masked-LM task (its runs are read by no other stage)
     allowed = {"config.py", "pretrain.py", "pretrain_config.py"}
@@ -182,7 +182,7 @@ def test_task_inference_from_the_label_column():
 
 
 @pytest.mark.parametrize("fixture,tag", [("multilabel_run", "f1"), ("regression_run", "pearsonr"), ("pair_run", "accuracy"),
-                                         ("ner_run", "f1")])
+                                         ("ner_run", "f1"), ("embedding_run", "mrr@10")])
 def test_every_task_report_and_card_agree_with_metrics(request, fixture, tag):
     import re
 
@@ -205,6 +205,6 @@ def test_every_task_report_and_card_agree_with_metrics(request, fixture, tag):
     card = (run / "model" / "README.md").read_text()
     header = yaml.safe_load(card.split("---")[1])
     results = header["model-index"][0]["results"][0]
-    pipeline_tag = "token-classification" if fixture == "ner_run" else "text-classification"
+    pipeline_tag = {"ner_run": "token-classification", "embedding_run": "sentence-similarity"}.get(fixture, "text-classification")
     assert header["pipeline_tag"] == pipeline_tag and tag in {m["type"] for m in results["metrics"]}
     assert "95% CI" in card and verdict["sentence"] in card

@@ -76,9 +76,7 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         "```python",
         "from encoderfit import Predictor   # applies the head fitted on validation",
         'model = Predictor.from_pretrained("path/to/model")',
-        "# or plain transformers:",
-        "from transformers import pipeline",
-        f'pipe = pipeline("{task.pipeline_tag}", model="path/to/model")',
+        *task.plain_usage(cfg),
         "```",
         "",
     ])

@@ -40,12 +40,13 @@ def _commands() -> Dict[str, Callable]:
     from .predict_cli import predict
     from .pretrain import pretrain
     from .report import report
+    from .search import embed, search
     from .serve import serve
     from .train import fit
     from .tune import tune
 
     return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
-            "pretrain": pretrain}
+            "pretrain": pretrain, "embed": embed, "search": search}
 
 
 def build_parser(commands: Dict[str, Callable]):
@@ -53,7 +54,7 @@ def build_parser(commands: Dict[str, Callable]):
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="encoderfit", exit_on_error=False, allow_abbrev=False,
-                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, masked-LM.")
+                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, NER, embeddings and search, masked-LM.")
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in commands.items():
         summary = (fn.__doc__ or "").strip().splitlines()[0]

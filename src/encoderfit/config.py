@@ -119,6 +119,10 @@ class ModelArgs:
     attention_dropout: Optional[float] = 0.0
     """Dropout on attention probabilities while fine-tuning. 0 (ModernBERT's own value) keeps PyTorch's fused
     attention kernel, about 2x faster on CPU than BERT's 0.1; null keeps the model's value."""
+    head: Literal["linear", "embedding"] = "linear"
+    """Classification: linear (fine-tune the whole model with an output layer) or embedding (SetFit: tune the model
+    as a sentence encoder on pairs made from the labels, then fit a logistic regression on its embeddings; better with
+    a few labelled examples per class)."""
     revision: Optional[str] = None
     """Model revision (branch, tag or commit) on the hub."""
     trust_remote_code: bool = False
@@ -209,6 +213,17 @@ class TrainArgs:
     average (one forward pass per member)."""
     regression_loss: Literal["mse", "huber"] = "mse"
     """Regression: squared error, or Huber (less pulled by outliers), on standardized targets."""
+    embedding_loss: Literal["auto", "mnrl", "cosent", "angle"] = "auto"
+    """Embeddings: mnrl (multiple-negatives ranking: the batch's other documents are the negatives) for pairs and
+    triplets, cosent or angle for scored pairs; auto picks by the data's shape."""
+    contrastive_mini_batch: Optional[int] = None
+    """Embeddings with mnrl: embed each batch in chunks of this many (GradCache), so batch_size (the number of
+    in-batch negatives) can be larger than memory allows; the result is the same as one big batch."""
+    contrastive_pairs: int = 10
+    """Classification with model.head embedding: pairs made per training text (half with a text of its class,
+    half with another class's), for the contrastive phase."""
+    matryoshka_dims: Optional[List[int]] = None
+    """Embeddings: also train truncations of the vector to these sizes (Matryoshka), e.g. [384, 256, 128, 64]."""
     logging_steps: int = 10
     """Log loss and learning rate every N steps."""
     report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
@@ -241,6 +256,9 @@ class TrainArgs:
         _require(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {self.max_grad_norm:g})")
         _require(self.save_steps is None or self.save_steps > 0, f"train.save_steps must be > 0 (got {self.save_steps})")
         _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
+        _require(self.contrastive_mini_batch is None or self.contrastive_mini_batch >= 1,
+                 f"train.contrastive_mini_batch must be at least 1 (got {self.contrastive_mini_batch})")
+        _require(not self.matryoshka_dims or min(self.matryoshka_dims) >= 1, f"train.matryoshka_dims must be positive (got {self.matryoshka_dims})")
         _require(self.seeds >= 1, f"train.seeds must be at least 1 (got {self.seeds})")
         _require(not self.ensemble or self.seeds > 1, "train.ensemble needs train.seeds > 1 (the members to ensemble)")
         _require(self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")

@@ -28,7 +28,8 @@ def predict_split(predictor, ds) -> Predictions:
 
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     words = ds["words"] if "words" in ds.column_names else None  # tasks that label words: the data's own
-    return Predictions(list(ds["text"]), pairs, predictor.task.targets_array(ds["labels"]), predictor.logits(ds["text"], pairs, words))
+    return Predictions(list(ds["text"]), pairs, predictor.task.targets_array(ds["labels"]),
+                       predictor.task.outputs(predictor, list(ds["text"]), pairs, words))
 
 
 def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels: List[str], fingerprint: str) -> Predictions:
@@ -67,7 +68,7 @@ def compare(task: Task, model: Predictions, base: Predictions, labels: List[str]
                    for key, _ in task.summary if key in mine}
     exact = task.paired_test(model, base, labels, head, base_head)
     primary = task.summary[0][0]
-    p_value = next(iter(exact.values()))["p_value"] if exact else differences[primary]["p_value"]
+    p_value = exact[task.exact_test]["p_value"] if exact and task.exact_test else differences[primary]["p_value"]
     return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.greater_is_better(primary),
                                                                            primary, p_value, baseline=task.baseline_name, plain=task.baseline_plain)}
 
@@ -115,7 +116,7 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
     predictor.info.head = head
     baseline = None
     if cfg.report.baseline:
-        fitted = task.baseline(splits, cfg.labels)
+        fitted = task.baseline(splits, cfg.labels, cfg)
         test = preds["test"]
         baseline = (Predictions(test.texts, test.pairs, test.targets, fitted["logits"]), fitted["head"])
         run.write_predictions(BASELINE_SPLIT, baseline[0], task, cfg.labels, "tfidf-baseline")

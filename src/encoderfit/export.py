@@ -73,16 +73,19 @@ def quantize_int8(source: Path, target: Path) -> None:
                      per_channel=True, extra_options={"MatMulConstBOnly": True})
 
 
-def _saved_texts(run: Optional[RunDir], split: str, n: int, task: Task, labels: List[str]) -> Texts:
-    """The first n texts (and pairs) of a split as the run's evaluation saved them, if it did."""
+def _saved_texts(run: Optional[RunDir], split: str, n: int, task: Task, labels: List[str], text_pair: bool = True) -> Texts:
+    """The first n texts (and pairs) of a split as the run's evaluation saved them, if it did. For a model of single
+    texts whose data are pairs (embeddings: queries and documents), both sides are texts."""
     preds = run.predictions(split, task, labels) if run else None
     if preds is None:
         return [], None
+    if preds.pairs is not None and not text_pair:
+        return (preds.texts[: n - n // 2] + preds.pairs[: n // 2]), None
     return preds.texts[:n], preds.pairs[:n] if preds.pairs is not None else None
 
 
 def _sample_texts(run: Optional[RunDir], info: ModelInfo, task: Task) -> Texts:
-    texts, pairs = _saved_texts(run, "test", SAMPLE_TEXTS, task, info.labels)
+    texts, pairs = _saved_texts(run, "test", SAMPLE_TEXTS, task, info.labels, info.text_pair)
     if texts:
         return texts, pairs
     texts = ["a short text", "a somewhat longer text with more words in it " * 3, "x"]
@@ -190,13 +193,14 @@ def export(
         if quantize == "int8":
             quantize_int8(target.onnx_file(False), target.onnx_file(True))
             onnx["int8"] = OnnxModel(target.onnx_file(True))
-            texts, pairs, where = _validation_texts(rundir, task, info.labels) if recheck_quantile > 0 else ([], None, "")
+            recheck = recheck_quantile > 0 and task.int8_recheck
+            texts, pairs, where = _validation_texts(rundir, task, info.labels) if recheck else ([], None, "")
             if texts:
                 fitted = fit_recheck_margin(onnx["fp32"], onnx["int8"], tokenizer, info, texts, pairs, recheck_quantile)
                 write_json(target / ModelDir.RECHECK, {**fitted, "fitted_on": where})
                 log.info("int8 re-check: margin %.3f re-runs %.1f%% of %d validation texts in fp32 (without: %s; with: %s)",
                          fitted["margin"], 100 * fitted["rechecked_share"], len(texts), fitted["without"], fitted["with"])
-            elif recheck_quantile > 0:
+            elif recheck:
                 log.warning("int8 re-check off: no validation texts found for %s (evaluate the run first)", run)
         texts, pairs = _sample_texts(rundir, info, task)
         check = parity(model, tokenizer, info, texts, pairs, onnx, fitted.get("margin"))

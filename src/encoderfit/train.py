@@ -25,7 +25,7 @@ from .device import pick_precision
 from .distributed import barrier, is_main, join, share
 from .errors import UserError
 from .files import check_writable, partial_dir, publish_dir, write_json
-from .modeling import load_config, load_model, load_tokenizer, resolve_max_length
+from .modeling import load_config, load_tokenizer, resolve_max_length
 from .rundir import ModelInfo, RunDir
 from .tasks import LABELLED, Task, get_task
 
@@ -142,7 +142,7 @@ class Prepared:
 
         precision = pick_precision(train.precision)
         splits = prepare(data, task)
-        chosen = get_task(splits.task)
+        chosen = get_task(splits.task).for_model(model)
         tokenizer = load_tokenizer(model)
         max_length = resolve_max_length(model, load_config(model), tokenizer)
         shown = splits.labels if len(splits.labels) <= 20 else f"{len(splits.labels)} labels ({', '.join(splits.labels[:5])}, ...)"
@@ -183,12 +183,10 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     import transformers
     from transformers import set_seed
 
-    from .trainer import build_trainer
-
     set_seed(cfg.train.seed)
-    net = load_model(cfg.model, prep.task, prep.splits.labels)
-    trainer = build_trainer(net, prep.tokenizer, prep.task, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
-                            prep.precision, workdir, callbacks)
+    net = prep.task.load_model(cfg.model, prep.splits.labels, prep.max_length)
+    trainer = prep.task.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
+                                      prep.precision, workdir, callbacks)
     engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
     if cfg.train.fsdp and not trainer.is_fsdp_enabled:  # never ignore it silently
         raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")
@@ -201,8 +199,9 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     if not is_main():
         return Trained(trainer, True)
     (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
-    adjusted = prep.task.after_training(run.model.path, prep.stats)
-    run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, bool(cfg.data.text_pair_column),
+    adjusted = prep.task.after_training(run.model.path, prep.stats, trainer)
+    pairs = bool(cfg.data.text_pair_column) and not prep.task.embeds  # an embedding model reads one text at a time
+    run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, pairs,
                                    windows=prep.windows))
     write_json(run.history_file, trainer.state.log_history)
     shutil.rmtree(run / RunDir.CHECKPOINTS, ignore_errors=True)

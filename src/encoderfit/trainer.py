@@ -34,7 +34,9 @@ def per_process_batch(train: TrainArgs) -> int:
     return train.batch_size // processes
 
 
-def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, greater_is_better: bool = False) -> TrainingArguments:
+def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, greater_is_better: bool = False,
+                       cls=TrainingArguments, **extra) -> TrainingArguments:
+    """The Trainer's arguments for `train` (`cls`: a TrainingArguments subclass, given its own `extra` settings)."""
     if train.eval_steps is not None:
         strategy, every = "steps", train.eval_steps
     elif train.max_steps is not None:
@@ -45,7 +47,8 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, grea
     if train.fsdp and (world_size() < 2 or not has_cuda()):  # accelerate shards on GPUs only
         raise UserError(f"train.fsdp: FSDP needs GPUs and a multi-process launch (torchrun --nproc_per_node N); this run has "
                         f"{world_size()} process(es){'' if has_cuda() else ' and no GPU'}: drop train.fsdp here")
-    return TrainingArguments(
+    return cls(
+        **extra,
         output_dir=str(checkpoints),
         num_train_epochs=train.epochs,
         max_steps=train.max_steps or -1,

@@ -12,15 +12,17 @@ from typing import Dict, Optional
 from ..errors import UserError, closest
 from .base import Task, check_options
 from .classification import Classification
+from .embedding import Embedding
 from .mlm import MaskedLM
 from .multilabel import Multilabel
 from .ner import TokenClassification
 from .regression import Regression
+from .similarity import Similarity
 
 log = logging.getLogger(__name__)
 
 TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression(), TokenClassification(),
-                                                        MaskedLM())}
+                                                        Embedding(), Similarity(), MaskedLM())}
 LABELLED = [name for name, task in TASKS.items() if "train" in task.stages]  # what --task can name
 
 

@@ -54,6 +54,12 @@ class Task:
     """Texts longer than max_length are always cut into windows (never truncated), whatever model.long_texts says."""
     output_axes: ClassVar[Dict[int, str]] = {0: "batch"}
     """The dynamic axes of the exported ONNX graph's logits."""
+    embeds: ClassVar[bool] = False
+    """Its outputs are text embeddings (one normalised vector per text): embed, search and the server's /v1/embed apply."""
+    int8_recheck: ClassVar[bool] = True
+    """The task makes decisions that an int8 export can flip, so export fits a margin to re-check near-ties in fp32."""
+    exact_test: ClassVar[Optional[str]] = None
+    """The key of `paired_test`'s result whose p-value the verdict uses (else the paired bootstrap's)."""
 
     # ---------------------------------------------------------------- data
 
@@ -136,6 +142,36 @@ class Task:
         """compute_metrics for the Trainer's evaluations: logits and targets -> {metric: value}."""
         raise NotImplementedError
 
+    def load_model(self, args, labels: List[str], max_length: int):
+        """The model to fine-tune: the encoder with this task's output layer."""
+        from ..modeling import load_model
+
+        return load_model(args, self, labels)
+
+    def build_trainer(self, net, tokenizer, labels: List[str], stats: Dict[str, Any], tokenized: Dict, train, precision: str,
+                      workdir, callbacks: Optional[list] = None):
+        """The Trainer that fine-tunes `net` (trainer.build_trainer: this task's loss, metrics and collator)."""
+        from ..trainer import build_trainer
+
+        return build_trainer(net, tokenizer, self, labels, stats, tokenized, train, precision, workdir, callbacks)
+
+    def inference_model(self, model, model_dir):
+        """The loaded model as inference runs it (a module whose outputs have `.logits`): a sentence-transformers
+        directory's transformer with its pooling (and its linear head, for classification on embeddings)."""
+        from pathlib import Path
+
+        if (Path(model_dir) / "modules.json").is_file():
+            from .embedding_model import pooled
+
+            return pooled(model, model_dir)
+        return model
+
+    def for_model(self, model):
+        """The task as training runs it for these model settings (model.head embedding: classification's SetFit)."""
+        if model.head != "linear":
+            raise UserError(f"model.head {model.head}: only classification trains a head on embeddings; drop model.head")
+        return self
+
     def collator(self, tokenizer):
         """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
         from transformers import DataCollatorWithPadding
@@ -152,7 +188,7 @@ class Task:
         """Evaluation metrics computed from the Trainer's others (e.g. perplexity from the loss)."""
         return {}
 
-    def after_training(self, model_dir, stats: Dict[str, Any]) -> bool:
+    def after_training(self, model_dir, stats: Dict[str, Any], trainer=None) -> bool:
         """Adjust the saved weights once training is over; True when they changed (the in-memory model is stale)."""
         return False
 
@@ -170,7 +206,11 @@ class Task:
         """The head's decisions with what they do on each analysed split (metrics.json's `head` section)."""
         return dict(head)
 
-    def baseline(self, splits, labels: List[str]) -> Optional[Dict[str, Any]]:
+    def outputs(self, predictor, texts: List[str], pairs: Optional[List[str]], words=None):
+        """A split's outputs as its predictions keep them (the Predictor's logits)."""
+        return predictor.logits(texts, pairs, words)
+
+    def baseline(self, splits, labels: List[str], cfg=None) -> Optional[Dict[str, Any]]:
         """A simple model on the same split (TF-IDF based): {"metrics": its test metrics and choices, "logits": its
         test outputs in the form the model's take (so the same metric functions apply), "head": its decisions}."""
         return None
@@ -254,6 +294,14 @@ class Task:
     def intended_use(self, labels: List[str]) -> str:
         """The model card's first sentence on use: what the model does, and the limit particular to the task."""
         return "Predicting for text like the training data."
+
+    def plain_usage(self, cfg) -> List[str]:
+        """The model card's lines of Python that load the model without encoderfit."""
+        if getattr(cfg.model, "head", "linear") == "embedding":
+            return ["# or sentence-transformers (the classifier is model/classifier.safetensors: logits = W @ embedding + b):",
+                    "from sentence_transformers import SentenceTransformer",
+                    'encoder = SentenceTransformer("path/to/model")']
+        return ["# or plain transformers:", "from transformers import pipeline", f'pipe = pipeline("{self.pipeline_tag}", model="path/to/model")']
 
     def card_sections(self, metrics: Dict[str, Any], cfg) -> List[str]:
         """Markdown paragraphs of the model card about the head (calibration, thresholds, intervals)."""

@@ -92,6 +92,11 @@ class Classification(Task):
     summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
     lower_is_better = frozenset({"ece_before", "ece_after"})
 
+    def for_model(self, model):
+        from .setfit import for_model
+
+        return for_model(self, model)
+
     # ---------------------------------------------------------------- targets
 
     def read_targets(self, ds, data, where):
@@ -209,7 +214,7 @@ class Classification(Task):
                 "threshold": {"target_accuracy": head.get("target_accuracy"), "value": threshold,
                               "chosen_on": head.get("fitted_on", "saved"), **at}}
 
-    def baseline(self, splits, labels):
+    def baseline(self, splits, labels, cfg=None):
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import f1_score
 
@@ -248,6 +253,8 @@ class Classification(Task):
 
         return ({"accuracy": lambda idx: float(correct[idx].mean()), "f1_macro": f1_macro,
                  "ece_before": lambda idx: ece(raw[idx], y[idx]), "ece_after": lambda idx: ece(cal[idx], y[idx])}, y)
+
+    exact_test = "mcnemar"
 
     def paired_test(self, model, baseline, labels, head, baseline_head):
         from ..stats import mcnemar_exact

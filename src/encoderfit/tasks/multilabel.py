@@ -193,7 +193,7 @@ class Multilabel(Task):
     def head_summary(self, head, analysed):
         return {"thresholds": {**head, "fitted_on": head.get("fitted_on", "saved")}}
 
-    def baseline(self, splits, labels):
+    def baseline(self, splits, labels, cfg=None):
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 

@@ -161,7 +161,7 @@ class TokenClassification(Task):
     def analyse(self, preds, labels, head, cfg):
         return entity_metrics(preds.targets, preds.logits, labels, cfg.report.max_examples)
 
-    def baseline(self, splits, labels):
+    def baseline(self, splits, labels, cfg=None):
         from .ner_baseline import crf_baseline
 
         started = time.time()

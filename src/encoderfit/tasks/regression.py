@@ -25,13 +25,13 @@ ALPHAS = (0.1, 1.0, 10.0, 100.0)
 POINTS = 2000  # (true, predicted) pairs kept in metrics.json for the report's scatter plots
 
 
-def as_number(value, column: str, where: str, row: int) -> float:
+def as_number(value, column: str, where: str, row: int, need: str = "regression needs numeric targets") -> float:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise UserError(f"{where}: row {row}: empty target in column '{column}'; fill it in or remove the row")
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise UserError(f"{where}: row {row}: '{value}' in column '{column}' is not a number; regression needs numeric targets") from None
+        raise UserError(f"{where}: row {row}: '{value}' in column '{column}' is not a number; {need}") from None
     if not math.isfinite(number):
         raise UserError(f"{where}: row {row}: target {value} in column '{column}' is not finite; fix or remove the row")
     return number
@@ -134,7 +134,7 @@ class Regression(Task):
 
         return compute
 
-    def after_training(self, model_dir, stats):
+    def after_training(self, model_dir, stats, trainer=None):
         """Fold y = z * sd + mean into the output layer: the one (1, hidden) weight with its (1,) bias."""
         from safetensors.numpy import load_file, save_file
 
@@ -182,7 +182,7 @@ class Regression(Task):
     def head_summary(self, head, analysed):
         return {"interval": {**head, **{role: m.get("interval") for role, m in analysed.items()}}}
 
-    def baseline(self, splits, labels):
+    def baseline(self, splits, labels, cfg=None):
         from sklearn.linear_model import Ridge
 
         from ..metrics import regression_metrics

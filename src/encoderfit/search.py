@@ -1,0 +1,247 @@
+"""Embeddings in use: `encoderfit embed` (texts -> normalised vectors) and `encoderfit search` (queries -> the
+nearest documents of a corpus), with `SearchIndex` as the Python API.
+
+An index is a directory: vectors.npy (float32, normalised), documents.jsonl (id and text), meta.json (the model's
+and the corpus's sha256, so a stale index is rebuilt, never silently reused) and, above ANN_MIN_DOCUMENTS,
+hnsw.usearch (an HNSW graph, usearch). Below that, exact search (one matrix product) is as fast (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Sequence
+
+from .errors import UserError
+from .files import atomic_file, check_writable, partial_dir, publish_dir, sha256, write_json
+from .predict import Predictor
+from .predict_cli import drop_empty, read_inputs
+from .rundir import locate
+
+log = logging.getLogger(__name__)
+ANN_MIN_DOCUMENTS = 200_000  # exact search below this many documents (measured: benchmarks/embeddings.py)
+MAX_TOP_K = 1000
+
+
+def _unit(vectors):
+    import numpy as np
+
+    vectors = np.asarray(vectors, dtype=np.float32)
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
+def embed_texts(predictor: Predictor, texts: Sequence[str]):
+    """Normalised embeddings, shape (n, dimension), batched by length."""
+    if not predictor.task.embeds:
+        raise UserError(f"this run's task is {predictor.task.name}, which makes no embeddings: `encoderfit embed` and `search` "
+                        "need a model trained with --task embedding or similarity (or use `encoderfit predict`)")
+    return _unit(predictor.logits(list(texts)))
+
+
+def read_corpus(path: Path, text_column: str, id_column: str):
+    """(ids, texts) of a corpus file: .txt (one document per line, ids are line numbers) or a table."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--corpus: file '{path}' does not exist")
+    texts, _ = read_inputs(str(path), text_column)
+    if path.suffix.lower() == ".txt":
+        ids = [str(i + 1) for i in range(len(texts))]
+    else:
+        from .data import read_table
+
+        table = read_table(path)
+        ids = [str(v) for v in table[id_column]] if id_column in table.column_names else [str(i + 1) for i in range(len(texts))]
+    keep = [i for i, t in enumerate(texts) if t.strip()]
+    if not keep:
+        raise UserError(f"{path}: no documents (every row's '{text_column}' is empty)")
+    if len(keep) < len(texts):
+        log.warning("warning: %s: skipped %d empty documents", path, len(texts) - len(keep))
+    return [ids[i] for i in keep], [texts[i] for i in keep]
+
+
+class SearchIndex:
+    """Nearest documents by cosine similarity.
+
+    >>> model = Predictor.from_pretrained("runs/debian-search")
+    >>> index = SearchIndex.build(model, texts, ids, "runs/debian-search/indexes/docs")
+    >>> index.search(model, ["convert pdf to text"], k=5)
+    [[{'id': 'poppler-utils', 'score': 0.71, 'text': '...'}, ...]]
+    """
+
+    def __init__(self, directory: Path):
+        import numpy as np
+
+        self.directory = Path(directory)
+        self.meta = json.loads((self.directory / "meta.json").read_text())
+        self.vectors = np.load(self.directory / "vectors.npy")
+        rows = [json.loads(line) for line in (self.directory / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
+        self.ids, self.texts = [r["id"] for r in rows], [r["text"] for r in rows]
+        self.ann = None
+        if self.meta["kind"] == "hnsw":
+            from usearch.index import Index
+
+            self.ann = Index.restore(str(self.directory / "hnsw.usearch"))
+
+    @classmethod
+    def build(cls, predictor: Predictor, texts: Sequence[str], ids: Sequence[str], directory: Path, corpus_sha256: str = "",
+              kind: Literal["auto", "exact", "hnsw"] = "auto") -> "SearchIndex":
+        import numpy as np
+
+        directory = Path(directory)
+        work = partial_dir(directory)
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        vectors = embed_texts(predictor, texts)
+        np.save(work / "vectors.npy", vectors)
+        with atomic_file(work / "documents.jsonl") as handle:
+            for i, t in zip(ids, texts):
+                handle.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
+        chosen = kind if kind != "auto" else ("hnsw" if len(texts) >= ANN_MIN_DOCUMENTS else "exact")
+        if chosen == "hnsw":
+            from usearch.index import Index
+
+            graph = Index(ndim=vectors.shape[1], metric="ip")
+            graph.add(np.arange(len(vectors)), vectors)
+            graph.save(str(work / "hnsw.usearch"))
+        write_json(work / "meta.json", {"model_sha256": predictor_fingerprint(predictor), "corpus_sha256": corpus_sha256,
+                                        "documents": len(texts), "dimension": int(vectors.shape[1]), "kind": chosen})
+        publish_dir(work, directory)
+        log.info("index of %d documents (%s search) written to %s", len(texts), chosen, directory)
+        return cls(directory)
+
+    def search(self, predictor: Predictor, queries: Sequence[str], k: int = 10) -> List[List[Dict]]:
+        """The k nearest documents of each query: [{id, score (cosine), text}], best first."""
+        return self.nearest(embed_texts(predictor, queries), k)
+
+    def nearest(self, q, k: int = 10) -> List[List[Dict]]:
+        """The k nearest documents of each (normalised) query vector."""
+        import numpy as np
+
+        k = min(k, len(self.ids))
+        q = _unit(q)
+        if self.ann is not None:
+            found = self.ann.search(q, k)
+            keys, scores = np.atleast_2d(found.keys), 1.0 - np.atleast_2d(found.distances)
+        else:
+            sims = q @ self.vectors.T
+            keys = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.tile(np.arange(sims.shape[1]), (len(q), 1))
+            order = np.argsort(-np.take_along_axis(sims, keys, 1), axis=1, kind="stable")
+            keys = np.take_along_axis(keys, order, 1)
+            scores = np.take_along_axis(sims, keys, 1)
+        return [[{"id": self.ids[int(j)], "score": round(float(s), 6), "text": self.texts[int(j)]} for j, s in zip(row, srow)]
+                for row, srow in zip(keys, scores)]
+
+
+def predictor_fingerprint(predictor: Predictor) -> str:
+    return getattr(predictor, "fingerprint", "") or ""
+
+
+def open_index(predictor: Predictor, corpus: Path, directory: Path, text_column: str, id_column: str,
+               kind: str = "auto", rebuild: bool = False) -> SearchIndex:
+    """The index of `corpus` in `directory`: reused when the same model indexed the same file, else (re)built."""
+    digest = sha256(corpus)
+    meta = Path(directory) / "meta.json"
+    if meta.is_file() and not rebuild:
+        saved = json.loads(meta.read_text())
+        if saved.get("corpus_sha256") == digest and saved.get("model_sha256") == predictor_fingerprint(predictor) \
+                and kind in ("auto", saved.get("kind")):
+            log.info("reusing the index in %s (%d documents)", directory, saved["documents"])
+            return SearchIndex(directory)
+        log.info("the index in %s was made from another model or corpus: rebuilding it", directory)
+    ids, texts = read_corpus(corpus, text_column, id_column)
+    return SearchIndex.build(predictor, texts, ids, directory, digest, kind)
+
+
+def _load(run: Path, device: Optional[str], backend: str, max_tokens: Optional[int]) -> Predictor:
+    if max_tokens is not None and max_tokens < 1:
+        raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
+    return Predictor.from_pretrained(run, device=device, backend=backend, max_tokens=max_tokens)
+
+
+def index_for(predictor: Predictor, run: Path, corpus: Path, backend: str, index: Optional[Path] = None,
+              text_column: str = "text", id_column: str = "id", kind: str = "auto", rebuild: bool = False) -> SearchIndex:
+    """The index of `corpus` for the model of `run` (default directory: RUN/indexes/<corpus file name>)."""
+    if not Path(corpus).is_file():
+        raise UserError(f"--corpus: file '{corpus}' does not exist")
+    rundir, directory = locate(Path(run))
+    predictor.fingerprint = f"{directory.fingerprint()}:{backend}"
+    where = Path(index) if index else (rundir.path if rundir else directory.path) / "indexes" / Path(corpus).name
+    return open_index(predictor, Path(corpus), where, text_column, id_column, kind, rebuild)
+
+
+def embed(run: Path, input: str = "-", output: Optional[Path] = None, text_column: str = "text", device: Optional[str] = None,
+          max_tokens: Optional[int] = None, backend: Literal["torch", "onnx", "onnx-int8"] = "torch") -> Optional[Path]:
+    """Embed texts with a run trained with --task embedding: normalised vectors, batched by length.
+
+    Args:
+        run: Run directory (or model directory) of an embedding model.
+        input: Texts: '-' for stdin (one per line), a .txt file (one per line), or a CSV/TSV/JSONL/Parquet file.
+        output: .npy (a float32 matrix, one row per non-empty text, in order) or .parquet (text and embedding
+            columns). Default: JSONL on stdout.
+        text_column: Column of a table input holding the text.
+        device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
+        max_tokens: Token budget of one batch (rows x longest row). Default: 4096 on CPU, 16384 on GPU.
+        backend: torch, onnx or onnx-int8 (after `encoderfit export RUN`).
+    """
+    suffix = Path(output).suffix.lower() if output else ""
+    if output and suffix not in (".npy", ".parquet"):
+        raise UserError(f"--output: unsupported file type '{suffix}'; use .npy or .parquet")
+    if output:
+        check_writable(Path(output), "--output")
+    texts, _ = drop_empty(*read_inputs(input, text_column))
+    model = _load(run, device, backend, max_tokens)
+    vectors = embed_texts(model, texts)
+    if output is None:
+        for text, vector in zip(texts, vectors):
+            sys.stdout.write(json.dumps({"text": text, "embedding": [round(float(v), 6) for v in vector]}, ensure_ascii=False) + "\n")
+        return None
+    import numpy as np
+
+    with atomic_file(Path(output), "wb") as handle:
+        if suffix == ".npy":
+            np.save(handle, vectors)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            pq.write_table(pa.table({"text": texts, "embedding": list(vectors)}), handle)
+    log.info("wrote %d embeddings of %d dimensions to %s", len(texts), vectors.shape[1] if len(texts) else 0, output)
+    return Path(output)
+
+
+def search(run: Path, corpus: Optional[Path] = None, query: Optional[str] = None, queries: Optional[str] = None, top_k: int = 10,
+           text_column: str = "text", id_column: str = "id", index: Optional[Path] = None,
+           kind: Literal["auto", "exact", "hnsw"] = "auto", rebuild: bool = False, device: Optional[str] = None,
+           backend: Literal["torch", "onnx", "onnx-int8"] = "torch") -> List[List[Dict]]:
+    """Search a corpus with an embedding run: the top_k nearest documents of each query, as JSONL on stdout.
+
+    Args:
+        run: Run directory (or model directory) of an embedding model.
+        corpus: The documents: a .txt file (one per line; ids are line numbers) or a CSV/TSV/JSONL/Parquet table.
+        query: One query text.
+        queries: A file of queries (.txt one per line, or a table with text_column), or '-' for stdin.
+        top_k: Documents returned per query.
+        text_column: Column of a table corpus (and queries file) holding the text.
+        id_column: Column of a table corpus holding each document's id (default: row numbers when absent).
+        index: Where the index is kept. Default: RUN/indexes/<corpus file name>. Reused while the model and the
+            corpus file are unchanged.
+        kind: exact (one matrix product), hnsw (approximate, usearch) or auto (exact below 200,000 documents).
+        rebuild: Rebuild the index even if it is current.
+        device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
+        backend: torch, onnx or onnx-int8 (after `encoderfit export RUN`).
+    """
+    if not 1 <= top_k <= MAX_TOP_K:
+        raise UserError(f"--top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
+    if not query and not queries:
+        raise UserError("search: no query; pass --query TEXT (repeatable) or --queries FILE")
+    texts = ([query] if query else []) + (drop_empty(*read_inputs(queries, text_column))[0] if queries else [])
+    if corpus is None:
+        raise UserError("search: no corpus; pass --corpus FILE (.txt, one document per line, or a CSV/JSONL/Parquet table)")
+    model = _load(run, device, backend, None)
+    found = index_for(model, run, Path(corpus), backend, index, text_column, id_column, kind, rebuild).search(model, texts, top_k)
+    for text, hits in zip(texts, found):
+        sys.stdout.write(json.dumps({"query": text, "results": hits}, ensure_ascii=False) + "\n")
+    return found
