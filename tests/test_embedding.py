@@ -68,6 +68,7 @@ def test_pairs_train_evaluate_and_load_in_sentence_transformers(embedding_run):
     metrics = json.loads((embedding_run / "metrics.json").read_text())
     test = metrics["test"]
     assert test["n"] == 40 and test["corpus"] == 40
+    assert metrics["inputs"]["test"]["texts"] == 80  # queries and documents, each read as one text
     assert 0 <= test["ci"]["mrr@10"]["low"] <= test["mrr@10"] <= test["ci"]["mrr@10"]["high"] <= 1
     assert metrics["baseline"]["base_model"]["mrr@10"] < test["mrr@10"]  # fine-tuning beat the random-init start
     assert {"mrr@10", "recall@10"} <= set(metrics["comparison"]["differences"])

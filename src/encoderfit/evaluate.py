@@ -128,7 +128,9 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
     if review is not None:
         write_review(run / RunDir.NOISE, review)
         results["label_noise"] = {"count": len(review), "of": len(splits.train), "min_confidence": cfg.report.noise_confidence}
-    results["inputs"] = {role: predictor.input_report(p.texts, p.pairs) for role, p in preds.items()}
+    single = lambda p: p.pairs is not None and not predictor.info.text_pair  # noqa: E731  (embeddings: both sides are texts)
+    results["inputs"] = {role: predictor.input_report(p.texts + p.pairs, None) if single(p) else predictor.input_report(p.texts, p.pairs)
+                         for role, p in preds.items()}
     if (run / RunDir.METRICS).is_file():
         results["train"] = run.metrics().get("train")
     run.write_metrics(results)
