@@ -95,7 +95,7 @@ def main() -> None:
                 print(rows[-1], flush=True)
     text = f"""## Few labels: full fine-tuning against SetFit
 
-`python benchmarks/fewshot.py` ({time.time() - started:.0f} s), on {cpu_description()}, {torch.get_num_threads()} threads,
+`{" ".join(["python benchmarks/fewshot.py", *sys.argv[1:]])}` ({time.time() - started:.0f} s), on {cpu_description()}, {torch.get_num_threads()} threads,
 torch {torch.__version__}, Python {platform.python_version()}: all-MiniLM-L6-v2 trained on k labelled examples per class
 (validation: k per class as well), scored on the whole test split (test accuracy, 95% bootstrap CI, wall time of the
 run including evaluation). One draw of the k examples (seed {args.seed}): with so few examples the draw itself moves

@@ -4,6 +4,7 @@ Every figure is compared with `steady_run`, the same command run without interru
 bitwise equal (weights and metrics); the tolerance below is for float noise on other machines.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -22,11 +23,20 @@ def sealed(partial: Path) -> list[Path]:
     return sorted(partial.glob("checkpoints/checkpoint-*/encoderfit-complete.json"))
 
 
-def kill_after(args: list[str], partial: Path, checkpoints: int) -> None:
-    """Start training in a subprocess and SIGKILL it once `checkpoints` checkpoints are complete."""
+def trained(partial: Path) -> bool:
+    """Training has finished: metrics.json holds its train section (the evaluation comes next)."""
+    try:
+        return "train" in json.loads((partial / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def kill_after(args: list[str], partial: Path, checkpoints: int = 0, evaluating: bool = False) -> None:
+    """Start training in a subprocess and SIGKILL it once `checkpoints` checkpoints are complete (or, `evaluating`,
+    once training has finished and the evaluation runs)."""
     proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while len(sealed(partial)) < checkpoints:
+    while (not trained(partial)) if evaluating else len(sealed(partial)) < checkpoints:
         assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stderr.read()[-2000:]}"
         assert time.time() < deadline
         time.sleep(0.01)
@@ -67,6 +77,18 @@ def test_killed_run_resumes_from_its_newest_checkpoint_and_ends_where_an_uninter
     assert not partial.exists()
     assert_same_run(out, steady_run)
     assert load_run(out)[0]["train"]["resumed_from"] == newest
+
+
+def test_a_run_killed_during_its_evaluation_is_evaluated_again_without_training(steady_run, toy_csv, tiny_model, tmp_path):
+    out, partial = tmp_path / "late", tmp_path / ".late.partial"
+    args = steady_args(toy_csv, tiny_model, out)
+    kill_after(args, partial, evaluating=True)
+    assert not out.exists() and not sealed(partial)  # checkpoints are gone once the model is saved
+
+    proc = run_cli(*args)
+    assert "holds a trained model whose evaluation did not finish" in proc.stderr and "resuming from" not in proc.stderr
+    assert "train_runtime" not in proc.stderr and not partial.exists()
+    assert_same_run(out, steady_run)
 
 
 def test_a_corrupted_newest_checkpoint_is_skipped_with_a_warning(steady_run, toy_csv, tiny_model, tmp_path):

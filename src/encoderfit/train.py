@@ -26,7 +26,7 @@ from .distributed import barrier, is_main, join, share
 from .errors import UserError
 from .files import check_writable, partial_dir, publish_dir, write_json
 from .modeling import load_config, load_tokenizer, resolve_max_length
-from .rundir import ModelInfo, RunDir
+from .rundir import ModelDir, ModelInfo, RunDir
 from .tasks import LABELLED, Task, get_task
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,17 @@ def config_changes(before, now) -> List[str]:
     return changed
 
 
+def trained_already(workdir: Path) -> bool:
+    """Training finished in `workdir` (model/ and metrics.json's train section are its last writes) and only the
+    evaluation is left: a run whose evaluation failed is finished without training again."""
+    metrics = workdir / RunDir.METRICS
+    return (workdir / "model" / ModelDir.INFO).is_file() and metrics.is_file() and "train" in RunDir(workdir).metrics()
+
+
 def _progress(workdir: Path) -> List[Path]:
-    """What an interrupted run left to continue from: checkpoints, or members of a several-seed run."""
+    """What an interrupted run left to continue from: a trained model, checkpoints, or members of a several-seed run."""
+    if trained_already(workdir):
+        return [workdir / "model"]
     members = sorted((workdir / RunDir.MEMBERS).glob("seed-*")) if (workdir / RunDir.MEMBERS).is_dir() else []
     return checkpoints_in(workdir / RunDir.CHECKPOINTS) + members
 
@@ -100,8 +109,12 @@ def resume_point(directory: Path, insist: bool) -> Optional[Path]:
 
 
 def _abandon(workdir: Path, interrupted: bool) -> None:
-    """After a failure: keep the directory when it holds a checkpoint or a member to resume from, else remove it;
-    say which."""
+    """After a failure: keep the directory when it holds a trained model, a checkpoint or a member to resume from,
+    else remove it; say which."""
+    if trained_already(workdir):
+        log.warning("the evaluation failed after training; the trained model is kept in %s: run the same command "
+                    "again to evaluate it without training again", workdir)
+        return
     kept = newest_complete(workdir / RunDir.CHECKPOINTS) or any((workdir / RunDir.MEMBERS).glob("seed-*/model")) or any(
         newest_complete(m / RunDir.CHECKPOINTS) for m in (workdir / RunDir.MEMBERS).glob("seed-*"))
     if not kept:
@@ -285,7 +298,10 @@ def fit(
         cfg.save(workdir)  # what a later run compares itself with before resuming
     barrier()
     try:
-        if train.seeds > 1:
+        if keep and trained_already(workdir):
+            log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
+            cfg, model = RunConfig.load(workdir), None
+        elif train.seeds > 1:
             from .seeds import train_seeds
 
             model = train_seeds(prep, cfg, workdir)
