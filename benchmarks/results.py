@@ -52,7 +52,7 @@ def row(run: RunDir) -> list:
     name = run.path.resolve().relative_to(ROOT / "runs") if run.path.resolve().is_relative_to(ROOT / "runs") else run.path.name
     return [f"`{name}`", cfg.model.name_or_path, f"{cfg.resolved.get('max_length')}", figure(m["test"], primary, percent),
             figure(m["test"], secondary, percent), f"{100 * m['baseline'][primary]:.2f}%" if percent else f"{m['baseline'][primary]:.3f}",
-            f"{comparison.get('outcome', '')}" + (f" (p = {p:.2g})" if p is not None else ""), spread, long,
+            f"{comparison.get('outcome', '')}" + ((f" (p = {p:.2g})" if p else " (p < 0.002)" if p is not None else "")), spread, long,
             f"{minutes(runtime)}" + (" per seed" if members > 1 else "")]
 
 

@@ -194,6 +194,32 @@ def test_a_killed_pretraining_resumes_and_ends_where_an_uninterrupted_one_does(m
     assert metrics["validation"]["loss"] == pytest.approx(reference["validation"]["loss"], rel=1e-5)
 
 
+def test_tune_pretrain_searches_by_held_out_loss_on_the_same_masks_and_keeps_the_best_as_a_run(mlm_run, corpus_file, tmp_path):
+    import optuna
+
+    out, home = tmp_path / "tuned", tmp_path / "tuned-tune"
+    home.mkdir()
+    study = optuna.create_study(storage=f"sqlite:///{home / 'study.db'}", study_name="encoderfit", direction="minimize")
+    study.enqueue_trial({"train.learning_rate": 2e-3, "mlm.masking_rate": 0.15})  # the mlm_run's rate of learning
+    study.enqueue_trial({"train.learning_rate": 1e-7, "mlm.masking_rate": 0.3})  # far too small to learn: pruned
+    space = json.dumps({"train.learning_rate": {"low": 1e-7, "high": 3e-3, "log": True}, "mlm.masking_rate": {"choices": [0.15, 0.3]}})
+    args = pretrain_args(corpus_file, out, "--trials", "3", "--space", space, "--startup_trials", "1")
+    run_cli("tune-pretrain", *args[1:])
+
+    trials = optuna.load_study(study_name="encoderfit", storage=f"sqlite:///{home / 'study.db'}").trials
+    assert [t.state.name for t in trials[:2]] == ["COMPLETE", "PRUNED"] and len(trials) == 3
+    best = min((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    metrics, reference = (json.loads((run / "metrics.json").read_text()) for run in (out, mlm_run))
+    assert metrics["train"]["tune"]["best_trial"] == best.number
+    assert metrics["validation"]["loss"] == pytest.approx(best.value)
+    # every trial is scored on the held-out blocks masked once at the config's rate (0.3), whatever rate it trained at
+    assert metrics["validation"]["masked_tokens"] == reference["validation"]["masked_tokens"]
+    assert (out / "trials.csv").is_file() and (out / "report.html").is_file() and not list(home.glob("trial-*"))
+    from transformers import pipeline
+
+    assert pipeline("fill-mask", model=str(out / "model"))("the chef baked [MASK] today")
+
+
 def test_continued_pretraining_gives_a_headless_encoder_a_tied_head(tmp_path, corpus_file):
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
     from transformers import AutoModelForMaskedLM, BertConfig, BertModel, PreTrainedTokenizerFast

@@ -44,9 +44,10 @@ def _commands() -> Dict[str, Callable]:
     from .serve import serve
     from .train import fit
     from .tune import tune
+    from .tune_pretrain import tune_pretrain
 
     return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
-            "pretrain": pretrain, "embed": embed, "search": search}
+            "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search}
 
 
 def build_parser(commands: Dict[str, Callable]):

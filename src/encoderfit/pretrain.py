@@ -18,6 +18,7 @@ import json
 import logging
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 TOKENIZER = "tokenizer"  # where the run's tokenizer waits in the hidden directory until model/ is written
 
 
-def _tokenizer(cfg: PretrainConfig, documents: List[str], workdir: Path, max_length: int):
+def run_tokenizer(cfg: PretrainConfig, documents: List[str], workdir: Path, max_length: int):
     """The run's tokenizer: trained on the training documents (once: a resumed run reads it back), or reused."""
     from transformers import AutoTokenizer
 
@@ -103,9 +104,9 @@ def pretrain(
         cfg.save(workdir)
     barrier()
     try:
-        tok = _tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
+        tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
         checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
-        results = _train(cfg, task, tok, train_docs, validation_docs, workdir, checkpoint or None)
+        results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)
         if not is_main():
             return out
         shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
@@ -123,26 +124,48 @@ def pretrain(
     return out
 
 
-def _train(cfg: PretrainConfig, task, tok, train_docs: List[str], validation_docs: List[str], workdir: Path,
-           checkpoint: Optional[str]) -> Dict:
-    """Pack, mask, train and evaluate; the main process writes model/, logs and returns metrics.json's content."""
+@dataclass
+class Packed:
+    """The corpus as the model reads it: documents packed into full blocks, the held-out blocks masked once."""
+
+    train_docs: List[str]
+    validation_docs: List[str]
+    train_blocks: List[List[int]]
+    train_tokens: int
+    validation_blocks: List[List[int]]
+    validation_tokens: int
+    masked: Dict
+    """The held-out blocks with their masks and labels: every evaluation (and every trial of a search) scores these."""
+
+    @classmethod
+    def build(cls, cfg: PretrainConfig, tok, train_docs: List[str], validation_docs: List[str]) -> "Packed":
+        from .tasks.mlm import mask_once, pack
+
+        block = cfg.mlm.block_size
+        train_blocks, train_tokens = pack(train_docs, tok, block, f"corpus {cfg.corpus.sources} (training documents)")
+        validation_blocks, validation_tokens = pack(validation_docs, tok, block, f"corpus {cfg.corpus.sources} (held-out "
+                                                    "documents; raise --corpus.validation_size)")
+        masked = mask_once(validation_blocks, tok, cfg.mlm.masking_rate, cfg.train.seed)
+        return cls(train_docs, validation_docs, train_blocks, train_tokens, validation_blocks, validation_tokens, masked)
+
+
+def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, checkpoint: Optional[str] = None,
+              callbacks: Optional[list] = None) -> Dict:
+    """Train and evaluate on the packed corpus; the main process writes model/, logs and returns metrics.json's content."""
     import numpy as np
     import torch
     import transformers
     from transformers import set_seed
 
-    from .tasks.mlm import mask_once, pack, unigram_baseline
+    from .tasks.mlm import unigram_baseline
     from .trainer import build_trainer
 
     block = cfg.mlm.block_size
-    train_blocks, train_tokens = pack(train_docs, tok, block, f"corpus {cfg.corpus.sources} (training documents)")
-    validation_blocks, validation_tokens = pack(validation_docs, tok, block, f"corpus {cfg.corpus.sources} (held-out documents; "
-                                                "raise --corpus.validation_size)")
-    masked = mask_once(validation_blocks, tok, cfg.mlm.masking_rate, cfg.train.seed)
+    train_blocks, validation_blocks, masked = packed.train_blocks, packed.validation_blocks, packed.masked
     set_seed(cfg.train.seed)
     net, how = build_model(cfg.model, tok, block)
     log.info("model: %s; %.1fM parameters; corpus: %d training blocks of %d tokens (%d tokens), %d held-out blocks",
-             how, net.num_parameters() / 1e6, len(train_blocks), block, train_tokens, len(validation_blocks))
+             how, net.num_parameters() / 1e6, len(train_blocks), block, packed.train_tokens, len(validation_blocks))
     precision = pick_precision(cfg.train.precision)
     from .distributed import rank
 
@@ -150,7 +173,7 @@ def _train(cfg: PretrainConfig, task, tok, train_docs: List[str], validation_doc
     start = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
     collator.resume_at(start * cfg.train.gradient_accumulation_steps)
     trainer = build_trainer(net, tok, task, [], {}, {"train": train_blocks, "validation": masked}, cfg.train, precision,
-                            workdir, collator=collator)
+                            workdir, callbacks=callbacks, collator=collator)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     evaluation = trainer.evaluate()
     run = RunDir(workdir)
@@ -178,11 +201,11 @@ def _train(cfg: PretrainConfig, task, tok, train_docs: List[str], validation_doc
                        "masked_tokens": int((np.asarray(masked["labels"]) != -100).sum())},
         "baseline": {"name": "unigram token frequencies of the training blocks",
                      **unigram_baseline(train_blocks, masked, len(tok))},
-        "corpus": {"documents": {"train": len(train_docs), "validation": len(validation_docs)},
-                   "tokens": {"train": train_tokens, "validation": validation_tokens},
+        "corpus": {"documents": {"train": len(packed.train_docs), "validation": len(packed.validation_docs)},
+                   "tokens": {"train": packed.train_tokens, "validation": packed.validation_tokens},
                    "blocks": {"train": len(train_blocks), "validation": len(validation_blocks)}},
         "train": {"train_runtime_s": round(seconds, 1), "steps": steps, "epochs": trainer.state.epoch, "tokens_seen": seen,
                   "tokens_per_s": round((steps - start) * per_step / seconds, 1) if seconds else None,  # steps this start ran
                   "resumed_from": Path(checkpoint).name if checkpoint else None},
-        "examples": masked_examples(trainer.model, tok, validation_docs, cfg.mlm.examples, cfg.train.seed),
+        "examples": masked_examples(trainer.model, tok, packed.validation_docs, cfg.mlm.examples, cfg.train.seed),
     }

@@ -3,7 +3,8 @@ nearest documents of a corpus), with `SearchIndex` as the Python API.
 
 An index is a directory: vectors.npy (float32, normalised), documents.jsonl (id and text), meta.json (the model's
 and the corpus's sha256, so a stale index is rebuilt, never silently reused) and, above ANN_MIN_DOCUMENTS,
-hnsw.usearch (an HNSW graph, usearch). Below that, exact search (one matrix product) is as fast (docs/benchmarks.md).
+hnsw.usearch (an HNSW graph, usearch). Below that, exact search (one matrix product) is fast enough and exact
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from .predict_cli import drop_empty, read_inputs
 from .rundir import locate
 
 log = logging.getLogger(__name__)
-ANN_MIN_DOCUMENTS = 200_000  # exact search below this many documents (measured: benchmarks/embeddings.py)
+# Exact search below this many documents. Measured (benchmarks/embeddings.py, docs/benchmarks.md): one query against
+# 100,000 vectors of 384 dimensions costs ~55 ms exact on a 2-core CPU (a matrix-vector product reads every vector),
+# ~2 ms through HNSW; below ~50,000 exact stays under ~30 ms a query and needs no graph build and no recall loss.
+ANN_MIN_DOCUMENTS = 50_000
+HNSW_EXPANSION_SEARCH = 256  # usearch's default 64 lost planted neighbours on hard (random) vectors; 256 found 99.5%
 MAX_TOP_K = 1000
 
 
@@ -123,6 +128,7 @@ class SearchIndex:
         k = min(k, len(self.ids))
         q = _unit(q)
         if self.ann is not None:
+            self.ann.expansion_search = max(HNSW_EXPANSION_SEARCH, k)
             found = self.ann.search(q, k)
             keys, scores = np.atleast_2d(found.keys), 1.0 - np.atleast_2d(found.distances)
         else:
@@ -228,7 +234,7 @@ def search(run: Path, corpus: Optional[Path] = None, query: Optional[str] = None
         id_column: Column of a table corpus holding each document's id (default: row numbers when absent).
         index: Where the index is kept. Default: RUN/indexes/<corpus file name>. Reused while the model and the
             corpus file are unchanged.
-        kind: exact (one matrix product), hnsw (approximate, usearch) or auto (exact below 200,000 documents).
+        kind: exact (one matrix product), hnsw (approximate, usearch) or auto (exact below 50,000 documents).
         rebuild: Rebuild the index even if it is current.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
         backend: torch, onnx or onnx-int8 (after `encoderfit export RUN`).

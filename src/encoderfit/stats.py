@@ -55,16 +55,17 @@ def mcnemar_exact(model_correct: Sequence[bool], baseline_correct: Sequence[bool
 def paired_bootstrap(metric: Callable[[np.ndarray, str], float], n: int, resamples: int = RESAMPLES, seed: int = SEED,
                      strata: Optional[Sequence] = None, level: float = LEVEL) -> Dict:
     """The difference metric(model) - metric(baseline) on the same resampled examples: its point value, percentile
-    interval and a two-sided bootstrap p-value (twice the share of resamples on the far side of 0).
+    interval and a two-sided bootstrap p-value: twice the share of resamples on the far side of 0, counted as
+    (k + 1) / (resamples + 1) (Davison & Hinkley 1997), so it is never 0: with 1,000 resamples the smallest p is 0.002.
     `metric(indices, who)` computes the metric of `who` ("model" or "baseline") on those examples."""
     everything = np.arange(n)
     point = metric(everything, "model") - metric(everything, "baseline")
     draws = np.array([metric(idx, "model") - metric(idx, "baseline") for idx in bootstrap_indices(n, resamples, seed, strata)])
     draws = draws[np.isfinite(draws)]
     low, high = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
-    far = min((draws <= 0).mean(), (draws >= 0).mean())
+    far = min(int((draws <= 0).sum()), int((draws >= 0).sum()))
     return {"difference": float(point), "low": float(low), "high": float(high), "level": level, "resamples": resamples,
-            "p_value": float(min(1.0, 2 * far))}
+            "p_value": float(min(1.0, 2 * (far + 1) / (len(draws) + 1)))}
 
 
 def verdict(difference: Dict, greater_is_better: bool, metric: str, p_value: Optional[float] = None, alpha: float = 0.05,

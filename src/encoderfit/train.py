@@ -49,8 +49,10 @@ def _flat(tree: dict, prefix: str = "") -> dict:
 
 
 def config_changes(before, now) -> List[str]:
-    """Settings that differ between two runs, ignoring those that do not change the result."""
-    a, b = (_flat({k: v for k, v in c.to_dict().items() if k not in ("resolved", "labels")}) for c in (before, now))
+    """Settings that differ between two runs (configs, or their saved mappings), ignoring those that do not change
+    the result."""
+    a, b = (_flat({k: v for k, v in (c if isinstance(c, dict) else c.to_dict()).items() if k not in ("resolved", "labels")})
+            for c in (before, now))
     changed = []
     for key in sorted(set(a) | set(b)):
         if key.split(".")[0] in RESUMABLE_CHANGES or key in RESUMABLE_CHANGES:

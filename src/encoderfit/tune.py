@@ -15,7 +15,7 @@ import dataclasses
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Callable, Dict, List, Literal, Optional, Set, Tuple
 
 from .config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
 from .distributed import world_size
@@ -40,12 +40,12 @@ DEFAULT_SPACE: Dict[str, Dict[str, Any]] = {
 TUNABLE = {f"train.{f.name}" for f in dataclasses.fields(TrainArgs)} | {"model.classifier_pooling", "model.attention_dropout"}
 
 
-def _check_space(space: Dict[str, Dict[str, Any]]) -> None:
+def check_space(space: Dict[str, Dict[str, Any]], tunable: Set[str]) -> None:
     if not space:
         raise UserError("space: empty search space; name at least one setting, e.g. train.learning_rate: {low: 1e-5, high: 1e-4, log: true}")
     for name, spec in space.items():
-        if name not in TUNABLE:
-            raise UserError(f"space: '{name}' cannot be tuned{closest(name, TUNABLE)}; tunable: train.* and {sorted(TUNABLE - {n for n in TUNABLE if n.startswith('train.')})}")
+        if name not in tunable:
+            raise UserError(f"space: '{name}' cannot be tuned{closest(name, tunable)}; tunable: train.* and {sorted(tunable - {n for n in tunable if n.startswith('train.')})}")
         if not isinstance(spec, dict) or not ("choices" in spec or {"low", "high"} <= set(spec)):
             raise UserError(f"space.{name}: give either {{choices: [...]}} or {{low: ..., high: ...}} (optional log: true, step: ...)")
         if "choices" not in spec and not spec["low"] < spec["high"]:
@@ -64,10 +64,11 @@ def _suggest(trial, space: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     return params
 
 
-def with_params(cfg: RunConfig, params: Dict[str, Any]) -> RunConfig:
-    """A copy of `cfg` with the trial's settings (validated by the dataclasses, like any config)."""
+def with_params(cfg, params: Dict[str, Any]):
+    """A copy of `cfg` (a run's or a pre-training's config) with the trial's settings (validated by the dataclasses,
+    like any config)."""
     groups = {}
-    for group in ("model", "train"):
+    for group in {k.split(".", 1)[0] for k in params}:
         changes = {k.split(".", 1)[1]: v for k, v in params.items() if k.startswith(f"{group}.")}
         groups[group] = dataclasses.replace(getattr(cfg, group), **changes)
     return dataclasses.replace(cfg, **groups, resolved={})
@@ -89,7 +90,7 @@ def reporter(trial, metric: str):
     return ReportToOptuna()
 
 
-def _open_study(path: Path, cfg: RunConfig, space: Dict, pruner: str, startup_trials: int, greater_is_better: bool):
+def _open_study(path: Path, cfg, space: Dict, pruner: str, startup_trials: int, greater_is_better: bool):
     import optuna
 
     direction = "maximize" if greater_is_better else "minimize"
@@ -107,7 +108,7 @@ def _open_study(path: Path, cfg: RunConfig, space: Dict, pruner: str, startup_tr
         study.set_user_attr("config", fingerprint["config"])
         study.set_user_attr("space", space)
     else:
-        changes = config_changes(RunConfig.from_dict(before), cfg)
+        changes = config_changes(before, cfg)
         if study.user_attrs.get("space") != space:
             changes.insert(0, "the search space changed")
         if changes:
@@ -165,9 +166,34 @@ def tune(
         timeout: Stop starting new trials after this many seconds.
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
-    import optuna
+    out, space, home = start_search(Path(output_dir), overwrite, trials, train, space or DEFAULT_SPACE, TUNABLE)
+    prep = Prepared.load(data, model, train, task)
+    cfg = prep.config(data, model, train, report)
+    if train.metric_for_best not in prep.task.metrics_for_best:
+        raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {prep.task.name} task; "
+                        f"choose from {sorted(prep.task.metrics_for_best)}")
+    greater = prep.task.metrics_for_best[train.metric_for_best]
 
-    out = Path(output_dir)
+    def run_trial(trial_cfg: RunConfig, workdir: Path, report_to) -> float:
+        return train_model(prep, trial_cfg, workdir, callbacks=[report_to]).trainer.state.best_metric
+
+    best, rows, workdir = search(home, cfg, space, trials, pruner, startup_trials, timeout, greater, run_trial)
+    best_run = RunDir(workdir)
+    shutil.copy(home / "trials.csv", best_run / RunDir.TRIALS)
+    best_cfg = best_run.config()  # the trial's settings, as it saved them
+    metrics = best_run.metrics()
+    metrics["train"]["tune"] = {"trials": len(rows), "best_trial": best.number, "metric": train.metric_for_best,
+                                "value": best.value, "params": best.params, "study": str(home / "study.db")}
+    best_run.write_metrics(metrics)
+    finish_run(prep, best_cfg, workdir, out)
+    print_rows(f"encoderfit tune: validation {train.metric_for_best} per trial (best: trial {best.number})", rows)
+    log.info("best trial %d (validation %s %.4g) written to %s", best.number, train.metric_for_best, best.value, out)
+    return out
+
+
+def start_search(out: Path, overwrite: bool, trials: int, train: TrainArgs, space: Dict, tunable: Set[str]) -> Tuple[Path, Dict, Path]:
+    """Before any work: the arguments make sense and the output can be written. Returns (OUTPUT_DIR, the space,
+    the study's home OUTPUT_DIR-tune/, created)."""
     if trials < 1:
         raise UserError(f"trials must be at least 1 (got {trials})")
     if world_size() > 1:
@@ -176,16 +202,21 @@ def tune(
         raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
     check_writable(out, "output_dir")
     train.check_runnable()
-    space = dict(space or DEFAULT_SPACE)
-    _check_space(space)
+    space = dict(space)
+    check_space(space, tunable)
     home = out.parent / f"{out.name}-tune"
     home.mkdir(parents=True, exist_ok=True)
-    prep = Prepared.load(data, model, train, task)
-    cfg = prep.config(data, model, train, report)
-    if train.metric_for_best not in prep.task.metrics_for_best:
-        raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {prep.task.name} task; "
-                        f"choose from {sorted(prep.task.metrics_for_best)}")
-    study = _open_study(home / "study.db", cfg, space, pruner, startup_trials, prep.task.metrics_for_best[train.metric_for_best])
+    return out, space, home
+
+
+def search(home: Path, cfg, space: Dict, trials: int, pruner: str, startup_trials: int, timeout: Optional[float],
+           greater: bool, run_trial: Callable[[Any, Path, Any], float]) -> Tuple[Any, List[Dict], Path]:
+    """Run the study in `home` until `trials` trials have finished; each trains in home/trial-NNN with
+    `run_trial(trial_cfg, workdir, report_to)`, which returns the trial's validation value. Only the best trial's
+    directory is kept. Returns the best trial, the trials table (also home/trials.csv) and the best trial's directory."""
+    import optuna
+
+    study = _open_study(home / "study.db", cfg, space, pruner, startup_trials, greater)
 
     def objective(trial) -> float:
         trial_cfg = with_params(cfg, _suggest(trial, space))
@@ -193,11 +224,11 @@ def tune(
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir()
         report_to = reporter(trial, trial_cfg.train.metric_for_best)
-        trained = train_model(prep, trial_cfg, workdir, callbacks=[report_to])
+        value = run_trial(trial_cfg, workdir, report_to)
         if report_to.pruned:
             shutil.rmtree(workdir, ignore_errors=True)
             raise optuna.TrialPruned()
-        return trained.trainer.state.best_metric
+        return value
 
     def keep_only_the_best(study, trial) -> None:
         best = _best(study)
@@ -217,17 +248,7 @@ def tune(
     workdir = home / f"trial-{best.number:03d}"
     if not (workdir / "model").is_dir():
         raise UserError(f"tune: the best trial's model ({workdir}) is gone; run with --overwrite true and another --output_dir")
-    best_run = RunDir(workdir)
-    shutil.copy(home / "trials.csv", best_run / RunDir.TRIALS)
-    best_cfg = best_run.config()  # the trial's settings, as it saved them
-    metrics = best_run.metrics()
-    metrics["train"]["tune"] = {"trials": len(rows), "best_trial": best.number, "metric": train.metric_for_best,
-                                "value": best.value, "params": best.params, "study": str(home / "study.db")}
-    best_run.write_metrics(metrics)
-    finish_run(prep, best_cfg, workdir, out)
-    print_rows(f"encoderfit tune: validation {train.metric_for_best} per trial (best: trial {best.number})", rows)
-    log.info("best trial %d (validation %s %.4g) written to %s", best.number, train.metric_for_best, best.value, out)
-    return out
+    return best, rows, workdir
 
 
 def _best(study):
