@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
+from encoderfit.errors import UserError  # noqa: E402
 from encoderfit.rundir import RunDir  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
 
@@ -67,7 +68,7 @@ def main() -> None:
     for path in paths:
         try:
             lines.append("| " + " | ".join(row(RunDir(path))) + " |")
-        except (KeyError, OSError) as err:
+        except (KeyError, OSError, UserError) as err:  # e.g. a pre-training run: no test split
             print(f"[results] {path}: skipped ({err})", file=sys.stderr)
     text = "\n".join(["## Quality: `python benchmarks/results.py`", "",
                       "Every figure from the runs' own metrics.json: primary and secondary test metrics (classification: "

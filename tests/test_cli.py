@@ -42,7 +42,7 @@ def test_console_entry_point_lists_exactly_the_subcommands():
     import re
 
     proc = run_cli("--help")
-    listed = re.search(r"\{([a-z,]+)\}", proc.stdout).group(1).split(",")  # argparse's choice list: {train,tune,...}
+    listed = re.search(r"\{([a-z,-]+)\}", proc.stdout).group(1).split(",")  # argparse's choice list: {train,tune,...}
     assert listed == SUBCOMMANDS
 
 

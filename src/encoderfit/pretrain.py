@@ -38,6 +38,11 @@ log = logging.getLogger(__name__)
 TOKENIZER = "tokenizer"  # where the run's tokenizer waits in the hidden directory until model/ is written
 
 
+def mlm_task():
+    """The masked-LM task this stage (and tune-pretrain) exists for."""
+    return get_task("mlm", "pretrain")
+
+
 def run_tokenizer(cfg: PretrainConfig, documents: List[str], workdir: Path, max_length: int):
     """The run's tokenizer: trained on the training documents (once: a resumed run reads it back), or reused."""
     from transformers import AutoTokenizer
@@ -92,7 +97,7 @@ def pretrain(
     if train.seeds > 1:
         raise UserError("train.seeds: pre-training trains one model; drop --train.seeds")
     out = check_start(output_dir, overwrite, train)
-    task = get_task("mlm", "pretrain")
+    task = mlm_task()
     cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
     train_docs, validation_docs = load_corpus(corpus)
 

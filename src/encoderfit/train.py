@@ -165,7 +165,7 @@ class Prepared:
                  {k: len(v) for k, v in splits.as_dict().items()})
         windowed = model.long_texts == "windows" or chosen.always_windows
         overlap = model.window_overlap
-        if model.long_texts != "windows" and overlap >= max_length // 2:  # windows the task asked for: a fitting overlap
+        if windowed and model.long_texts != "windows" and overlap >= max_length // 2:  # windows the task asked for: a fitting overlap
             overlap = max_length // 4
             log.info("%s task: long texts are read in windows of %d tokens, overlapping by %d", chosen.name, max_length, overlap)
         windows = {"overlap": overlap, "aggregation": model.window_aggregation} if windowed else None

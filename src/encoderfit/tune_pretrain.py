@@ -73,14 +73,13 @@ def tune_pretrain(
         timeout: Stop starting new trials after this many seconds.
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
-    from .pretrain import Packed, run_tokenizer, train_mlm
-    from .tasks import get_task
+    from .pretrain import Packed, mlm_task, run_tokenizer, train_mlm
     from .tasks.mlm_pages import write_pages
 
     if train.seeds > 1:
         raise UserError("train.seeds: pre-training trains one model per trial; drop --train.seeds")
     out, space, home = start_search(Path(output_dir), overwrite, trials, train, space or DEFAULT_SPACE, TUNABLE)
-    task = get_task("mlm", "pretrain")
+    task = mlm_task()
     if train.metric_for_best not in task.metrics_for_best:
         raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a pre-training metric; choose from "
                         f"{sorted(task.metrics_for_best)}")
