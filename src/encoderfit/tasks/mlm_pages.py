@@ -101,9 +101,11 @@ def card(cfg, metrics: Dict) -> str:
 
 
 def write_pages(run, cfg, metrics: Dict) -> None:
-    """metrics.json, report.html and the model card of a pre-training run."""
-    run.write_metrics(metrics)
+    """report.html, the model card and metrics.json of a pre-training run; metrics.json last, since a run directory
+    holding it with its train section counts as trained (train.trained_already), which a pre-training run is not
+    until its pages are written."""
     with atomic_file(run / run.REPORT) as handle:
         handle.write(render(cfg, metrics, run.history()))
     with atomic_file(run.model / "README.md") as handle:
         handle.write(card(cfg, metrics))
+    run.write_metrics(metrics)
