@@ -4,8 +4,9 @@
 
 For each run: the command's settings that matter, the test figures with their 95% bootstrap CIs, the baseline (TF-IDF; a CRF for ner; BM25 for embedding),
 the verdict against it (McNemar p for classification, paired bootstrap otherwise), the spread over seeds when there
-were several, the share of texts longer than max_length and the training time. Writes its section of
-docs/benchmarks.md and prints the markdown.
+were several, the share of texts longer than max_length and the training time. Then, for classification runs that
+share a test split, the test texts every one of them and the baseline gets wrong, and the best accuracy (with its CI)
+a model could reach while it too gets those wrong. Writes its sections of docs/benchmarks.md and prints the markdown.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from encoderfit.errors import UserError  # noqa: E402
 from encoderfit.rundir import RunDir  # noqa: E402
+from encoderfit.stats import bootstrap_ci  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
 
 
@@ -57,6 +59,65 @@ def row(run: RunDir) -> list:
             f"{minutes(runtime)}" + (" per seed" if members > 1 else "")]
 
 
+SHOWN = 12  # shared errors listed per split
+
+
+def split_key(run: RunDir) -> tuple:
+    d = run.config().data
+    return (d.source, d.config_name, d.test_split, d.test_size, d.validation_size, d.split_seed, d.dedupe, d.max_train_samples)
+
+
+def wrong_rows(run: RunDir, split: str) -> tuple:
+    """(targets, {row: predicted label} of the wrong ones, label names) of a classification run's saved split."""
+    import numpy as np
+
+    cfg = run.config()
+    task, labels = get_task(cfg.task), run.model.info().labels
+    preds = run.require_predictions(split, task, labels)
+    predicted = np.asarray(preds.logits).argmax(1)
+    return preds, {int(i): labels[predicted[i]] for i in np.flatnonzero(predicted != preds.targets)}, labels
+
+
+def shared_errors(paths: list) -> str:
+    """The test texts that every classification run on one split, and its TF-IDF baseline, gets wrong."""
+    import numpy as np
+
+    groups: dict = {}
+    for path in paths:
+        try:
+            run = RunDir(path)
+            if run.config().task == "classification":
+                groups.setdefault(split_key(run), []).append(run)
+        except (KeyError, OSError, UserError):
+            continue
+    parts = ["## Errors every model shares: `python benchmarks/results.py`", "",
+             "Classification runs on the same test split (same source, sizes and split seed): the test texts that all of "
+             "them and the baseline get wrong. A model that also gets these wrong (and everything else right) can reach "
+             "at best the accuracy shown, with its stratified 1,000-resample bootstrap 95% CI."]
+    for runs in (g for g in groups.values() if len(g) > 1):
+        preds, wrong, labels = wrong_rows(runs[0], "test")
+        for run in runs[1:]:
+            other = wrong_rows(run, "test")[1]
+            wrong = {i: f"{p}, {other[i]}" for i, p in wrong.items() if i in other}
+        baseline = wrong_rows(runs[0], "baseline-test")[1]
+        wrong = {i: f"{p}, {baseline[i]}" for i, p in wrong.items() if i in baseline}
+        n, right = len(preds.targets), np.ones(len(preds.targets), dtype=bool)
+        right[list(wrong)] = False
+        ci = bootstrap_ci(lambda idx: float(right[idx].mean()), n, strata=preds.targets)
+        names = ", ".join(f"`{r.path.name}`" for r in runs)
+        parts += ["", f"### {runs[0].config().data.source}: {len(runs)} runs ({names}) and the baseline", "",
+                  f"{len(wrong)} of {n} test texts are wrong in every run and the baseline; the best accuracy with them "
+                  f"wrong is {100 * right.mean():.2f}% (95% CI {100 * ci['low']:.2f}–{100 * ci['high']:.2f}).", "",
+                  "| test row | label | predicted (each run, then the baseline) | text |", "| --- | --- | --- | --- |"]
+        shown = sorted(wrong.items())[:SHOWN]
+        for i, predicted in shown:
+            text = " ".join(preds.texts[i].split())[:110].replace("|", "\\|")
+            parts.append(f"| {i} | {labels[preds.targets[i]]} | {predicted} | {text}… |")
+        if len(wrong) > SHOWN:
+            parts.append(f"| … | | | and {len(wrong) - SHOWN} more |")
+    return "\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*")
@@ -77,6 +138,9 @@ def main() -> None:
                       "1,000-resample bootstrap 95% CIs over test examples.", "", *lines])
     write_section("results", text)
     print(text)
+    shared = shared_errors(paths)
+    write_section("shared-errors", shared)
+    print(shared)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,15 @@ Everything is built locally, once per session; nothing touches the Hugging Face 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
 import random
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from running import free_port, run_cli, serving, serving_in_thread  # noqa: F401  (tests import them from here)
 
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 
@@ -82,14 +79,6 @@ def write_csv(path: Path, rows: list[dict], fieldnames=("text", "label")) -> Pat
         writer.writeheader()
         writer.writerows(rows)
     return path
-
-
-def run_cli(*args: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """The real console entry point, in a subprocess."""
-    proc = subprocess.run([sys.executable, "-m", "encoderfit", *args], capture_output=True, text=True, **kwargs)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"encoderfit {' '.join(args)} exited {proc.returncode}\n{proc.stderr[-3000:]}")
-    return proc
 
 
 @pytest.fixture(scope="session")
@@ -299,61 +288,3 @@ def _restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving_in_thread(run: Path, **app_options):
-    """The app `encoderfit serve RUN` runs, served by uvicorn on a free loopback port in a thread of this process (no
-    second interpreter to start); yields its URL."""
-    import threading
-
-    import uvicorn
-
-    from encoderfit.predict import Predictor
-    from encoderfit.serve import create_app, model_info
-
-    predictor = Predictor.from_pretrained(run)
-    app = create_app(predictor, model_info(run, predictor, "torch"), allowed_hosts=["127.0.0.1"], **app_options)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started:
-        assert thread.is_alive() and time.time() < deadline, "server did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{server.config.port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
-
-
-@contextlib.contextmanager
-def serving(run: Path, *args: str):
-    """`encoderfit serve RUN ARGS` in a subprocess on a free loopback port, until the block ends; yields its URL."""
-    import httpx
-
-    port = free_port()
-    cmd = [sys.executable, "-m", "encoderfit", "serve", str(run), "--port", str(port), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    try:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "server did not start"
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)

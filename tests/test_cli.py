@@ -41,7 +41,7 @@ def test_subcommand_help_documents_fields(command, expected, capsys):
 def test_console_entry_point_lists_exactly_the_subcommands():
     import re
 
-    proc = run_cli("--help")
+    proc = run_cli("--help", own_process=True)
     listed = re.search(r"\{([a-z,-]+)\}", proc.stdout).group(1).split(",")  # argparse's choice list: {train,tune,...}
     assert listed == SUBCOMMANDS
 

@@ -139,23 +139,16 @@ def test_existing_output_dir_is_not_overwritten(capsys, tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
 
 
-def test_real_process_exit_code_and_single_line(tmp_path):
-    proc = run_cli("train", "--data.source", str(tmp_path / "missing.csv"), "--output_dir", str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: data.source: file")
-    assert "Traceback" not in proc.stderr
-
-
 def test_eval_on_non_run_directory(capsys, tmp_path):
     assert cli.main(["eval", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
 
 
-# ---------------------------------------------------------------- through the real CLI, in a subprocess
+# ---------------------------------------------------------------- through the CLI's entry point (conftest.run_cli)
 
 
 def cli_fails(*args: str, cwd=None, **kwargs) -> str:
-    """`encoderfit ARGS` in a subprocess: exit code 2, no traceback, one `error:` line (returned)."""
+    """`encoderfit ARGS`: exit code 2, no traceback, one `error:` line (returned)."""
     proc = run_cli(*args, check=False, cwd=cwd, **kwargs)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
@@ -234,18 +227,6 @@ def test_invalid_config_json_is_not_called_a_hub_problem(tmp_path, tiny_model, r
     assert "cannot be loaded" in msg and "not a valid JSON" in msg and "hub" not in msg
 
 
-def test_non_utf8_stdin_to_predict(trained_run):
-    import subprocess
-    import sys
-
-    proc = subprocess.run([sys.executable, "-m", "encoderfit", "predict", str(trained_run)], input=b"fine\ncaf\xe9\n",
-                          capture_output=True)
-    err = proc.stderr.decode()
-    assert proc.returncode == 2 and "Traceback" not in err
-    assert err.strip().splitlines()[-1] == "error: stdin: line 2: byte 0xe9 is not valid UTF-8; re-save it as UTF-8 (e.g. `iconv -f cp1252 -t utf-8`)"
-    assert proc.stdout == b"", "nothing is labelled when the input cannot be read"
-
-
 @pytest.mark.parametrize("where", ["under_a_file", "not_writable"])
 def test_unwritable_outputs_are_refused_before_any_work(tmp_path, tiny_model, trained_run, rows, where):
     (tmp_path / "afile").write_text("x")
@@ -315,45 +296,6 @@ def test_negative_number_values_and_union_options_read_well(tmp_path, trained_ru
     assert cli_fails("export", str(trained_run), "--quantize", "int4") == "error: --quantize: 'int4' is not valid; expected one of: int8, null"
     assert cli_fails("predict", str(trained_run), "--backend", "tf") == "error: --backend: 'tf' is not valid; expected one of: torch, onnx, onnx-int8"
     assert "--space: 'notjson' is not valid; expected a mapping" in cli_fails("tune", "--space", "notjson")
-
-
-def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    for delay in (0.3, 1.0, 2.5):  # after the interpreter itself has started: imports, parsing, loading
-        proc = subprocess.Popen([sys.executable, "-m", "encoderfit", "train", "--output_dir", str(tmp_path / "r")],
-                                stderr=subprocess.PIPE, text=True)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGINT)
-        err = proc.communicate(timeout=60)[1]
-        # 130, or killed by SIGINT itself (-2: what Python does when an interrupt hit C code that runs Python), or 2
-        # when it got as far as the missing data.source first
-        assert proc.returncode in (130, -signal.SIGINT, 2), (delay, err)
-        assert "Traceback" not in err, (delay, err)
-
-
-def test_sigterm_during_training_says_what_was_kept(toy_csv, tiny_model, tmp_path):
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from conftest import steady_args
-
-    out, partial = tmp_path / "run", tmp_path / ".run.partial"
-    proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *steady_args(toy_csv, tiny_model, out)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not list(partial.glob("checkpoints/checkpoint-*/encoderfit-complete.json")):
-        assert proc.poll() is None and time.time() < deadline
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    err = proc.communicate(timeout=120)[1]
-    assert proc.returncode in (143, -signal.SIGTERM) and "Traceback" not in err
-    assert f"checkpoints kept in {partial}" in err and "terminated (SIGTERM)" in err.splitlines()
 
 
 # ---------------------------------------------------------------- bad input, per task

@@ -2,9 +2,9 @@
 nearest documents of a corpus), with `SearchIndex` as the Python API.
 
 An index is a directory: vectors.npy (float32, normalised), documents.jsonl (id and text), meta.json (the model's
-and the corpus's sha256, so a stale index is rebuilt, never silently reused) and, above ANN_MIN_DOCUMENTS,
-hnsw.usearch (an HNSW graph, usearch). Below that, exact search (one matrix product) is fast enough and exact
-(docs/benchmarks.md).
+and the corpus's sha256, so a stale index is rebuilt, never silently reused) and, once the vectors take
+ANN_MIN_BYTES, hnsw.usearch (an HNSW graph, usearch). Below that, exact search (one matrix product) is fast enough
+and exact (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ from .predict_cli import drop_empty, read_inputs
 from .rundir import locate
 
 log = logging.getLogger(__name__)
-# Exact search below this many documents. Measured (benchmarks/embeddings.py, docs/benchmarks.md): one query against
-# 100,000 vectors of 384 dimensions costs ~55 ms exact on a 2-core CPU (a matrix-vector product reads every vector),
-# ~2 ms through HNSW; below ~50,000 exact stays under ~30 ms a query and needs no graph build and no recall loss.
-ANN_MIN_DOCUMENTS = 50_000
-HNSW_EXPANSION_SEARCH = 256  # usearch's default 64 lost planted neighbours on hard (random) vectors; 256 found 99.5%
+# Exact search until the vectors take this much memory, HNSW from there. Exact search reads every vector once a query
+# (memory-bound: measured on a 2-core CPU, benchmarks/embeddings.py, docs/benchmarks.md, 384 dimensions: 0.3 ms at
+# 10,000 documents, 3.3 ms at 50,000, 7 ms at 100,000, 22 ms at 300,000), HNSW ~1-3 ms but it costs a graph build
+# (9 s for 57k real embeddings, 5 min for 300k random ones) and recall (99% of the exact top 10 on the real ones, 24%
+# on random 300k). 256 MiB (~175,000 documents of 384 dimensions, ~87,000 of 768) keeps an exact query near 12 ms.
+ANN_MIN_BYTES = 256 * 2**20
+# usearch's default 64 lost planted neighbours on hard (random) vectors, where 256 found 99.5%; on real embeddings
+# (57k Debian descriptions) 64 kept 97.3% of the exact top 10, 256 98.9%.
+HNSW_EXPANSION_SEARCH = 256
 MAX_TOP_K = 1000
 
 
@@ -104,7 +108,7 @@ class SearchIndex:
         with atomic_file(work / "documents.jsonl") as handle:
             for i, t in zip(ids, texts):
                 handle.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
-        chosen = kind if kind != "auto" else ("hnsw" if len(texts) >= ANN_MIN_DOCUMENTS else "exact")
+        chosen = kind if kind != "auto" else ("hnsw" if vectors.nbytes >= ANN_MIN_BYTES else "exact")
         if chosen == "hnsw":
             from usearch.index import Index
 
@@ -234,7 +238,8 @@ def search(run: Path, corpus: Optional[Path] = None, query: Optional[str] = None
         id_column: Column of a table corpus holding each document's id (default: row numbers when absent).
         index: Where the index is kept. Default: RUN/indexes/<corpus file name>. Reused while the model and the
             corpus file are unchanged.
-        kind: exact (one matrix product), hnsw (approximate, usearch) or auto (exact below 50,000 documents).
+        kind: exact (one matrix product), hnsw (approximate, usearch) or auto (exact until the vectors take
+            256 MiB: ~175,000 documents of 384 dimensions).
         rebuild: Rebuild the index even if it is current.
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
         backend: torch, onnx or onnx-int8 (after `encoderfit export RUN`).

@@ -79,10 +79,14 @@ def reporter(trial, metric: str):
     from transformers import TrainerCallback
 
     class ReportToOptuna(TrainerCallback):
-        pruned = False
+        pruned, reported = False, -1
 
         def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-            trial.report(metrics[f"eval_{metric}"], step=round(state.epoch * 100))  # in hundredths of an epoch
+            step = round(state.epoch * 100)  # in hundredths of an epoch, comparable across batch sizes
+            if step <= self.reported:  # a second evaluation at the same point (the final one): optuna keeps the first
+                return control
+            trial.report(metrics[f"eval_{metric}"], step=step)
+            self.reported = step
             if trial.should_prune():
                 self.pruned, control.should_training_stop = True, True
             return control
