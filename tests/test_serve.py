@@ -161,7 +161,7 @@ def test_a_failed_model_pass_is_rerun_request_by_request(trained_run):
     """The real tokenizer fails on a lone surrogate: sent past the HTTP checks, only its own request fails."""
     import asyncio
 
-    from encoderfit.serve import Batcher, Metrics
+    from encoderfit.serve_batching import Batcher, Metrics
 
     async def scenario():
         batcher = Batcher(Predictor.from_pretrained(trained_run), Metrics(), max_wait_ms=200, max_batch_texts=256, enabled=True)
