@@ -86,7 +86,7 @@ def shared_errors(paths: list) -> str:
     for path in paths:
         try:
             run = RunDir(path)
-            if run.config().task == "classification":
+            if run.config().task == "classification" and run.predictions_file("test").is_file():
                 groups.setdefault(split_key(run), []).append(run)
         except (KeyError, OSError, UserError):
             continue
@@ -97,16 +97,21 @@ def shared_errors(paths: list) -> str:
     for runs in (g for g in groups.values() if len(g) > 1):
         preds, wrong, labels = wrong_rows(runs[0], "test")
         for run in runs[1:]:
-            other = wrong_rows(run, "test")[1]
+            other_preds, other, _ = wrong_rows(run, "test")
+            if list(other_preds.texts) != list(preds.texts):
+                raise SystemExit(f"{run.path}: its test texts differ from {runs[0].path}'s; not the same split")
             wrong = {i: f"{p}, {other[i]}" for i, p in wrong.items() if i in other}
-        baseline = wrong_rows(runs[0], "baseline-test")[1]
-        wrong = {i: f"{p}, {baseline[i]}" for i, p in wrong.items() if i in baseline}
+        with_baseline = [r for r in runs if r.predictions_file("baseline-test").is_file()]
+        if with_baseline:
+            baseline = wrong_rows(with_baseline[0], "baseline-test")[1]
+            wrong = {i: f"{p}, {baseline[i]}" for i, p in wrong.items() if i in baseline}
         n, right = len(preds.targets), np.ones(len(preds.targets), dtype=bool)
         right[list(wrong)] = False
         ci = bootstrap_ci(lambda idx: float(right[idx].mean()), n, strata=preds.targets)
         names = ", ".join(f"`{r.path.name}`" for r in runs)
-        parts += ["", f"### {runs[0].config().data.source}: {len(runs)} runs ({names}) and the baseline", "",
-                  f"{len(wrong)} of {n} test texts are wrong in every run and the baseline; the best accuracy with them "
+        also = " and the baseline" if with_baseline else " (no baseline predictions saved)"
+        parts += ["", f"### {runs[0].config().data.source}: {len(runs)} runs ({names}){also}", "",
+                  f"{len(wrong)} of {n} test texts are wrong in every run{also}; the best accuracy with them "
                   f"wrong is {100 * right.mean():.2f}% (95% CI {100 * ci['low']:.2f}–{100 * ci['high']:.2f}).", "",
                   "| test row | label | predicted (each run, then the baseline) | text |", "| --- | --- | --- | --- |"]
         shown = sorted(wrong.items())[:SHOWN]
