@@ -169,10 +169,12 @@ def load_source(source: Optional[str], config_name: Optional[str] = None):
             "data.source is required: a CSV/TSV/JSON/JSONL/Parquet file, a directory of split files, "
             f"a hub dataset name, or a recipe ({', '.join(RECIPES)}); e.g. --data.source train.csv"
         )
-    datasets = _datasets()
     if source in RECIPES:
         return RECIPES[source]()
     path = Path(source).expanduser()
+    if not path.exists() and (path.suffix or source.startswith((".", "/", "~"))):  # before importing datasets (~1 s)
+        raise UserError(f"data.source: file '{source}' does not exist; check the path (relative to {os.getcwd()})")
+    datasets = _datasets()
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             loaded = datasets.load_from_disk(str(path))
@@ -183,8 +185,6 @@ def load_source(source: Optional[str], config_name: Optional[str] = None):
         return datasets.DatasetDict({split: read_table(file) for split, file in files.items()})
     if path.is_file():
         return datasets.DatasetDict({"train": read_table(path)})
-    if path.suffix or source.startswith((".", "/", "~")):
-        raise UserError(f"data.source: file '{source}' does not exist; check the path (relative to {os.getcwd()})")
     if "/" not in source:
         hint = closest(source, RECIPES)
         if hint:

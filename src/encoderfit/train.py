@@ -154,9 +154,8 @@ class Prepared:
 
     @classmethod
     def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
-
+        splits = prepare(data, task)  # first: a data mistake is reported before torch is imported
         precision = pick_precision(train.precision)
-        splits = prepare(data, task)
         chosen = get_task(splits.task).for_model(model)
         tokenizer = load_tokenizer(model)
         max_length = resolve_max_length(model, load_config(model), tokenizer)
