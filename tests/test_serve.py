@@ -214,6 +214,20 @@ def test_host_header_must_name_this_server(server):
     rebound = httpx.get(server + "/health", headers={"Host": "attacker.example:8000"})
     assert rebound.status_code == 400 and "Host header 'attacker.example:8000'" in rebound.json()["error"]
     assert httpx.get(server + "/health", headers={"Host": "localhost"}).status_code == 200
+    for forged in ("127.0.0.1:1@evil.com", "127.0.0.1:", "localhost.evil.com", "127.0.0.1 evil.com"):
+        refused = httpx.get(server + "/health", headers={"Host": forged})
+        assert refused.status_code == 400 and refused.json()["error"].startswith(f"Host header '{forged}' is not served"), forged
+    assert httpx.get(server + "/health", headers={"Host": "[::1]:8000"}).status_code == 200
+
+
+def test_allowed_host_patterns():
+    from encoderfit.errors import UserError
+    from encoderfit.serve import host_patterns
+
+    assert host_patterns(["LocalHost", "::1", "[::1]", "*.example.com", "*"]) == ["localhost", "[::1]", "[::1]", "*.example.com", "*"]
+    for bad in ("api.*.com", "*example.com"):
+        with pytest.raises(UserError, match="--allowed_hosts: .* a wildcard must be like"):
+            host_patterns([bad])
 
 
 def test_docs_can_be_opened_with_a_key_and_the_port_is_checked(trained_run):

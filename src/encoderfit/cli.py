@@ -10,6 +10,7 @@ happen inside `main`) is handled like any other.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -84,6 +85,43 @@ def join_negative_values(argv: List[str]) -> List[str]:
     return out
 
 
+def _takes_texts(tp) -> bool:
+    """The annotation is a list of texts, or a Union that includes one (`Union[str, List[str], None]`)."""
+    options = typing.get_args(tp) if typing.get_origin(tp) is typing.Union else (tp,)
+    return any(typing.get_origin(a) in (list, typing.List) and typing.get_args(a) == (str,) for a in options)
+
+
+def gather_repeated(argv: List[str], fn: Optional[Callable]) -> List[str]:
+    """`--query a --query b` -> `--query=["a", "b"]` for an option that takes a list of texts: each plain value is one
+    item, and repeating the flag adds items (argparse would keep the last). A value written as a list, `[a, b]`, is
+    left as it is."""
+    if fn is None:
+        return argv
+    out: List[str] = []
+    items: Dict[str, List[str]] = {}
+    where: Dict[str, int] = {}  # flag -> its place in `out`
+    i = 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        step = 1 if eq else 2
+        if not eq and i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+            value = argv[i + 1]
+        elif not eq:
+            step = 0  # no value: argparse says so
+        if not (step and flag.startswith("--") and not value.lstrip().startswith("[") and _takes_texts(_annotation(fn, flag[2:]))):
+            out.append(argv[i])
+            i += 1
+            continue
+        if flag not in where:
+            where[flag] = len(out)
+            out.append(flag)
+        items.setdefault(flag, []).append(value)
+        i += step
+    for flag, place in where.items():
+        out[place] = f"{flag}={json.dumps(items[flag], ensure_ascii=False)}"
+    return out
+
+
 def _annotation(fn: Callable, key: str):
     """The type of option `key` ("port", "train.learning_rate") of a subcommand's function, or None."""
     try:
@@ -138,6 +176,8 @@ def _one_line(parser, commands: Dict[str, Callable], argv: List[str], message: s
 def _run(argv: List[str]) -> int:
     commands = _commands()
     parser = build_parser(commands)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    argv = gather_repeated(argv, commands.get(command))
     try:
         cfg = parser.parse_args(argv)
         command = cfg.command

@@ -159,6 +159,9 @@ class TrainArgs:
     """Steps whose gradients are summed before each optimizer update."""
     learning_rate: float = 5e-5
     """Peak learning rate (ModernBERT paper: 3e-5 to 8e-5)."""
+    head_learning_rate: Optional[float] = None
+    """Peak learning rate of a newly initialised task head (the layers outside the encoder), as setfit separates body
+    and head. Default: learning_rate. A head starts from scratch while the encoder is pretrained."""
     weight_decay: float = 1e-5
     """Decoupled AdamW weight decay (the paper uses a tiny value)."""
     warmup_ratio: float = 0.1
@@ -246,6 +249,8 @@ class TrainArgs:
             value = getattr(self, name)
             _require(value >= 1, f"train.{name} must be at least 1 (got {value})")
         _require(self.learning_rate > 0, f"train.learning_rate must be > 0 (got {self.learning_rate:g})")
+        _require(self.head_learning_rate is None or self.head_learning_rate > 0,
+                 f"train.head_learning_rate must be > 0 (got {self.head_learning_rate})")
         _require(self.epochs > 0, f"train.epochs must be > 0 (got {self.epochs:g})")
         _require(self.max_steps is None or self.max_steps > 0, f"train.max_steps must be > 0 (got {self.max_steps})")
         _require(self.eval_steps is None or self.eval_steps > 0, f"train.eval_steps must be > 0 (got {self.eval_steps})")

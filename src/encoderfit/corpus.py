@@ -61,7 +61,9 @@ def _read_text_file(path: Path) -> str:
 
 def split_documents(text: str, how: str) -> List[str]:
     if how == "lines":
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        from .data import split_lines
+
+        return [line.strip() for line in split_lines(text) if line.strip()]
     return [" ".join(block.split()) for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
 
 

@@ -62,6 +62,20 @@ class Splits:
     def as_dict(self) -> Dict[str, Dataset]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
+    def fingerprints(self) -> Dict[str, Dict]:
+        """Each split's size and SHA-256 of its examples in order (text, pair, target): recorded by training, so a
+        later `eval` knows whether re-reading the source gave the same splits."""
+        import hashlib
+
+        out = {}
+        for role, ds in self.as_dict().items():
+            digest = hashlib.sha256()
+            columns = [c for c in (TEXT, PAIR, LABEL) if c in ds.column_names]
+            for row in zip(*(ds[c] for c in columns)):
+                digest.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+            out[role] = {"examples": len(ds), "sha256": digest.hexdigest()}
+        return out
+
 
 # ---------------------------------------------------------------- reading
 
@@ -74,6 +88,15 @@ def decode_utf8(raw: bytes, where: str) -> str:
         line = raw.count(b"\n", 0, err.start) + 1
         raise UserError(f"{where}: line {line}: byte 0x{raw[err.start]:02x} is not valid UTF-8; re-save it as UTF-8 "
                         "(e.g. `iconv -f cp1252 -t utf-8`)") from None
+
+
+def split_lines(text: str) -> List[str]:
+    """The lines of a text file: split at \\n (and \\r\\n) only, never at the form feeds, U+2028 and other separators
+    that str.splitlines also breaks at (they can sit inside one line, and would shift every line after them)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]
 
 
 def check_utf8(path: Path) -> None:
@@ -118,6 +141,8 @@ def read_table(path: Path):
         from .tasks.ner_data import read_conll
 
         return read_conll(path)
+    if path.stat().st_size == 0:  # the datasets json reader stops with a bare StopIteration on 0 bytes
+        raise UserError(f"{path}: an empty file (0 bytes), no rows; it must hold at least one example")
     if ext in TEXT_FORMATS:
         check_utf8(path)
     if builder == "csv":
@@ -277,13 +302,20 @@ def multilabel_holdout(ds, size: float, seed: int):
     return ds.select(sorted(keep)), ds.select(sorted(held))
 
 
-def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str]) -> None:
-    """Every split made must get at least one example (sklearn otherwise fails deep inside with an empty split)."""
+def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str], rows: Optional[int] = None) -> None:
+    """Every split made must get at least one example (sklearn otherwise fails deep inside with an empty split). `rows`:
+    the examples before exact duplicates were dropped, when the duplicates are what left too few."""
     sizes = {"validation": data.validation_size, "test": data.test_size}
     held = sum(sizes[r] for r in missing)
     smallest = min(sizes[r] for r in missing)
     if n * smallest < 1 or n * (1 - held) < 1:
         need = math.ceil(1 / min(smallest, 1 - held))
+        if rows is not None and rows > n and rows * smallest >= 1 and rows * (1 - held) >= 1:
+            same = f"the {rows} training examples are all identical" if n == 1 else f"only {n} of the {rows} training examples are distinct"
+            raise UserError(
+                f"{data.source}: {same} (exact duplicates are dropped before splitting, "
+                f"so no {'/'.join(missing)} example could be kept apart from training); at least {need} distinct examples "
+                f"are needed: add different examples, or provide {'/'.join(missing)} files")
         raise UserError(
             f"{data.source}: {n} training examples are too few to make the {'/'.join(missing)} split(s) "
             f"({', '.join(f'{sizes[r]:.0%} {r}' for r in missing)}): each split needs at least one example, so at least "
@@ -308,13 +340,14 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
     raw = {role: (requested or Task()).canonical(loaded[name], data, where[role]) for role, name in names.items() if name in loaded}
     chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column)
     targets = {role: chosen.read_targets(ds, data, where[role]) for role, ds in raw.items()}
-    labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], data.label_column, where["train"])
+    labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], chosen.target_column(raw["train"], data),
+                                where["train"])
     splits = {role: chosen.encode(ds, targets[role], labels, where[role]) for role, ds in raw.items()}
 
     missing = [role for role in ("validation", "test") if role not in splits]
     if missing:
         pool = _dedupe(splits["train"]) if data.dedupe else splits["train"]
-        _check_holdout_sizes(len(pool), data, missing)
+        _check_holdout_sizes(len(pool), data, missing, len(splits["train"]))
         sizes = {"validation": data.validation_size, "test": data.test_size}
         held = sum(sizes[r] for r in missing)
         splits["train"], rest = chosen.holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "

@@ -32,9 +32,11 @@ class Package:
 
 def _stanzas(text: str) -> Iterator[Dict[str, str]]:
     """RFC 822 stanzas (blank-line separated; continuation lines start with a space) -> {field: value}."""
+    from .data import split_lines
+
     for block in text.split("\n\n"):
         fields, key = {}, None
-        for line in block.splitlines():
+        for line in split_lines(block):
             if line.startswith((" ", "\t")) and key:
                 fields[key] += "\n" + line[1:]
             elif ":" in line:
@@ -54,7 +56,9 @@ def _run(cmd: List[str]) -> str:
 
 def _long_description(raw: str) -> str:
     """The long description as plain text: ' .' lines are paragraph breaks."""
-    lines = [("" if line.strip() == "." else line.strip()) for line in raw.splitlines()]
+    from .data import split_lines
+
+    lines = [("" if line.strip() == "." else line.strip()) for line in split_lines(raw)]
     paragraphs = " ".join(line if line else "\n\n" for line in lines)
     return "\n\n".join(" ".join(p.split()) for p in paragraphs.split("\n\n") if p.strip())
 

@@ -138,6 +138,23 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
     return results
 
 
+def check_same_splits(run: Path, trained: Optional[Dict], now: Dict) -> None:
+    """Refuse to evaluate on splits other than the ones the run was trained with (the source changed under it: a
+    re-read apt index, a new hub revision, an edited file): test texts could now be training texts, and the head
+    would be refitted on other validation data without a word. Runs from before 0.2.1 recorded no fingerprints."""
+    if not trained:
+        log.warning("%s records no split fingerprints (trained before encoderfit 0.2.1): cannot check that the source "
+                    "still gives the splits it was trained on", run)
+        return
+    changed = [f"{role} had {trained[role]['examples']} examples, now {now[role]['examples']}"
+               + ("" if trained[role]["examples"] != now[role]["examples"] else " with other contents")
+               for role in ("train", "validation", "test") if role in trained and trained[role]["sha256"] != now[role]["sha256"]]
+    if changed:
+        raise UserError(f"{run}: the run's data source no longer gives the splits it was trained on ({'; '.join(changed)}): "
+                        "its test examples may now be training examples. Evaluate a fixed copy with --data FILE, or "
+                        "re-train on the source as it is now")
+
+
 def evaluate(
     run: Path,
     data: Optional[str] = None,
@@ -183,7 +200,9 @@ def evaluate(
     if predictor.labels != cfg.labels:
         raise UserError(f"{run}: the model's labels differ from config.yaml's; the run directory is inconsistent")
     if data is None:
-        results = evaluate_run(rundir, replace(cfg, data=args), predictor, prepare(args, cfg.task))
+        splits = prepare(args, cfg.task)
+        check_same_splits(run, cfg.resolved.get("splits"), splits.fingerprints())
+        results = evaluate_run(rundir, replace(cfg, data=args), predictor, splits)
         rundir.save_config(cfg)
         print_evaluation(results, split, task, cfg.labels)
         return results[split]

@@ -47,6 +47,18 @@ def _wrapped(model, names: List[str]):
     return Logits()
 
 
+MIN_OPSET = 11  # below: no export of ModernBERT's arange (7-8) or dynamic Slice (9); opset 10's graph gathers out of range
+
+
+def max_opset() -> int:
+    """The newest ONNX opset the installed torch exports to."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # private: older or newer torch without it
+        return 20
+    return int(ONNX_MAX_OPSET)
+
+
 def export_fp32(model, tokenizer, names: List[str], path: Path, opset: int, output_axes: Dict[int, str]) -> None:
     import torch
 
@@ -162,7 +174,7 @@ def export(
         format: Export format; onnx is the one there is.
         quantize: int8: also write a dynamically int8-quantized model (weights int8, activations at run time).
         output: Directory to write. Default: RUN/onnx.
-        opset: ONNX opset version.
+        opset: ONNX opset version (11 up to the newest the installed torch exports, 23 for torch 2.13).
         recheck_quantile: With int8, fit on the validation split the decision margin under which int8 predictions
             are run again in fp32 (int8_recheck.json): at most 1 - this share of texts can then change decision.
             0 turns the re-check off.
@@ -170,6 +182,9 @@ def export(
     from .modeling import load_tokenizer, load_trained
 
     run = Path(run)
+    if not MIN_OPSET <= opset <= max_opset():
+        raise UserError(f"--opset: {opset} is outside the range this torch exports encoders to, {MIN_OPSET}-{max_opset()}; "
+                        "use e.g. --opset 17 (the default)")
     if not 0 <= recheck_quantile <= 1:
         raise UserError(f"--recheck_quantile must be between 0 and 1 (got {recheck_quantile}); 0 turns the re-check off")
     rundir, source = locate(run)

@@ -42,6 +42,49 @@ def write_json(path: Path, obj: Any) -> None:
         handle.write("\n")
 
 
+@contextmanager
+def exclusive(final: Path, flag: str = "output_dir", enabled: bool = True, overwrite: bool = True) -> Iterator[None]:
+    """Hold `final`'s lock (`.NAME.lock` beside it) while building it: a second process writing the same directory
+    fails at once with one line instead of training into the same partial directory. The lock is released and its
+    file removed when the block ends; a killed process's lock dies with it (an flock belongs to the open file).
+    `overwrite` false: `final` must still not exist once the lock is held."""
+    if not enabled:  # the other processes of a multi-process launch: the main process holds it for them
+        yield
+        return
+    import fcntl
+
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    lock = final.parent / f".{final.name}.lock"
+    while True:
+        handle = open(lock, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "?"
+            handle.close()
+            raise UserError(f"{flag}: another encoderfit process (pid {holder}) is writing {final}; wait for it to "
+                            f"finish, or choose another --{flag}") from None
+        try:
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break  # locked the file that is there (not one its holder removed as it finished)
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        if final.exists() and not overwrite:  # another process finished it while this one started
+            raise UserError(f"{flag}: {final} already exists; pass --overwrite true to replace it, or choose another --{flag}")
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        yield
+    finally:
+        os.unlink(lock)  # while still held: a process waiting on the old file sees it gone and starts over
+        handle.close()
+
+
 def partial_dir(final: Path) -> Path:
     """Where a run directory is built before it is renamed into place."""
     return final.parent / f".{final.name}.partial"
@@ -74,6 +117,14 @@ def check_writable(path: Path, flag: str) -> None:
             pass
     except OSError as err:
         raise UserError(f"{flag}: cannot write {path}: {err.strerror or err} in {ancestor}; choose a writable location") from None
+
+
+def check_output_file(path: Path, flag: str, example: str) -> None:
+    """check_writable for a file to be written: a directory at `path` is refused at once too (not after the work,
+    when the file would replace it). `example`: a file name to suggest inside that directory."""
+    if Path(path).is_dir():
+        raise UserError(f"{flag}: {path} is a directory; give a file path, e.g. {Path(path) / example}")
+    check_writable(path, flag)
 
 
 def sha256(path: Path) -> str:

@@ -132,19 +132,86 @@ def auto_model(task):
     return getattr(transformers, task.auto_model)
 
 
-def load_model(args: ModelArgs, task, labels: List[str]):
-    """The encoder with the task's output layer, labels stored as id2label/label2id (safetensors only)."""
+def load_model(args: ModelArgs, task, labels: List[str], bias=None):
+    """The encoder with the task's output layer, labels stored as id2label/label2id (safetensors only). `bias`: the
+    output layer's starting bias when the layer is new (the task's prior log-odds), None: the architecture's zeros."""
     base = load_config(args)
-    return load_weights(
+    head = task.model_kwargs(labels)
+    model, loading = load_weights(
         auto_model(task),
         resolve_name(args.name_or_path),
-        **task.model_kwargs(labels),
+        **head,
         revision=args.revision,
         trust_remote_code=args.trust_remote_code,
         attn_implementation=_attn_implementation(args),
-        ignore_mismatched_sizes=True,  # re-fine-tuning a model that already has a head
+        ignore_mismatched_sizes=True,  # re-fine-tuning a model that already has a head: a head of another size is new
         **config_overrides(args, base),
+        output_loading_info=True,
     )
+    new_keys = set(loading.get("missing_keys") or []) | {m[0] if isinstance(m, (tuple, list)) else m for m in loading.get("mismatched_keys") or []}
+    fresh = any(name.startswith(f"{layer}.") for name in new_keys for layer in _output_layer_names(model, head.get("num_labels", 0)))
+    old = head_labels(base) if type(model).__name__ in (base.architectures or []) else None
+    new = [head["id2label"][i] for i in sorted(head["id2label"])] if "id2label" in head else None
+    if old is not None and new is not None and old != new:  # same size, other meaning: its rows must not carry over
+        log.info("%s's %s head predicts %s; the new labels differ, so the head is initialised afresh",
+                 args.name_or_path, type(model).__name__, old if len(old) <= 8 else f"{len(old)} other labels")
+        reinitialise_head(model)
+        fresh = True
+    if fresh and bias is not None:
+        set_output_bias(model, bias)
+    return model
+
+
+def output_layer(model, outputs: int):
+    """The task head's final linear layer: the last one outside the encoder with one row per output."""
+    import torch
+
+    encoder = getattr(model, model.base_model_prefix)
+    inside = {id(m) for m in encoder.modules()}
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in inside and m.out_features == outputs]
+    return layers[-1] if layers else None
+
+
+def _output_layer_names(model, outputs: int) -> List[str]:
+    layer = output_layer(model, outputs)
+    return [name for name, module in model.named_modules() if module is layer]
+
+
+def set_output_bias(model, bias) -> None:
+    """Start the output layer's bias at `bias` (one value per output), so the first steps need not learn the priors:
+    with Adam a bias moves about one learning rate a step, far too slowly to reach a rare label's log-odds."""
+    import torch
+
+    layer = output_layer(model, len(bias))
+    if layer is None or layer.bias is None:
+        log.info("no output layer with a bias of %d outputs found: the output bias keeps its initialisation", len(bias))
+        return
+    with torch.no_grad():
+        layer.bias.copy_(torch.as_tensor(bias, dtype=layer.bias.dtype))
+
+
+def head_labels(config) -> List[str]:
+    """The output names a checkpoint's head was trained for, in output order."""
+    mapping = {int(k): v for k, v in (getattr(config, "id2label", None) or {}).items()}
+    return [mapping[i] for i in sorted(mapping)]
+
+
+def reinitialise_head(model) -> None:
+    """Every parameter outside the encoder (the task head) back to the architecture's own initialisation.
+
+    transformers' init functions skip tensors flagged `_is_hf_initialized` (set on everything loaded from the
+    checkpoint): the head's flags are cleared, the encoder's set, and the model's own `_init_weights` runs on the head
+    modules and on the model itself (some architectures, ModernBERT among them, initialise the classifier there)."""
+    encoder = getattr(model, model.base_model_prefix)
+    kept = {id(p) for p in encoder.parameters()}
+    for param in model.parameters():
+        param._is_hf_initialized = id(param) in kept
+    for name, module in model.named_children():
+        if module is not encoder:
+            module.apply(model._init_weights)
+    model._init_weights(model)
+    for param in model.parameters():
+        param._is_hf_initialized = True
 
 
 def ensemble_module(members: list):

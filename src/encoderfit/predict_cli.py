@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Optional
 
-from .data import decode_utf8, read_table
+from .data import decode_utf8, read_table, split_lines
 from .errors import UserError
-from .files import atomic_file, check_writable
+from .files import atomic_file, check_output_file
 from .predict import Predictor
 from .rundir import locate
 
@@ -27,14 +27,14 @@ def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] =
             raise UserError(f"--input: {where} holds one text per line, but this model takes text pairs; give a "
                             f"CSV/TSV/JSONL/Parquet file with columns '{text_column}' and '{text_pair_column}'")
     if source == "-":
-        return decode_utf8(sys.stdin.buffer.read(), "stdin").splitlines(), None
+        return split_lines(decode_utf8(sys.stdin.buffer.read(), "stdin")), None
     path = Path(source)
     if path.is_dir():
         raise UserError(f"--input: {source} is a directory; pass a file (.txt, one text per line, or CSV/TSV/JSON/JSONL/Parquet)")
     if not path.is_file():
         raise UserError(f"--input: file '{source}' does not exist")
     if path.suffix.lower() == ".txt":
-        return decode_utf8(path.read_bytes(), str(path)).splitlines(), None
+        return split_lines(decode_utf8(path.read_bytes(), str(path))), None
     table = read_table(path)
     for column, flag in ((text_column, "--text_column"), (text_pair_column, "--text_pair_column")):
         if column and column not in table.column_names:
@@ -118,7 +118,7 @@ def predict(
     if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     if output:
-        check_writable(Path(output), "--output")
+        check_output_file(Path(output), "--output", f"predictions.{fmt}")
     texts, pairs = drop_empty(*read_inputs(input, text_column, text_pair_column))
     model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                       backend=backend, int8_recheck=int8_recheck)

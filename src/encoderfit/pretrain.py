@@ -28,7 +28,7 @@ from .corpus import CorpusArgs, load_corpus
 from .device import pick_precision
 from .distributed import barrier, is_main, share
 from .errors import UserError
-from .files import partial_dir, publish_dir, write_json
+from .files import exclusive, partial_dir, publish_dir, write_json
 from .pretrain_config import MlmArgs, PretrainConfig, PretrainModelArgs, build_model, pretrain_defaults
 from .rundir import ModelInfo, RunDir
 from .tasks import get_task
@@ -97,36 +97,37 @@ def pretrain(
     if train.seeds > 1:
         raise UserError("train.seeds: pre-training trains one model; drop --train.seeds")
     out = check_start(output_dir, overwrite, train)
-    task = mlm_task()
-    cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
-    train_docs, validation_docs = load_corpus(corpus)
+    with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
+        task = mlm_task()
+        cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
+        train_docs, validation_docs = load_corpus(corpus)
 
-    workdir = partial_dir(out)
-    keep = share(continues(workdir, cfg, resume) if is_main() else None)
-    if is_main() and not keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
-        cfg.save(workdir)
-    barrier()
-    try:
-        tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
-        checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
-        results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)
-        if not is_main():
-            return out
-        shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
-        from .tasks.mlm_pages import write_pages
+        workdir = partial_dir(out)
+        keep = share(continues(workdir, cfg, resume) if is_main() else None)
+        if is_main() and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            cfg.save(workdir)
+        barrier()
+        try:
+            tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
+            checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
+            results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)
+            if not is_main():
+                return out
+            shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
+            from .tasks.mlm_pages import write_pages
 
-        write_pages(RunDir(workdir), cfg, results)
-        publish_dir(workdir, out)
-    except BaseException as err:
-        if is_main():
-            _abandon(workdir, interrupted=not isinstance(err, Exception))
-        raise
-    log.info("pre-trained model written to %s (%.0f s): validation loss %.3f, perplexity %.1f, masked-token accuracy %.3f",
-             out, time.time() - started, results["validation"]["loss"], results["validation"]["perplexity"],
-             results["validation"]["accuracy"])
-    return out
+            write_pages(RunDir(workdir), cfg, results)
+            publish_dir(workdir, out)
+        except BaseException as err:
+            if is_main():
+                _abandon(workdir, interrupted=not isinstance(err, Exception))
+            raise
+        log.info("pre-trained model written to %s (%.0f s): validation loss %.3f, perplexity %.1f, masked-token accuracy %.3f",
+                 out, time.time() - started, results["validation"]["loss"], results["validation"]["perplexity"],
+                 results["validation"]["accuracy"])
+        return out
 
 
 @dataclass

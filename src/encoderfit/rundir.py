@@ -19,6 +19,8 @@ threshold, per-label thresholds, conformal interval).
 
 from __future__ import annotations
 
+import hashlib
+
 import json
 import logging
 from dataclasses import dataclass, field
@@ -105,8 +107,12 @@ class ModelDir:
         write_json(self.path / self.INFO, info.to_dict())
 
     def fingerprint(self) -> str:
-        """SHA-256 of the weights: saved predictions are reused only by the model that made them."""
-        return sha256(self.path / self.WEIGHTS)
+        """SHA-256 of the weights the model predicts with (an ensemble's: every member's, in order): saved
+        predictions are reused only by the model that made them."""
+        members = self.info().members if (self.path / self.INFO).is_file() else []
+        if not members:
+            return sha256(self.path / self.WEIGHTS)
+        return hashlib.sha256(" ".join(f"{m}:{sha256(self.path / m / self.WEIGHTS)}" for m in members).encode()).hexdigest()
 
     def onnx_file(self, int8: bool) -> Path:
         return self.path / (self.INT8 if int8 else self.FP32)
@@ -197,7 +203,9 @@ class RunDir:
                 return None
             rows = table.to_pydict()
         elif legacy.is_file() and fingerprint is None:  # written by encoderfit 0.1
-            lines = [json.loads(line) for line in legacy.read_text(encoding="utf-8").splitlines() if line.strip()]
+            from .data import split_lines
+
+            lines = [json.loads(line) for line in split_lines(legacy.read_text(encoding="utf-8")) if line.strip()]
             rows = {key: [r.get(key) for r in lines] for key in ("text", "label", "logits", "text_pair")}
             rows = {k: v for k, v in rows.items() if any(x is not None for x in v)}
         else:

@@ -9,15 +9,22 @@ and exact (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import logging
+import os
+import re
 import shutil
+import socket
 import sys
+import tempfile
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Sequence
+from typing import Dict, List, Literal, Optional, Sequence, Union
 
+from .data import split_lines
 from .errors import UserError
-from .files import atomic_file, check_writable, partial_dir, publish_dir, sha256, write_json
+from .files import atomic_file, check_output_file, sha256, write_json
 from .predict import Predictor
 from .predict_cli import drop_empty, read_inputs
 from .rundir import locate
@@ -50,11 +57,18 @@ def embed_texts(predictor: Predictor, texts: Sequence[str]):
     return _unit(predictor.logits(list(texts)))
 
 
+def check_corpus(path: Path) -> None:
+    """Before the model is loaded: the corpus is a file."""
+    if path.is_dir():
+        raise UserError(f"--corpus: {path} is a directory; pass a file (.txt, one document per line, or a CSV/JSONL/Parquet table)")
+    if not path.is_file():
+        raise UserError(f"--corpus: file '{path}' does not exist; check the path")
+
+
 def read_corpus(path: Path, text_column: str, id_column: str):
     """(ids, texts) of a corpus file: .txt (one document per line, ids are line numbers) or a table."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"--corpus: file '{path}' does not exist")
+    check_corpus(path)
     texts, _ = read_inputs(str(path), text_column)
     if path.suffix.lower() == ".txt":
         ids = [str(i + 1) for i in range(len(texts))]
@@ -86,7 +100,7 @@ class SearchIndex:
         self.directory = Path(directory)
         self.meta = json.loads((self.directory / "meta.json").read_text())
         self.vectors = np.load(self.directory / "vectors.npy")
-        rows = [json.loads(line) for line in (self.directory / "documents.jsonl").read_text(encoding="utf-8").splitlines()]
+        rows = [json.loads(line) for line in split_lines((self.directory / "documents.jsonl").read_text(encoding="utf-8"))]
         self.ids, self.texts = [r["id"] for r in rows], [r["text"] for r in rows]
         self.ann = None
         if self.meta["kind"] == "hnsw":
@@ -96,29 +110,50 @@ class SearchIndex:
 
     @classmethod
     def build(cls, predictor: Predictor, texts: Sequence[str], ids: Sequence[str], directory: Path, corpus_sha256: str = "",
-              kind: Literal["auto", "exact", "hnsw"] = "auto") -> "SearchIndex":
+              kind: Literal["auto", "exact", "hnsw"] = "auto", hint: str = "choose a writable directory for it") -> "SearchIndex":
+        """Embed `texts` into a new index in `directory`. It is built in a directory of its own beside it (so builders
+        of one index never share one) and renamed into place whole; if an index of the same corpus and model appeared
+        there meanwhile (another builder), that one is kept. Nothing is left behind by a failure or an interrupt, and
+        what a killed builder left is removed by the next one. `hint`: what to do when `directory` cannot be written."""
         import numpy as np
 
         directory = Path(directory)
-        work = partial_dir(directory)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
-        vectors = embed_texts(predictor, texts)
-        np.save(work / "vectors.npy", vectors)
-        with atomic_file(work / "documents.jsonl") as handle:
-            for i, t in zip(ids, texts):
-                handle.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
-        chosen = kind if kind != "auto" else ("hnsw" if vectors.nbytes >= ANN_MIN_BYTES else "exact")
-        if chosen == "hnsw":
-            from usearch.index import Index
+        fingerprint = predictor_fingerprint(predictor)
+        try:
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale(directory)
+            before = _identity(directory)
+            work = Path(tempfile.mkdtemp(prefix=f".{directory.name}.partial-{os.getpid()}@{socket.gethostname()}-",
+                                         dir=directory.parent))
+        except OSError as err:
+            raise UserError(f"cannot write the search index {directory}: {err.strerror or err} in {directory.parent}; {hint}") from None
+        try:
+            vectors = embed_texts(predictor, texts)
+            np.save(work / "vectors.npy", vectors)
+            with atomic_file(work / "documents.jsonl") as handle:
+                for i, t in zip(ids, texts):
+                    handle.write(json.dumps({"id": i, "text": t}, ensure_ascii=False) + "\n")
+            chosen = kind if kind != "auto" else ("hnsw" if vectors.nbytes >= ANN_MIN_BYTES else "exact")
+            if chosen == "hnsw":
+                from usearch.index import Index
 
-            graph = Index(ndim=vectors.shape[1], metric="ip")
-            graph.add(np.arange(len(vectors)), vectors)
-            graph.save(str(work / "hnsw.usearch"))
-        write_json(work / "meta.json", {"model_sha256": predictor_fingerprint(predictor), "corpus_sha256": corpus_sha256,
-                                        "documents": len(texts), "dimension": int(vectors.shape[1]), "kind": chosen})
-        publish_dir(work, directory)
-        log.info("index of %d documents (%s search) written to %s", len(texts), chosen, directory)
+                graph = Index(ndim=vectors.shape[1], metric="ip")
+                graph.add(np.arange(len(vectors)), vectors)
+                graph.save(str(work / "hnsw.usearch"))
+            write_json(work / "meta.json", {"model_sha256": fingerprint, "corpus_sha256": corpus_sha256,
+                                            "documents": len(texts), "dimension": int(vectors.shape[1]), "kind": chosen})
+
+            def theirs() -> bool:  # a complete index of the same corpus and model, published by another builder meanwhile
+                return _identity(directory) != before and _current(directory, corpus_sha256, fingerprint, chosen) is not None
+
+            if _publish(work, directory, theirs):
+                log.info("index of %d documents (%s search) written to %s", len(texts), chosen, directory)
+            else:
+                log.info("another process wrote the same index to %s meanwhile: using that one", directory)
+        except OSError as err:
+            raise UserError(f"cannot write the search index {directory}: {err.strerror or err}; {hint}") from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)  # gone once published
         return cls(directory)
 
     def search(self, predictor: Predictor, queries: Sequence[str], k: int = 10) -> List[List[Dict]]:
@@ -145,24 +180,88 @@ class SearchIndex:
                 for row, srow in zip(keys, scores)]
 
 
+def _identity(directory: Path) -> Optional[tuple]:
+    """What is at `directory` now (None: nothing), to tell whether another process replaced it."""
+    try:
+        st = os.stat(directory)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+def _current(directory: Path, corpus_sha256: str, fingerprint: str, kind: str = "auto") -> Optional[dict]:
+    """The meta of the complete index in `directory` if this model made it from this corpus (else None)."""
+    try:
+        saved = json.loads((Path(directory) / "meta.json").read_text())
+    except (OSError, ValueError):
+        return None
+    files = ["vectors.npy", "documents.jsonl"] + (["hnsw.usearch"] if saved.get("kind") == "hnsw" else [])
+    if saved.get("corpus_sha256") == corpus_sha256 and saved.get("model_sha256") == fingerprint \
+            and kind in ("auto", saved.get("kind")) and all((Path(directory) / f).is_file() for f in files):
+        return saved
+    return None
+
+
+def _publish(work: Path, directory: Path, keep_theirs) -> bool:
+    """Rename the finished index `work` to `directory`, atomically; an index already there is replaced, unless
+    `keep_theirs()` (then `work` is dropped: False)."""
+    for _ in range(10):  # another builder may publish between our moves
+        try:
+            os.rename(work, directory)  # fails when a (non-empty) directory is there
+            return True
+        except OSError as err:
+            if err.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+        if keep_theirs():
+            return False
+        trash = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+        try:
+            os.rename(directory, trash / "index")
+        except FileNotFoundError:
+            pass
+        shutil.rmtree(trash, ignore_errors=True)
+    raise OSError(errno.EBUSY, f"other processes keep replacing {directory}")
+
+
+def _remove_stale(directory: Path) -> None:
+    """Remove what builders of `directory` that no longer run left beside it: their partial directories (named by
+    process id and host), old indexes they were replacing, and the one partial directory of earlier versions."""
+    host = socket.gethostname()
+    for path in directory.parent.glob(f".{glob.escape(directory.name)}.*"):
+        rest = path.name[len(directory.name) + 2:]
+        owner = re.fullmatch(r"partial-(\d+)@(.*)-[^-]+", rest)
+        if rest == "partial" or rest.startswith("old-") or (owner and owner.group(2) == host and not _alive(int(owner.group(1)))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send Ctrl-C there: assume it runs
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def predictor_fingerprint(predictor: Predictor) -> str:
     return getattr(predictor, "fingerprint", "") or ""
 
 
 def open_index(predictor: Predictor, corpus: Path, directory: Path, text_column: str, id_column: str,
-               kind: str = "auto", rebuild: bool = False) -> SearchIndex:
+               kind: str = "auto", rebuild: bool = False, hint: str = "choose a writable directory for it") -> SearchIndex:
     """The index of `corpus` in `directory`: reused when the same model indexed the same file, else (re)built."""
     digest = sha256(corpus)
-    meta = Path(directory) / "meta.json"
-    if meta.is_file() and not rebuild:
-        saved = json.loads(meta.read_text())
-        if saved.get("corpus_sha256") == digest and saved.get("model_sha256") == predictor_fingerprint(predictor) \
-                and kind in ("auto", saved.get("kind")):
-            log.info("reusing the index in %s (%d documents)", directory, saved["documents"])
-            return SearchIndex(directory)
+    saved = None if rebuild else _current(Path(directory), digest, predictor_fingerprint(predictor), kind)
+    if saved:
+        log.info("reusing the index in %s (%d documents)", directory, saved["documents"])
+        return SearchIndex(directory)
+    if (Path(directory) / "meta.json").is_file() and not rebuild:
         log.info("the index in %s was made from another model or corpus: rebuilding it", directory)
     ids, texts = read_corpus(corpus, text_column, id_column)
-    return SearchIndex.build(predictor, texts, ids, directory, digest, kind)
+    return SearchIndex.build(predictor, texts, ids, directory, digest, kind, hint)
 
 
 def _load(run: Path, device: Optional[str], backend: str, max_tokens: Optional[int]) -> Predictor:
@@ -172,14 +271,16 @@ def _load(run: Path, device: Optional[str], backend: str, max_tokens: Optional[i
 
 
 def index_for(predictor: Predictor, run: Path, corpus: Path, backend: str, index: Optional[Path] = None,
-              text_column: str = "text", id_column: str = "id", kind: str = "auto", rebuild: bool = False) -> SearchIndex:
-    """The index of `corpus` for the model of `run` (default directory: RUN/indexes/<corpus file name>)."""
-    if not Path(corpus).is_file():
-        raise UserError(f"--corpus: file '{corpus}' does not exist")
+              text_column: str = "text", id_column: str = "id", kind: str = "auto", rebuild: bool = False,
+              index_flag: Optional[str] = None) -> SearchIndex:
+    """The index of `corpus` for the model of `run` (default directory: RUN/indexes/<corpus file name>). `index_flag`:
+    the caller's option that chooses another directory, suggested when this one cannot be written."""
+    check_corpus(Path(corpus))
     rundir, directory = locate(Path(run))
     predictor.fingerprint = f"{directory.fingerprint()}:{backend}"
     where = Path(index) if index else (rundir.path if rundir else directory.path) / "indexes" / Path(corpus).name
-    return open_index(predictor, Path(corpus), where, text_column, id_column, kind, rebuild)
+    hint = f"pass {index_flag} DIR to keep the index in a writable directory" if index_flag else "make that directory writable"
+    return open_index(predictor, Path(corpus), where, text_column, id_column, kind, rebuild, hint)
 
 
 def embed(run: Path, input: str = "-", output: Optional[Path] = None, text_column: str = "text", device: Optional[str] = None,
@@ -200,7 +301,7 @@ def embed(run: Path, input: str = "-", output: Optional[Path] = None, text_colum
     if output and suffix not in (".npy", ".parquet"):
         raise UserError(f"--output: unsupported file type '{suffix}'; use .npy or .parquet")
     if output:
-        check_writable(Path(output), "--output")
+        check_output_file(Path(output), "--output", f"embeddings{suffix}")
     texts, _ = drop_empty(*read_inputs(input, text_column))
     model = _load(run, device, backend, max_tokens)
     vectors = embed_texts(model, texts)
@@ -222,8 +323,8 @@ def embed(run: Path, input: str = "-", output: Optional[Path] = None, text_colum
     return Path(output)
 
 
-def search(run: Path, corpus: Optional[Path] = None, query: Optional[str] = None, queries: Optional[str] = None, top_k: int = 10,
-           text_column: str = "text", id_column: str = "id", index: Optional[Path] = None,
+def search(run: Path, corpus: Optional[Path] = None, query: Union[str, List[str], None] = None, queries: Optional[str] = None,
+           top_k: int = 10, text_column: str = "text", id_column: str = "id", index: Optional[Path] = None,
            kind: Literal["auto", "exact", "hnsw"] = "auto", rebuild: bool = False, device: Optional[str] = None,
            backend: Literal["torch", "onnx", "onnx-int8"] = "torch") -> List[List[Dict]]:
     """Search a corpus with an embedding run: the top_k nearest documents of each query, as JSONL on stdout.
@@ -231,7 +332,7 @@ def search(run: Path, corpus: Optional[Path] = None, query: Optional[str] = None
     Args:
         run: Run directory (or model directory) of an embedding model.
         corpus: The documents: a .txt file (one per line; ids are line numbers) or a CSV/TSV/JSONL/Parquet table.
-        query: One query text.
+        query: A query text; repeat --query for several (in Python: a text or a list of them).
         queries: A file of queries (.txt one per line, or a table with text_column), or '-' for stdin.
         top_k: Documents returned per query.
         text_column: Column of a table corpus (and queries file) holding the text.
@@ -246,13 +347,16 @@ def search(run: Path, corpus: Optional[Path] = None, query: Optional[str] = None
     """
     if not 1 <= top_k <= MAX_TOP_K:
         raise UserError(f"--top_k must be between 1 and {MAX_TOP_K} (got {top_k})")
-    if not query and not queries:
+    given = [q for q in ([query] if isinstance(query, str) else query or []) if q]
+    if not given and not queries:
         raise UserError("search: no query; pass --query TEXT (repeatable) or --queries FILE")
-    texts = ([query] if query else []) + (drop_empty(*read_inputs(queries, text_column))[0] if queries else [])
+    texts = given + (drop_empty(*read_inputs(queries, text_column))[0] if queries else [])
     if corpus is None:
         raise UserError("search: no corpus; pass --corpus FILE (.txt, one document per line, or a CSV/JSONL/Parquet table)")
+    check_corpus(Path(corpus))
     model = _load(run, device, backend, None)
-    found = index_for(model, run, Path(corpus), backend, index, text_column, id_column, kind, rebuild).search(model, texts, top_k)
+    found = index_for(model, run, Path(corpus), backend, index, text_column, id_column, kind, rebuild,
+                      index_flag="--index").search(model, texts, top_k)
     for text, hits in zip(texts, found):
         sys.stdout.write(json.dumps({"query": text, "results": hits}, ensure_ascii=False) + "\n")
     return found

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import List, Optional
 
+from fastapi import Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_TOP_K = 100
@@ -43,28 +44,28 @@ class SearchRequest(BaseModel):
 def add_embedding_routes(app, predictor, batcher, limits, index) -> None:
     import numpy as np
 
-    from .serve import _error, check_texts
+    from .serve import _error, check_texts, client_gone
 
-    async def vectors(texts: List[str]):
-        results = await batcher.predict(texts, None)
+    async def vectors(texts: List[str], request):
+        results = await batcher.predict(texts, None, lambda: client_gone(request))
         return np.asarray([r["embedding"] for r in results], dtype=np.float32)
 
     @app.post("/v1/embed")
-    async def embed(body: EmbedRequest):
+    async def embed(body: EmbedRequest, request: Request):
         texts = body.texts if body.texts is not None else [body.text]
         refused = check_texts(texts, None, limits)
         if refused is not None:
             return refused
-        found = await vectors(texts)
+        found = await vectors(texts, request)
         found /= np.maximum(np.linalg.norm(found, axis=1, keepdims=True), 1e-12)
         return {"embeddings": [[round(float(v), 6) for v in row] for row in found], "dimension": int(found.shape[1])}
 
     @app.post("/v1/search")
-    async def search(body: SearchRequest):
+    async def search(body: SearchRequest, request: Request):
         if index is None:
             return _error(404, "this server has no corpus to search: start it with `encoderfit serve RUN --corpus FILE`")
         queries = body.queries if body.queries is not None else [body.query]
         refused = check_texts(queries, None, limits, "queries")
         if refused is not None:
             return refused
-        return {"results": index.nearest(await vectors(queries), body.top_k)}
+        return {"results": index.nearest(await vectors(queries, request), body.top_k)}

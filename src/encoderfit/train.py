@@ -24,7 +24,7 @@ from .data import Splits, prepare
 from .device import pick_precision
 from .distributed import barrier, is_main, join, share
 from .errors import UserError
-from .files import check_writable, partial_dir, publish_dir, write_json
+from .files import check_writable, exclusive, partial_dir, publish_dir, write_json
 from .modeling import load_config, load_tokenizer, resolve_max_length
 from .rundir import ModelDir, ModelInfo, RunDir
 from .tasks import LABELLED, Task, get_task
@@ -198,7 +198,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    net = prep.task.load_model(cfg.model, prep.splits.labels, prep.max_length)
+    net = prep.task.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
     trainer = prep.task.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
                                       prep.precision, workdir, callbacks)
     engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
@@ -226,6 +226,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         "processes": trainer.args.world_size,
         "engine": engine,
         "examples": {k: len(v) for k, v in prep.splits.as_dict().items()},
+        "splits": prep.splits.fingerprints(),  # eval re-reads the source only while it gives these same splits
         "target_stats": prep.stats,
         "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
     }
@@ -288,34 +289,35 @@ def fit(
     """
     started = time.time()
     out = check_start(output_dir, overwrite, train)
-    prep = Prepared.load(data, model, train, task)
-    cfg = prep.config(data, model, train, report)
+    with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
+        prep = Prepared.load(data, model, train, task)
+        cfg = prep.config(data, model, train, report)
 
-    workdir = partial_dir(out)
-    keep = share(continues(workdir, cfg, resume) if is_main() else None)
-    if is_main() and not keep:
-        shutil.rmtree(workdir, ignore_errors=True)
-        workdir.mkdir(parents=True)
-        cfg.save(workdir)  # what a later run compares itself with before resuming
-    barrier()
-    try:
-        if keep and trained_already(workdir):
-            log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
-            cfg, model = RunConfig.load(workdir), None
-        elif train.seeds > 1:
-            from .seeds import train_seeds
+        workdir = partial_dir(out)
+        keep = share(continues(workdir, cfg, resume) if is_main() else None)
+        if is_main() and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            cfg.save(workdir)  # what a later run compares itself with before resuming
+        barrier()
+        try:
+            if keep and trained_already(workdir):
+                log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
+                cfg, model = RunConfig.load(workdir), None
+            elif train.seeds > 1:
+                from .seeds import train_seeds
 
-            model = train_seeds(prep, cfg, workdir)
-        else:
-            checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
-            trained = train_model(prep, cfg, workdir, checkpoint or None)
-            model = None if trained.stale else trained.trainer.model
-        if not is_main():
-            return out
-        finish_run(prep, cfg, workdir, out, model)
-    except BaseException as err:
-        if is_main():
-            _abandon(workdir, interrupted=not isinstance(err, Exception))
-        raise
-    log.info("run written to %s (%.0f s)", out, time.time() - started)
-    return out
+                model = train_seeds(prep, cfg, workdir)
+            else:
+                checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
+                trained = train_model(prep, cfg, workdir, checkpoint or None)
+                model = None if trained.stale else trained.trainer.model
+            if not is_main():
+                return out
+            finish_run(prep, cfg, workdir, out, model)
+        except BaseException as err:
+            if is_main():
+                _abandon(workdir, interrupted=not isinstance(err, Exception))
+            raise
+        log.info("run written to %s (%.0f s)", out, time.time() - started)
+        return out

@@ -106,10 +106,31 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
 
 class EncoderTrainer(Trainer):
-    def __init__(self, *args, lengths, derive=None, **kwargs):
+    def __init__(self, *args, lengths, derive=None, head_learning_rate=None, **kwargs):
+        self.head_learning_rate = head_learning_rate  # before the Trainer's own set-up, which may build the optimizer
         super().__init__(*args, **kwargs)
         self.lengths = list(lengths)  # read before the Trainer drops the columns the model does not take
         self.derive = derive  # the task's metrics computed from the others (perplexity from the loss)
+
+    def create_optimizer(self, model=None):
+        """AdamW as the Trainer builds it; with train.head_learning_rate, the task head's parameters (outside the
+        encoder) in groups of their own at that rate (the schedule scales every group alike)."""
+        if self.optimizer is not None or self.head_learning_rate is None:
+            return super().create_optimizer(model)
+        net = self.model
+        encoder = getattr(net, getattr(net, "base_model_prefix", ""), None)
+        inside = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        decay = set(self.get_decay_parameter_names(net))
+        groups = {}
+        for name, param in net.named_parameters():
+            if param.requires_grad:
+                key = (id(param) not in inside, name in decay)
+                groups.setdefault(key, []).append(param)
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, net)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0,
+              **({"lr": self.head_learning_rate} if head else {})} for (head, decayed), params in groups.items()], **kwargs)
+        return self.optimizer
 
     def _get_train_sampler(self, train_dataset=None):
         group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
@@ -187,4 +208,5 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
         compute_loss_func=task.loss(stats, train),
         callbacks=_callbacks(train, workdir / "logs", callbacks or []),
         lengths=tokenized["train"]["length"],
+        head_learning_rate=train.head_learning_rate,
     )

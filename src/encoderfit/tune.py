@@ -52,6 +52,23 @@ def check_space(space: Dict[str, Dict[str, Any]], tunable: Set[str]) -> None:
             raise UserError(f"space.{name}: low must be below high (got {spec['low']} and {spec['high']})")
 
 
+def check_space_values(cfg, space: Dict[str, Dict[str, Any]]) -> None:
+    """Every value a trial can draw is a valid setting: each range's bounds and every choice go through the config's
+    own checks now, before a study exists (a bad bound would otherwise fail the first trial that draws it, and leave
+    a study recording a space that the corrected command may not continue)."""
+    for name, spec in space.items():
+        values = list(spec["choices"]) if "choices" in spec else [spec["low"], spec["high"]]
+        if "choices" not in spec and spec.get("log") and not spec["low"] > 0:
+            raise UserError(f"space.{name}: a log range needs low > 0 (got {spec['low']}); drop log: true or raise low")
+        for value in values:
+            try:
+                with_params(cfg, {name: value})
+            except UserError as err:
+                raise UserError(f"space.{name}: {value} is not a valid value ({err}); change the range or choices") from None
+            except (TypeError, ValueError):
+                raise UserError(f"space.{name}: {value!r} is not a valid value for this setting; change the range or choices") from None
+
+
 def _suggest(trial, space: Dict[str, Dict[str, Any]]) -> Dict[str, Any]:
     params = {}
     for name, spec in space.items():
@@ -115,6 +132,12 @@ def _open_study(path: Path, cfg, space: Dict, pruner: str, startup_trials: int, 
         changes = config_changes(before, cfg)
         if study.user_attrs.get("space") != space:
             changes.insert(0, "the search space changed")
+        finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+        if changes and not finished:  # nothing of it is worth keeping: it must not block the corrected command
+            log.warning("warning: %s holds a search with another config (%s) in which no trial finished; starting afresh",
+                        path, changes[0])
+            optuna.delete_study(study_name=STUDY_NAME, storage=f"sqlite:///{path}")
+            return _open_study(path, cfg, space, pruner, startup_trials, greater_is_better)
         if changes:
             raise UserError(f"{path} holds a search with another config ({changes[0]}); run the same config to continue it, "
                             "or choose another --output_dir")
@@ -197,7 +220,7 @@ def tune(
 
 def start_search(out: Path, overwrite: bool, trials: int, train: TrainArgs, space: Dict, tunable: Set[str]) -> Tuple[Path, Dict, Path]:
     """Before any work: the arguments make sense and the output can be written. Returns (OUTPUT_DIR, the space,
-    the study's home OUTPUT_DIR-tune/, created)."""
+    the study's home OUTPUT_DIR-tune/, made by `search` once the data is read)."""
     if trials < 1:
         raise UserError(f"trials must be at least 1 (got {trials})")
     if world_size() > 1:
@@ -208,9 +231,7 @@ def start_search(out: Path, overwrite: bool, trials: int, train: TrainArgs, spac
     train.check_runnable()
     space = dict(space)
     check_space(space, tunable)
-    home = out.parent / f"{out.name}-tune"
-    home.mkdir(parents=True, exist_ok=True)
-    return out, space, home
+    return out, space, out.parent / f"{out.name}-tune"
 
 
 def search(home: Path, cfg, space: Dict, trials: int, pruner: str, startup_trials: int, timeout: Optional[float],
@@ -220,6 +241,8 @@ def search(home: Path, cfg, space: Dict, trials: int, pruner: str, startup_trial
     directory is kept. Returns the best trial, the trials table (also home/trials.csv) and the best trial's directory."""
     import optuna
 
+    check_space_values(cfg, space)
+    home.mkdir(parents=True, exist_ok=True)
     study = _open_study(home / "study.db", cfg, space, pruner, startup_trials, greater)
 
     def objective(trial) -> float:

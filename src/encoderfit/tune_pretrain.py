@@ -24,7 +24,7 @@ from .pretrain_config import MlmArgs, PretrainConfig, PretrainModelArgs, pretrai
 from .rundir import RunDir
 from .tables import print_rows
 from .tokenizer_training import TokenizerArgs
-from .tune import search, start_search
+from .tune import check_space_values, search, start_search
 
 log = logging.getLogger(__name__)
 
@@ -84,9 +84,17 @@ def tune_pretrain(
         raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a pre-training metric; choose from "
                         f"{sorted(task.metrics_for_best)}")
     cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
-    train_docs, validation_docs = load_corpus(corpus)
-    tok = run_tokenizer(cfg, train_docs, home, max(512, mlm.block_size))
-    packed = Packed.build(cfg, tok, train_docs, validation_docs)
+    check_space_values(cfg, space)
+    train_docs, validation_docs = load_corpus(corpus)  # before OUTPUT_DIR-tune/ exists: a bad corpus leaves nothing
+    made = not home.exists()
+    home.mkdir(parents=True, exist_ok=True)
+    try:
+        tok = run_tokenizer(cfg, train_docs, home, max(512, mlm.block_size))
+        packed = Packed.build(cfg, tok, train_docs, validation_docs)
+    except BaseException:
+        if made:
+            shutil.rmtree(home, ignore_errors=True)
+        raise
 
     def run_trial(trial_cfg: PretrainConfig, workdir: Path, report_to) -> float:
         results = train_mlm(trial_cfg, task, tok, packed, workdir, callbacks=[report_to])

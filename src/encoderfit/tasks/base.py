@@ -100,6 +100,10 @@ class Task:
         """Each row's target as a Python value, validated (a bad row is a UserError naming it)."""
         raise NotImplementedError
 
+    def target_column(self, ds, data) -> str:
+        """The column of the data that the targets of canonical split `ds` were read from: what messages name."""
+        return data.label_column
+
     def label_names(self, targets: List[Any], feature, column: str, where: str) -> List[str]:
         """The ordered output names, from the training split (class or label names; the target's name)."""
         raise NotImplementedError
@@ -142,11 +146,16 @@ class Task:
         """compute_metrics for the Trainer's evaluations: logits and targets -> {metric: value}."""
         raise NotImplementedError
 
-    def load_model(self, args, labels: List[str], max_length: int):
-        """The model to fine-tune: the encoder with this task's output layer."""
+    def load_model(self, args, labels: List[str], max_length: int, stats: Optional[Dict[str, Any]] = None):
+        """The model to fine-tune: the encoder with this task's output layer (a new layer's bias at the training
+        split's priors, where the task has them)."""
         from ..modeling import load_model
 
-        return load_model(args, self, labels)
+        return load_model(args, self, labels, self.output_bias(stats) if stats else None)
+
+    def output_bias(self, stats: Dict[str, Any]):
+        """A new output layer's starting bias from the training split's statistics (None: the architecture's)."""
+        return None
 
     def build_trainer(self, net, tokenizer, labels: List[str], stats: Dict[str, Any], tokenized: Dict, train, precision: str,
                       workdir, callbacks: Optional[list] = None):

@@ -152,9 +152,10 @@ class Classification(Task):
         def loss(outputs, labels, num_items_in_batch=None):
             logits = outputs.logits.float()
             weight = None if weights is None else weights.to(logits.device)
-            if num_items_in_batch is None:  # evaluation
-                return torch.nn.functional.cross_entropy(logits, labels, weight=weight)
-            return torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum") / num_items_in_batch
+            # per example in training and evaluation alike: the weighted sum over the examples (of all accumulated
+            # batches in training), never over the weights, so the validation loss is the training objective
+            count = labels.numel() if num_items_in_batch is None else num_items_in_batch
+            return torch.nn.functional.cross_entropy(logits, labels, weight=weight, reduction="sum") / count
 
         return loss
 

@@ -17,6 +17,7 @@ baseline's rows are [BM25 rank, base-model rank] (the head says so); every metri
 from __future__ import annotations
 
 import logging
+import math
 from typing import Dict, List
 
 import numpy as np
@@ -56,10 +57,14 @@ def _judged(ds, column: str, where: str):
     first_row, any_relevant, keep = {}, {}, []
     for i, (query, value) in enumerate(zip(ds["text"], ds[column])):
         try:
-            relevant = float(value) > 0
+            grade = float(value)
         except (TypeError, ValueError):
             raise UserError(f"{where}: row {i + 1}: '{value}' in column '{column}' is not a number; judgements are 0 "
                             "(not relevant) or a positive grade") from None
+        if not math.isfinite(grade):  # NaN > 0 is False: it would silently count as "not relevant"
+            raise UserError(f"{where}: row {i + 1}: judgement {value} in column '{column}' is not a finite number; give 0 "
+                            "(not relevant) or a positive grade, or remove the row")
+        relevant = grade > 0
         first_row.setdefault(query, i + 1)
         any_relevant[query] = any_relevant.get(query, False) or relevant
         if relevant:
@@ -172,7 +177,7 @@ class Embedding(Task):
 
     # ---------------------------------------------------------------- model and training
 
-    def load_model(self, args, labels, max_length):
+    def load_model(self, args, labels, max_length, stats=None):
         from .embedding_model import load_sentence_model
 
         return load_sentence_model(args, max_length)

@@ -86,7 +86,7 @@ def pack(documents: List[str], tokenizer, block_size: int, where: str):
     blocks = len(stream) // body
     if blocks == 0:
         raise UserError(f"{where}: {len(stream)} tokens, less than one block of {block_size}; give more text or a smaller "
-                        f"--model.block_size")
+                        f"--mlm.block_size")
     body_ids = stream[: blocks * body].reshape(blocks, body)
     ids = np.concatenate([np.full((blocks, 1), cls), body_ids, np.full((blocks, 1), sep)], axis=1)
     return Dataset.from_dict({"input_ids": ids, "length": [block_size] * blocks}), len(stream)
@@ -115,8 +115,10 @@ class MaskingCollator:
 
         if "labels" in features[0]:
             return {key: torch.tensor([f[key] for f in features]) for key in ("input_ids", "labels")}
-        state = np.random.SeedSequence([self.seed, self.batches]).generate_state(1)[0]
-        self.masker.generator = torch.Generator().manual_seed(int(state))
+        # the masker builds its generator from `seed` when it has none (transformers >= 5.25 also replaces a generator
+        # it did not build itself, so setting `generator` directly is ignored for the first batch of a process)
+        self.masker.seed = int(np.random.SeedSequence([self.seed, self.batches]).generate_state(1)[0])
+        self.masker.generator = None
         self.batches += 1
         return self.masker([{"input_ids": f["input_ids"]} for f in features])  # special tokens are never masked
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -19,7 +19,6 @@ from .base import Task, tfidf_features
 
 log = logging.getLogger(__name__)
 MIN_POSITIVES = 5
-GRID = np.round(np.arange(0.02, 0.99, 0.01), 2)
 C_GRID = (1.0, 10.0)
 
 
@@ -28,16 +27,19 @@ def sigmoid(logits: np.ndarray) -> np.ndarray:
 
 
 def best_threshold(probs: np.ndarray, y: np.ndarray) -> tuple:
-    """(threshold, F1) maximising F1 of the decisions probs >= t; probs and y may be 1-D (a label) or 2-D (micro)."""
-    positives = y.sum()
-    best = (0.5, -1.0)
-    for t in GRID:
-        predicted = probs >= t
-        tp = (predicted & (y > 0)).sum()
-        f1 = 2 * tp / (predicted.sum() + positives) if predicted.sum() + positives else 0.0
-        if f1 > best[1] + 1e-12:
-            best = (float(t), float(f1))
-    return best
+    """(threshold, F1) maximising F1 of the decisions probs >= t over every cut point the scores allow
+    (precision_recall_curve), placed midway to the next lower score; probs and y may be 1-D (a label) or 2-D (micro).
+    A fixed grid misses labels whose scores all lie below its floor and cannot separate scores closer than its step."""
+    from sklearn.metrics import precision_recall_curve
+
+    scores, truth = np.ravel(np.asarray(probs, dtype=np.float64)), np.ravel(y) > 0
+    if not truth.any():
+        return 0.5, 0.0
+    precision, recall, cuts = precision_recall_curve(truth, scores)
+    f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+    k = int(np.argmax(f1))
+    below = scores[scores < cuts[k]]
+    return float((cuts[k] + below.max()) / 2 if below.size else cuts[k]), float(f1[k])
 
 
 def fit_thresholds(probs: np.ndarray, y: np.ndarray, labels: List[str]) -> Dict:
@@ -50,12 +52,16 @@ def fit_thresholds(probs: np.ndarray, y: np.ndarray, labels: List[str]) -> Dict:
             tuned.append(name)
         else:
             thresholds[name] = global_t
-    return {"thresholds": thresholds, "global_threshold": global_t, "tuned": len(tuned), "min_positives": MIN_POSITIVES}
+    return {"thresholds": thresholds, "global_threshold": global_t, "tuned": len(tuned), "min_positives": MIN_POSITIVES,
+            "labels": list(labels)}
 
 
-def threshold_vector(head: Dict, labels: List[str]) -> np.ndarray:
+def threshold_vector(head: Dict, labels: Optional[List[str]] = None) -> np.ndarray:
+    """The head's thresholds for `labels` (default: the labels the head was fitted for, in the model's output order),
+    looked up by name, so every caller decodes the same way whatever order the saved mapping is in."""
     saved = head.get("thresholds") or {}
-    return np.asarray([saved.get(name, head.get("global_threshold", 0.5)) for name in labels])
+    names = labels if labels is not None else head.get("labels") or list(saved)  # heads before 0.2.1: the mapping's order
+    return np.asarray([saved.get(name, head.get("global_threshold", 0.5)) for name in names], dtype=float)
 
 
 class Multilabel(Task):
@@ -144,6 +150,13 @@ class Multilabel(Task):
         return {"positives": y.sum(0).astype(int).tolist(), "examples": int(len(y))}
 
     # ---------------------------------------------------------------- training
+
+    def output_bias(self, stats):
+        """Each label's log-odds in the training split (smoothed): a new head starts at the priors, so the encoder is
+        not pushed to a constant vector to learn them (which predicts the priors for every text)."""
+        positives = np.asarray(stats["positives"], dtype=np.float64)
+        p = (positives + 0.5) / (stats["examples"] + 1.0)
+        return np.log(p / (1 - p))
 
     def loss(self, stats, train):
         import torch
@@ -255,9 +268,9 @@ class Multilabel(Task):
         return results
 
     def _thresholds(self, head, n):
-        """The head's thresholds in label order (encoderfit.json keeps them in that order)."""
-        values = list((head.get("thresholds") or {}).values())
-        return np.asarray(values if len(values) == n else [head.get("global_threshold", 0.5)] * n)
+        """The head's thresholds in the model's output order (by name, as decode reads them)."""
+        thresholds = threshold_vector(head)
+        return thresholds if len(thresholds) == n else np.full(n, head.get("global_threshold", 0.5))
 
     def decision_margin(self, logits, head):
         t = np.clip(self._thresholds(head, logits.shape[1]), 1e-6, 1 - 1e-6)

@@ -20,7 +20,7 @@ from ..tokens import IGNORE, WordScores, aligned_windows
 from . import ner_data
 from .base import Task
 from .ner_metrics import counts, entity_metrics, gold, predicted, prf
-from .tags import convert, tag_names, to_iob2
+from .tags import at, convert, tag_names, to_iob2
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +47,13 @@ class TokenClassification(Task):
 
     def read_targets(self, ds, data, where):
         rows = list(ds["labels"])
-        spans, scheme = convert(rows, data.tag_scheme, data.invalid_tags, where)
+        lines = ds[ner_data.LINES] if ner_data.LINES in ds.column_names else None  # CoNLL: name file lines, not rows
+        spans, scheme = convert(rows, data.tag_scheme, data.invalid_tags, where, lines)
         log.info("%s: tags read as %s, %d entities in %d rows", where, scheme.upper(), sum(map(len, spans)), len(rows))
         return [to_iob2(found, len(row)) for found, row in zip(spans, rows)]
+
+    def target_column(self, ds, data):
+        return ner_data.source_column(ds) or data.label_column
 
     def label_names(self, targets, feature, column, where):
         types = {tag[2:] for row in targets for tag in row if tag != "O"}
@@ -61,14 +65,15 @@ class TokenClassification(Task):
         from datasets import Sequence, Value
 
         index = {name: i for i, name in enumerate(labels)}
+        lines = ds[ner_data.LINES] if ner_data.LINES in ds.column_names else None
         ids = []
         for r, row in enumerate(targets):
-            unknown = next((t for t in row if t not in index), None)
+            unknown = next((k for k, t in enumerate(row) if t not in index), None)
             if unknown is not None:
-                raise UserError(f"{where}: row {r + 1}: entity type '{unknown[2:]}' does not occur in the training split; "
-                                "add training examples of it or relabel it")
+                raise UserError(f"{at(where, r, lines, unknown)}: entity type '{row[unknown][2:]}' does not occur in the "
+                                "training split; add training examples of it or relabel it")
             ids.append([index[t] for t in row])
-        ds = ds.remove_columns("labels").add_column("labels", ids)
+        ds = ds.remove_columns([c for c in ("labels", ner_data.LINES) if c in ds.column_names]).add_column("labels", ids)
         return ds.cast_column("labels", Sequence(Value("int64")))
 
     def holdout(self, ds, size, seed, single_note):

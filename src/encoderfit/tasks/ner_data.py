@@ -24,36 +24,42 @@ CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes")
 TOKEN_COLUMNS = ("tokens", "words")
 TAG_COLUMNS = ("ner_tags", "tags", "labels", "label")
 SPAN_COLUMNS = ("spans", "entities", "label", "labels")
+LINES = "conll_lines"  # a CoNLL file's column: each token's line number, so that messages name the file's lines
+SOURCE = "tags from column "  # how a canonical split's info records the column its tags came from
 
 
 def read_conll(path: Path):
-    """A CoNLL file -> Dataset with `tokens` and `tags` lists, one row per sentence."""
+    """A CoNLL file -> Dataset with `tokens` and `tags` lists, one row per sentence (and LINES, their line numbers)."""
     from datasets import Dataset
 
-    from ..data import decode_utf8
+    from ..data import decode_utf8, split_lines
 
     tokens: List[List[str]] = []
     tags: List[List[str]] = []
-    current: Dict[str, List[str]] = {"tokens": [], "tags": []}
-    for number, line in enumerate(decode_utf8(path.read_bytes(), str(path)).splitlines(), start=1):
+    numbers: List[List[int]] = []
+    current: Dict[str, list] = {"tokens": [], "tags": [], "lines": []}
+    for number, line in enumerate(split_lines(decode_utf8(path.read_bytes(), str(path))), start=1):
         parts = line.split()
         if not parts or parts[0] == "-DOCSTART-":
             if current["tokens"]:
                 tokens.append(current["tokens"])
                 tags.append(current["tags"])
-                current = {"tokens": [], "tags": []}
+                numbers.append(current["lines"])
+                current = {"tokens": [], "tags": [], "lines": []}
             continue
         if len(parts) < 2:
             raise UserError(f"{path}: line {number}: '{line.strip()}' has no tag; each line is a token and its tag "
                             "(space- or tab-separated), with a blank line between sentences")
         current["tokens"].append(parts[0])
         current["tags"].append(parts[-1])
+        current["lines"].append(number)
     if current["tokens"]:
         tokens.append(current["tokens"])
         tags.append(current["tags"])
+        numbers.append(current["lines"])
     if not tokens:
         raise UserError(f"{path}: no sentences; a CoNLL file holds a token and its tag per line")
-    return Dataset.from_dict({"tokens": tokens, "tags": tags})
+    return Dataset.from_dict({"tokens": tokens, "tags": tags, LINES: numbers})
 
 
 def _pick(ds, wanted: str, defaults, where: str, what: str, flag: str) -> str:
@@ -67,19 +73,28 @@ def _pick(ds, wanted: str, defaults, where: str, what: str, flag: str) -> str:
 
 
 def _tag_names(ds, column: str, where: str):
-    """A function turning one row's tag values into strings (ClassLabel ids -> names)."""
+    """A function turning one row's tag values (and the row's 0-based number) into strings: ClassLabel ids -> names,
+    surrounding whitespace stripped ("B-PER " is "B-PER"); a missing tag is an error naming its row."""
     from datasets import ClassLabel
 
     feature = ds.features[column]
     inner = getattr(feature, "feature", None)
-    if isinstance(inner, ClassLabel):
-        return lambda row: [inner.int2str(int(v)) for v in row]
 
-    def names(row):
-        if any(not isinstance(v, str) for v in row):
+    def names(row, r: int):
+        for k, v in enumerate(row):
+            if v is None or (isinstance(v, str) and not v.strip()) or (isinstance(inner, ClassLabel) and int(v) < 0):
+                raise UserError(f"{where}: row {r + 1}: tag {k + 1} in column '{column}' is empty (null); give every token "
+                                "a tag (O outside entities)")
+        if isinstance(inner, ClassLabel):
+            return [inner.int2str(int(v)) for v in row]
+        odd = next((v for v in row if not isinstance(v, str)), None)
+        if isinstance(odd, int) and not isinstance(odd, bool):
             raise UserError(f"{where}: column '{column}' holds integer tags without names; give string tags, or a "
                             "datasets ClassLabel sequence feature naming them (as the hub's conll2003 ner_tags)")
-        return list(row)
+        if odd is not None:
+            raise UserError(f"{where}: row {r + 1}: column '{column}' holds a tag of type {type(odd).__name__} ({odd!r}); "
+                            "tags are strings such as B-PER, I-PER, O")
+        return [v.strip() for v in row]
 
     return names
 
@@ -104,11 +119,27 @@ def canonical(ds, data, where: str, need_labels: bool = True):
         return Dataset.from_dict({"text": texts, "words": words})
     span_column = _pick(ds, data.label_column, SPAN_COLUMNS, where, "entity spans", "label_column")
     tags = [_spans_to_tags(t, w, spans, where, i, span_column) for i, (t, w, spans) in enumerate(zip(texts, words, ds[span_column]))]
-    snapped = sum(s for _, s in tags)
+    snapped = sum(s for _, s, _ in tags)
     if snapped:
         log.warning("warning: %s: %d span edge(s) fell inside a word: widened to the word's edges (a second span inside "
                     "the same word is dropped)", where, snapped)
-    return Dataset.from_dict({"text": texts, "words": words, "labels": [t for t, _ in tags]})
+    stripped = sum(s for _, _, s in tags)
+    if stripped:
+        log.info("%s: stripped surrounding whitespace from %d span label(s)", where, stripped)
+    return _labelled({"text": texts, "words": words, "labels": [t for t, _, _ in tags]}, span_column)
+
+
+def _labelled(columns: Dict[str, list], source: str):
+    """A canonical split whose info names the column its tags were read from (`source_column` reads it back)."""
+    from datasets import Dataset, DatasetInfo
+
+    return Dataset.from_dict(columns, info=DatasetInfo(description=f"{SOURCE}{source}"))
+
+
+def source_column(ds) -> Optional[str]:
+    """The data's column that the tags of a canonical split were read from (None if not recorded)."""
+    description = ds.info.description or ""
+    return description[len(SOURCE):] if description.startswith(SOURCE) else None
 
 
 def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool):
@@ -116,6 +147,7 @@ def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool):
 
     tag_column = _pick(ds, data.label_column, TAG_COLUMNS, where, "tag", "label_column") if need_labels else None
     names = _tag_names(ds, tag_column, where) if tag_column else None
+    lines = ds[LINES] if LINES in ds.column_names and names is not None else None
     texts, words, labels = [], [], []
     for i, tokens in enumerate(ds[text_column]):
         if not tokens:
@@ -128,28 +160,36 @@ def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool):
         texts.append(text)
         words.append(spans)
         if names is not None:
-            row = names(ds[i][tag_column] or [])
+            row = names(ds[i][tag_column] or [], i)
             if len(row) != len(tokens):
                 raise UserError(f"{where}: row {i + 1}: {len(tokens)} tokens but {len(row)} tags in column '{tag_column}'; "
                                 "give one tag per token")
             labels.append(row)
-    return Dataset.from_dict({"text": texts, "words": words, **({"labels": labels} if names else {})})
+    if names is None:
+        return Dataset.from_dict({"text": texts, "words": words})
+    return _labelled({"text": texts, "words": words, "labels": labels, **({LINES: lines} if lines else {})}, tag_column)
 
 
 def _spans_to_tags(text: str, words, spans, where: str, row: int, column: str):
-    """(IOB2 tags of the words, how many span edges were widened to word edges)."""
+    """(IOB2 tags of the words, how many span edges were widened to word edges, how many labels were stripped)."""
     if spans is None:
         spans = []
     if not isinstance(spans, (list, tuple)):
         raise UserError(f"{where}: row {row + 1}: column '{column}' holds {type(spans).__name__}; entity spans are a list of "
                         '{"start", "end", "label"} objects')
     char_word = word_of_char(len(text), words)
-    found, snapped, taken, chars = [], 0, {}, {}
+    found, snapped, stripped, taken, chars = [], 0, 0, {}, {}
     for k, span in enumerate(spans):
         try:
-            start, end, label = int(span["start"]), int(span["end"]), str(span["label"])
+            start, end, label = int(span["start"]), int(span["end"]), span["label"]
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{where}: row {row + 1}: span {k + 1} ({span}) needs integer 'start', 'end' and a 'label'") from None
+        if not isinstance(label, str) or not label.strip():
+            what = "an empty label" if label is None or isinstance(label, str) else f"a label of type {type(label).__name__}"
+            raise UserError(f"{where}: row {row + 1}: span {k + 1} [{start}, {end}) in column '{column}' has {what}; give "
+                            "every span an entity type such as PER")
+        stripped += label != label.strip()
+        label = label.strip()
         if not 0 <= start < end <= len(text):
             raise UserError(f"{where}: row {row + 1}: span {k + 1} [{start}, {end}) '{label}' falls outside the text "
                             f"(length {len(text)}) or is empty; fix its offsets")
@@ -168,7 +208,7 @@ def _spans_to_tags(text: str, words, spans, where: str, row: int, column: str):
         chars[k] = (start, end)
         taken.update({w: k for w in range(first, last + 1)})
         found.append((label, first, last + 1))
-    return to_iob2(sorted(found, key=lambda e: e[1]), len(words)), snapped
+    return to_iob2(sorted(found, key=lambda e: e[1]), len(words)), snapped, stripped
 
 
 def spans_of(text: str, words, entities, scores: Optional[List[float]] = None) -> List[Dict]:

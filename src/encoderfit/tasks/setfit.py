@@ -76,7 +76,7 @@ class EmbeddingHeadClassification(Classification):
             raise UserError("model.long_texts windows: not with model.head embedding (one embedding per text); texts are truncated")
         return ds.select_columns(["text", "labels"])
 
-    def load_model(self, args, labels, max_length):
+    def load_model(self, args, labels, max_length, stats=None):
         from .embedding_model import load_sentence_model
 
         return load_sentence_model(args, max_length)

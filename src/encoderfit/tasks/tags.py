@@ -29,17 +29,26 @@ def split_tag(tag: str, bare: bool = False) -> Tuple[str, str]:
     raise ValueError(tag)
 
 
-def detect(rows: Sequence[Sequence[str]], where: str, bare: bool = False) -> str:
+Lines = Optional[Sequence[Sequence[int]]]
+"""Each row's tags' line numbers in the file, for data read line by line (CoNLL): messages name lines, not rows."""
+
+
+def at(where: str, row: int, lines: Lines = None, k: int = 0) -> str:
+    """'WHERE: row R' (0-based `row`), or 'WHERE: line N' (the file line of the row's tag k) when `lines` are known."""
+    return f"{where}: line {lines[row][k]}" if lines else f"{where}: row {row + 1}"
+
+
+def detect(rows: Sequence[Sequence[str]], where: str, bare: bool = False, lines: Lines = None) -> str:
     """The scheme the tags are written in: E-/S- (or L-/U-) tags: bioes; B- tags that only ever separate two
     entities of one type: iob1; other B- tags: iob2; I- tags only: io."""
     prefixes, b_after_same, b_after_other = set(), 0, 0
     for r, row in enumerate(rows):
         previous = ("O", "")
-        for tag in row:
+        for k, tag in enumerate(row):
             try:
                 prefix, kind = split_tag(tag, bare)
             except ValueError:
-                raise UserError(f"{where}: row {r + 1}: tag '{tag}' is not O and has no B-/I-/E-/S- (or L-/U-) prefix, "
+                raise UserError(f"{at(where, r, lines, k)}: tag '{tag}' is not O and has no B-/I-/E-/S- (or L-/U-) prefix, "
                                 "so its scheme is unknown; write tags as B-TYPE/I-TYPE (IOB2) or set --data.tag_scheme io "
                                 "for bare type names") from None
             prefixes.add(prefix)
@@ -118,26 +127,38 @@ def tag_names(types: Iterable[str]) -> List[str]:
     return ["O", *[f"{p}-{t}" for t in sorted(set(types)) for p in ("B", "I")]]
 
 
-def convert(rows: Sequence[Sequence[str]], scheme: Optional[str], invalid: str, where: str) -> Tuple[List[List[Entity]], str]:
+def _invalid(row: Sequence[str], r: int, scheme: str, bare: bool, where: str, lines: Lines) -> str:
+    """The message for a row whose tags are not a valid sequence: its row, or the line of its first bad tag."""
+    fix = "fix the row or pass --data.invalid_tags repair"
+    if lines and scheme == "iob2":  # IOB2 counts a repair at the tag that needs it
+        k = next(k for k in range(len(row)) if entities(row[: k + 1], scheme, bare)[1])
+        return (f"{at(where, r, lines, k)}: tag '{row[k]}' is not valid IOB2 here: no entity of its type before it (in the "
+                f"sentence starting at line {lines[r][0]}); {fix}")
+    what = f"the sentence starting here has tags {list(row)} that are" if lines else f"tags {list(row)} are"
+    return (f"{at(where, r, lines)}: {what} not a valid {scheme.upper()} sequence (e.g. an I- tag with no entity of its "
+            f"type before it); {fix}")
+
+
+def convert(rows: Sequence[Sequence[str]], scheme: Optional[str], invalid: str, where: str,
+            lines: Lines = None) -> Tuple[List[List[Entity]], str]:
     """(entities of every row, the scheme read). `scheme` None: detected. Invalid sequences are repaired and counted
-    (`invalid` "repair"), or the first one is an error naming its row ("error")."""
+    (`invalid` "repair"), or the first one is an error naming its row ("error"), or its first line with `lines`."""
     bare = scheme == "io"
-    scheme = scheme or detect(rows, where)
+    scheme = scheme or detect(rows, where, lines=lines)
     out, repaired, first = [], 0, None
     for r, row in enumerate(rows):
         try:
             spans, repairs = entities(row, scheme, bare)
         except ValueError as err:
-            raise UserError(f"{where}: row {r + 1}: tag '{err}' is not O and has no B-/I-/E-/S- prefix; fix it or set "
-                            "--data.tag_scheme io for bare type names") from None
+            raise UserError(f"{at(where, r, lines, list(row).index(str(err)))}: tag '{err}' is not O and has no B-/I-/E-/S- "
+                            "prefix; fix it or set --data.tag_scheme io for bare type names") from None
         if repairs:
             repaired += 1
-            first = first or r + 1
+            first = first or at("", r, lines)[2:]
             if invalid == "error":
-                raise UserError(f"{where}: row {r + 1}: tags {list(row)} are not a valid {scheme.upper()} sequence (e.g. an "
-                                "I- tag with no entity of its type before it); fix the row or pass --data.invalid_tags repair")
+                raise UserError(_invalid(row, r, scheme, bare, where, lines))
         out.append(spans)
     if repaired:
-        log.warning("warning: %s: %d row(s) had tags invalid in %s (first: row %d), read leniently (an orphan I- starts an "
+        log.warning("warning: %s: %d row(s) had tags invalid in %s (first: %s), read leniently (an orphan I- starts an "
                     "entity); --data.invalid_tags error refuses them", where, repaired, scheme.upper(), first)
     return out, scheme
