@@ -102,3 +102,76 @@ def test_head_learning_rate_gives_the_head_its_own_rate(toy_csv, tiny_model, tmp
     proc = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir",
                    str(tmp_path / "bad"), "--train.head_learning_rate", "0", check=False)
     assert proc.returncode == 2 and "train.head_learning_rate must be > 0" in proc.stderr
+
+
+# ---------------------------------------------------------------- sentence-transformers checkpoints: a pooled head
+
+
+@pytest.fixture(scope="module")
+def tiny_sentence_model(tmp_path_factory):
+    """A 2-layer BERT saved as a sentence-transformers directory with mean pooling, its pooler untrained (zero
+    biases, tiny weights) as in all-MiniLM-L6-v2."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+    from conftest import make_text
+
+    out = tmp_path_factory.mktemp("tiny-sentence")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    corpus = [make_text(random.Random(i), label) for i in range(200) for label in TOPICS] + [" ".join(TRIGGERS)]
+    tok.train_from_iterator(corpus, trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                                                              show_progress=False))
+    tok.post_processor = processors.BertProcessing(("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]")))
+    body = out / "body"
+    PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+                            mask_token="[MASK]", model_max_length=128).save_pretrained(body)
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=128, max_position_embeddings=128, hidden_dropout_prob=0.0))
+    with torch.no_grad():
+        bert.pooler.dense.weight.normal_(std=0.009)
+        bert.pooler.dense.bias.zero_()
+    bert.save_pretrained(body)
+    transformer = Transformer(str(body))
+    SentenceTransformer(modules=[transformer, Pooling(64, "mean")], device="cpu").save(str(out / "st"))
+    return out / "st"
+
+
+def test_a_sentence_transformers_checkpoint_is_fine_tuned_through_its_own_pooling(tiny_sentence_model, toy_csv, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from encoderfit.predict import Predictor
+
+    out = tmp_path / "run"
+    proc = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_sentence_model), "--output_dir", str(out),
+                   "--train.epochs", "4", "--train.batch_size", "16", "--train.learning_rate", "2e-3", "--report.baseline", "false")
+    assert "mean-pooled sentence vector" in proc.stderr
+    model = out / "model"
+    pooling = json.loads((model / "1_Pooling" / "config.json").read_text())
+    assert pooling.get("pooling_mode") == "mean" or pooling.get("pooling_mode_mean_tokens")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] >= 0.9, metrics["test"]
+    texts = ["garlic soup in the oven", "the team won the match", "a compiler for the cloud kernel"]
+    predictor = Predictor.from_pretrained(out)
+    logits = SentenceTransformer(str(model), device="cpu").encode(texts)  # the standard loader gives the logits
+    ours = predictor.logits(texts)
+    assert np.allclose(logits, ours, atol=1e-4)
+    assert [r["label"] for r in predictor.predict(texts)] == ["food", "sport", "tech"]
+    assert "SentenceTransformer" in (model / "README.md").read_text()
+    assert yaml_pooling(out) == "mean"
+
+
+def yaml_pooling(run):
+    import yaml
+
+    return yaml.safe_load((run / "config.yaml").read_text())["resolved"].get("pooling")
+
+
+def test_classifier_pooling_on_a_token_task_or_plain_bert_is_explained(tiny_sentence_model, ner_data, tmp_path):
+    proc = run_cli("train", "--task", "ner", "--data.source", str(ner_data / "train.jsonl"), "--model.name_or_path",
+                   str(tiny_sentence_model), "--model.classifier_pooling", "mean", "--output_dir", str(tmp_path / "r"), check=False)
+    assert proc.returncode == 2 and "pools nothing" in proc.stderr

@@ -115,7 +115,9 @@ class ModelArgs:
     attn_implementation: Optional[Literal["eager", "sdpa", "flash_attention_2"]] = None
     """Attention kernel. Default: flash_attention_2 on a CUDA GPU when flash-attn is installed, else sdpa."""
     classifier_pooling: Optional[Literal["cls", "mean"]] = None
-    """ModernBERT only: pool the [CLS] token or the mean of all tokens. Default: the model's own config."""
+    """What a sequence-level head reads: the [CLS] token or the mean of all tokens. Default: ModernBERT's own config;
+    for a sentence-transformers checkpoint, the pooling it was trained with (its 1_Pooling); other encoders, their
+    architecture's head. Non-ModernBERT models given a pooling are saved as sentence-transformers directories."""
     attention_dropout: Optional[float] = 0.0
     """Dropout on attention probabilities while fine-tuning. 0 (ModernBERT's own value) keeps PyTorch's fused
     attention kernel, about 2x faster on CPU than BERT's 0.1; null keeps the model's value."""

@@ -116,9 +116,7 @@ def config_overrides(args: ModelArgs, config) -> dict:
         for name in ATTENTION_DROPOUT_KEYS:  # each model family names it differently
             if hasattr(config, name):
                 overrides[name] = args.attention_dropout
-    if args.classifier_pooling is not None:
-        if not hasattr(config, "classifier_pooling"):
-            raise UserError(f"model.classifier_pooling applies to ModernBERT only; {args.name_or_path} is '{config.model_type}'")
+    if args.classifier_pooling is not None and hasattr(config, "classifier_pooling"):  # ModernBERT; others: pooling.py
         overrides["classifier_pooling"] = args.classifier_pooling
     if hasattr(config, "reference_compile"):  # older transformers compile ModernBERT by default, which fails without triton/GPU
         if config.reference_compile is not False and not can_compile():

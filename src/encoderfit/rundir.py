@@ -67,6 +67,10 @@ class ModelInfo:
                 "head": self.head, "windows": self.windows, "members": self.members}
 
 
+def _digest(root: Path, files: List[Path]) -> str:
+    return hashlib.sha256(" ".join(f"{p.relative_to(root)}:{sha256(p)}" for p in sorted(files)).encode()).hexdigest()
+
+
 class ModelDir:
     """A model directory: weights or ONNX files, config.json, tokenizer, encoderfit.json, README.md."""
 
@@ -111,8 +115,11 @@ class ModelDir:
         predictions are reused only by the model that made them."""
         members = self.info().members if (self.path / self.INFO).is_file() else []
         if not members:
-            return sha256(self.path / self.WEIGHTS)
-        return hashlib.sha256(" ".join(f"{m}:{sha256(self.path / m / self.WEIGHTS)}" for m in members).encode()).hexdigest()
+            files = [p for p in self.path.rglob("*.safetensors") if "members" not in p.relative_to(self.path).parts]
+            if len(files) == 1 and files[0].name == self.WEIGHTS:
+                return sha256(files[0])
+            return _digest(self.path, files)  # a sentence-transformers directory: its modules' weights too
+        return _digest(self.path, [p for m in members for p in (self.path / m).rglob("*.safetensors")])
 
     def onnx_file(self, int8: bool) -> Path:
         return self.path / (self.INT8 if int8 else self.FP32)

@@ -62,13 +62,15 @@ def _scores(task, preds: Dict[str, Predictions], cfg: RunConfig) -> Dict[str, Di
 
 
 def soup(members: List[Path], target: Path) -> None:
-    """The members' weights averaged, written as a model directory (config and tokenizer from the first)."""
+    """The members' weights averaged, written as a model directory (config and tokenizer from the first); every
+    weights file is averaged (a sentence-transformers directory keeps its head in 2_Dense/)."""
     from safetensors.numpy import load_file, save_file
 
     shutil.copytree(members[0], target)
-    weights = [load_file(m / ModelDir.WEIGHTS) for m in members]
-    averaged = {k: (sum(w[k].astype("float64") for w in weights) / len(weights)).astype(weights[0][k].dtype) for k in weights[0]}
-    save_file(averaged, str(target / ModelDir.WEIGHTS), metadata={"format": "pt"})
+    for file in sorted(p.relative_to(members[0]) for p in members[0].rglob("*.safetensors")):
+        weights = [load_file(m / file) for m in members]
+        averaged = {k: (sum(w[k].astype("float64") for w in weights) / len(weights)).astype(weights[0][k].dtype) for k in weights[0]}
+        save_file(averaged, str(target / file), metadata={"format": "pt"})
 
 
 def train_seeds(prep, cfg: RunConfig, workdir: Path):

@@ -214,6 +214,12 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         return Trained(trainer, True)
     (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
     adjusted = prep.task.after_training(run.model.path, prep.stats, trainer)
+    pooling = getattr(trainer.model, "mode", None) if type(trainer.model).__name__ == "PooledClassifier" else None
+    if pooling:  # a linear head on the pooled vector: written as a sentence-transformers directory
+        from .pooling import save_sentence_classifier
+
+        save_sentence_classifier(run.model.path, trainer.model, prep.max_length)
+        adjusted = True
     pairs = bool(cfg.data.text_pair_column) and not prep.task.embeds  # an embedding model reads one text at a time
     run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, pairs,
                                    windows=prep.windows))
@@ -228,6 +234,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         "examples": {k: len(v) for k, v in prep.splits.as_dict().items()},
         "splits": prep.splits.fingerprints(),  # eval re-reads the source only while it gives these same splits
         "target_stats": prep.stats,
+        **({"pooling": pooling} if pooling else {}),
         "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
     }
     run.save_config(cfg)

@@ -150,8 +150,10 @@ class Task:
         """The model to fine-tune: the encoder with this task's output layer (a new layer's bias at the training
         split's priors, where the task has them)."""
         from ..modeling import load_model
+        from ..pooling import pooled_classifier
 
-        return load_model(args, self, labels, self.output_bias(stats) if stats else None)
+        bias = self.output_bias(stats) if stats else None
+        return pooled_classifier(args, self, labels, bias) or load_model(args, self, labels, bias)
 
     def output_bias(self, stats: Dict[str, Any]):
         """A new output layer's starting bias from the training split's statistics (None: the architecture's)."""
@@ -306,6 +308,10 @@ class Task:
 
     def plain_usage(self, cfg) -> List[str]:
         """The model card's lines of Python that load the model without encoderfit."""
+        if cfg.resolved.get("pooling"):
+            return ["# or sentence-transformers (its Dense module gives the logits):",
+                    "from sentence_transformers import SentenceTransformer",
+                    'logits = SentenceTransformer("path/to/model").encode(["a text"])']
         if getattr(cfg.model, "head", "linear") == "embedding":
             return ["# or sentence-transformers (the classifier is model/classifier.safetensors: logits = W @ embedding + b):",
                     "from sentence_transformers import SentenceTransformer",

@@ -104,10 +104,10 @@ def pooling_of(model_dir: Path) -> Dict:
                         "(re-train the run, or save the model with SentenceTransformer.save)")
     modules = json.loads(modules_file.read_text())
     kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
-    unknown = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize")]
+    unknown = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize", "Dense")]
     if unknown:
         raise UserError(f"{model_dir}: modules {unknown} are not supported by encoderfit's inference (Transformer, "
-                        "Pooling, Normalize are); use SentenceTransformer(DIR) directly")
+                        "Pooling, Normalize, Dense are); use SentenceTransformer(DIR) directly")
     pooling = next((m for m in modules if m["type"].endswith("Pooling")), None)
     config = json.loads((Path(model_dir) / pooling["path"] / "config.json").read_text()) if pooling else {}
     if isinstance(config.get("pooling_mode"), str):  # sentence-transformers 6 writes the mode by name
@@ -118,7 +118,25 @@ def pooling_of(model_dir: Path) -> Dict:
             chosen = []
     if len(chosen) != 1 or chosen[0] not in ("cls", "mean", "max"):
         raise UserError(f"{model_dir}: pooling {config} is not one of cls, mean or max; use SentenceTransformer(DIR) directly")
-    return {"mode": chosen[0], "normalize": "Normalize" in kinds}
+    dense = next((m["path"] for m in modules if m["type"].endswith("Dense")), None)
+    return {"mode": chosen[0], "normalize": "Normalize" in kinds, "dense": dense}
+
+
+def _dense_layer(model_dir: Path, path: str):
+    """A Dense module's linear layer (encoderfit writes the identity activation: the layer's outputs are logits)."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(model_dir) / path / "config.json").read_text())
+    activation = str(config.get("activation_function", ""))
+    if not activation.endswith("Identity"):
+        raise UserError(f"{model_dir}: its Dense module applies {activation}; encoderfit's inference runs Dense layers with the "
+                        "identity activation only; use SentenceTransformer(DIR) directly")
+    weights = load_file(str(Path(model_dir) / path / "model.safetensors"))
+    weights = {k.split(".", 1)[1] if k.startswith("linear.") else k: v for k, v in weights.items()}
+    layer = torch.nn.Linear(config["in_features"], config["out_features"], bias="bias" in weights)
+    layer.load_state_dict(weights)
+    return layer
 
 
 def pooled(model, model_dir: Path):
@@ -126,6 +144,7 @@ def pooled(model, model_dir: Path):
     when the directory has a linear head on them (classifier.safetensors: SetFit), that head's class logits."""
     import torch
 
+    from ..pooling import pool
     from .setfit import HEAD_FILE
 
     setting = pooling_of(model_dir)
@@ -136,6 +155,8 @@ def pooled(model, model_dir: Path):
         weights = load_file(str(Path(model_dir) / HEAD_FILE))
         head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         head.load_state_dict(weights)
+    elif setting.get("dense"):  # a linear head fine-tuned with the encoder (pooling.py)
+        head = _dense_layer(model_dir, setting["dense"])
 
     class Pooled(torch.nn.Module):
         def __init__(self):
@@ -145,13 +166,7 @@ def pooled(model, model_dir: Path):
 
         def forward(self, input_ids, attention_mask, **extra):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            if setting["mode"] == "cls":
-                out = hidden[:, 0]
-            elif setting["mode"] == "max":
-                out = hidden.masked_fill(mask == 0, torch.finfo(hidden.dtype).min).max(1).values
-            else:
-                out = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out = pool(hidden, attention_mask, setting["mode"])
             if setting["normalize"]:
                 out = torch.nn.functional.normalize(out, p=2, dim=1)
             return SimpleNamespace(logits=out if self.head is None else self.head(out))
