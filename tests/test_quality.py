@@ -163,6 +163,9 @@ def test_a_sentence_transformers_checkpoint_is_fine_tuned_through_its_own_poolin
     assert [r["label"] for r in predictor.predict(texts)] == ["food", "sport", "tech"]
     assert "SentenceTransformer" in (model / "README.md").read_text()
     assert yaml_pooling(out) == "mean"
+    run_cli("export", str(out))  # ONNX runs the same modules: pooling and the Dense head
+    parity = json.loads((out / "onnx" / "parity.json").read_text())["fp32"]
+    assert parity["max_abs_logit_diff"] < 1e-4 and parity["label_agreement"] == 1.0
 
 
 def yaml_pooling(run):
