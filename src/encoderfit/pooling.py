@@ -31,7 +31,7 @@ DENSE = "2_Dense"
 
 def checkpoint_pooling(name_or_path: str, revision: Optional[str] = None) -> Optional[str]:
     """cls, mean or max when `name_or_path` is a sentence-transformers checkpoint (local or on the hub), else None."""
-    from .tasks.embedding_model import pooling_of
+    from .tasks.embedding_model import pooling_mode, pooling_of
 
     path = Path(name_or_path)
     if path.is_dir():
@@ -49,12 +49,7 @@ def checkpoint_pooling(name_or_path: str, revision: Optional[str] = None) -> Opt
     except Exception as err:  # noqa: BLE001  (not a sentence-transformers repo, or unreachable: the loader reports the latter)
         log.debug("%s: no sentence-transformers pooling found (%s)", name_or_path, err)
         return None
-    mode = config.get("pooling_mode")
-    if isinstance(mode, str):
-        return mode if mode in ("cls", "mean", "max") else None
-    chosen = [m for key, m in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
-                                ("pooling_mode_max_tokens", "max")) if config.get(key)]
-    return chosen[0] if len(chosen) == 1 else None
+    return pooling_mode(config)
 
 
 def pool(hidden, attention_mask, mode: str):

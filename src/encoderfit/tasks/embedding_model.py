@@ -110,16 +110,22 @@ def pooling_of(model_dir: Path) -> Dict:
                         "Pooling, Normalize, Dense are); use SentenceTransformer(DIR) directly")
     pooling = next((m for m in modules if m["type"].endswith("Pooling")), None)
     config = json.loads((Path(model_dir) / pooling["path"] / "config.json").read_text()) if pooling else {}
-    if isinstance(config.get("pooling_mode"), str):  # sentence-transformers 6 writes the mode by name
-        chosen = [{"cls": "cls", "mean": "mean", "max": "max"}.get(config["pooling_mode"], config["pooling_mode"])]
-    else:  # earlier versions: one boolean per mode
-        chosen = [mode for key, mode in POOLING_MODES.items() if config.get(key)] or (["cls"] if not pooling else [])
-        if any(config.get(k) for k in config if k.startswith("pooling_mode") and k not in POOLING_MODES):
-            chosen = []
-    if len(chosen) != 1 or chosen[0] not in ("cls", "mean", "max"):
+    mode = pooling_mode(config) if pooling else "cls"
+    if mode is None:
         raise UserError(f"{model_dir}: pooling {config} is not one of cls, mean or max; use SentenceTransformer(DIR) directly")
     dense = next((m["path"] for m in modules if m["type"].endswith("Dense")), None)
-    return {"mode": chosen[0], "normalize": "Normalize" in kinds, "dense": dense}
+    return {"mode": mode, "normalize": "Normalize" in kinds, "dense": dense}
+
+
+def pooling_mode(config: Dict) -> Optional[str]:
+    """cls, mean or max from a Pooling module's config.json (None: another or a combined mode)."""
+    if isinstance(config.get("pooling_mode"), str):  # sentence-transformers 6 writes the mode by name
+        chosen = [config["pooling_mode"]]
+    else:  # earlier versions: one boolean per mode
+        chosen = [mode for key, mode in POOLING_MODES.items() if config.get(key)]
+        if any(config.get(k) for k in config if k.startswith("pooling_mode") and k not in POOLING_MODES):
+            chosen = []
+    return chosen[0] if len(chosen) == 1 and chosen[0] in ("cls", "mean", "max") else None
 
 
 def _dense_layer(model_dir: Path, path: str):
