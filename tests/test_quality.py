@@ -178,3 +178,51 @@ def test_classifier_pooling_on_a_token_task_or_plain_bert_is_explained(tiny_sent
     proc = run_cli("train", "--task", "ner", "--data.source", str(ner_data / "train.jsonl"), "--model.name_or_path",
                    str(tiny_sentence_model), "--model.classifier_pooling", "mean", "--output_dir", str(tmp_path / "r"), check=False)
     assert proc.returncode == 2 and "pools nothing" in proc.stderr
+
+
+def test_a_sentence_encoder_trains_without_attention_dropout_unless_asked(tiny_sentence_model):
+    """Embedding and similarity runs load through sentence-transformers; model.attention_dropout applies there too
+    (BERT's 0.1 knocks PyTorch's CPU attention off its fused kernel: about 2x slower steps)."""
+    from encoderfit.config import ModelArgs
+    from encoderfit.tasks.embedding_model import load_sentence_model
+
+    def dropout(**kwargs):
+        model = load_sentence_model(ModelArgs(name_or_path=str(tiny_sentence_model), **kwargs), 64)
+        return model[0].auto_model.config.attention_probs_dropout_prob
+
+    assert dropout() == 0.0
+    assert dropout(attention_dropout=None) == 0.1  # null keeps the model's own value
+    assert dropout(attention_dropout=0.2) == 0.2
+
+
+def test_cross_validation_of_a_pooled_sentence_transformers_model(tiny_sentence_model, tmp_path):
+    """`cv` with a checkpoint fine-tuned through its own pooling (saved as a sentence-transformers directory)."""
+    from conftest import make_rows
+
+    data = write_csv(tmp_path / "small.csv", make_rows(10, seed=7))
+    out = tmp_path / "cv"
+    run_cli("cv", "--data.source", str(data), "--model.name_or_path", str(tiny_sentence_model), "--folds", "2",
+            "--output_dir", str(out), "--train.epochs", "1", "--train.learning_rate", "1e-3", "--report.baseline", "false")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["cv"]["scored_once"] and metrics["cv"]["examples"] == 30 and "comparison" not in metrics
+    assert (out / "folds" / "fold-02" / "model" / "modules.json").is_file()
+
+
+def test_scored_pairs_train_in_length_grouped_batches_that_cover_every_pair_once():
+    from datasets import Dataset
+
+    from encoderfit.tasks.embedding_model import length_grouped_sampler
+
+    rng = random.Random(0)
+    texts = [" ".join(["w"] * rng.randint(1, 60)) for _ in range(403)]
+    ds = Dataset.from_dict({"text": texts, "text_pair": texts[::-1], "labels": [0.5] * len(texts)})
+    sampler = length_grouped_sampler()(ds, batch_size=16, drop_last=False, seed=3)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 26 and sorted(i for b in batches for i in b) == list(range(len(texts)))
+    assert batches == list(sampler)  # the same order again for the same epoch (a resumed run)
+    sampler.set_epoch(1)
+    assert list(sampler) != batches  # and another one each epoch
+    lengths = np.asarray(sampler.lengths)
+    spread = np.mean([np.ptp(lengths[b]) for b in batches])
+    shuffled = np.mean([np.ptp(lengths[b]) for b in np.array_split(np.random.default_rng(0).permutation(len(texts)), 26)])
+    assert spread < 0.5 * shuffled  # similar lengths together: less padding than random batches

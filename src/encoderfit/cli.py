@@ -36,6 +36,7 @@ def _on_sigterm(signum, frame):
 
 
 def _commands() -> Dict[str, Callable]:
+    from .crossval import cross_validate
     from .evaluate import evaluate
     from .export import export
     from .predict_cli import predict
@@ -47,7 +48,7 @@ def _commands() -> Dict[str, Callable]:
     from .tune import tune
     from .tune_pretrain import tune_pretrain
 
-    return {"train": fit, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
+    return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
             "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search}
 
 

@@ -46,6 +46,9 @@ class DataArgs:
     """Column holding the text to classify."""
     text_pair_column: Optional[str] = None
     """Optional second text column, for sentence-pair tasks (NLI, paraphrase)."""
+    join_columns: Optional[List[str]] = None
+    """Build the text from these columns, joined by a blank line, empty ones skipped (e.g. [title, text]: a headline
+    and its body); predict joins the same columns of a table input."""
     label_column: str = "label"
     """Column holding the target: a class (strings or integers), a list of labels (multilabel), or a number
     (regression)."""
@@ -91,6 +94,8 @@ class DataArgs:
                  f"data.label_column and data.text_column are both '{self.text_column}'; name the label column with --data.label_column")
         _require(self.text_pair_column not in (self.text_column, self.label_column),
                  f"data.text_pair_column '{self.text_pair_column}' is also the text or label column; name the second text's column")
+        _require(self.join_columns is None or (len(self.join_columns) >= 2 and len(set(self.join_columns)) == len(self.join_columns)),
+                 f"data.join_columns must name at least two different columns (got {self.join_columns})")
         _require(self.label_separator is None or len(self.label_separator) > 0, "data.label_separator must not be empty")
         _require(self.target_range is None or (len(self.target_range) == 2 and self.target_range[0] < self.target_range[1]),
                  f"data.target_range must be [low, high] with low < high (got {self.target_range})")

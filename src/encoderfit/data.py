@@ -35,8 +35,9 @@ FORMATS = {  # extension -> (datasets builder, builder options)
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
-    **{ext: ("conll", {}) for ext in (".conll", ".iob", ".iob2", ".bio", ".bioes")},  # token classification
+    **{ext: ("conll", {}) for ext in (".conll", ".iob", ".iob2", ".bio", ".bioes", ".txt")},  # token classification
 }
+SPLIT_ALIASES = {"validation": ("valid", "dev", "val"), "test": ("testing",)}  # names other distributions use
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
 
 
@@ -162,9 +163,16 @@ def read_table(path: Path):
         raise UserError(f"{path}: cannot be read as {ext[1:].upper()} ({reason}); check the file's format") from None
 
 
+DOC_FILES = ("readme", "license", "licence", "copying", "notice", "manifest", "changelog", "source_")
+
+
 def _split_files(directory: Path) -> Dict[str, Path]:
+    """A directory's data files by split name (the file's stem); a data set's README.txt, LICENSE.txt ... are not
+    splits."""
     found = {}
     for path in sorted(directory.iterdir()):
+        if path.name.lower().startswith(DOC_FILES):
+            continue
         if path.is_file() and path.suffix.lower() in FORMATS:
             if path.stem in found:
                 raise UserError(f"{directory}: two files for split '{path.stem}' ({found[path.stem].name}, {path.name}); keep one")
@@ -218,6 +226,22 @@ def load_source(source: Optional[str], config_name: Optional[str] = None):
 
 
 # ---------------------------------------------------------------- validating
+
+
+def join_columns(ds, columns: Optional[List[str]], into: str, where: str):
+    """With data.join_columns: the text column made from those columns, joined by a blank line (empty parts skipped)."""
+    if not columns:
+        return ds
+    for column in columns:
+        if column not in ds.column_names:
+            raise UserError(f"{where}: no column '{column}'{closest(column, ds.column_names)}; columns are {ds.column_names}; "
+                            "fix --data.join_columns")
+
+    def join(row):
+        parts = [str(row[c]).strip() for c in columns if row[c] is not None and str(row[c]).strip()]
+        return {into: "\n\n".join(parts) if parts else None}
+
+    return ds.map(join)
 
 
 def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
@@ -335,9 +359,13 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
             f"splits are {list(loaded)}"
         )
     names = {"train": data.train_split, "validation": data.validation_split, "test": data.test_split}
+    for role, aliases in SPLIT_ALIASES.items():  # CoNLL-2003 ships valid.txt, GLUE dev.tsv: read them as the default name
+        if names[role] == role and role not in loaded:
+            names[role] = next((a for a in aliases if a in loaded), role)
     where = {role: f"{data.source} [{name}]" for role, name in names.items()}
     requested = get_task(task, "train") if task else None  # a task may read its own shapes of data (token lists, spans)
-    raw = {role: (requested or Task()).canonical(loaded[name], data, where[role]) for role, name in names.items() if name in loaded}
+    raw = {role: (requested or Task()).canonical(join_columns(loaded[name], data.join_columns, data.text_column, where[role]),
+                                                 data, where[role]) for role, name in names.items() if name in loaded}
     chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column)
     targets = {role: chosen.read_targets(ds, data, where[role]) for role, ds in raw.items()}
     labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], chosen.target_column(raw["train"], data),

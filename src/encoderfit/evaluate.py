@@ -100,9 +100,10 @@ def write_review(path: Path, rows: List[Dict]) -> None:
         writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
 
-def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
+def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: bool = True) -> Dict:
     """Full evaluation of a run on its own splits: predictions/, the head in model/encoderfit.json, metrics.json,
-    label_noise.csv (where the task has a review), report.html and model/README.md. Used by `train` and `eval`."""
+    label_noise.csv (where the task has a review, unless `review_train` is false), report.html and model/README.md.
+    Used by `train`, `eval` and each fold of `cv`."""
     from .report import write_report
 
     task = get_task(cfg.task, "eval")
@@ -124,7 +125,7 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits) -> Dict:
     if baseline is not None:
         results["baseline"] = {**fitted["metrics"], "head": fitted["head"]}
     train: Callable[[], Predictions] = lambda: split_predictions(run, "train", splits.train, predictor, task, cfg.labels, fingerprint)  # noqa: E731
-    review = task.review_train(train, cfg.labels, head, cfg)
+    review = task.review_train(train, cfg.labels, head, cfg) if review_train else None
     if review is not None:
         write_review(run / RunDir.NOISE, review)
         results["label_noise"] = {"count": len(review), "of": len(splits.train), "min_confidence": cfg.report.noise_confidence}

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Optional
 
-from .data import decode_utf8, read_table, split_lines
+from .data import decode_utf8, join_columns, read_table, split_lines
 from .errors import UserError
 from .files import atomic_file, check_output_file
 from .predict import Predictor
@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 
 
 
-def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] = None):
-    """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's columns."""
+def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] = None, joined: Optional[List[str]] = None):
+    """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's columns (`joined`: the run's
+    data.join_columns, joined into the text as in training when the table has them)."""
     if source == "-" or Path(source).suffix.lower() == ".txt":
         if text_pair_column:
             where = "stdin" if source == "-" else source
@@ -36,6 +37,8 @@ def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] =
     if path.suffix.lower() == ".txt":
         return split_lines(decode_utf8(path.read_bytes(), str(path))), None
     table = read_table(path)
+    if joined and all(c in table.column_names for c in joined):
+        table = join_columns(table, joined, text_column, str(path))
     for column, flag in ((text_column, "--text_column"), (text_pair_column, "--text_pair_column")):
         if column and column not in table.column_names:
             raise UserError(f"{path}: no column '{column}'; columns are {table.column_names}; set {flag}")
@@ -119,7 +122,7 @@ def predict(
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     if output:
         check_output_file(Path(output), "--output", f"predictions.{fmt}")
-    texts, pairs = drop_empty(*read_inputs(input, text_column, text_pair_column))
+    texts, pairs = drop_empty(*read_inputs(input, text_column, text_pair_column, saved.join_columns if saved else None))
     model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                       backend=backend, int8_recheck=int8_recheck)
     results = model.predict(texts, pairs) if texts else []

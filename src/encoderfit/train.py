@@ -154,7 +154,10 @@ class Prepared:
 
     @classmethod
     def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
-        splits = prepare(data, task)  # first: a data mistake is reported before torch is imported
+        return cls.from_splits(prepare(data, task), model, train)  # data first: its mistakes come before torch loads
+
+    @classmethod
+    def from_splits(cls, splits: Splits, model: ModelArgs, train: TrainArgs) -> "Prepared":
         precision = pick_precision(train.precision)
         chosen = get_task(splits.task).for_model(model)
         tokenizer = load_tokenizer(model)

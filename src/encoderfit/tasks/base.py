@@ -58,6 +58,8 @@ class Task:
     """Its outputs are text embeddings (one normalised vector per text): embed, search and the server's /v1/embed apply."""
     int8_recheck: ClassVar[bool] = True
     """The task makes decisions that an int8 export can flip, so export fits a margin to re-check near-ties in fp32."""
+    cross_validation: ClassVar[Optional[str]] = None
+    """Why `encoderfit cv` cannot pool this task's out-of-fold predictions (None: it can)."""
     exact_test: ClassVar[Optional[str]] = None
     """The key of `paired_test`'s result whose p-value the verdict uses (else the paired bootstrap's)."""
 

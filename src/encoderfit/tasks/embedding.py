@@ -79,6 +79,8 @@ def _judged(ds, column: str, where: str):
 
 class Embedding(Task):
     name = "embedding"
+    cross_validation = ("each fold's model embeds into its own vector space, so the folds' documents cannot be searched as "
+                        "one corpus; use train with a larger test split")
     pages = "embedding_pages"
     problem_type = "embedding"
     pipeline_tag = "sentence-similarity"

@@ -29,11 +29,13 @@ def load_sentence_model(args, max_length: int):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    from ..modeling import _hub_error, resolve_name
+    from ..modeling import ATTENTION_DROPOUT_KEYS, _hub_error, config_overrides, load_config, resolve_name
 
     path = resolve_name(args.name_or_path)
+    # attention dropout as model.attention_dropout says (0: PyTorch's fused attention, 2x faster on CPU than BERT's 0.1)
+    dropout = {k: v for k, v in config_overrides(args, load_config(args)).items() if k in ATTENTION_DROPOUT_KEYS}
     kwargs = {"trust_remote_code": args.trust_remote_code, "revision": args.revision, "device": "cpu",
-              "model_kwargs": {"use_safetensors": True}}
+              "model_kwargs": {"use_safetensors": True}, "config_kwargs": dropout}
     try:
         if (Path(path) / "modules.json").is_file() or not Path(path).is_dir():
             model = SentenceTransformer(path, **kwargs)
@@ -41,7 +43,7 @@ def load_sentence_model(args, max_length: int):
             log.info("%s is not a sentence-transformers model: adding mean pooling and normalisation", args.name_or_path)
             remote = {"trust_remote_code": True} if args.trust_remote_code else {}
             body = Transformer(path, model_kwargs={"use_safetensors": True, **remote}, processor_kwargs=dict(remote),
-                               config_kwargs=dict(remote))
+                               config_kwargs={**remote, **dropout})
             model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu")
     except (OSError, ValueError) as err:
         raise _hub_error(args.name_or_path, err) from None
@@ -89,11 +91,43 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
     if train.metric_for_best != "loss":
         raise UserError(f"train.metric_for_best: the embedding task keeps the checkpoint with the lowest validation loss; "
                         f"drop '{train.metric_for_best}'")
+    # in-batch negatives (mnrl) need batches without duplicates; scored pairs (CoSENT/AnglE) rank the batch's pairs
+    # against each other, and length-grouped batches waste less on padding
+    sampler = length_grouped_sampler() if shape == "scored" else BatchSamplers.NO_DUPLICATES
     args = training_arguments(train, precision, workdir / "checkpoints", cls=SentenceTransformerTrainingArguments,
-                              batch_sampler=BatchSamplers.NO_DUPLICATES)
+                              batch_sampler=sampler)
     return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"],
                                       eval_dataset=tokenized["validation"], loss=training_loss(net, shape, train),
                                       callbacks=_callbacks(train, workdir / "logs", callbacks or []))
+
+
+def length_grouped_sampler():
+    """A sentence-transformers batch sampler that groups examples of similar length (transformers' length grouping:
+    megabatches of 50 batches, each sorted by length), in an order that is a function of (seed, epoch) alone, so a
+    resumed run sees the same batches."""
+    import torch
+    from sentence_transformers.base.sampler import DefaultBatchSampler
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    class LengthGroupedBatchSampler(DefaultBatchSampler):
+        def __init__(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+            super().__init__(dataset, batch_size=batch_size, drop_last=drop_last, valid_label_columns=valid_label_columns,
+                             generator=generator, seed=seed)
+            columns = [c for c in ("text", "text_pair", "anchor", "positive") if c in dataset.column_names]
+            self.lengths = [sum(len(x) for x in row) for row in zip(*(dataset[c] for c in columns))]  # characters: cheap
+
+        def __iter__(self):
+            order = get_length_grouped_indices(self.lengths, self.batch_size,
+                                               generator=torch.Generator().manual_seed(self.seed + self.epoch))
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    yield batch
+
+        def __len__(self):
+            return len(self.lengths) // self.batch_size if self.drop_last else -(-len(self.lengths) // self.batch_size)
+
+    return LengthGroupedBatchSampler
 
 
 def pooling_of(model_dir: Path) -> Dict:

@@ -66,6 +66,8 @@ def threshold_vector(head: Dict, labels: Optional[List[str]] = None) -> np.ndarr
 
 class Multilabel(Task):
     name = "multilabel"
+    cross_validation = ("each fold fits its own per-label thresholds, which one pooled comparison cannot apply; use train "
+                        "with a larger test split")
     pages = "multilabel_pages"
     problem_type = "multi_label_classification"
     metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..tokens import IGNORE, WordScores, aligned_windows
 from . import ner_data
 from .base import Task
-from .ner_metrics import counts, entity_metrics, gold, predicted, prf
+from .ner_metrics import counts, entity_metrics, fit_entity_temperature, gold, predicted, prf
 from .tags import at, convert, tag_names, to_iob2
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ class TokenClassification(Task):
     always_windows = True
     output_axes = {0: "batch", 1: "sequence"}
     metrics_for_best = {"loss": False, "f1": True}
+    options = frozenset({"calibrated"})  # entity scores at the temperature fitted on validation
     summary = (("f1", "entity F1"), ("precision", "precision"), ("recall", "recall"), ("token_accuracy", "token accuracy"))
 
     # ---------------------------------------------------------------- data and targets
@@ -119,6 +120,10 @@ class TokenClassification(Task):
         top = max((max(r, default=0) for r in ds["labels"]), default=0)
         continuation = {i: i + 1 if i % 2 else i for i in range(top + 2)}
         overlap = windows["overlap"] if windows else 0
+        if role == "train" and uncased(tokenizer):
+            log.warning("warning: this model's tokenizer lower-cases its input, so it cannot see capitalisation, the "
+                        "strongest cue for names (on CoNLL-2003 it costs the CRF baseline %s entity F1; see "
+                        "docs/benchmarks.md); a cased encoder finds more entities", CASING_COST)
 
         def encode(batch):
             return aligned_windows(tokenizer, batch["text"], batch["words"], batch["labels"], max_length, overlap,
@@ -163,8 +168,11 @@ class TokenClassification(Task):
 
     # ---------------------------------------------------------------- evaluation
 
+    def fit_head(self, validation, labels, cfg):
+        return {**fit_entity_temperature(validation.targets, validation.logits, labels), "fitted_on": "validation"}
+
     def analyse(self, preds, labels, head, cfg):
-        return entity_metrics(preds.targets, preds.logits, labels, cfg.report.max_examples)
+        return entity_metrics(preds.targets, preds.logits, labels, cfg.report.max_examples, head.get("temperature") or 1.0)
 
     def baseline(self, splits, labels, cfg=None):
         from .ner_baseline import crf_baseline
@@ -189,8 +197,9 @@ class TokenClassification(Task):
 
     def decode(self, logits, labels, head, calibrated=True, abstain=False):
         results = []
+        temperature = (head.get("temperature") or 1.0) if calibrated else 1.0
         for scores in logits:
-            found, conf = predicted(scores.logits, labels)
+            found, conf = predicted(scores.logits, labels, temperature)
             results.append({"entities": ner_data.spans_of(scores.text, scores.words, found, conf)})
         return results
 
@@ -237,6 +246,14 @@ class TokenClassification(Task):
         types = sorted({label[2:] for label in labels if label != "O"})
         return (f"Finding entities of {len(types)} types ({', '.join(types[:12])}{', ...' if len(types) > 12 else ''}) in text "
                 "like the training data, with character offsets. Types rare in training are found poorly (see the per-type F1).")
+
+
+CASING_COST = "several points of"
+
+
+def uncased(tokenizer) -> bool:
+    """Whether the tokenizer lower-cases (all-MiniLM-L6-v2, all-mpnet-base-v2, bert-base-uncased do)."""
+    return tokenizer.tokenize("Paris Hilton") == tokenizer.tokenize("paris hilton")
 
 
 def _entities(scores: WordScores):

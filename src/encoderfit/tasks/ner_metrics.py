@@ -24,12 +24,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(-1, keepdims=True)
 
 
-def predicted(logits: np.ndarray, labels: List[str]) -> Tuple[List[Entity], List[float]]:
+def predicted(logits: np.ndarray, labels: List[str], temperature: float = 1.0) -> Tuple[List[Entity], List[float]]:
     """One text's entities from its word logits, each with its score: the mean over its words of the probability of
-    the tag given (as the pipelines' "simple" aggregation scores them)."""
+    the tag given (as the pipelines' "simple" aggregation scores them), at the head's temperature (which changes the
+    scores, never the entities)."""
     if len(logits) == 0:
         return [], []
-    probs = softmax(logits)
+    probs = softmax(np.asarray(logits) / temperature)
     ids = probs.argmax(-1)
     found, _ = entities([labels[i] for i in ids], "iob2")
     top = probs[np.arange(len(ids)), ids]
@@ -97,13 +98,55 @@ def marked(text: str, words, entity: Entity, label: Optional[str] = None) -> str
     return f"{text[:start]}[[{text[start:end]}|{label or kind}]]{text[end:]}"
 
 
-def entity_metrics(true_ids: List[Sequence[int]], scores: list, labels: List[str], max_examples: int = 20) -> Dict:
-    """Every metric of one split: `scores` are tokens.WordScores (text, words, logits) row by row."""
+def scored_entities(true_ids: List[Sequence[int]], scores: list, labels: List[str], temperature: float = 1.0):
+    """Every predicted entity's score and whether it is exactly a true one, over a split (for calibration)."""
+    conf, right = [], []
+    for row, s in zip(true_ids, scores):
+        found, c = predicted(s.logits, labels, temperature)
+        true = set(gold(row, labels))
+        conf += c
+        right += [e in true for e in found]
+    return np.asarray(conf, dtype=np.float64), np.asarray(right, dtype=np.float64)
+
+
+def fit_entity_temperature(true_ids: List[Sequence[int]], scores: list, labels: List[str], folds: int = 5) -> Dict:
+    """Temperature scaling of the entity scores (Guo et al. 2017), fitted on validation against what is measured:
+    whether each predicted entity is exactly right (binary NLL of its score). As for the other tasks' heads, it is
+    kept only when it lowers the NLL of held-out folds, else T = 1."""
+    from scipy.optimize import minimize_scalar
+    from sklearn.model_selection import KFold
+
+    def bce(rows, t):
+        p, y = scored_entities([true_ids[i] for i in rows], [scores[i] for i in rows], labels, t)
+        p = np.clip(p, 1e-6, 1 - 1e-6)
+        return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()), len(p)
+
+    def fit(rows):
+        found = minimize_scalar(lambda log_t: bce(rows, float(np.exp(log_t)))[0], bounds=(np.log(0.05), np.log(20.0)),
+                                method="bounded", options={"xatol": 1e-3})
+        return float(np.exp(found.x))
+
+    every = np.arange(len(true_ids))
+    k = max(2, min(folds, len(every)))
+    scaled = unscaled = n = 0.0
+    for train, held in KFold(k, shuffle=True, random_state=0).split(every):
+        a, m = bce(held, fit(train))
+        scaled, unscaled, n = scaled + a, unscaled + bce(held, 1.0)[0], n + m
+    helps = scaled < unscaled
+    return {"temperature": fit(every) if helps else 1.0, "cv_folds": k, "cv_nll_scaled": scaled / max(n, 1),
+            "cv_nll_unscaled": unscaled / max(n, 1),
+            "decision": "scaled: it lowered held-out NLL" if helps else "T = 1: scaling did not lower held-out NLL"}
+
+
+def entity_metrics(true_ids: List[Sequence[int]], scores: list, labels: List[str], max_examples: int = 20,
+                   temperature: float = 1.0) -> Dict:
+    """Every metric of one split: `scores` are tokens.WordScores (text, words, logits) row by row; entity scores at
+    the head's temperature (the calibration section gives ECE before and after it)."""
     from seqeval.metrics import classification_report
     from seqeval.scheme import IOB2
 
     true = [gold(row, labels) for row in true_ids]
-    pred, conf = zip(*[predicted(s.logits, labels) for s in scores]) if scores else ((), ())
+    pred, conf = zip(*[predicted(s.logits, labels, temperature) for s in scores]) if scores else ((), ())
     true_tags = [to_iob2(t, len(row)) for t, row in zip(true, true_ids)]
     pred_tags = [to_iob2(p, len(row)) for p, row in zip(pred, true_ids)]
     report = classification_report(true_tags, pred_tags, mode="strict", scheme=IOB2, output_dict=True, zero_division=0)
@@ -134,7 +177,8 @@ def entity_metrics(true_ids: List[Sequence[int]], scores: list, labels: List[str
         "errors": {k: int(kinds[k]) for k in ERROR_KINDS},
         "type_confusion": {"rows": rows[1:], "columns": columns,
                            "matrix": [[int(pairs[(r, c)]) for c in columns] for r in rows[1:]]},
-        "calibration": confidence_calibration(flat_scores, flat_correct),
+        "calibration": {**confidence_calibration(flat_scores, flat_correct), "temperature": temperature,
+                        "ece_before": confidence_calibration(*scored_entities(true_ids, scores, labels))["ece"]},
         "confident_mistakes": [{"score": float(c), "predicted": e[0], "text": marked(scores[i].text, scores[i].words, e),
                                 "true": [marked(scores[i].text, scores[i].words, t) for t in true[i] if t[1] < e[2] and e[1] < t[2]]}
                                for c, i, e in mistakes],

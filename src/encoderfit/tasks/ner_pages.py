@@ -55,7 +55,10 @@ def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
         + f.table(["true \\ predicted", *map(f.esc, confusion["columns"])],
                   [[f.esc(r), *map(str, row)] for r, row in zip(confusion["rows"], confusion["matrix"])], (0,)),
         f"<h2>Entity confidence (test)</h2><p>An entity's score is the mean probability of its words' tags. Against the share "
-        f"of entities exactly right: ECE {f.num(calib['ece'], 'test.calibration.ece')} over {calib['entities']} predicted entities.</p>"
+        f"of entities exactly right: ECE {f.num(calib['ece'], 'test.calibration.ece')} over {calib['entities']} predicted entities"
+        + (f" after temperature scaling (T = {calib['temperature']:.3f}, fitted on validation; ECE before "
+           f"{f.num(calib['ece_before'], 'test.calibration.ece_before')})" if calib.get("temperature", 1.0) != 1.0 else "")
+        + ".</p>"
         + f.table(["score", "mean score", "exactly right", "entities"], bins),
         "<h2>Most confident mistakes (test)</h2><p>Predicted entities that are not exactly a true one, with the true "
         "entities overlapping them.</p>"

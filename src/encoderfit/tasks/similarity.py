@@ -34,6 +34,7 @@ def correlations(scores: np.ndarray, targets: np.ndarray) -> dict:
 
 class Similarity(Embedding):
     name = "similarity"
+    cross_validation = None  # a pair's score is the cosine of its own two embeddings: pooling applies
     summary = (("spearman", "Spearman ρ"), ("pearson", "Pearson r"))
     baseline_name = "TF-IDF cosine"
     baseline_plain = "word overlap (TF-IDF cosine)"

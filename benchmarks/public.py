@@ -1,0 +1,129 @@
+"""Public benchmarks with human labels and published figures: each set trained and evaluated by the real CLI, alone,
+its wall time measured, and the table of docs/benchmarks.md ("Public benchmarks") written from the runs' metrics.
+
+    python benchmarks/public.py                       # every set whose data is in ../shared/data (about 2 hours here)
+    python benchmarks/public.py --sets conll2003      # one set
+    python benchmarks/public.py --table-only          # rebuild the table from runs/public/*
+
+The data (CoNLL-2003, Reuters-21578, STS-B: research licences) is never shipped with encoderfit: it is read from
+../shared/data/ (or --data), and a set whose folder is absent is skipped with a message. Real users load the same
+sets from the hub (conll2003, ucirvine/reuters21578, sentence-transformers/stsb); STS-B is run from a local copy in
+the hub's shape (sentence1, sentence2, score in [0, 1]), so the path a hub user takes is the one measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_section  # noqa: E402
+
+OUT = ROOT / "runs" / "public"
+
+
+def stsb_hub_copy(folder: Path, out: Path) -> Path:
+    """STS-B's tab-separated files (genre, file, year, id, score, sentence 1, sentence 2; quoting off, some rows with
+    extra columns) -> train/validation/test.jsonl in the hub's sentence-transformers/stsb shape."""
+    out.mkdir(parents=True, exist_ok=True)
+    for src, split in (("sts-train.csv", "train"), ("sts-dev.csv", "validation"), ("sts-test.csv", "test")):
+        with open(folder / src, encoding="utf-8") as handle, open(out / f"{split}.jsonl", "w", encoding="utf-8") as dst:
+            for row in csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE):
+                dst.write(json.dumps({"sentence1": row[5], "sentence2": row[6], "score": float(row[4]) / 5.0}) + "\n")
+    return out
+
+
+# name -> (data folder, command arguments, metric key, metric title, published anchor)
+SETS = {
+    "conll2003": ("conll2003", ["train", "--config", "examples/conll2003.yaml"], "f1", "entity F1 (strict)",
+                  "BERT-base-cased 0.924, BERT-large 0.928 (Devlin et al. 2019); BiLSTM-CRF 0.909 (Lample et al. 2016)"),
+    "reuters": ("reuters21578", ["train", "--config", "examples/reuters.yaml"], "f1_micro", "micro-F1",
+                "linear SVM ~0.86-0.87 (Joachims 1998; Yang & Liu 1999); BERT-base ~0.89 (Adhikari et al. 2019)"),
+    "stsb": ("stsb", ["train", "--config", "examples/stsb.yaml"], "spearman", "Spearman",
+             "SBERT-base trained on STS-B ~0.85 (Reimers & Gurevych 2019)"),
+    # 5 folds: each fold trains a model for about 8 minutes on 2 cores (10 folds: 80% more time, 10% more training data)
+    "bbc-cv": (None, ["cv", "--config", "examples/bbc-news.yaml", "--folds", "5"], "accuracy", "accuracy (5-fold, out of fold)",
+               "no published figure on this copy of BBC News"),
+}
+
+
+def run_set(name: str, data_root: Path) -> dict:
+    folder, args, *_ = SETS[name]
+    extra = []
+    if folder:
+        path = data_root / folder
+        if not path.is_dir():
+            print(f"skipped {name}: {path} is absent (the public benchmark data is not shipped; see ../shared/data/README.md)")
+            return {}
+        extra = ["--data.source", str(stsb_hub_copy(path, OUT / "stsb-data") if name == "stsb" else path)]
+    out = OUT / name
+    command = ["encoderfit", *args, *extra, "--output_dir", str(out), "--overwrite", "true"]
+    print("$", " ".join(command), flush=True)
+    started = time.time()
+    subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    took = time.time() - started
+    record = {"command": " ".join(["encoderfit", *args, *extra]), "wall_s": round(took, 1), "date": time.strftime("%Y-%m-%d"),
+              "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"}
+    (out / "wall.json").write_text(json.dumps(record) + "\n")
+    return record
+
+
+def _fmt(value, ci=None) -> str:
+    if value is None:
+        return "–"
+    shown = f"**{value:.3f}**"
+    return f"{shown} [{ci['low']:.3f}–{ci['high']:.3f}]" if ci and ci.get("low") is not None else shown
+
+
+def table() -> str:
+    import torch
+    import transformers
+
+    rows = ["| set | command | encoderfit (95% CI) | baseline, same split | verdict | published | wall time |",
+            "|---|---|---|---|---|---|---|"]
+    for name, (_, _, key, title, anchor) in SETS.items():
+        out = OUT / name
+        if not (out / "metrics.json").is_file() or not (out / "wall.json").is_file():
+            continue
+        metrics, wall = json.loads((out / "metrics.json").read_text()), json.loads((out / "wall.json").read_text())
+        test, base = metrics["test"], metrics.get("baseline") or {}
+        verdict = (metrics.get("comparison") or {}).get("verdict") or {}
+        d = verdict.get("difference") or {}
+        said = f"{verdict.get('outcome', '–')}: {d.get('difference', 0):+.3f} [{d.get('low', 0):+.3f}, {d.get('high', 0):+.3f}]" if d else "–"
+        baseline = f"{base.get(key):.3f} ({base.get('model', 'baseline').split(' (')[0]})" if base.get(key) is not None else "–"
+        extra = {"reuters": lambda: f"; macro-F1 {test['f1_macro']:.3f} (baseline {base.get('f1_macro', float('nan')):.3f})",
+                 "stsb": lambda: f"; base model {base['base_model']['spearman']:.3f}" if base.get("base_model") else "",
+                 "conll2003": lambda: f"; entity ECE {test['calibration']['ece']:.3f} (before scaling {test['calibration'].get('ece_before', float('nan')):.3f})"}
+        note = extra.get(name, lambda: "")()
+        minutes, seconds = divmod(int(wall["wall_s"]), 60)
+        rows.append(f"| {name} | `{wall['command']}` | {title} {_fmt(test.get(key), (test.get('ci') or {}).get(key))}{note} | "
+                    f"{baseline} | {said} | {anchor} | {minutes} min {seconds:02d} s ({wall['date']}) |")
+    return "\n".join(rows) + (f"\n\nEach run alone on the machine ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
+                              f"torch {torch.__version__}, transformers {transformers.__version__}; `python benchmarks/public.py` "
+                              "re-runs them and rewrites this table.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sets", nargs="*", default=list(SETS), choices=list(SETS))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data", help="folder of the benchmark data sets")
+    parser.add_argument("--table-only", action="store_true", help="only rebuild the docs table from runs/public/*")
+    args = parser.parse_args()
+    if not args.table_only:
+        for name in args.sets:
+            run_set(name, args.data)
+    text = table()
+    write_section("public-benchmarks", "## Public benchmarks\n\n" + text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
