@@ -1,4 +1,4 @@
-"""The quality table of the README, made from the runs' own metrics.json (nothing typed by hand).
+"""The quality table of docs/results.md, made from the runs' own metrics.json (nothing typed by hand).
 
     python benchmarks/results.py [runs/NAME ...]     # default: every run directory under runs/
 

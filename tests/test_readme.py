@@ -61,8 +61,57 @@ def test_example_config_parses(example, capsys):
     assert "learning_rate" in capsys.readouterr().out
 
 
-def test_readme_file_tree_names_every_module():
-    text = (ROOT / "README.md").read_text()
+def test_the_file_tree_names_every_module():
+    text = (ROOT / "docs" / "development.md").read_text()
     for module in sorted((ROOT / "src" / "encoderfit").glob("*.py")):
         if module.name not in ("__init__.py", "__main__.py"):
-            assert module.name in text, f"README file tree misses {module.name}"
+            assert module.name in text, f"the file tree of docs/development.md misses {module.name}"
+
+
+def test_the_readme_is_short_and_links_every_page():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 160, "the README is read in five minutes: move details to docs/"
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        if page.name != "index.md":
+            assert f"](docs/{page.name})" in text, f"the README does not link docs/{page.name}"
+
+
+def documented_commands():
+    """Every `encoderfit ...` command in the README's and the docs' bash blocks: (where, argv)."""
+    import shlex
+
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = page.read_text()
+        lines = [line for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.replace("\\\n", " ").splitlines()]
+        lines += re.findall(r"`(encoderfit [a-z-]+ [^`]*)`", text)  # and the commands quoted in the prose
+        for line in lines:
+            line = line.split(" #")[0].split("|")[-1].strip().lstrip("$ ")
+            if line.startswith("encoderfit ") and "..." not in line and "<" not in line:
+                found.append((f"{page.name}: {line}", shlex.split(line)[1:]))
+    return found
+
+
+def test_every_documented_command_names_a_real_subcommand_and_real_flags():
+    """The commands the docs show exist with the flags they use (renaming a flag without the docs fails here)."""
+    parser = cli.build_parser(cli._commands())
+    commands = documented_commands()
+    assert len(commands) > 30
+    for where, argv in commands:
+        assert argv and argv[0] in cli._commands(), f"{where}: no subcommand '{argv[0] if argv else ''}'"
+        known = set(cli._known_keys(parser, argv[0])) | {"config", "help", "print_config"}
+        for arg in argv[1:]:
+            if arg.startswith("--"):
+                key = arg[2:].split("=")[0]
+                assert key in known or any(k.startswith(key + ".") for k in known), f"{where}: no flag --{key}"
+
+
+def test_the_docs_site_builds_strictly(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocs")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Tasks: one command each" in (tmp_path / "site" / "index.html").read_text()  # the home page is the README
