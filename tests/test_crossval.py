@@ -62,6 +62,32 @@ def test_a_conll_folder_with_valid_txt_and_a_readme_is_read_as_shipped(tmp_path)
     splits = prepare(DataArgs(source=str(folder)), "ner")
     assert (len(splits.train), len(splits.validation), len(splits.test)) == (30, 30, 30)  # valid.txt is validation
     assert splits.labels[0] == "O" and "B-PER" in splits.labels
+    assert not any("DOCSTART" in t for t in splits.train["text"])
+
+
+def test_data_documents_reads_each_conll_document_as_one_text(tmp_path):
+    """With data.documents, the sentences between -DOCSTART- lines become one text (the model then reads each word
+    with its neighbouring sentences), their words and tags in order; the entities are the same."""
+    from encoderfit.config import DataArgs
+    from encoderfit.data import prepare
+    from encoderfit.tasks.ner_metrics import gold
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    rows = make_ner_rows(12, 3)
+    for split in ("train", "valid", "test"):
+        lines = []
+        for d in range(3):  # 3 documents of 4 sentences
+            lines += ["-DOCSTART- -X- -X- O", ""]
+            for row in rows[4 * d: 4 * d + 4]:
+                lines += [f"{t} NN B-NP {g}" for t, g in zip(row["tokens"], row["tags"])] + [""]
+        (folder / f"{split}.txt").write_text("\n".join(lines), encoding="utf-8")
+    sentences = prepare(DataArgs(source=str(folder)), "ner")
+    docs = prepare(DataArgs(source=str(folder), documents=True), "ner")
+    assert len(sentences.test) == 12 and len(docs.test) == 3
+    assert docs.test["text"][0] == " ".join(sentences.test["text"][:4])
+    entities = lambda split: sum(len(gold(row, split.labels)) for row in split.test["labels"])  # noqa: E731
+    assert entities(docs) == entities(sentences) > 0
 
 
 def test_join_columns_builds_the_text_from_a_title_and_a_body(tmp_path):

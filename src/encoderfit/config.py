@@ -60,6 +60,10 @@ class DataArgs:
     tag_scheme: Optional[Literal["io", "iob1", "iob2", "bioes"]] = None
     """Token classification: the scheme the tags are written in (BILOU reads as bioes). Default: detected from the
     tags; io also accepts bare type names (PER, LOC) as tags."""
+    documents: bool = False
+    """Token classification: read the sentences of each document (CoNLL's -DOCSTART- lines, or the hub's one-token
+    -DOCSTART- rows) as one text, so every word is read with its neighbouring sentences (in windows of max_length):
+    the document context of BERT's CoNLL-2003 result (Devlin et al. 2019). Predict then takes whole documents too."""
     invalid_tags: Literal["repair", "error"] = "repair"
     """Token classification: a tag its scheme does not allow there (an I- with no entity of its type before it):
     repair (read it as starting an entity, and log how many rows had one) or error (name the first such row)."""

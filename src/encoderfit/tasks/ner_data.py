@@ -1,8 +1,9 @@
 """The shapes token-classification data comes in, read into one: `text`, `words` (each word's character span in
 the text) and `labels` (one tag per word, in the file's scheme; tags.convert settles the scheme).
 
-- CoNLL files (.conll/.iob/.bio/...): a token and its tag per line (the first and the last column; others ignored),
-  a blank line between sentences, -DOCSTART- lines skipped.
+- CoNLL files (.conll/.iob/.bio/.txt...): a token and its tag per line (the first and the last column; others
+  ignored), a blank line between sentences, -DOCSTART- lines between documents (with data.documents, a document's
+  sentences are read as one text, so the model reads each word with its neighbouring sentences).
 - Tables (JSON/JSONL/Parquet, a datasets directory or the hub) with a token list and a tag list per row: string
   tags, or integer tags with ClassLabel names (the hub's conll2003 `ner_tags`).
 - JSONL/tables with raw text and character-offset spans, the spaCy/Prodigy shape:
@@ -24,6 +25,7 @@ CONLL_SUFFIXES = (".conll", ".iob", ".iob2", ".bio", ".bioes")
 TOKEN_COLUMNS = ("tokens", "words")
 TAG_COLUMNS = ("ner_tags", "tags", "labels", "label")
 SPAN_COLUMNS = ("spans", "entities", "label", "labels")
+DOCSTART = "-DOCSTART-"  # CoNLL's document boundary: a line of its own in the files, a one-token row on the hub
 LINES = "conll_lines"  # a CoNLL file's column: each token's line number, so that messages name the file's lines
 SOURCE = "tags from column "  # how a canonical split's info records the column its tags came from
 
@@ -40,12 +42,16 @@ def read_conll(path: Path):
     current: Dict[str, list] = {"tokens": [], "tags": [], "lines": []}
     for number, line in enumerate(split_lines(decode_utf8(path.read_bytes(), str(path))), start=1):
         parts = line.split()
-        if not parts or parts[0] == "-DOCSTART-":
+        if not parts or parts[0] == DOCSTART:
             if current["tokens"]:
                 tokens.append(current["tokens"])
                 tags.append(current["tags"])
                 numbers.append(current["lines"])
                 current = {"tokens": [], "tags": [], "lines": []}
+            if parts:  # a document boundary: a row of its own, as the hub's conll2003 has it (data.documents reads it)
+                tokens.append([DOCSTART])
+                tags.append(["O"])
+                numbers.append([number])
             continue
         if len(parts) < 2:
             raise UserError(f"{path}: line {number}: '{line.strip()}' has no tag; each line is a token and its tag "
@@ -57,7 +63,7 @@ def read_conll(path: Path):
         tokens.append(current["tokens"])
         tags.append(current["tags"])
         numbers.append(current["lines"])
-    if not tokens:
+    if not any(t != [DOCSTART] for t in tokens):
         raise UserError(f"{path}: no sentences; a CoNLL file holds a token and its tag per line")
     return Dataset.from_dict({"tokens": tokens, "tags": tags, LINES: numbers})
 
@@ -142,9 +148,42 @@ def source_column(ds) -> Optional[str]:
     return description[len(SOURCE):] if description.startswith(SOURCE) else None
 
 
+def documents(ds, text_column: str, group: bool):
+    """Rows of tokens -> without CoNLL's -DOCSTART- boundary rows; with `group` (data.documents), each document's
+    sentences joined in order into one row (their tags and line numbers alike)."""
+    starts = [i for i, tokens in enumerate(ds[text_column]) if list(tokens or []) == [DOCSTART]]
+    if not starts:
+        return ds
+    if not group:
+        drop = set(starts)
+        return ds.select([i for i in range(len(ds)) if i not in drop])
+    from datasets import Dataset
+
+    bounds = set(starts)
+    merged: Dict[str, list] = {c: [] for c in ds.column_names}
+    current: Optional[Dict[str, list]] = None
+    for i, row in enumerate(ds):
+        if i in bounds or current is None:
+            if current and current[text_column]:
+                for c in merged:
+                    merged[c].append(current[c])
+            current = {c: [] if isinstance(row[c], list) else row[c] for c in ds.column_names}
+            if i in bounds:
+                continue
+        for c in ds.column_names:
+            if isinstance(row[c], list):
+                current[c] = current[c] + row[c]
+    if current and current[text_column]:
+        for c in merged:
+            merged[c].append(current[c])
+    log.info("read %d documents (sentences joined in order) from %d rows", len(merged[text_column]), len(ds))
+    return Dataset.from_dict(merged, features=ds.features)
+
+
 def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool):
     from datasets import Dataset
 
+    ds = documents(ds, text_column, getattr(data, "documents", False))
     tag_column = _pick(ds, data.label_column, TAG_COLUMNS, where, "tag", "label_column") if need_labels else None
     names = _tag_names(ds, tag_column, where) if tag_column else None
     lines = ds[LINES] if LINES in ds.column_names and names is not None else None
