@@ -226,3 +226,12 @@ def test_scored_pairs_train_in_length_grouped_batches_that_cover_every_pair_once
     spread = np.mean([np.ptp(lengths[b]) for b in batches])
     shuffled = np.mean([np.ptp(lengths[b]) for b in np.array_split(np.random.default_rng(0).permutation(len(texts)), 26)])
     assert spread < 0.5 * shuffled  # similar lengths together: less padding than random batches
+
+
+def test_the_length_grouped_sampler_pickles_with_the_training_arguments():
+    import pickle
+
+    from encoderfit.tasks import embedding_model
+
+    cls = embedding_model.length_grouped_sampler()
+    assert pickle.loads(pickle.dumps(cls)) is cls

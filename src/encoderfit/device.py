@@ -20,6 +20,11 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def pad_multiple():
+    """What batches are padded to a multiple of: 8 on a GPU (tensor cores), nothing on a CPU (every pad costs)."""
+    return 8 if has_cuda() else None
+
+
 def flash_attention_ready() -> bool:
     """flash_attention_2 can run: a CUDA GPU and the flash-attn package."""
     return has_cuda() and importlib.util.find_spec("flash_attn") is not None

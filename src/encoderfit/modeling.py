@@ -15,7 +15,13 @@ from .device import can_compile, flash_attention_ready, pick_device
 from .errors import UserError
 
 log = logging.getLogger(__name__)
-DEFAULT_MAX_LENGTH = 512
+DEFAULT_MAX_LENGTH = 512  # tokens, when neither the run nor the model says
+SENTENCE_MODULES = "modules.json"  # what makes a directory a sentence-transformers model
+
+
+def is_sentence_model(path) -> bool:
+    """Whether a local directory is a sentence-transformers model (Transformer, Pooling, ... modules)."""
+    return (Path(path) / SENTENCE_MODULES).is_file()
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
@@ -236,7 +242,7 @@ def load_trained(model_dir: str, task, members: List[str], **kwargs):
     def load(path: Path):
         import transformers
 
-        sentence = (path / "modules.json").is_file()  # a sentence-transformers directory: the bare transformer, pooled
+        sentence = is_sentence_model(path)  # a sentence-transformers directory: the bare transformer, pooled
         return task.inference_model(load_weights(transformers.AutoModel if sentence else auto_model(task), str(path), **kwargs), path)
 
     if not members:

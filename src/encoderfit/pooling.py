@@ -24,6 +24,7 @@ from typing import List, Optional
 import torch
 
 from .errors import UserError
+from .modeling import SENTENCE_MODULES, is_sentence_model
 
 log = logging.getLogger(__name__)
 DENSE = "2_Dense"
@@ -35,12 +36,12 @@ def checkpoint_pooling(name_or_path: str, revision: Optional[str] = None) -> Opt
 
     path = Path(name_or_path)
     if path.is_dir():
-        return pooling_of(path)["mode"] if (path / "modules.json").is_file() else None
+        return pooling_of(path)["mode"] if is_sentence_model(path) else None
     try:  # a hub id: its modules.json and pooling config, from the cache when offline
         from huggingface_hub import hf_hub_download
 
         offline = bool(os.environ.get("HF_HUB_OFFLINE"))
-        modules = json.loads(Path(hf_hub_download(name_or_path, "modules.json", revision=revision, local_files_only=offline)).read_text())
+        modules = json.loads(Path(hf_hub_download(name_or_path, SENTENCE_MODULES, revision=revision, local_files_only=offline)).read_text())
         pooling = next((m for m in modules if m["type"].endswith("Pooling")), None)
         if pooling is None:
             return None
@@ -140,5 +141,5 @@ def save_sentence_classifier(model_dir: Path, model: PooledClassifier, max_lengt
     modules = [{"idx": 0, "name": "0", "path": "", "type": prefix + "Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": prefix + "Pooling"},
                {"idx": 2, "name": "2", "path": DENSE, "type": prefix + "Dense"}]
-    (model_dir / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
+    (model_dir / SENTENCE_MODULES).write_text(json.dumps(modules, indent=2) + "\n")
     (model_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length, "do_lower_case": False}) + "\n")

@@ -136,6 +136,7 @@ class RunDir:
     EVAL = "eval"
     ONNX = "onnx"
     CHECKPOINTS = "checkpoints"
+    MODEL = "model"  # the model directory (ModelDir) inside a run
     TRIALS = "trials.csv"
     MEMBERS = "members"  # a several-seed run trains each seed in RUN/members/seed-S/ (seeds.py); an ensemble model too
 
@@ -151,7 +152,7 @@ class RunDir:
 
     @property
     def model(self) -> ModelDir:
-        return ModelDir(self.path / "model")
+        return ModelDir(self.path / self.MODEL)
 
     @property
     def onnx(self) -> ModelDir:
@@ -232,8 +233,8 @@ class RunDir:
 def locate(path: Path) -> tuple:
     """A run directory or a model directory -> (RunDir or None, ModelDir)."""
     path = Path(path)
-    if (path / "model" / "config.json").is_file():
-        return (RunDir(path) if RunDir.is_run(path) else None), ModelDir(path / "model")
+    if (path / RunDir.MODEL / "config.json").is_file():
+        return (RunDir(path) if RunDir.is_run(path) else None), ModelDir(path / RunDir.MODEL)
     if not (path / "config.json").is_file():
         raise UserError(f"{path}: no model here (config.json is missing); pass a run directory or its model/ directory")
     return None, ModelDir(path)

@@ -35,7 +35,7 @@ def _member(prep, cfg: RunConfig, home: Path, seed: int) -> Path:
     from .train import resume_point, train_model
 
     directory = home / f"seed-{seed}"
-    if (directory / "model" / ModelDir.INFO).is_file() and (directory / RunDir.METRICS).is_file():
+    if (directory / RunDir.MODEL / ModelDir.INFO).is_file() and (directory / RunDir.METRICS).is_file():
         log.info("seed %d: trained before; reusing %s", seed, directory)
         return directory
     directory.mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def train_seeds(prep, cfg: RunConfig, workdir: Path):
         direction = task.metrics_for_best[cfg.train.metric_for_best]
         chosen = (max if direction else min)(seeds, key=lambda s: best_values[s])
         summary["kept"] = {"kind": "best member", "seed": chosen, "by": f"validation {cfg.train.metric_for_best}"}
-        shutil.copytree(members[seeds.index(chosen)] / "model", workdir / "model")
+        shutil.copytree(members[seeds.index(chosen)] / RunDir.MODEL, workdir / RunDir.MODEL)
     else:
         summary["kept"] = _ensemble(task, prep, cfg, workdir, members, seeds, preds, primary, greater)
     chosen_dir = members[seeds.index(summary["kept"].get("seed", seeds[0]))]
@@ -129,25 +129,25 @@ def _ensemble(task, prep, cfg: RunConfig, workdir: Path, members: List[Path], se
     first = preds[seeds[0]]
     averaged = {role: Predictions(first[role].texts, first[role].pairs, first[role].targets, mean_logits[role]) for role in first}
     logit_score = _scores(task, averaged, cfg)["validation"][primary]
-    soup(members=[m / "model" for m in members], target=workdir / "soup")
+    soup(members=[m / RunDir.MODEL for m in members], target=workdir / "soup")
     soup_score = _scores(task, _predictions(Predictor.from_pretrained(workdir / "soup"), prep.splits), cfg)["validation"][primary]
     soup_wins = soup_score >= logit_score if greater else soup_score <= logit_score
     decision = {"kind": "weight average" if soup_wins else "logit average", "members": len(seeds), "seeds": seeds,
                 "validation": {"weight average": soup_score, "logit average": logit_score, "metric": primary}}
     if soup_wins:
-        (workdir / "soup").rename(workdir / "model")
+        (workdir / "soup").rename(workdir / RunDir.MODEL)
     else:
         shutil.rmtree(workdir / "soup")
         best = max(seeds, key=lambda s: _scores(task, preds[s], cfg)["validation"][primary] * (1 if greater else -1))
-        shutil.copytree(members[seeds.index(best)] / "model", workdir / "model")
-        info = ModelDir(workdir / "model").info()
+        shutil.copytree(members[seeds.index(best)] / RunDir.MODEL, workdir / RunDir.MODEL)
+        info = ModelDir(workdir / RunDir.MODEL).info()
         for seed, member in zip(seeds, members):
-            target = workdir / "model" / MEMBERS / f"seed-{seed}"
+            target = workdir / RunDir.MODEL / MEMBERS / f"seed-{seed}"
             target.mkdir(parents=True)
             for name in (ModelDir.WEIGHTS, "config.json"):
-                shutil.copy(member / "model" / name, target / name)
+                shutil.copy(member / RunDir.MODEL / name, target / name)
         info.members = [f"{MEMBERS}/seed-{seed}" for seed in seeds]
-        ModelDir(workdir / "model").write_info(info)
+        ModelDir(workdir / RunDir.MODEL).write_info(info)
         decision["seed"] = best
     log.info("ensemble of %d seeds: %s (validation %s: weight average %.4f, logit average %.4f)", len(seeds),
              decision["kind"], primary, soup_score, logit_score)

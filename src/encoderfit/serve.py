@@ -282,7 +282,7 @@ def model_info(run: Path, predictor: Predictor, backend: str) -> Dict:
             "encoderfit_version": __version__}
     if predictor.recheck is not None:
         info["int8_recheck_margin"] = predictor.recheck[1]
-    rundir = locate(run)[0] if (Path(run) / "model").is_dir() else None
+    rundir = locate(run)[0] if (Path(run) / RunDir.MODEL).is_dir() else None
     if rundir is not None:
         cfg = rundir.config()
         info["base_model"] = cfg.model.name_or_path

@@ -66,13 +66,13 @@ def trained_already(workdir: Path) -> bool:
     """Training finished in `workdir` (model/ and metrics.json's train section are its last writes) and only the
     evaluation is left: a run whose evaluation failed is finished without training again."""
     metrics = workdir / RunDir.METRICS
-    return (workdir / "model" / ModelDir.INFO).is_file() and metrics.is_file() and "train" in RunDir(workdir).metrics()
+    return (workdir / RunDir.MODEL / ModelDir.INFO).is_file() and metrics.is_file() and "train" in RunDir(workdir).metrics()
 
 
 def _progress(workdir: Path) -> List[Path]:
     """What an interrupted run left to continue from: a trained model, checkpoints, or members of a several-seed run."""
     if trained_already(workdir):
-        return [workdir / "model"]
+        return [workdir / RunDir.MODEL]
     members = sorted((workdir / RunDir.MEMBERS).glob("seed-*")) if (workdir / RunDir.MEMBERS).is_dir() else []
     return checkpoints_in(workdir / RunDir.CHECKPOINTS) + members
 

@@ -273,7 +273,7 @@ def search(home: Path, cfg, space: Dict, trials: int, pruner: str, startup_trial
         raise UserError(f"tune: no trial completed (all pruned or failed); see {home / 'trials.csv'} and widen --space or use --pruner none")
     rows = _write_table(study, home / "trials.csv")
     workdir = home / f"trial-{best.number:03d}"
-    if not (workdir / "model").is_dir():
+    if not (workdir / RunDir.MODEL).is_dir():
         raise UserError(f"tune: the best trial's model ({workdir}) is gone; run with --overwrite true and another --output_dir")
     return best, rows, workdir
 

@@ -171,9 +171,9 @@ class Task:
     def inference_model(self, model, model_dir):
         """The loaded model as inference runs it (a module whose outputs have `.logits`): a sentence-transformers
         directory's transformer with its pooling (and its linear head, for classification on embeddings)."""
-        from pathlib import Path
+        from ..modeling import is_sentence_model
 
-        if (Path(model_dir) / "modules.json").is_file():
+        if is_sentence_model(model_dir):
             from .embedding_model import pooled
 
             return pooled(model, model_dir)
@@ -189,9 +189,9 @@ class Task:
         """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
         from transformers import DataCollatorWithPadding
 
-        from ..device import has_cuda
+        from ..device import pad_multiple
 
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if has_cuda() else None)
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def preprocess_logits(self) -> Optional[Callable]:
         """What the Trainer keeps of each evaluation batch's logits (None: all of them)."""

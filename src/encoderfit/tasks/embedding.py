@@ -245,9 +245,10 @@ class Embedding(Task):
         metrics = {**metrics_of(bm25, size), "seconds": round(time.time() - started, 1), "model": "BM25 (bm25s, k1 1.5, b 0.75)"}
         base = np.zeros_like(bm25)
         if cfg is not None:
+            from ..modeling import DEFAULT_MAX_LENGTH
             from .embedding_model import load_sentence_model
 
-            model = load_sentence_model(cfg.model, cfg.resolved.get("max_length") or 512)
+            model = load_sentence_model(cfg.model, cfg.resolved.get("max_length") or DEFAULT_MAX_LENGTH)
             distinct = list(dict.fromkeys(queries + docs))
             vectors = dict(zip(distinct, model.encode(distinct, batch_size=32, normalize_embeddings=True)))
             base = embedding_ranks(np.stack([vectors[q] for q in queries]), np.stack([vectors[d] for d in docs]), queries, docs)

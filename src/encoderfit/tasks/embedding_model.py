@@ -29,7 +29,7 @@ def load_sentence_model(args, max_length: int):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    from ..modeling import ATTENTION_DROPOUT_KEYS, _hub_error, config_overrides, load_config, resolve_name
+    from ..modeling import ATTENTION_DROPOUT_KEYS, _hub_error, config_overrides, is_sentence_model, load_config, resolve_name
 
     path = resolve_name(args.name_or_path)
     # attention dropout as model.attention_dropout says (0: PyTorch's fused attention, 2x faster on CPU than BERT's 0.1)
@@ -37,7 +37,7 @@ def load_sentence_model(args, max_length: int):
     kwargs = {"trust_remote_code": args.trust_remote_code, "revision": args.revision, "device": "cpu",
               "model_kwargs": {"use_safetensors": True}, "config_kwargs": dropout}
     try:
-        if (Path(path) / "modules.json").is_file() or not Path(path).is_dir():
+        if is_sentence_model(path) or not Path(path).is_dir():
             model = SentenceTransformer(path, **kwargs)
         else:  # a plain transformers encoder (a fine-tuned or pre-trained encoderfit model, a random ModernBERT)
             log.info("%s is not a sentence-transformers model: adding mean pooling and normalisation", args.name_or_path)
@@ -104,7 +104,10 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
 def length_grouped_sampler():
     """A sentence-transformers batch sampler that groups examples of similar length (transformers' length grouping:
     megabatches of 50 batches, each sorted by length), in an order that is a function of (seed, epoch) alone, so a
-    resumed run sees the same batches."""
+    resumed run sees the same batches. Built on first use (sentence-transformers loads only then) and kept as this
+    module's LengthGroupedBatchSampler, so the training arguments that name it can be pickled."""
+    if "LengthGroupedBatchSampler" in globals():
+        return globals()["LengthGroupedBatchSampler"]
     import torch
     from sentence_transformers.base.sampler import DefaultBatchSampler
     from transformers.trainer_pt_utils import get_length_grouped_indices
@@ -127,12 +130,22 @@ def length_grouped_sampler():
         def __len__(self):
             return len(self.lengths) // self.batch_size if self.drop_last else -(-len(self.lengths) // self.batch_size)
 
+    LengthGroupedBatchSampler.__qualname__ = LengthGroupedBatchSampler.__name__
+    globals()["LengthGroupedBatchSampler"] = LengthGroupedBatchSampler
     return LengthGroupedBatchSampler
+
+
+def __getattr__(name):  # unpickling names the sampler class before anything built it
+    if name == "LengthGroupedBatchSampler":
+        return length_grouped_sampler()
+    raise AttributeError(name)
 
 
 def pooling_of(model_dir: Path) -> Dict:
     """What a sentence-transformers directory pools with: {"mode": cls|mean|max, "normalize": bool}."""
-    modules_file = Path(model_dir) / "modules.json"
+    from ..modeling import SENTENCE_MODULES
+
+    modules_file = Path(model_dir) / SENTENCE_MODULES
     if not modules_file.is_file():
         raise UserError(f"{model_dir}: no modules.json; an embedding model directory is a sentence-transformers one "
                         "(re-train the run, or save the model with SentenceTransformer.save)")

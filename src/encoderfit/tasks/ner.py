@@ -134,9 +134,9 @@ class TokenClassification(Task):
     def collator(self, tokenizer):
         from transformers import DataCollatorForTokenClassification
 
-        from ..device import has_cuda
+        from ..device import pad_multiple
 
-        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=8 if has_cuda() else None)
+        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple())
 
     def loss(self, stats, train):
         import torch

@@ -99,9 +99,10 @@ class Similarity(Embedding):
         metrics = {**correlations(tfidf, targets), "n": len(test), "model": "TF-IDF cosine (fitted on the training texts)"}
         base = np.zeros_like(tfidf)
         if cfg is not None:
+            from ..modeling import DEFAULT_MAX_LENGTH
             from .embedding_model import load_sentence_model
 
-            model = load_sentence_model(cfg.model, cfg.resolved.get("max_length") or 512)
+            model = load_sentence_model(cfg.model, cfg.resolved.get("max_length") or DEFAULT_MAX_LENGTH)
             base = (model.encode(list(test["text"]), normalize_embeddings=True) * model.encode(list(test["text_pair"]), normalize_embeddings=True)).sum(1)
             metrics["base_model"] = {**correlations(base, targets), "n": len(test), "model": cfg.model.name_or_path}
         return {"metrics": metrics, "logits": np.stack([tfidf, base], 1).astype(np.float32), "head": {"scores": ["tfidf", "base_model"]}}
