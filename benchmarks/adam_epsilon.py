@@ -28,7 +28,7 @@ def main() -> None:
     import yaml
 
     from encoderfit.config import DataArgs, ModelArgs, TrainArgs
-    from encoderfit.train import Prepared
+    from encoderfit.training import Prepared
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="examples/reuters.yaml")

@@ -24,7 +24,7 @@ from common import write_section  # noqa: E402
 
 def main() -> None:
     from encoderfit.config import DataArgs
-    from encoderfit.data import Splits, prepare
+    from encoderfit.splits import Splits, prepare
     from encoderfit.stats import paired_bootstrap
     from encoderfit.tasks.ner_baseline import crf_baseline
     from encoderfit.tasks.ner_metrics import counts, gold, predicted, prf

@@ -33,7 +33,7 @@ from common import write_section  # noqa: E402
 from run import cpu_description  # noqa: E402
 
 from encoderfit.config import DataArgs, ModelArgs, ReportArgs, TrainArgs  # noqa: E402
-from encoderfit.data import prepare  # noqa: E402
+from encoderfit.splits import prepare  # noqa: E402
 from encoderfit.train import fit  # noqa: E402
 
 SETTINGS = {"vader-movies": {"max_length": 128, "learning_rate": 8e-5}, "bbc-news": {"max_length": 256, "learning_rate": 8e-5}}

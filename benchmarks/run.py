@@ -37,7 +37,8 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from encoderfit.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
-from encoderfit.data import prepare, tokenize  # noqa: E402
+from encoderfit.data import tokenize  # noqa: E402
+from encoderfit.splits import prepare  # noqa: E402
 from encoderfit.export import export  # noqa: E402
 from encoderfit.modeling import load_model  # noqa: E402
 from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402

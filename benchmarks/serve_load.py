@@ -138,7 +138,7 @@ def main() -> None:
     if not (run / "model").is_dir():
         raise SystemExit(f"{run}: no trained run; make it with `encoderfit train --config examples/vader-movies.yaml`")
     from encoderfit.config import DataArgs
-    from encoderfit.data import prepare
+    from encoderfit.splits import prepare
 
     texts = prepare(DataArgs(source="vader-movies")).test["text"]
     per_mode = 320 if args.quick else 1600

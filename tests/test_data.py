@@ -9,7 +9,8 @@ from datasets import Dataset, DatasetDict
 
 from conftest import make_rows, write_csv
 from encoderfit.config import DataArgs
-from encoderfit.data import prepare, tokenize
+from encoderfit.data import tokenize
+from encoderfit.splits import prepare
 
 
 @pytest.fixture(scope="module")

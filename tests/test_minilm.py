@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from encoderfit.config import DataArgs, ModelArgs, TrainArgs
-from encoderfit.data import prepare
+from encoderfit.splits import prepare
 from encoderfit.modeling import load_model, load_tokenizer
 from encoderfit.rundir import ModelInfo
 from encoderfit.tasks import get_task

@@ -13,7 +13,7 @@ import pytest
 from conftest import make_ner_rows, run_cli, write_jsonl
 
 from encoderfit.config import DataArgs
-from encoderfit.data import prepare
+from encoderfit.splits import prepare
 from encoderfit.tasks.tags import convert, detect, entities
 
 GOLD = Path(__file__).parent / "data" / "gold-entities.jsonl"

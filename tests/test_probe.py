@@ -14,7 +14,7 @@ from conftest import make_ner_rows, run_cli, write_jsonl
 from test_errors import cli_fails
 
 from encoderfit.config import DataArgs
-from encoderfit.data import prepare
+from encoderfit.splits import prepare
 from encoderfit.errors import UserError
 
 # ten lines of a text file, the second with a form feed and the third with a U+2028 in it: str.splitlines() breaks there
@@ -33,9 +33,9 @@ def fails(source: Path, task: str, **options) -> str:
 
 def test_text_files_split_into_lines_at_newlines_only(tmp_path):
     from encoderfit.corpus import split_documents
-    from encoderfit.data import split_lines
+    from encoderfit.files import split_lines
     from encoderfit.predict_cli import read_inputs
-    from encoderfit.tasks.ner_data import read_conll
+    from encoderfit.conll import read_conll
 
     assert split_lines("a\r\nb\x0cc\u2028d\n\ne") == ["a", "b\x0cc\u2028d", "", "e"] and split_lines("") == []
     path = tmp_path / "ten.txt"

@@ -11,7 +11,7 @@ import importlib.util
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Callable, Dict, List, Literal, Optional
 
 import yaml
 
@@ -375,11 +375,6 @@ class RunConfig(SavedConfig):
         mapped); one that looks like a misspelling of a missing key is an error, since its meaning is unclear."""
         if not isinstance(raw, dict):
             raise UserError(f"{where}: expected a mapping of settings, found {type(raw).__name__}; restore the file or re-train")
-        from .tasks import TASKS
-
-        task = TASKS.get(str(raw.get("task") or LEGACY_TASK))
-        if task is not None and "train" not in task.stages:  # e.g. a pre-training run: not read by these stages
-            raise UserError(f"{where}: {task.unsupported}")
         groups = {}
         for group, kind in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs), ("report", ReportArgs)):
             values = dict(raw.get(group) or {})
@@ -391,7 +386,9 @@ class RunConfig(SavedConfig):
                    resolved=dict(raw.get("resolved") or {}))
 
     @classmethod
-    def load(cls, run_dir: Path) -> "RunConfig":
+    def load(cls, run_dir: Path, check: Optional[Callable[[dict, str], None]] = None) -> "RunConfig":
+        """A run directory's config.yaml; `check(raw, where)` first sees the saved mapping (the run directory asks the
+        task registry whether the run is a fine-tuning one: the config layer knows no tasks)."""
         path = Path(run_dir) / CONFIG_FILE
         if not path.is_file():
             raise UserError(f"{run_dir}: not a run directory ({CONFIG_FILE} is missing); pass the directory that `encoderfit train` wrote")
@@ -402,6 +399,8 @@ class RunConfig(SavedConfig):
             where = f" at line {mark.line + 1}" if mark is not None else ""
             reason = getattr(err, "problem", None) or type(err).__name__
             raise UserError(f"{path}: not valid YAML ({reason}{where}); restore the file or re-train the run") from None
+        if check is not None and isinstance(raw, dict):
+            check(raw, str(path))
         return cls.from_dict(raw or {}, str(path))
 
 

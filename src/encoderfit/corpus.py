@@ -61,7 +61,7 @@ def _read_text_file(path: Path) -> str:
 
 def split_documents(text: str, how: str) -> List[str]:
     if how == "lines":
-        from .data import split_lines
+        from .files import split_lines
 
         return [line.strip() for line in split_lines(text) if line.strip()]
     return [" ".join(block.split()) for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
@@ -173,7 +173,7 @@ def _training_texts(recipe: str) -> Callable[[], List[str]]:
 
     def texts() -> List[str]:
         from .config import DataArgs
-        from .data import prepare
+        from .splits import prepare
 
         return list(prepare(DataArgs(source=recipe)).train["text"])
 

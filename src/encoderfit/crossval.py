@@ -20,14 +20,16 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from .config import DataArgs, ModelArgs, ReportArgs, TrainArgs
-from .data import Splits, prepare
+from .splits import Splits, prepare
 from .distributed import is_main
 from .errors import UserError
-from .evaluate import BASELINE_SPLIT, analyse, evaluate_run
+from .evaluate import evaluate_run
+from .verdict import BASELINE_SPLIT, analyse
 from .files import exclusive, partial_dir, publish_dir, write_json
 from .rundir import Predictions, RunDir
 from .tasks import get_task
-from .train import Prepared, TaskName, check_start, config_changes, train_model
+from .train import TaskName, check_start, config_changes
+from .training import Prepared, train_model
 
 log = logging.getLogger(__name__)
 ROW = "_row"  # each example's position in the pooled data, carried through the folds

@@ -32,7 +32,7 @@ class Package:
 
 def _stanzas(text: str) -> Iterator[Dict[str, str]]:
     """RFC 822 stanzas (blank-line separated; continuation lines start with a space) -> {field: value}."""
-    from .data import split_lines
+    from .files import split_lines
 
     for block in text.split("\n\n"):
         fields, key = {}, None
@@ -56,7 +56,7 @@ def _run(cmd: List[str]) -> str:
 
 def _long_description(raw: str) -> str:
     """The long description as plain text: ' .' lines are paragraph breaks."""
-    from .data import split_lines
+    from .files import split_lines
 
     lines = [("" if line.strip() == "." else line.strip()) for line in split_lines(raw)]
     paragraphs = " ".join(line if line else "\n\n" for line in lines)

@@ -110,7 +110,7 @@ def _validation_texts(run: Optional[RunDir], task: Task, labels: List[str]) -> T
     if texts:
         return texts, pairs, str(run.predictions_file("validation"))
     if run is not None:
-        from .data import prepare
+        from .splits import prepare
 
         cfg = run.config()
         try:

@@ -172,3 +172,12 @@ def residuals(y_true: Sequence[float], y_pred: Sequence[float], bins: int = 10) 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return png(fig)
+
+
+CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
+h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
+td.t,th.t{text-align:left;max-width:620px}img{max-width:100%;border:1px solid #eee}.muted{color:#777}
+.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:150px}
+.card b{font-size:1.5em;display:block}.verdict{font-size:1.15em;border-left:5px solid #3b7dd8;padding:.5em 1em;background:#f4f8fd}
+.verdict.worse,.verdict.not{border-color:#c77c00;background:#fdf8f0}"""

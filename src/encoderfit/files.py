@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, List
 
 from .errors import UserError
 
@@ -134,3 +134,22 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def decode_utf8(raw: bytes, where: str) -> str:
+    """Bytes -> text, failing with the line number of the first byte that is not UTF-8."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{where}: line {line}: byte 0x{raw[err.start]:02x} is not valid UTF-8; re-save it as UTF-8 "
+                        "(e.g. `iconv -f cp1252 -t utf-8`)") from None
+
+
+def split_lines(text: str) -> List[str]:
+    """The lines of a text file: split at \\n (and \\r\\n) only, never at the form feeds, U+2028 and other separators
+    that str.splitlines also breaks at (they can sit inside one line, and would shift every line after them)."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return [line[:-1] if line.endswith("\r") else line for line in lines]

@@ -9,7 +9,7 @@ for such a checkpoint (and for any non-ModernBERT encoder given `--model.classif
 
 The trained model is saved as a plain sentence-transformers directory (Transformer, Pooling, Dense with the identity
 activation): `SentenceTransformer(DIR).encode(texts)` returns the logits, and encoderfit's inference
-(tasks/embedding_model.pooled) runs the same modules for predict, serve and ONNX export. ModernBERT keeps its own
+(`pooled`) runs the same modules for predict, serve and ONNX export. ModernBERT keeps its own
 head, whose config has the pooling option (`classifier_pooling`), so its directories load in `transformers.pipeline`.
 """
 
@@ -19,7 +19,8 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional
+from types import SimpleNamespace
+from typing import Dict, List, Optional
 
 import torch
 
@@ -32,8 +33,6 @@ DENSE = "2_Dense"
 
 def checkpoint_pooling(name_or_path: str, revision: Optional[str] = None) -> Optional[str]:
     """cls, mean or max when `name_or_path` is a sentence-transformers checkpoint (local or on the hub), else None."""
-    from .tasks.embedding_model import pooling_mode, pooling_of
-
     path = Path(name_or_path)
     if path.is_dir():
         return pooling_of(path)["mode"] if is_sentence_model(path) else None
@@ -143,3 +142,92 @@ def save_sentence_classifier(model_dir: Path, model: PooledClassifier, max_lengt
                {"idx": 2, "name": "2", "path": DENSE, "type": prefix + "Dense"}]
     (model_dir / SENTENCE_MODULES).write_text(json.dumps(modules, indent=2) + "\n")
     (model_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length, "do_lower_case": False}) + "\n")
+
+
+POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}
+
+
+def pooling_of(model_dir: Path) -> Dict:
+    """What a sentence-transformers directory pools with: {"mode": cls|mean|max, "normalize": bool}."""
+    modules_file = Path(model_dir) / SENTENCE_MODULES
+    if not modules_file.is_file():
+        raise UserError(f"{model_dir}: no modules.json; an embedding model directory is a sentence-transformers one "
+                        "(re-train the run, or save the model with SentenceTransformer.save)")
+    modules = json.loads(modules_file.read_text())
+    kinds = [m["type"].rsplit(".", 1)[-1] for m in modules]
+    unknown = [k for k in kinds if k not in ("Transformer", "Pooling", "Normalize", "Dense")]
+    if unknown:
+        raise UserError(f"{model_dir}: modules {unknown} are not supported by encoderfit's inference (Transformer, "
+                        "Pooling, Normalize, Dense are); use SentenceTransformer(DIR) directly")
+    pooling = next((m for m in modules if m["type"].endswith("Pooling")), None)
+    config = json.loads((Path(model_dir) / pooling["path"] / "config.json").read_text()) if pooling else {}
+    mode = pooling_mode(config) if pooling else "cls"
+    if mode is None:
+        raise UserError(f"{model_dir}: pooling {config} is not one of cls, mean or max; use SentenceTransformer(DIR) directly")
+    dense = next((m["path"] for m in modules if m["type"].endswith("Dense")), None)
+    return {"mode": mode, "normalize": "Normalize" in kinds, "dense": dense}
+
+
+def pooling_mode(config: Dict) -> Optional[str]:
+    """cls, mean or max from a Pooling module's config.json (None: another or a combined mode)."""
+    if isinstance(config.get("pooling_mode"), str):  # sentence-transformers 6 writes the mode by name
+        chosen = [config["pooling_mode"]]
+    else:  # earlier versions: one boolean per mode
+        chosen = [mode for key, mode in POOLING_MODES.items() if config.get(key)]
+        if any(config.get(k) for k in config if k.startswith("pooling_mode") and k not in POOLING_MODES):
+            chosen = []
+    return chosen[0] if len(chosen) == 1 and chosen[0] in ("cls", "mean", "max") else None
+
+
+HEAD_FILE = "classifier.safetensors"  # a SetFit model's logistic-regression head on the embeddings (tasks/setfit.py)
+
+
+def _dense_layer(model_dir: Path, path: str):
+    """A Dense module's linear layer (encoderfit writes the identity activation: the layer's outputs are logits)."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((Path(model_dir) / path / "config.json").read_text())
+    activation = str(config.get("activation_function", ""))
+    if not activation.endswith("Identity"):
+        raise UserError(f"{model_dir}: its Dense module applies {activation}; encoderfit's inference runs Dense layers with the "
+                        "identity activation only; use SentenceTransformer(DIR) directly")
+    weights = load_file(str(Path(model_dir) / path / "model.safetensors"))
+    weights = {k.split(".", 1)[1] if k.startswith("linear.") else k: v for k, v in weights.items()}
+    layer = torch.nn.Linear(config["in_features"], config["out_features"], bias="bias" in weights)
+    layer.load_state_dict(weights)
+    return layer
+
+
+def pooled(model, model_dir: Path):
+    """The transformer with its pooling and normalisation: a module whose `.logits` are the sentence embeddings, or,
+    when the directory has a linear head on them (classifier.safetensors: SetFit), that head's class logits."""
+    import torch
+
+    setting = pooling_of(model_dir)
+    head = None
+    if (Path(model_dir) / HEAD_FILE).is_file():
+        from safetensors.torch import load_file
+
+        weights = load_file(str(Path(model_dir) / HEAD_FILE))
+        head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+        head.load_state_dict(weights)
+    elif setting.get("dense"):  # a linear head fine-tuned with the encoder (pooling.py)
+        head = _dense_layer(model_dir, setting["dense"])
+
+    class Pooled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.config = model.config
+
+        def forward(self, input_ids, attention_mask, **extra):
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+            out = pool(hidden, attention_mask, setting["mode"])
+            if setting["normalize"]:
+                out = torch.nn.functional.normalize(out, p=2, dim=1)
+            return SimpleNamespace(logits=out if self.head is None else self.head(out))
+
+    module = Pooled()
+    module.head = head
+    return module

@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Optional
 
-from .data import decode_utf8, join_columns, read_table, split_lines
+from .data import join_columns, read_table
+from .files import decode_utf8, split_lines
 from .errors import UserError
 from .files import atomic_file, check_output_file
 from .predict import Predictor

@@ -91,7 +91,8 @@ def pretrain(
         resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
             same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
-    from .train import _abandon, check_start, continues, resume_point
+    from .train import _abandon, check_start, continues
+    from .training import resume_point
 
     started = time.time()
     if train.seeds > 1:

@@ -151,7 +151,7 @@ def vader_snippets(corpus: str) -> List[Tuple[str, float]]:
         inner_bytes = outer.extractfile("vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz").read()
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
         raw = inner.extractfile(f"hutto_ICWSM_2014/{VADER_CORPORA[corpus]}_GroundTruth.txt").read()
-    from .data import split_lines
+    from .files import split_lines
 
     rows = []
     for line in split_lines(raw.decode("utf-8", errors="replace")):
@@ -215,7 +215,7 @@ def lee_similarity():
     """The Lee corpus (Lee, Pincombe & Welsh 2005, shipped in gensim's test data): 50 news documents and the mean
     human similarity rating (0-1) of each of their 1,225 pairs. Small and document-level: an evaluation set."""
     data = _package_dir("gensim", "pip install --no-deps gensim") / "test" / "test_data"
-    from .data import split_lines
+    from .files import split_lines
 
     docs = [line.strip() for line in split_lines(_read_text(data / "lee.cor")) if line.strip()]
     matrix = [[float(v) for v in line.split()] for line in split_lines(_read_text(data / "similarities0-1.txt")) if line.strip()]

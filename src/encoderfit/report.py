@@ -18,13 +18,6 @@ from .rundir import RunDir
 from .tasks import get_task
 
 log = logging.getLogger(__name__)
-CSS = """body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;padding:0 1em}
-h1{margin-bottom:.1em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:right}
-td.t,th.t{text-align:left;max-width:620px}img{max-width:100%;border:1px solid #eee}.muted{color:#777}
-.cards{display:flex;gap:1em;flex-wrap:wrap}.card{border:1px solid #ddd;border-radius:6px;padding:.6em 1em;min-width:150px}
-.card b{font-size:1.5em;display:block}.verdict{font-size:1.15em;border-left:5px solid #3b7dd8;padding:.5em 1em;background:#f4f8fd}
-.verdict.worse,.verdict.not{border-color:#c77c00;background:#fdf8f0}"""
 
 
 def _metric(metrics: Dict, path: str):
@@ -61,7 +54,7 @@ def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]
         "<h2>Training curves</h2>" + f.image("training curves", f.training(history, [k for k in task.metrics_for_best if k != "loss"])),
         *task.report_sections(metrics, cfg, noise),
     ]
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>encoderfit report</title><style>{CSS}</style></head>"
+    return (f"<!doctype html><html><head><meta charset=utf-8><title>encoderfit report</title><style>{f.CSS}</style></head>"
             f"<body>{''.join(sections)}</body></html>")
 
 
@@ -124,7 +117,7 @@ def report(run: Path) -> Path:
     Args:
         run: Run directory written by `encoderfit train`.
     """
-    from .evaluate import analyse, saved_baseline
+    from .verdict import analyse, saved_baseline
 
     rundir = RunDir(run)
     cfg = rundir.config()

@@ -165,7 +165,7 @@ class RunDir:
     # ---- config and metrics
 
     def config(self) -> RunConfig:
-        return RunConfig.load(self.path)
+        return RunConfig.load(self.path, check=_fine_tuning_run)
 
     def save_config(self, cfg: RunConfig) -> None:
         cfg.save(self.path)
@@ -211,7 +211,7 @@ class RunDir:
                 return None
             rows = table.to_pydict()
         elif legacy.is_file() and fingerprint is None:  # written by encoderfit 0.1
-            from .data import split_lines
+            from .files import split_lines
 
             lines = [json.loads(line) for line in split_lines(legacy.read_text(encoding="utf-8")) if line.strip()]
             rows = {key: [r.get(key) for r in lines] for key in ("text", "label", "logits", "text_pair")}
@@ -256,3 +256,12 @@ def _tokenizer_max_length(model_dir: Path, config: dict) -> int:
         if isinstance(saved, (int, float)) and saved < 1_000_000:
             limit = min(limit, int(saved))
     return limit
+
+
+def _fine_tuning_run(raw: dict, where: str) -> None:
+    """A run directory the fine-tuning stages read: refuse others (a pre-training run) with what to do instead."""
+    from .tasks import TASKS
+
+    task = TASKS.get(str(raw.get("task") or LEGACY_TASK))
+    if task is not None and "train" not in task.stages:
+        raise UserError(f"{where}: {task.unsupported}")

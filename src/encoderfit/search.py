@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Sequence, Union
 
-from .data import split_lines
+from .files import split_lines
 from .errors import UserError
 from .files import atomic_file, check_output_file, sha256, write_json
 from .predict import Predictor

@@ -32,7 +32,7 @@ MEMBERS = RunDir.MEMBERS
 
 def _member(prep, cfg: RunConfig, home: Path, seed: int) -> Path:
     """Train (or resume, or reuse) the member with this seed; its run directory."""
-    from .train import resume_point, train_model
+    from .training import resume_point, train_model
 
     directory = home / f"seed-{seed}"
     if (directory / RunDir.MODEL / ModelDir.INFO).is_file() and (directory / RunDir.METRICS).is_file():
@@ -46,7 +46,7 @@ def _member(prep, cfg: RunConfig, home: Path, seed: int) -> Path:
 
 
 def _predictions(predictor, splits) -> Dict[str, Predictions]:
-    from .evaluate import predict_split
+    from .verdict import predict_split
 
     return {role: predict_split(predictor, ds) for role, ds in (("validation", splits.validation), ("test", splits.test))}
 

@@ -8,12 +8,10 @@ than one pass takes turns with the others; at most `max_queue` requests are held
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Literal, Optional, Tuple
 
@@ -29,18 +27,12 @@ from starlette.routing import Match
 from .errors import UserError
 from .predict import Predictor
 from .serve_batching import Batcher, ClientGone, Metrics, Overloaded
+from .serve_http import Limits, _error, check_texts, client_gone
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
 API_KEY_ENV = "ENCODERFIT_API_KEY"
 RETRY_AFTER_S = 1  # what a 503 (queue full) asks the client to wait
-
-
-@dataclass
-class Limits:
-    max_texts: int = 64
-    max_chars: int = 20000
-    max_body_bytes: int = 2_000_000
 
 
 class PredictRequest(BaseModel):
@@ -64,11 +56,6 @@ class PredictRequest(BaseModel):
         if self.pairs is not None:
             return [a for a, _ in self.pairs], [b for _, b in self.pairs]
         return (self.texts if self.texts is not None else [self.text]), None
-
-
-def _error(status: int, message: str) -> JSONResponse:
-    """Every error the server sends has this one shape: {"error": "what is wrong and how to fix it"}."""
-    return JSONResponse({"error": message}, status_code=status)
 
 
 def route_template(app: FastAPI, scope) -> str:
@@ -124,12 +111,6 @@ def overloaded(message: str) -> JSONResponse:
     """503 when --max_queue requests are already held: the client should retry after Retry-After seconds."""
     return JSONResponse({"error": f"{message}; retry after {RETRY_AFTER_S} s"}, status_code=503,
                         headers={"Retry-After": str(RETRY_AFTER_S)})
-
-
-async def client_gone(request: Request) -> None:
-    """Returns once the client has closed the connection (its body has been read already)."""
-    while (await request.receive())["type"] != "http.disconnect":
-        await asyncio.sleep(0.1)  # a server that repeats body messages must not spin
 
 
 def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
@@ -245,31 +226,6 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         return PAGE.read_text(encoding="utf-8")
 
     return app
-
-
-def check_texts(texts: List[str], pairs: Optional[List[str]], limits: Limits, field: str = "texts") -> Optional[JSONResponse]:
-    """The error response for texts the server refuses (none, too many, empty, too long, not Unicode), or None."""
-    if not texts or len(texts) > limits.max_texts:
-        return _error(422, f"{field}: send between 1 and {limits.max_texts} texts")
-    for name, items in ((field, texts), ("pairs", pairs or [])):
-        for i, text in enumerate(items):
-            if not text.strip():
-                return _error(422, f"{name}.{i}: empty text")
-            if len(text) > limits.max_chars:
-                return _error(413, f"{name}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
-            bad = unencodable(text)
-            if bad is not None:
-                return _error(422, f"{name}.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
-    return None
-
-
-def unencodable(text: str) -> Optional[int]:
-    """Index of the first character that UTF-8 cannot encode (a lone surrogate such as \\ud800), or None."""
-    try:
-        text.encode("utf-8")
-        return None
-    except UnicodeEncodeError as err:
-        return err.start
 
 
 def model_info(run: Path, predictor: Predictor, backend: str) -> Dict:

@@ -44,7 +44,7 @@ class SearchRequest(BaseModel):
 def add_embedding_routes(app, predictor, batcher, limits, index) -> None:
     import numpy as np
 
-    from .serve import _error, check_texts, client_gone
+    from .serve_http import _error, check_texts, client_gone
 
     async def vectors(texts: List[str], request):
         results = await batcher.predict(texts, None, lambda: client_gone(request))

@@ -23,7 +23,8 @@ from .errors import UserError, closest
 from .files import atomic_file, check_writable
 from .rundir import RunDir
 from .tables import print_rows
-from .train import Prepared, TaskName, config_changes, finish_run, train_model
+from .train import TaskName, config_changes, finish_run
+from .training import Prepared, train_model
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from .mlm import MaskedLM
 from .multilabel import Multilabel
 from .ner import TokenClassification
 from .regression import Regression
+from .setfit import EmbeddingHeadClassification
 from .similarity import Similarity
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,22 @@ log = logging.getLogger(__name__)
 TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression(), TokenClassification(),
                                                         Embedding(), Similarity(), MaskedLM())}
 LABELLED = [name for name, task in TASKS.items() if "train" in task.stages]  # what --task can name
+
+
+HEADS: Dict[tuple, Task] = {("classification", "embedding"): EmbeddingHeadClassification()}
+"""(task, model.head) -> how training runs that task with that head (SetFit for classification on embeddings)."""
+
+
+def task_for(name: str, model) -> Task:
+    """The task as training runs it for these model settings: model.head linear is the task itself."""
+    task = get_task(name)
+    if model.head == "linear":
+        return task
+    variant = HEADS.get((task.name, model.head))
+    if variant is None:
+        raise UserError(f"model.head {model.head}: only classification trains a head on embeddings (SetFit); drop "
+                        f"model.head for the {task.name} task")
+    return variant
 
 
 def get_task(name: str, stage: Optional[str] = None) -> Task:
@@ -66,4 +83,4 @@ def resolve_task(requested: Optional[str], ds, separator: Optional[str], column:
     return TASKS[name]
 
 
-__all__ = ["LABELLED", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task"]
+__all__ = ["HEADS", "LABELLED", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task", "task_for"]

@@ -174,16 +174,10 @@ class Task:
         from ..modeling import is_sentence_model
 
         if is_sentence_model(model_dir):
-            from .embedding_model import pooled
+            from ..pooling import pooled
 
             return pooled(model, model_dir)
         return model
-
-    def for_model(self, model):
-        """The task as training runs it for these model settings (model.head embedding: classification's SetFit)."""
-        if model.head != "linear":
-            raise UserError(f"model.head {model.head}: only classification trains a head on embeddings; drop model.head")
-        return self
 
     def collator(self, tokenizer):
         """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""

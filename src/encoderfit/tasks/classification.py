@@ -92,11 +92,6 @@ class Classification(Task):
     summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
     lower_is_better = frozenset({"ece_before", "ece_after"})
 
-    def for_model(self, model):
-        from .setfit import for_model
-
-        return for_model(self, model)
-
     # ---------------------------------------------------------------- targets
 
     def read_targets(self, ds, data, where):

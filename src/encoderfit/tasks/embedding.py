@@ -193,11 +193,6 @@ class Embedding(Task):
     def after_training(self, model_dir, stats, trainer=None):
         return True  # the in-memory model is a SentenceTransformer: inference reloads the transformer from disk
 
-    def for_model(self, model):
-        if model.head != "linear":
-            raise UserError("model.head: embedding models are the embeddings; drop model.head")
-        return self
-
     # ---------------------------------------------------------------- evaluation
 
     def outputs(self, predictor, texts, pairs, words=None):

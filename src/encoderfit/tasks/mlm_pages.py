@@ -47,7 +47,7 @@ def _shown(token: str) -> str:
 
 def render(cfg, metrics: Dict, history: List[Dict]) -> str:
     from .. import figures as f
-    from ..report import CSS
+    from ..figures import CSS
 
     v, b, t = metrics["validation"], metrics["baseline"], metrics["train"]
     rows = [["model (held-out)", f.num(v["n"], "validation.n", "d"), f.num(v["loss"], "validation.loss"),

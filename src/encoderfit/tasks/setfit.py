@@ -22,7 +22,6 @@ from ..errors import UserError
 from .classification import C_GRID, Classification
 
 log = logging.getLogger(__name__)
-HEAD_FILE = "classifier.safetensors"
 
 
 def contrastive_pairs(texts, labels, per_example: int, seed: int):
@@ -95,6 +94,8 @@ class EmbeddingHeadClassification(Classification):
     def after_training(self, model_dir, stats, trainer=None):
         from safetensors.numpy import save_file
 
+        from ..pooling import HEAD_FILE
+
         data = trainer.encoderfit_examples
         embed = lambda ds: trainer.model.encode(list(ds["text"]), batch_size=32, normalize_embeddings=True)  # noqa: E731
         n_classes = len(data["train"].features["labels"].names)
@@ -103,7 +104,3 @@ class EmbeddingHeadClassification(Classification):
         save_file({"weight": weight, "bias": bias}, str(Path(model_dir) / HEAD_FILE))
         log.info("SetFit: logistic regression on %d-dimensional embeddings, C = %g (validation log-loss)", weight.shape[1], c)
         return True
-
-
-def for_model(task: Classification, model) -> Classification:
-    return EmbeddingHeadClassification() if model.head == "embedding" else task
