@@ -23,9 +23,9 @@ from common import write_section  # noqa: E402
 
 
 def main() -> None:
-    from encoderfit.config import DataArgs
-    from encoderfit.splits import Splits, prepare
-    from encoderfit.stats import paired_bootstrap
+    from encoderfit.core.config import DataArgs
+    from encoderfit.stages.splits import Splits, prepare
+    from encoderfit.core.stats import paired_bootstrap
     from encoderfit.tasks.ner_baseline import crf_baseline
     from encoderfit.tasks.ner_metrics import counts, gold, predicted, prf
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from run import cpu_description, interleaved  # noqa: E402
 
-from encoderfit.predict import Predictor  # noqa: E402
-from encoderfit.recipes import SPACY_MODEL, bbc_entities  # noqa: E402
+from encoderfit.stages.predict import Predictor  # noqa: E402
+from encoderfit.data.recipes import SPACY_MODEL, bbc_entities  # noqa: E402
 
 RUN = ROOT / "runs" / "bbc-entities"
 

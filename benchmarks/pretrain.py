@@ -31,11 +31,11 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from run import matmul_peak  # noqa: E402
-from encoderfit.corpus import CORPORA  # noqa: E402
-from encoderfit.pretrain_config import PretrainModelArgs, build_model  # noqa: E402
+from encoderfit.pretraining.corpus import CORPORA  # noqa: E402
+from encoderfit.pretraining.config import PretrainModelArgs, build_model  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
 from encoderfit.tasks.mlm import pack  # noqa: E402
-from encoderfit.tokenizer_training import TokenizerArgs, train_tokenizer  # noqa: E402
+from encoderfit.pretraining.tokenizer import TokenizerArgs, train_tokenizer  # noqa: E402
 
 BLOCK, BATCH = 128, 32
 

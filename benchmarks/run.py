@@ -36,17 +36,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
-from encoderfit.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
-from encoderfit.data import tokenize  # noqa: E402
-from encoderfit.splits import prepare  # noqa: E402
-from encoderfit.export import export  # noqa: E402
-from encoderfit.modeling import load_model  # noqa: E402
-from encoderfit.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402
-from encoderfit.recipes import all_minilm_l6_v2  # noqa: E402
-from encoderfit.rundir import ModelDir  # noqa: E402
+from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
+from encoderfit.data.sources import tokenize  # noqa: E402
+from encoderfit.stages.splits import prepare  # noqa: E402
+from encoderfit.stages.export import export  # noqa: E402
+from encoderfit.models.loading import load_model  # noqa: E402
+from encoderfit.stages.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402
+from encoderfit.data.recipes import all_minilm_l6_v2  # noqa: E402
+from encoderfit.stages.rundir import ModelDir  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
-from encoderfit.train import fit  # noqa: E402
-from encoderfit.trainer import build_trainer  # noqa: E402
+from encoderfit.stages.train import fit  # noqa: E402
+from encoderfit.models.trainer import build_trainer  # noqa: E402
 
 REPEATS = 5
 # (row key, backend, int8 re-check) of the encoderfit inference paths, and their titles in the table

@@ -63,7 +63,7 @@ def sentence_transformers_defaults(model_dir: str, train, batch: int, steps: int
 def encoderfit_trainer(model_dir: str, train, validation, batch: int, steps: int, workdir: Path, dropout=0.0):
     """encoderfit's path for --task similarity: its model loading and its trainer (as `encoderfit train` builds them);
     dropout None keeps BERT's attention dropout of 0.1 (what encoderfit did before)."""
-    from encoderfit.config import ModelArgs, TrainArgs
+    from encoderfit.core.config import ModelArgs, TrainArgs
     from encoderfit.tasks.embedding_model import build_sentence_trainer, load_sentence_model
 
     model = load_sentence_model(ModelArgs(name_or_path=model_dir, attention_dropout=dropout), 128)
@@ -81,7 +81,7 @@ def main() -> None:
     from datasets import load_dataset
     from transformers import AutoTokenizer
 
-    from encoderfit.modeling import resolve_name
+    from encoderfit.models.loading import resolve_name
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60)

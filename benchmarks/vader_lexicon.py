@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
-from encoderfit.config import DataArgs  # noqa: E402
-from encoderfit.splits import prepare  # noqa: E402
-from encoderfit.recipes import VADER_CORPORA, vader_snippets  # noqa: E402
+from encoderfit.core.config import DataArgs  # noqa: E402
+from encoderfit.stages.splits import prepare  # noqa: E402
+from encoderfit.data.recipes import VADER_CORPORA, vader_snippets  # noqa: E402
 
 RESAMPLES = 2000
 

@@ -76,8 +76,8 @@ def serving_in_thread(run: Path, **app_options):
 
     import uvicorn
 
-    from encoderfit.predict import Predictor
-    from encoderfit.serve import create_app, model_info
+    from encoderfit.stages.predict import Predictor
+    from encoderfit.serving.app import create_app, model_info
 
     predictor = Predictor.from_pretrained(run)
     app = create_app(predictor, model_info(run, predictor, "torch"), allowed_hosts=["127.0.0.1"], **app_options)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from encoderfit.calibration import (brier, coverage_sweep, ece, fit_temperature, nll, reliability_bins, softmax,
+from encoderfit.core.calibration import (brier, coverage_sweep, ece, fit_temperature, nll, reliability_bins, softmax,
                                     threshold_for)
 
 # 10 predictions: five at confidence 0.9 (4 right), five at 0.6 (3 right).

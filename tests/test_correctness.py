@@ -51,8 +51,8 @@ def test_eval_refuses_splits_that_changed_since_training(trained_run, toy_csv, t
 def test_a_head_for_other_labels_of_the_same_count_is_initialised_afresh(trained_run):
     from safetensors.numpy import load_file
 
-    from encoderfit.config import ModelArgs
-    from encoderfit.modeling import load_model
+    from encoderfit.core.config import ModelArgs
+    from encoderfit.models.loading import load_model
     from encoderfit.tasks import get_task
 
     labels = yaml.safe_load((trained_run / "config.yaml").read_text())["labels"]
@@ -74,7 +74,7 @@ def test_weighted_cross_entropy_is_normalised_alike_in_training_and_evaluation()
     import torch
     from types import SimpleNamespace
 
-    from encoderfit.config import TrainArgs
+    from encoderfit.core.config import TrainArgs
     from encoderfit.tasks import get_task
 
     loss = get_task("classification").loss({"counts": [90, 10]}, TrainArgs(class_weights="balanced"))
@@ -104,7 +104,7 @@ def test_multilabel_thresholds_are_read_by_name_whatever_the_saved_order():
 
 
 def test_an_ensembles_fingerprint_covers_its_members(trained_run, tmp_path):
-    from encoderfit.rundir import ModelDir
+    from encoderfit.stages.rundir import ModelDir
 
     model = tmp_path / "model"
     shutil.copytree(trained_run / "model", model)
@@ -119,7 +119,7 @@ def test_an_ensembles_fingerprint_covers_its_members(trained_run, tmp_path):
 
 
 def test_a_second_process_writing_the_same_output_dir_fails_at_once(toy_csv, tiny_model, tmp_path):
-    from encoderfit.files import exclusive
+    from encoderfit.core.files import exclusive
 
     out = tmp_path / "run"
     with exclusive(out):  # held as another training process holds it

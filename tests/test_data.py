@@ -8,9 +8,9 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from conftest import make_rows, write_csv
-from encoderfit.config import DataArgs
-from encoderfit.data import tokenize
-from encoderfit.splits import prepare
+from encoderfit.core.config import DataArgs
+from encoderfit.data.sources import tokenize
+from encoderfit.stages.splits import prepare
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +142,7 @@ def test_predict_skips_empty_lines_and_says_so(trained_run, tmp_path):
 
 
 def test_vader_scores_recipe_is_a_regression_on_every_snippet():
-    from encoderfit.recipes import RECIPES
+    from encoderfit.data.recipes import RECIPES
 
     data = RECIPES["vader-movies-scores"]()["train"]
     scores = data["label"]
@@ -156,7 +156,7 @@ def test_debtags_recipe_names_the_command_when_the_index_has_no_descriptions(tmp
     import shutil
 
     from encoderfit import debian
-    from encoderfit.errors import UserError
+    from encoderfit.core.errors import UserError
 
     if shutil.which("apt-cache") is None:
         pytest.skip("not a Debian machine")

@@ -53,9 +53,9 @@ def test_fsdp_and_deepspeed_settings_are_checked(tmp_path):
 
     import pytest
 
-    from encoderfit.config import TrainArgs
-    from encoderfit.errors import UserError
-    from encoderfit.trainer import training_arguments
+    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.errors import UserError
+    from encoderfit.models.trainer import training_arguments
 
     fsdp = TrainArgs(fsdp=True, fsdp_config={"transformer_layer_cls_to_wrap": ["ModernBertEncoderLayer"]})
     with pytest.raises(UserError, match="FSDP needs GPUs"):  # one process, no GPU here

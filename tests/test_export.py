@@ -10,7 +10,7 @@ import pytest
 
 from conftest import read_jsonl, run_cli, serving
 from encoderfit import cli
-from encoderfit.predict import Predictor
+from encoderfit.stages.predict import Predictor
 from encoderfit.tasks import get_task
 
 
@@ -124,7 +124,7 @@ def test_onnx_backend_without_export_is_a_clear_error(trained_run, tmp_path, cap
 def test_bert_family_export_parity(tmp_path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from encoderfit.recipes import all_minilm_l6_v2
+    from encoderfit.data.recipes import all_minilm_l6_v2
 
     source = all_minilm_l6_v2()
     model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=3, id2label={0: "a", 1: "b", 2: "c"},

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from encoderfit.config import DataArgs, ModelArgs, TrainArgs
-from encoderfit.splits import prepare
-from encoderfit.modeling import load_model, load_tokenizer
-from encoderfit.rundir import ModelInfo
+from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs
+from encoderfit.stages.splits import prepare
+from encoderfit.models.loading import load_model, load_tokenizer
+from encoderfit.stages.rundir import ModelInfo
 from encoderfit.tasks import get_task
-from encoderfit.predict import Predictor
-from encoderfit.train import fit
+from encoderfit.stages.predict import Predictor
+from encoderfit.stages.train import fit
 
 
 @pytest.mark.slow
@@ -47,7 +47,7 @@ def test_packaged_mpnet_is_extracted_once_and_loads_offline():
 
     from transformers import AutoModel, AutoTokenizer
 
-    from encoderfit.recipes import MPNET_PARTS, all_mpnet_base_v2
+    from encoderfit.data.recipes import MPNET_PARTS, all_mpnet_base_v2
 
     try:
         importlib.metadata.distribution(MPNET_PARTS[0])

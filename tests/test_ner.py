@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import make_ner_rows, run_cli, write_jsonl
 
-from encoderfit.config import DataArgs
-from encoderfit.splits import prepare
+from encoderfit.core.config import DataArgs
+from encoderfit.stages.splits import prepare
 from encoderfit.tasks.tags import convert, detect, entities
 
 GOLD = Path(__file__).parent / "data" / "gold-entities.jsonl"
@@ -72,7 +72,7 @@ def test_schemes_detected_and_converted(scheme, tags):
 
 
 def test_invalid_tags_repaired_or_refused():
-    from encoderfit.errors import UserError
+    from encoderfit.core.errors import UserError
 
     rows = [["O", "B-PER"], ["O", "I-PER", "I-PER", "O"]]
     assert convert(rows, "iob2", "repair", "x")[0][1] == [("PER", 1, 3)]
@@ -101,7 +101,7 @@ def wordpiece_tokenizer(tmp_path):
 def test_alignment_labels_each_word_once_at_its_first_subword(kind, tiny_model, tmp_path):
     from transformers import AutoTokenizer
 
-    from encoderfit.tokens import IGNORE, aligned_windows, join_tokens, split_words
+    from encoderfit.core.tokens import IGNORE, aligned_windows, join_tokens, split_words
 
     tokenizer = wordpiece_tokenizer(tmp_path) if kind == "wordpiece" else AutoTokenizer.from_pretrained(tiny_model)
     texts = ["Zorgon-Prime visited  café Ünïcode 🙂 in new york", " ".join(["alice", "travelled", "far"])]
@@ -118,8 +118,8 @@ def test_alignment_labels_each_word_once_at_its_first_subword(kind, tiny_model, 
 
 
 def test_windows_tag_every_word_of_a_long_text(ner_run):
-    from encoderfit.predict import Predictor
-    from encoderfit.tokens import split_words
+    from encoderfit.stages.predict import Predictor
+    from encoderfit.core.tokens import split_words
 
     model = Predictor.from_pretrained(ner_run)
     assert model.max_length == 24
@@ -149,7 +149,7 @@ def test_training_learns_entities_with_a_crf_baseline(ner_run):
 
 
 def test_seqeval_agrees_with_bootstrap_counts(ner_run):
-    from encoderfit.rundir import RunDir
+    from encoderfit.stages.rundir import RunDir
     from encoderfit.tasks import get_task
 
     run, task = RunDir(ner_run), get_task("ner")
@@ -163,7 +163,7 @@ def test_seqeval_agrees_with_bootstrap_counts(ner_run):
 
 
 def test_offsets_point_into_the_original_string(ner_run):
-    from encoderfit.predict import Predictor
+    from encoderfit.stages.predict import Predictor
 
     model = Predictor.from_pretrained(ner_run)
     texts = ["Today  alice 🙂 went to   café in new   york , with bob", "ünïcode bob\tand carol in rome!"]
@@ -178,7 +178,7 @@ def test_offsets_point_into_the_original_string(ner_run):
 def test_plain_pipeline_agrees(ner_run):
     from transformers import pipeline
 
-    from encoderfit.predict import Predictor
+    from encoderfit.stages.predict import Predictor
 
     texts = [" ".join(r["tokens"]) for r in make_ner_rows(40, seed=9)]
     ours = Predictor.from_pretrained(ner_run).predict(texts)

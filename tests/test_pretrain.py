@@ -51,7 +51,7 @@ def mlm_run(tmp_path_factory, corpus_file) -> Path:
 def test_trained_tokenizer_round_trips_with_the_families_special_tokens(kind, tmp_path):
     from transformers import AutoTokenizer
 
-    from encoderfit.tokenizer_training import SPECIAL_TOKENS, TokenizerArgs, train_tokenizer
+    from encoderfit.pretraining.tokenizer import SPECIAL_TOKENS, TokenizerArgs, train_tokenizer
 
     train_tokenizer(toy_documents(300, 1), TokenizerArgs(kind=kind, vocab_size=384), 512).save_pretrained(tmp_path)
     tok = AutoTokenizer.from_pretrained(tmp_path)
@@ -69,8 +69,8 @@ def test_trained_tokenizer_round_trips_with_the_families_special_tokens(kind, tm
 
 
 def test_vocab_size_must_be_a_multiple_of_64_and_leave_room_for_the_special_tokens():
-    from encoderfit.errors import UserError
-    from encoderfit.tokenizer_training import TokenizerArgs
+    from encoderfit.core.errors import UserError
+    from encoderfit.pretraining.tokenizer import TokenizerArgs
 
     with pytest.raises(UserError, match="multiple of 64"):
         TokenizerArgs(vocab_size=1000)
@@ -97,7 +97,7 @@ def test_packing_fills_every_block_without_padding_and_keeps_the_stream_in_order
 
 
 def test_validation_documents_are_held_out_whole_and_duplicates_dropped(tmp_path):
-    from encoderfit.corpus import CorpusArgs, load_corpus
+    from encoderfit.pretraining.corpus import CorpusArgs, load_corpus
 
     docs = toy_documents(200, 3)
     (tmp_path / "a.txt").write_text("\n\n".join(docs + docs[:20]), encoding="utf-8")  # 20 exact duplicates

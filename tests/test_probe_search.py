@@ -19,7 +19,7 @@ from test_errors import cli_fails
 from test_probe import TEN
 
 from encoderfit import cli, search
-from encoderfit.predict import Predictor
+from encoderfit.stages.predict import Predictor
 
 
 def read_jsonl(text: str) -> list[dict]:

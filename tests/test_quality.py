@@ -69,8 +69,8 @@ def test_thresholds_reach_every_cut_point():
 
 
 def test_a_new_head_starts_at_the_training_priors_and_a_kept_head_keeps_its_bias(tiny_model, multilabel_run):
-    from encoderfit.config import ModelArgs
-    from encoderfit.modeling import load_model, output_layer
+    from encoderfit.core.config import ModelArgs
+    from encoderfit.models.loading import load_model, output_layer
     from encoderfit.tasks import get_task
 
     task = get_task("multilabel")
@@ -144,7 +144,7 @@ def tiny_sentence_model(tmp_path_factory):
 def test_a_sentence_transformers_checkpoint_is_fine_tuned_through_its_own_pooling(tiny_sentence_model, toy_csv, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from encoderfit.predict import Predictor
+    from encoderfit.stages.predict import Predictor
 
     out = tmp_path / "run"
     proc = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_sentence_model), "--output_dir", str(out),
@@ -183,7 +183,7 @@ def test_classifier_pooling_on_a_token_task_or_plain_bert_is_explained(tiny_sent
 def test_a_sentence_encoder_trains_without_attention_dropout_unless_asked(tiny_sentence_model):
     """Embedding and similarity runs load through sentence-transformers; model.attention_dropout applies there too
     (BERT's 0.1 knocks PyTorch's CPU attention off its fused kernel: about 2x slower steps)."""
-    from encoderfit.config import ModelArgs
+    from encoderfit.core.config import ModelArgs
     from encoderfit.tasks.embedding_model import load_sentence_model
 
     def dropout(**kwargs):

@@ -61,11 +61,15 @@ def test_example_config_parses(example, capsys):
     assert "learning_rate" in capsys.readouterr().out
 
 
-def test_the_file_tree_names_every_module():
+def test_the_file_tree_names_every_folder_and_module():
     text = (ROOT / "docs" / "development.md").read_text()
-    for module in sorted((ROOT / "src" / "encoderfit").glob("*.py")):
+    tree = text.split("## Files", 1)[1].split("```")[1]
+    package = ROOT / "src" / "encoderfit"
+    for module in sorted(package.rglob("*.py")):
         if module.name not in ("__init__.py", "__main__.py"):
-            assert module.name in text, f"the file tree of docs/development.md misses {module.name}"
+            assert module.name in tree, f"the file tree of docs/development.md misses {module.relative_to(package)}"
+    for folder in sorted(p for p in package.iterdir() if (p / "__init__.py").is_file()):
+        assert f"  {folder.name}/" in tree, f"the file tree of docs/development.md misses {folder.name}/"
 
 
 def test_the_readme_is_short_and_links_every_page():

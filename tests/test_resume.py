@@ -108,7 +108,7 @@ def test_a_corrupted_newest_checkpoint_is_skipped_with_a_warning(steady_run, toy
 
 
 def test_a_checkpoint_without_its_manifest_is_incomplete(tmp_path):
-    from encoderfit.checkpoints import newest_complete, problem, seal
+    from encoderfit.core.checkpoints import newest_complete, problem, seal
 
     older, newer = tmp_path / "checkpoint-5", tmp_path / "checkpoint-10"
     for path in (older, newer):

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from conftest import serving, serving_in_thread
-from encoderfit.predict import Predictor
-from encoderfit.serve_batching import Batcher, Metrics, Overloaded
+from encoderfit.stages.predict import Predictor
+from encoderfit.serving.batching import Batcher, Metrics, Overloaded
 
 
 def post(url, body, timeout=60):
@@ -123,7 +123,7 @@ def test_an_error_escaping_the_batching_loop_fails_its_pass_and_later_requests_a
 def test_shutdown_cancels_the_batcher_and_its_threads(trained_run):
     from starlette.testclient import TestClient
 
-    from encoderfit.serve import create_app, model_info
+    from encoderfit.serving.app import create_app, model_info
 
     predictor = Predictor.from_pretrained(trained_run)
     app = create_app(predictor, model_info(trained_run, predictor, "torch"))

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from encoderfit.calibration import fit_temperature_cv, softmax
-from encoderfit.stats import bootstrap_ci, bootstrap_indices, mcnemar_exact, paired_bootstrap, spread, verdict, with_ci
+from encoderfit.core.calibration import fit_temperature_cv, softmax
+from encoderfit.core.stats import bootstrap_ci, bootstrap_indices, mcnemar_exact, paired_bootstrap, spread, verdict, with_ci
 
 
 @pytest.mark.parametrize("model_only,baseline_only,p", [

@@ -2,13 +2,13 @@
 
 __version__ = "0.2.0"
 
-from .errors import UserError  # noqa: E402
+from .core.errors import UserError  # noqa: E402
 
 # The Python API mirrors the CLI: each subcommand's function, and the Predictor that predict and serve use.
 # Loaded on first use, so `import encoderfit` stays light (torch loads only when the API is used).
-_API = {"Predictor": "predict", "Classifier": "predict", "fit": "train", "cross_validate": "crossval", "tune": "tune", "evaluate": "evaluate",
-        "export": "export", "report": "report", "serve": "serve", "pretrain": "pretrain", "tune_pretrain": "tune_pretrain", "CorpusArgs": "corpus",
-        "TokenizerArgs": "tokenizer_training", "PretrainModelArgs": "pretrain_config", "MlmArgs": "pretrain_config"}
+_API = {"Predictor": "stages.predict", "Classifier": "stages.predict", "fit": "stages.train", "cross_validate": "stages.crossval", "tune": "stages.tune", "evaluate": "stages.evaluate",
+        "export": "stages.export", "report": "stages.report", "serve": "serving.app", "pretrain": "pretraining.run", "tune_pretrain": "pretraining.tune", "CorpusArgs": "pretraining.corpus",
+        "TokenizerArgs": "pretraining.tokenizer", "PretrainModelArgs": "pretraining.config", "MlmArgs": "pretraining.config"}
 
 
 def __getattr__(name):

@@ -19,8 +19,8 @@ import typing
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from .distributed import leave
-from .errors import UserError, closest
+from .core.distributed import leave
+from .core.errors import UserError, closest
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 # a negative number as a flag's value: argparse reads "-1e-4" as an option unless it is joined with "="
@@ -36,17 +36,17 @@ def _on_sigterm(signum, frame):
 
 
 def _commands() -> Dict[str, Callable]:
-    from .crossval import cross_validate
-    from .evaluate import evaluate
-    from .export import export
-    from .predict_cli import predict
-    from .pretrain import pretrain
-    from .report import report
-    from .search import embed, search
-    from .serve import serve
-    from .train import fit
-    from .tune import tune
-    from .tune_pretrain import tune_pretrain
+    from .stages.crossval import cross_validate
+    from .stages.evaluate import evaluate
+    from .stages.export import export
+    from .stages.predict_cli import predict
+    from .pretraining.run import pretrain
+    from .stages.report import report
+    from .stages.search import embed, search
+    from .serving.app import serve
+    from .stages.train import fit
+    from .stages.tune import tune
+    from .pretraining.tune import tune_pretrain
 
     return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
             "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search}

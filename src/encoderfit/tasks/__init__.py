@@ -9,7 +9,7 @@ import logging
 import math
 from typing import Dict, Optional
 
-from ..errors import UserError, closest
+from ..core.errors import UserError, closest
 from .base import Task, check_options
 from .classification import Classification
 from .embedding import Embedding

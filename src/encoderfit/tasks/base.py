@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 Result = Dict[str, Any]
 
@@ -67,13 +67,13 @@ class Task:
 
     def canonical(self, ds, data, where: str, need_labels: bool = True):
         """A split with the canonical columns (text, text_pair, labels; the task's own where it reads other shapes)."""
-        from ..data import canonical
+        from ..data.sources import canonical
 
         return canonical(ds, data, where, need_labels)
 
     def tokenize(self, ds, tokenizer, max_length: int, windows: Optional[Dict], train, role: str):
         """A split's training rows (token ids, labels, length), never padded."""
-        from ..data import tokenize
+        from ..data.sources import tokenize
 
         return tokenize(ds, tokenizer, max_length, windows, first_window_only=role == "train" and train.window_training == "first")
 
@@ -151,8 +151,8 @@ class Task:
     def load_model(self, args, labels: List[str], max_length: int, stats: Optional[Dict[str, Any]] = None):
         """The model to fine-tune: the encoder with this task's output layer (a new layer's bias at the training
         split's priors, where the task has them)."""
-        from ..modeling import load_model
-        from ..pooling import pooled_classifier
+        from ..models.loading import load_model
+        from ..models.pooling import pooled_classifier
 
         bias = self.output_bias(stats) if stats else None
         return pooled_classifier(args, self, labels, bias) or load_model(args, self, labels, bias)
@@ -164,17 +164,17 @@ class Task:
     def build_trainer(self, net, tokenizer, labels: List[str], stats: Dict[str, Any], tokenized: Dict, train, precision: str,
                       workdir, callbacks: Optional[list] = None):
         """The Trainer that fine-tunes `net` (trainer.build_trainer: this task's loss, metrics and collator)."""
-        from ..trainer import build_trainer
+        from ..models.trainer import build_trainer
 
         return build_trainer(net, tokenizer, self, labels, stats, tokenized, train, precision, workdir, callbacks)
 
     def inference_model(self, model, model_dir):
         """The loaded model as inference runs it (a module whose outputs have `.logits`): a sentence-transformers
         directory's transformer with its pooling (and its linear head, for classification on embeddings)."""
-        from ..modeling import is_sentence_model
+        from ..models.loading import is_sentence_model
 
         if is_sentence_model(model_dir):
-            from ..pooling import pooled
+            from ..models.pooling import pooled
 
             return pooled(model, model_dir)
         return model
@@ -183,7 +183,7 @@ class Task:
         """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
         from transformers import DataCollatorWithPadding
 
-        from ..device import pad_multiple
+        from ..core.device import pad_multiple
 
         return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
 

@@ -13,7 +13,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Task, tfidf_features
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Classification(Task):
         return ds.cast_column("labels", ClassLabel(names=labels))
 
     def holdout(self, ds, size, seed, single_note):
-        from ..data import stratified_holdout
+        from ..data.sources import stratified_holdout
 
         return stratified_holdout(ds, size, seed, ds["labels"], ds.features["labels"].names, single_note)
 
@@ -168,7 +168,7 @@ class Classification(Task):
     # ---------------------------------------------------------------- evaluation
 
     def fit_head(self, validation, labels, cfg):
-        from ..calibration import coverage_sweep, fit_temperature_cv, softmax, threshold_for
+        from ..core.calibration import coverage_sweep, fit_temperature_cv, softmax, threshold_for
 
         scaling = fit_temperature_cv(validation.logits, validation.targets)
         threshold, target = None, cfg.report.target_accuracy
@@ -177,8 +177,8 @@ class Classification(Task):
         return {**scaling, "threshold": threshold, "target_accuracy": target, "fitted_on": "validation"}
 
     def analyse(self, preds, labels, head, cfg):
-        from ..calibration import calibration_metrics, coverage_sweep, reliability_bins, softmax
-        from ..metrics import classification_metrics, confused_pairs, wrong_with_confidence
+        from ..core.calibration import calibration_metrics, coverage_sweep, reliability_bins, softmax
+        from ..core.metrics import classification_metrics, confused_pairs, wrong_with_confidence
 
         raw, cal = softmax(preds.logits), softmax(preds.logits, head.get("temperature") or 1.0)
         m = classification_metrics(preds.targets, raw.argmax(1), labels)
@@ -191,7 +191,7 @@ class Classification(Task):
         mistakes = wrong_with_confidence(preds.shown(), preds.targets, cal, labels)[: cfg.report.max_examples]
         m["confident_mistakes"] = [{**row, "text": _cut(row["text"])} for row in mistakes]
         if head.get("threshold") is not None:
-            from ..stats import bootstrap_ci
+            from ..core.stats import bootstrap_ci
 
             answered = np.flatnonzero(cal.max(1) >= head["threshold"])
             right = (cal.argmax(1) == np.asarray(preds.targets))[answered]
@@ -214,7 +214,7 @@ class Classification(Task):
         from sklearn.linear_model import LogisticRegression
         from sklearn.metrics import f1_score
 
-        from ..metrics import classification_metrics
+        from ..core.metrics import classification_metrics
 
         started = time.time()
         x = tfidf_features(splits)
@@ -234,7 +234,7 @@ class Classification(Task):
         return {"metrics": result, "logits": np.log(np.clip(probs, 1e-12, 1.0)), "head": {}}
 
     def interval_metrics(self, preds, labels, head):
-        from ..calibration import ece, softmax
+        from ..core.calibration import ece, softmax
 
         y = np.asarray(preds.targets)
         raw, cal = softmax(preds.logits), softmax(preds.logits, head.get("temperature") or 1.0)
@@ -253,14 +253,14 @@ class Classification(Task):
     exact_test = "mcnemar"
 
     def paired_test(self, model, baseline, labels, head, baseline_head):
-        from ..stats import mcnemar_exact
+        from ..core.stats import mcnemar_exact
 
         y = np.asarray(model.targets)
         return {"mcnemar": mcnemar_exact(model.logits.argmax(1) == y, baseline.logits.argmax(1) == y)}
 
     def review_train(self, predictions, labels, head, cfg):
-        from ..calibration import softmax
-        from ..metrics import wrong_with_confidence
+        from ..core.calibration import softmax
+        from ..core.metrics import wrong_with_confidence
 
         preds = predictions()
         probs = softmax(preds.logits, head.get("temperature") or 1.0)
@@ -269,7 +269,7 @@ class Classification(Task):
     # ---------------------------------------------------------------- inference
 
     def probabilities(self, logits, head, calibrated=True):
-        from ..calibration import softmax
+        from ..core.calibration import softmax
 
         return softmax(logits, (head.get("temperature") or 1.0) if calibrated else 1.0)
 

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 
 
 def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
-    from .. import figures as f
+    from ..core import figures as f
 
     test, cal, threshold = metrics["test"], metrics["test"]["calibration"], metrics["threshold"]
     labels, at = cfg.labels, threshold.get("test")
@@ -76,8 +76,8 @@ def card_sections(metrics: Dict, cfg) -> List[str]:
 
 
 def print_details(results: Dict, split: str, labels: List[str], console) -> None:
-    from ..stats import with_ci
-    from ..tables import per_label_table, square_table
+    from ..core.stats import with_ci
+    from ..core.tables import per_label_table, square_table
 
     m = results[split]
     console.print(per_label_table("per class", {n: {**v} for n, v in m["per_class"].items()}, ("precision", "recall", "f1", "support")))
@@ -105,7 +105,7 @@ def abstention_note(threshold: Dict[str, Any], split: str) -> Optional[str]:
         target = threshold.get("target_accuracy")
         return "abstention threshold: none" + (f" (no threshold reaches accuracy {target} on validation)" if target else "")
     if row and row.get("accuracy") is not None:
-        from ..stats import with_ci
+        from ..core.stats import with_ci
 
         return (f"abstention threshold {threshold['value']:.2f} (target accuracy {threshold['target_accuracy']}, chosen on "
                 f"{threshold['chosen_on']}): on {split} answers {row['coverage']:.1%} with accuracy "

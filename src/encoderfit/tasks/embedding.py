@@ -22,7 +22,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..errors import UserError, closest
+from ..core.errors import UserError, closest
 from .base import Task
 
 log = logging.getLogger(__name__)
@@ -240,7 +240,7 @@ class Embedding(Task):
         metrics = {**metrics_of(bm25, size), "seconds": round(time.time() - started, 1), "model": "BM25 (bm25s, k1 1.5, b 0.75)"}
         base = np.zeros_like(bm25)
         if cfg is not None:
-            from ..modeling import DEFAULT_MAX_LENGTH
+            from ..models.loading import DEFAULT_MAX_LENGTH
             from .embedding_model import load_sentence_model
 
             model = load_sentence_model(cfg.model, cfg.resolved.get("max_length") or DEFAULT_MAX_LENGTH)
@@ -254,7 +254,7 @@ class Embedding(Task):
 
     def paired_test(self, model, baseline, labels, head, baseline_head):
         """The model against the base model before fine-tuning, on the same rows: the differences, the rows that moved."""
-        from ..stats import paired_bootstrap
+        from ..core.stats import paired_bootstrap
         from .retrieval import changed_queries, per_row
 
         before = baseline.logits[:, 1]

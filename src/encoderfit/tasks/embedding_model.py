@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def load_sentence_model(args, max_length: int):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    from ..modeling import ATTENTION_DROPOUT_KEYS, _hub_error, config_overrides, is_sentence_model, load_config, resolve_name
+    from ..models.loading import ATTENTION_DROPOUT_KEYS, _hub_error, config_overrides, is_sentence_model, load_config, resolve_name
 
     path = resolve_name(args.name_or_path)
     # attention dropout as model.attention_dropout says (0: PyTorch's fused attention, 2x faster on CPU than BERT's 0.1)
@@ -80,7 +80,7 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
-    from ..trainer import _callbacks, training_arguments
+    from ..models.trainer import _callbacks, training_arguments
 
     if train.ensemble:
         raise UserError("train.ensemble: ensembles of embedding models are not supported (their vector spaces differ); "

@@ -26,7 +26,7 @@ def _rows(metrics: Dict) -> List[tuple]:
 
 
 def recall_curve(rows: List[tuple]) -> str:
-    from .. import figures as f
+    from ..core import figures as f
 
     fig, ax = f.plt.subplots(figsize=(6, 3.6))
     for name, m, _ in rows:
@@ -39,13 +39,13 @@ def recall_curve(rows: List[tuple]) -> str:
 
 
 def _moved(rows: List[Dict]) -> List[List[str]]:
-    from .. import figures as f
+    from ..core import figures as f
 
     return [[f.esc(r["query"]), str(r["rank_before"]), str(r["rank_after"]), f.esc(r["document"])] for r in rows]
 
 
 def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
-    from .. import figures as f
+    from ..core import figures as f
 
     rows, columns = _rows(metrics), _columns(metrics)
     table = [[name, *(f.num(m.get(key), f"{path}.{key}", ".1f" if key == "median_rank" else ".4f") for key, _ in columns)]

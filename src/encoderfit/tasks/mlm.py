@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Task
 
 IGNORE = -100

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 from typing import Dict, List
 
-from ..files import atomic_file
+from ..core.files import atomic_file
 
 
 def masked_examples(model, tokenizer, documents: List[str], count: int, seed: int, tokens: int = 48) -> List[Dict]:
@@ -46,8 +46,8 @@ def _shown(token: str) -> str:
 
 
 def render(cfg, metrics: Dict, history: List[Dict]) -> str:
-    from .. import figures as f
-    from ..figures import CSS
+    from ..core import figures as f
+    from ..core.figures import CSS
 
     v, b, t = metrics["validation"], metrics["baseline"], metrics["train"]
     rows = [["model (held-out)", f.num(v["n"], "validation.n", "d"), f.num(v["loss"], "validation.loss"),

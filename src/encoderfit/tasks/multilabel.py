@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Task, tfidf_features
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Multilabel(Task):
         return ds.cast_column("labels", Sequence(Value("float32")))
 
     def holdout(self, ds, size, seed, single_note):
-        from ..data import multilabel_holdout
+        from ..data.sources import multilabel_holdout
 
         return multilabel_holdout(ds, size, seed)
 
@@ -200,7 +200,7 @@ class Multilabel(Task):
         return {**fit_thresholds(sigmoid(validation.logits), np.asarray(validation.targets), labels), "fitted_on": "validation"}
 
     def analyse(self, preds, labels, head, cfg):
-        from ..metrics import multilabel_metrics
+        from ..core.metrics import multilabel_metrics
 
         return multilabel_metrics(np.asarray(preds.targets), sigmoid(preds.logits), threshold_vector(head, labels), labels,
                                   preds.shown(), cfg.report.max_examples)
@@ -212,7 +212,7 @@ class Multilabel(Task):
         from sklearn.linear_model import LogisticRegression
         from sklearn.multiclass import OneVsRestClassifier
 
-        from ..metrics import multilabel_metrics
+        from ..core.metrics import multilabel_metrics
 
         started = time.time()
         x = tfidf_features(splits)

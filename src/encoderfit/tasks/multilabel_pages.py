@@ -8,7 +8,7 @@ PER_LABEL_ROWS = 60  # the report's per-label table shows the most frequent labe
 
 
 def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
-    from .. import figures as f
+    from ..core import figures as f
 
     test, baseline, head = metrics["test"], metrics.get("baseline"), metrics["thresholds"]
     by_support = sorted(test["per_label"].items(), key=lambda kv: -kv[1]["support"])
@@ -56,7 +56,7 @@ def card_sections(metrics: Dict, cfg) -> List[str]:
 
 
 def print_details(results: Dict, split: str, labels: List[str], console) -> None:
-    from ..tables import per_label_table
+    from ..core.tables import per_label_table
 
     m = results[split]
     frequent = dict(sorted(m["per_label"].items(), key=lambda kv: -kv[1]["support"])[:20])

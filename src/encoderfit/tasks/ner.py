@@ -15,8 +15,8 @@ import time
 from collections import Counter
 import numpy as np
 
-from ..errors import UserError
-from ..tokens import IGNORE, WordScores, aligned_windows
+from ..core.errors import UserError
+from ..core.tokens import IGNORE, WordScores, aligned_windows
 from . import ner_data
 from .base import Task
 from .ner_metrics import counts, entity_metrics, fit_entity_temperature, gold, predicted, prf
@@ -134,7 +134,7 @@ class TokenClassification(Task):
     def collator(self, tokenizer):
         from transformers import DataCollatorForTokenClassification
 
-        from ..device import pad_multiple
+        from ..core.device import pad_multiple
 
         return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple())
 

@@ -28,7 +28,7 @@ def machine_note(cfg) -> str:
 
 
 def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
-    from .. import figures as f
+    from ..core import figures as f
 
     test, baseline = metrics["test"], metrics.get("baseline")
     types = sorted(test["per_type"], key=lambda t: -test["per_type"][t]["support"])
@@ -78,7 +78,7 @@ def card_sections(metrics: Dict, cfg) -> List[str]:
 
 
 def print_details(results: Dict, split: str, labels: List[str], console) -> None:
-    from ..tables import per_label_table
+    from ..core.tables import per_label_table
 
     m = results[split]
     console.print(per_label_table(f"per entity type ({split})", m["per_type"], ("precision", "recall", "f1", "support")))

@@ -16,7 +16,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .base import Task, tfidf_features
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class Regression(Task):
         return ds.remove_columns("labels").add_column("labels", targets).cast_column("labels", Value("float32"))
 
     def holdout(self, ds, size, seed, single_note):
-        from ..data import stratified_holdout
+        from ..data.sources import stratified_holdout
 
         y = np.asarray(ds["labels"], dtype=np.float64)
         bins = max(1, min(BINS, int(len(y) * min(size, 1 - size)), len(y) // 2))  # each bin can give both sides a row
@@ -124,7 +124,7 @@ class Regression(Task):
         return loss
 
     def trainer_metrics(self, labels, stats):
-        from ..metrics import regression_metrics
+        from ..core.metrics import regression_metrics
 
         def compute(eval_pred):
             logits, y_true = eval_pred
@@ -161,7 +161,7 @@ class Regression(Task):
                 "validation_examples": len(residuals), "fitted_on": "validation"}
 
     def analyse(self, preds, labels, head, cfg):
-        from ..metrics import regression_metrics
+        from ..core.metrics import regression_metrics
 
         y = np.asarray(preds.targets, dtype=np.float64)
         predicted = clip(np.asarray(preds.logits, dtype=np.float64).reshape(-1), head.get("target_range"))
@@ -185,7 +185,7 @@ class Regression(Task):
     def baseline(self, splits, labels, cfg=None):
         from sklearn.linear_model import Ridge
 
-        from ..metrics import regression_metrics
+        from ..core.metrics import regression_metrics
 
         started = time.time()
         x = tfidf_features(splits)

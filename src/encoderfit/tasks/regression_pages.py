@@ -6,7 +6,7 @@ from typing import Dict, List
 
 
 def report_sections(metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
-    from .. import figures as f
+    from ..core import figures as f
 
     test, interval = metrics["test"], metrics["interval"]
     points = test["points"]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .classification import C_GRID, Classification
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ class EmbeddingHeadClassification(Classification):
     def after_training(self, model_dir, stats, trainer=None):
         from safetensors.numpy import save_file
 
-        from ..pooling import HEAD_FILE
+        from ..models.pooling import HEAD_FILE
 
         data = trainer.encoderfit_examples
         embed = lambda ds: trainer.model.encode(list(ds["text"]), batch_size=32, normalize_embeddings=True)  # noqa: E731

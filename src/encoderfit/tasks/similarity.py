@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import UserError
+from ..core.errors import UserError
 from .embedding import Embedding
 from .regression import as_number
 
@@ -99,7 +99,7 @@ class Similarity(Embedding):
         metrics = {**correlations(tfidf, targets), "n": len(test), "model": "TF-IDF cosine (fitted on the training texts)"}
         base = np.zeros_like(tfidf)
         if cfg is not None:
-            from ..modeling import DEFAULT_MAX_LENGTH
+            from ..models.loading import DEFAULT_MAX_LENGTH
             from .embedding_model import load_sentence_model
 
             model = load_sentence_model(cfg.model, cfg.resolved.get("max_length") or DEFAULT_MAX_LENGTH)
@@ -108,7 +108,7 @@ class Similarity(Embedding):
         return {"metrics": metrics, "logits": np.stack([tfidf, base], 1).astype(np.float32), "head": {"scores": ["tfidf", "base_model"]}}
 
     def paired_test(self, model, baseline, labels, head, baseline_head):
-        from ..stats import paired_bootstrap
+        from ..core.stats import paired_bootstrap
 
         before = baseline.logits[:, 1]
         if not before.any():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Iterable, List, Optional, Sequence, Tuple
 
-from ..errors import UserError
+from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
 SCHEMES = ("io", "iob1", "iob2", "bioes")

@@ -1,0 +1,212 @@
+"""The transformers Trainer, set up the encoderfit way.
+
+- Training batches are grouped by length and padded per batch (never to max_length); the validation set is sorted
+  by length, so evaluation barely pads either.
+- The shuffle depends only on (seed, epoch): a resumed run replays the same batches, and every process of a
+  multi-process run draws the same order (accelerate then deals the batches out), so N processes at the same
+  global batch size see the same batches as one.
+- Checkpoints every evaluation and every `save_steps`, sealed once complete (see checkpoints.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+
+from ..core.checkpoints import seal
+from ..core.config import TrainArgs
+from ..core.device import has_cuda
+from ..core.distributed import barrier, is_main, world_size
+from ..core.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def per_process_batch(train: TrainArgs) -> int:
+    processes = world_size()
+    if train.batch_size % processes:
+        raise UserError(f"train.batch_size {train.batch_size} does not divide over {processes} processes; use a multiple of {processes}")
+    return train.batch_size // processes
+
+
+def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, greater_is_better: bool = False,
+                       cls=TrainingArguments, **extra) -> TrainingArguments:
+    """The Trainer's arguments for `train` (`cls`: a TrainingArguments subclass, given its own `extra` settings)."""
+    if train.eval_steps is not None:
+        strategy, every = "steps", train.eval_steps
+    elif train.max_steps is not None:
+        strategy, every = "steps", train.max_steps  # evaluate once, at the end
+    else:
+        strategy, every = "epoch", None
+    metric = "eval_loss" if train.metric_for_best == "loss" else f"eval_{train.metric_for_best}"
+    if train.fsdp and (world_size() < 2 or not has_cuda()):  # accelerate shards on GPUs only
+        raise UserError(f"train.fsdp: FSDP needs GPUs and a multi-process launch (torchrun --nproc_per_node N); this run has "
+                        f"{world_size()} process(es){'' if has_cuda() else ' and no GPU'}: drop train.fsdp here")
+    return cls(
+        **extra,
+        output_dir=str(checkpoints),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps or -1,
+        per_device_train_batch_size=per_process_batch(train),
+        per_device_eval_batch_size=train.eval_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=train.learning_rate,
+        weight_decay=train.weight_decay,
+        warmup_steps=train.warmup_ratio,  # a float below 1 is a share of all steps
+        lr_scheduler_type=train.lr_scheduler,
+        lr_scheduler_kwargs={"decay_ratio": train.decay_ratio} if train.lr_scheduler == "warmup_stable_decay" else None,
+        adam_beta1=train.adam_beta1,
+        adam_beta2=train.adam_beta2,
+        adam_epsilon=train.adam_epsilon,
+        max_grad_norm=train.max_grad_norm,
+        seed=train.seed,
+        data_seed=train.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not has_cuda(),
+        eval_strategy=strategy,
+        save_strategy=strategy,
+        eval_steps=every,
+        save_steps=every,
+        save_total_limit=train.keep_checkpoints,  # with load_best_model_at_end the best checkpoint is kept as well
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=greater_is_better,
+        logging_steps=train.logging_steps,
+        logging_first_step=True,
+        report_to=[r for r in train.report_to if r != "tensorboard"] or "none",
+        length_column_name="length",
+        dataloader_num_workers=train.num_workers,
+        torch_compile=train.torch_compile,
+        fsdp=train.fsdp,
+        fsdp_config=train.fsdp_config,
+        deepspeed=train.deepspeed,
+        disable_tqdm=not is_main(),
+    )
+
+
+class EpochSeededLengthSampler(LengthGroupedSampler):
+    """Length-grouped shuffling whose order is a function of (seed, epoch) alone, never of the global RNG."""
+
+    def __init__(self, lengths, group_size: int, seed: int):
+        super().__init__(group_size, lengths=list(lengths))
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # accelerate calls this at the start of every epoch
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+
+
+class EncoderTrainer(Trainer):
+    def __init__(self, *args, lengths, derive=None, head_learning_rate=None, **kwargs):
+        self.head_learning_rate = head_learning_rate  # before the Trainer's own set-up, which may build the optimizer
+        super().__init__(*args, **kwargs)
+        self.lengths = list(lengths)  # read before the Trainer drops the columns the model does not take
+        self.derive = derive  # the task's metrics computed from the others (perplexity from the loss)
+
+    def create_optimizer(self, model=None):
+        """AdamW as the Trainer builds it; with train.head_learning_rate, the task head's parameters (outside the
+        encoder) in groups of their own at that rate (the schedule scales every group alike)."""
+        if self.optimizer is not None or self.head_learning_rate is None:
+            return super().create_optimizer(model)
+        net = self.model
+        encoder = getattr(net, getattr(net, "base_model_prefix", ""), None)
+        inside = {id(p) for p in encoder.parameters()} if encoder is not None else set()
+        decay = set(self.get_decay_parameter_names(net))
+        groups = {}
+        for name, param in net.named_parameters():
+            if param.requires_grad:
+                key = (id(param) not in inside, name in decay)
+                groups.setdefault(key, []).append(param)
+        optimizer_cls, kwargs = self.get_optimizer_cls_and_kwargs(self.args, net)
+        self.optimizer = optimizer_cls(
+            [{"params": params, "weight_decay": self.args.weight_decay if decayed else 0.0,
+              **({"lr": self.head_learning_rate} if head else {})} for (head, decayed), params in groups.items()], **kwargs)
+        return self.optimizer
+
+    def _get_train_sampler(self, train_dataset=None):
+        group = self.args.per_device_train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return EpochSeededLengthSampler(self.lengths, group, self.args.seed)
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        kwargs = self.args.lr_scheduler_kwargs or {}
+        if "decay_ratio" in kwargs:  # warmup-stable-decay: the decay's length in steps, now that the total is known
+            self.args.lr_scheduler_kwargs = {"num_decay_steps": max(1, round(kwargs["decay_ratio"] * num_training_steps)),
+                                             "decay_type": "1-sqrt"}  # ModernBERT's decay (Hägele et al., 2024)
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    def evaluation_loop(self, *args, **kwargs):
+        output = super().evaluation_loop(*args, **kwargs)
+        if self.derive is not None:
+            prefix = kwargs.get("metric_key_prefix", "eval")  # Trainer.evaluate passes it by name
+            output.metrics.update(self.derive(output.metrics, prefix))
+        return output
+
+
+class SealCheckpoints(TrainerCallback):
+    """After each save: wait for every process's files (each rank writes its own RNG state), then seal."""
+
+    def on_save(self, args, state, control, **kwargs):
+        barrier()
+        if state.is_world_process_zero:
+            seal(Path(args.output_dir) / f"checkpoint-{state.global_step}")
+        barrier()
+
+
+class SaveEverySteps(TrainerCallback):
+    """Checkpoint every N optimizer steps as well as at each evaluation (the Trainer allows only one strategy)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.every == 0:
+            control.should_save = True
+        return control
+
+
+def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
+    callbacks = [SealCheckpoints(), *extra]
+    if train.save_steps:
+        callbacks.append(SaveEverySteps(train.save_steps))
+    if "tensorboard" in train.report_to and is_main():  # one event file, written by the main process only
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(logs))))
+    if train.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=train.early_stopping_patience))
+    return callbacks
+
+
+def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, train: TrainArgs, precision: str, workdir: Path,
+                  callbacks: Optional[list] = None, collator=None) -> Trainer:
+    """The Trainer for `task`: its loss, metrics and collator (`collator` replaces the task's default), the checkpoint
+    kept by `train.metric_for_best` in its direction."""
+    if train.metric_for_best not in task.metrics_for_best:
+        raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {task.name} task; "
+                        f"choose from {sorted(task.metrics_for_best)}")
+    args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best])
+    return EncoderTrainer(
+        model=net,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"].sort("length"),  # sorted: evaluation batches barely pad either
+        processing_class=tokenizer,
+        data_collator=collator or task.collator(tokenizer),
+        compute_metrics=task.trainer_metrics(labels, stats),
+        preprocess_logits_for_metrics=task.preprocess_logits(),
+        derive=task.derive_metrics,
+        compute_loss_func=task.loss(stats, train),
+        callbacks=_callbacks(train, workdir / "logs", callbacks or []),
+        lengths=tokenized["train"]["length"],
+        head_learning_rate=train.head_learning_rate,
+    )

@@ -1,0 +1,340 @@
+"""`encoderfit serve`: a FastAPI app that predicts over HTTP for any task, batching concurrent requests dynamically.
+
+Concurrent requests wait in a queue for at most `max_wait_ms`; whatever has arrived by then (up to a text
+budget) runs as one length-sorted pass of the model, and each request gets its own answer back (serve_batching.py).
+The model runs on one worker thread, so the event loop keeps accepting requests while it computes. A request bigger
+than one pass takes turns with the others; at most `max_queue` requests are held, more get 503 with Retry-After.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Dict, List, Literal, Optional, Tuple
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.routing import Match
+
+from ..core.errors import UserError
+from ..stages.predict import Predictor
+from .batching import Batcher, ClientGone, Metrics, Overloaded
+from .http import Limits, _error, check_texts, client_gone
+
+log = logging.getLogger(__name__)
+PAGE = Path(__file__).with_name("page.html")
+API_KEY_ENV = "ENCODERFIT_API_KEY"
+RETRY_AFTER_S = 1  # what a 503 (queue full) asks the client to wait
+
+
+class PredictRequest(BaseModel):
+    """{"texts": [...]}, {"text": "..."}, or {"pairs": [[a, b], ...]} for a model trained on text pairs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    texts: Optional[List[str]] = None
+    text: Optional[str] = None
+    pairs: Optional[List[List[str]]] = None
+
+    @model_validator(mode="after")
+    def one_of(self):
+        if sum(v is not None for v in (self.texts, self.text, self.pairs)) != 1:
+            raise ValueError('send exactly one of "texts" (a list of strings), "text" (a string) or "pairs" (a list of [a, b])')
+        for i, pair in enumerate(self.pairs or []):
+            if len(pair) != 2:
+                raise ValueError(f"pairs.{i}: a pair is [first text, second text], got {len(pair)} texts")
+        return self
+
+    def items(self) -> Tuple[List[str], Optional[List[str]]]:
+        if self.pairs is not None:
+            return [a for a, _ in self.pairs], [b for _, b in self.pairs]
+        return (self.texts if self.texts is not None else [self.text]), None
+
+
+def route_template(app: FastAPI, scope) -> str:
+    """The route a request matched ("/v1/classify"), or "other": metrics are labelled by this, never by the raw
+    path, so clients cannot grow the number of series."""
+    for route in app.router.routes:
+        match, _ = route.matches(scope)
+        if match != Match.NONE:
+            return getattr(route, "path", "other")
+    return "other"
+
+
+def host_patterns(names: List[str]) -> List[str]:
+    """--allowed_hosts as TrustedHostMiddleware takes them: lower case, IPv6 literals in brackets ("[::1]"), "*" for
+    any name, "*.example.com" for its subdomains."""
+    patterns = []
+    for name in names:
+        bare = name.strip().lower().strip("[]")
+        if "*" in bare[1:] or (bare.startswith("*") and bare != "*" and not bare.startswith("*.")):
+            raise UserError(f"--allowed_hosts: '{name}' is not a host name; a wildcard must be like '*.example.com' (or '*': any)")
+        patterns.append(f"[{bare}]" if ":" in bare else bare)
+    return patterns
+
+
+class HostCheck:
+    """Whether a request's Host header names this server (against DNS rebinding), as Starlette's
+    TrustedHostMiddleware decides it: a malformed header such as '127.0.0.1:1@evil.com' fails too. The server answers
+    a refusal itself, in its JSON error shape, before reading the body or the API key."""
+
+    PASSED = "encoderfit.host_passed"
+
+    def __init__(self, allowed_hosts: List[str]):
+        self.allowed = allowed_hosts
+        self.middleware = TrustedHostMiddleware(self._passed, allowed_hosts=allowed_hosts, www_redirect=False)
+
+    @classmethod
+    async def _passed(cls, scope, receive, send):
+        scope[cls.PASSED] = True
+
+    async def passes(self, scope) -> bool:
+        async def discard(message):  # the middleware's own plain-text refusal
+            pass
+
+        await self.middleware(scope, None, discard)
+        return scope.pop(self.PASSED, False)
+
+    def refusal(self, host: str) -> JSONResponse:
+        return _error(400, f"Host header '{host}' is not served here; allowed: {', '.join(self.allowed)} "
+                           "(start the server with --allowed_hosts to add names)")
+
+
+def overloaded(message: str) -> JSONResponse:
+    """503 when --max_queue requests are already held: the client should retry after Retry-After seconds."""
+    return JSONResponse({"error": f"{message}; retry after {RETRY_AFTER_S} s"}, status_code=503,
+                        headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
+               max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True, docs: bool = True,
+               allowed_hosts: Optional[List[str]] = None, index=None, max_queue: int = 128,
+               max_batch_tokens: Optional[int] = None) -> FastAPI:
+    """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `allowed_hosts`: Host
+    header names accepted (None: any). `index`: a search.SearchIndex that POST /v1/search answers from (embedding
+    models). `max_queue`, `max_batch_tokens`: as `serve`'s options."""
+    metrics = Metrics()
+    batcher = Batcher(predictor, metrics, max_wait_ms, max_batch_texts, batching, max_queue, max_batch_tokens)
+
+    async def lifespan(app):
+        batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="encoderfit", version=str(info.get("encoderfit_version", "")), lifespan=lifespan,
+                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+    app.state.batcher, app.state.metrics = batcher, metrics
+    hosts = HostCheck(host_patterns(allowed_hosts)) if allowed_hosts is not None else None
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next):
+        start = time.perf_counter()
+        try:
+            response = await _guarded(request, call_next)
+        except Exception:  # a bug, not the client's fault: a JSON 500 for this request alone, logged and counted
+            log.exception("error while answering %s %s", request.method, route_template(app, request.scope))
+            response = _error(500, "internal error while answering this request; the server log has the details")
+        path = route_template(app, request.scope)
+        metrics.requests.labels(path, str(response.status_code)).inc()
+        metrics.latency.labels(path).observe(time.perf_counter() - start)
+        return response
+
+    async def _guarded(request: Request, call_next):
+        if hosts is not None and not await hosts.passes(request.scope):
+            return hosts.refusal(request.headers.get("host", ""))
+        protected = request.url.path.startswith("/v1/") or request.url.path == "/metrics"
+        if api_key and protected:
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
+                return _error(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
+        if request.method == "POST" and request.url.path.startswith("/v1/") and batcher.full():  # before reading the body
+            return overloaded(batcher.shed())
+        if request.method == "POST":
+            declared = request.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+                return _error(413, f"request body over {limits.max_body_bytes} bytes")
+            if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+                return _error(415, "send the body as JSON with 'Content-Type: application/json'")
+            body, size = [], 0
+            async for chunk in request.stream():  # counted as it arrives: an oversized body is never read whole
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    return _error(413, f"request body over {limits.max_body_bytes} bytes")
+                body.append(chunk)
+            request._body = b"".join(body)
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, err: RequestValidationError):
+        first = err.errors()[0] if err.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Overloaded)
+    async def busy(request: Request, err: Overloaded):
+        return overloaded(str(err))
+
+    @app.exception_handler(ClientGone)
+    async def gone(request: Request, err: ClientGone):  # nobody reads it; 499 (client closed request) in the metrics
+        return _error(499, str(err))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):  # 404, 405, 400: the same shape as ours
+        return _error(err.status_code, str(err.detail))
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    async def model():
+        return info
+
+    @app.post("/v1/predict")
+    @app.post("/v1/classify")  # the first name, kept
+    async def predict(body: PredictRequest, request: Request):
+        texts, pairs = body.items()
+        if (pairs is not None) != predictor.info.text_pair:
+            wanted = '"pairs": [[a, b], ...]' if predictor.info.text_pair else '"texts" or "text"'
+            return _error(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")
+        refused = check_texts(texts, pairs, limits)
+        if refused is not None:
+            return refused
+        results = await batcher.predict(texts, pairs, lambda: client_gone(request))
+        for r in results:
+            metrics.observe(predictor.task.signals(r))
+        return {"results": results}
+
+    if predictor.task.embeds:
+        from .search import add_embedding_routes
+
+        add_embedding_routes(app, predictor, batcher, limits, index)
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    async def page():
+        return PAGE.read_text(encoding="utf-8")
+
+    return app
+
+
+def model_info(run: Path, predictor: Predictor, backend: str) -> Dict:
+    """What GET /v1/model reports: the task, labels, head, limits of the model, and the run's headline metrics."""
+    from .. import __version__
+    from ..stages.rundir import RunDir, locate
+
+    info = {"task": predictor.task.name, "labels": predictor.labels, "text_pair": predictor.info.text_pair,
+            "max_length": predictor.max_length, "backend": backend, "head": predictor.head, "abstain": predictor.abstain,
+            "encoderfit_version": __version__}
+    if predictor.recheck is not None:
+        info["int8_recheck_margin"] = predictor.recheck[1]
+    rundir = locate(run)[0] if (Path(run) / RunDir.MODEL).is_dir() else None
+    if rundir is not None:
+        cfg = rundir.config()
+        info["base_model"] = cfg.model.name_or_path
+        info["data"] = cfg.data.source
+        if (rundir / RunDir.METRICS).is_file():
+            saved = rundir.metrics()
+            info["metrics"] = {split: {k: saved[split][k] for k, _ in predictor.task.summary if k in saved.get(split, {})}
+                               for split in ("validation", "test") if split in saved}
+    return info
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve(
+    run: Path,
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: Optional[str] = None,
+    abstain: bool = False,
+    max_texts: int = 64,
+    max_chars: int = 20000,
+    max_body_bytes: int = 2_000_000,
+    max_wait_ms: float = 5.0,
+    max_batch_texts: int = 256,
+    max_batch_tokens: Optional[int] = None,
+    max_queue: int = 128,
+    batching: bool = True,
+    int8_recheck: bool = True,
+    docs: Optional[bool] = None,
+    allowed_hosts: Optional[List[str]] = None,
+    corpus: Optional[Path] = None,
+    index: Optional[Path] = None,
+) -> None:
+    """Serve a trained run over HTTP: POST /v1/predict, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
+
+    Args:
+        run: Run directory written by `encoderfit train` (or a model directory).
+        backend: torch, onnx or onnx-int8 (after `encoderfit export RUN --quantize int8`).
+        host: Interface to bind. 127.0.0.1 (default) is reachable from this machine only.
+        port: TCP port (1-65535).
+        api_key: Require 'Authorization: Bearer KEY' on /v1/* and /metrics. Default: $ENCODERFIT_API_KEY if set.
+        abstain: Answer UNKNOWN below the run's abstention threshold (classification).
+        max_texts: Most texts in one request.
+        max_chars: Most characters in one text.
+        max_body_bytes: Largest request body; larger ones are refused (413) before being read whole.
+        max_wait_ms: Longest a request waits for others to share its model pass.
+        max_batch_texts: Most texts in one model pass.
+        max_batch_tokens: Most tokens in one model pass (a longer text goes alone). A bigger request is answered over
+            several passes that take turns with other requests, so it cannot hold up small ones for long. Default:
+            the model's own batch budget (4096 on CPU, 16384 on GPU).
+        max_queue: Most requests held at once (waiting for or in a model pass); more are refused at once with 503
+            and a Retry-After header, so a flood cannot grow the server's memory or every client's wait.
+        batching: Gather concurrent requests into shared model passes (false: one request per pass).
+        int8_recheck: With onnx-int8, run near-ties (int8 top-2 margin under the one fitted at export) again in fp32.
+        docs: Serve the OpenAPI docs (/docs, /openapi.json), which describe the API to anyone who can reach the
+            server. Default: on without an API key, off with one (they cannot send the key themselves).
+        allowed_hosts: Host header names the server answers (others get 400), against DNS rebinding: a web page
+            elsewhere whose name resolves to 127.0.0.1 could otherwise call this server from a browser. Default: the
+            loopback names when bound to a loopback address, any name otherwise (then use --api_key). '*.example.com'
+            allows its subdomains, '*' any name.
+        corpus: Embedding models: documents to search (as `encoderfit search --corpus`; its index is built or reused
+            at start), answered at POST /v1/search.
+        index: With corpus: the index directory. Default: RUN/indexes/<corpus file name>.
+    """
+    import uvicorn
+
+    if min(max_texts, max_chars, max_body_bytes, max_batch_texts, max_queue, max_batch_tokens or 1) < 1 or max_wait_ms < 0:
+        raise UserError("serve: max_texts, max_chars, max_body_bytes, max_batch_texts, max_batch_tokens and max_queue "
+                        "must be >= 1, max_wait_ms >= 0")
+    if not 1 <= port <= 65535:
+        raise UserError(f"--port: {port} is not a TCP port; use 1-65535")
+    api_key = api_key or os.environ.get(API_KEY_ENV) or None
+    if allowed_hosts is None and host in LOOPBACK:
+        allowed_hosts = list(LOOPBACK)
+    if allowed_hosts is not None:
+        host_patterns(allowed_hosts)  # a bad pattern fails now, not after loading the model
+    if index is not None and corpus is None:
+        raise UserError("--index: it names where the --corpus index lives; pass --corpus FILE as well")
+    if corpus is not None:
+        from ..stages.search import check_corpus
+
+        check_corpus(Path(corpus))  # a missing corpus fails now, not after loading the model
+    predictor = Predictor.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
+    searched = None
+    if corpus is not None:
+        from ..stages.search import index_for
+
+        searched = index_for(predictor, Path(run), Path(corpus), backend, index=index, index_flag="--index")
+    app = create_app(predictor, model_info(Path(run), predictor, backend), Limits(max_texts, max_chars, max_body_bytes),
+                     api_key, max_wait_ms, max_batch_texts, batching, docs=not api_key if docs is None else docs,
+                     allowed_hosts=allowed_hosts, index=searched, max_queue=max_queue, max_batch_tokens=max_batch_tokens)
+    log.info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",
+             "; API key required" if api_key else "")
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    finally:
+        log.info("server stopped; it keeps no state, so nothing was lost")

@@ -1,0 +1,292 @@
+"""Inference: the `Predictor` API and `encoderfit predict`, batched by length under a token budget, for any task.
+
+The model gives logits; the run's task turns them into results (a label with probabilities, a set of labels, a
+score with its interval) using the head fitted on validation (model/encoderfit.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from ..core.config import ModelArgs
+from ..data.sources import encode_texts
+from ..core.errors import UserError
+from .rundir import ModelDir, ModelInfo, RunDir, locate
+from ..tasks import check_options, get_task
+
+log = logging.getLogger(__name__)
+Texts = Union[str, Sequence[str]]
+BACKENDS = ("torch", "onnx", "onnx-int8")
+CPU_MAX_TOKENS, CPU_MAX_BATCH = 4096, 32  # rows x longest row; texts per batch
+GPU_MAX_TOKENS, GPU_MAX_BATCH = 16384, 256
+INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def length_batches(lengths: Sequence[int], max_tokens: int, max_batch_size: int, min_fill: float = 0.5) -> List[List[int]]:
+    """Group indices into batches of similar length whose padded size (rows x longest) stays under max_tokens.
+
+    Longest first, so a batch that does not fit in memory fails at once rather than at the end. A text shorter
+    than min_fill x the batch's longest starts a new batch, so padding stays under about half of any batch
+    (it matters for small mixed sets, such as the requests a server gathers: +27% texts/s measured on VADER).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: List[List[int]] = []
+    current: List[int] = []
+    for i in order:
+        longest = lengths[current[0]] if current else lengths[i]
+        full = longest * (len(current) + 1) > max_tokens or len(current) >= max_batch_size
+        if current and (full or lengths[i] < min_fill * longest):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def aggregate_windows(window_logits, source, n: int, how: str = "mean"):
+    """Per text, the mean (or element-wise max) of its windows' logits; `source[w]` is window w's text."""
+    import numpy as np
+
+    source = np.asarray(source)
+    if how == "max":
+        out = np.full((n, window_logits.shape[1]), -np.inf, dtype=np.float32)
+        np.maximum.at(out, source, window_logits)
+        return out
+    out = np.zeros((n, window_logits.shape[1]), dtype=np.float32)
+    np.add.at(out, source, window_logits)
+    return out / np.maximum(np.bincount(source, minlength=n), 1)[:, None]
+
+
+class OnnxModel:
+    """An exported model run by onnxruntime: numpy inputs -> logits."""
+
+    def __init__(self, path: Path, spin: bool = True):
+        import onnxruntime as ort
+        import torch
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()  # every core, as PyTorch uses
+        if not spin:  # idle threads sleep at once rather than spin, leaving the cores to the other session
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, batch: Dict[str, Any]):
+        import numpy as np
+
+        return self.session.run(["logits"], {k: np.asarray(batch[k], dtype=np.int64) for k in self.inputs})[0]
+
+
+def _onnx_dir(path: Path, backend: str) -> ModelDir:
+    """The directory holding a run's exported ONNX files (RUN/onnx, or the path itself)."""
+    path = Path(path)
+    directory = ModelDir(path / RunDir.ONNX if (path / RunDir.ONNX).is_dir() else path)
+    if not directory.onnx_file(backend == "onnx-int8").is_file():
+        flag = " --quantize int8" if backend == "onnx-int8" else ""
+        raise UserError(f"{path}: no {directory.onnx_file(backend == 'onnx-int8').name}; export it first with "
+                        f"`encoderfit export {path}{flag}`")
+    return directory
+
+
+def _int8_recheck(directory: ModelDir) -> Optional[Tuple[OnnxModel, float]]:
+    """(fp32 model, margin) when the export fitted a re-check margin for its int8 model (see export.py)."""
+    file = directory / ModelDir.RECHECK
+    if not file.is_file() or not directory.onnx_file(False).is_file():
+        return None
+    margin = json.loads(file.read_text()).get("margin")
+    return (OnnxModel(directory.onnx_file(False), spin=False), float(margin)) if margin else None
+
+
+class Predictor:
+    """A fine-tuned encoder, for any task.
+
+    >>> model = Predictor.from_pretrained("runs/bbc-news")
+    >>> model.predict("Shares in the bank fell 5% after profits missed forecasts.")
+    {'label': 'business', 'score': 0.97, 'probabilities': {'business': 0.97, 'entertainment': 0.006, ...}}
+    >>> model.predict(["first text", "second text"])        # a list gives a list
+    >>> Predictor.from_pretrained("runs/debtags").predict("A GTK image viewer")
+    {'labels': ['interface::graphical', 'use::viewing', ...], 'probabilities': {...}}
+    >>> Predictor.from_pretrained("runs/vader-scores").predict("a gripping, lovely film")
+    {'score': 2.41, 'low': 1.32, 'high': 3.5}
+    >>> model.predict(["premise"], pairs=["hypothesis"])    # models trained on text pairs
+    """
+
+    def __init__(self, model, tokenizer, info: ModelInfo, device=None, max_tokens: Optional[int] = None,
+                 max_batch_size: Optional[int] = None, chunk_size: int = 8192, calibrated: bool = True,
+                 abstain: bool = False, recheck: Optional[Tuple[Any, float]] = None):
+        self.task = get_task(info.task, "predict")
+        check_options(self.task, calibrated, abstain)
+        self.info, self.calibrated, self.abstain = info, calibrated, abstain
+        if abstain:  # fail now, not at the first text
+            self.task.decode(_zeros(1, self.task.num_outputs(info.labels)), info.labels, info.head, calibrated, abstain)
+        self.onnx = isinstance(model, OnnxModel)
+        self.model = model if self.onnx else model.eval()
+        self.tokenizer = tokenizer
+        self.max_length = info.max_length
+        self.device = device or ("cpu" if self.onnx else next(model.parameters()).device)
+        cpu = str(self.device).startswith("cpu")  # measured on 2 cores: small batches stay in cache (docs/benchmarks.md)
+        self.max_tokens = max(max_tokens or (CPU_MAX_TOKENS if cpu else GPU_MAX_TOKENS), self.max_length)
+        self.max_batch_size = max_batch_size or (CPU_MAX_BATCH if cpu else GPU_MAX_BATCH)
+        self.chunk_size = chunk_size
+        self.recheck = recheck  # (exact model, margin): rows whose decision margin is under it are run again
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
+                        abstain: bool = False, backend: str = "torch", int8_recheck: bool = True, **kwargs) -> "Predictor":
+        """Load from a run directory, its model/ directory, or an exported onnx/ directory.
+
+        calibrated: apply the temperature fitted on validation (classification).
+        abstain: answer UNKNOWN when the top probability is below the run's chosen threshold (classification).
+        backend: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized one); see `encoderfit export`.
+        int8_recheck: with onnx-int8, run the texts whose int8 decision margin is under the margin fitted at export
+            (onnx/int8_recheck.json) again through the fp32 file, so near-ties keep the fp32 decision.
+        """
+        from ..models.loading import load_for_inference, load_tokenizer
+
+        if backend not in BACKENDS:
+            raise UserError(f"--backend: '{backend}' is not one of {list(BACKENDS)}")
+        if backend == "torch":
+            directory = locate(path)[1]
+            info = directory.info()
+            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task, "predict"), info.members, device)
+        else:
+            directory = _onnx_dir(path, backend)
+            info, dev = directory.info(), "cpu"
+            tokenizer = load_tokenizer(ModelArgs(name_or_path=str(directory.path)))
+            if int8_recheck and backend == "onnx-int8":
+                kwargs.setdefault("recheck", _int8_recheck(directory))
+            model = OnnxModel(directory.onnx_file(backend == "onnx-int8"), spin=kwargs.get("recheck") is None)
+        return cls(model, tokenizer, info, dev, calibrated=calibrated, abstain=abstain, **kwargs)
+
+    @property
+    def labels(self) -> List[str]:
+        return self.info.labels
+
+    @property
+    def head(self) -> Dict[str, Any]:
+        return self.info.head
+
+    def _pad(self, enc, keys: List[str], batch: List[int]) -> Dict[str, Any]:
+        """One batch padded to its own longest row, on the tokenizer's padding side (tokenizer.pad)."""
+        from transformers.data.data_collator import pad_without_fast_tokenizer_warning
+
+        return dict(pad_without_fast_tokenizer_warning(self.tokenizer, {k: [enc[k][i] for i in batch] for k in keys},
+                                                       padding=True, return_tensors="np"))
+
+    def _forward(self, model, inputs: Dict[str, Any]):
+        if isinstance(model, OnnxModel):
+            return model(inputs)
+        import torch
+
+        tensors = {k: torch.from_numpy(v).to(self.device) for k, v in inputs.items()}
+        return model(**tensors).logits.float().cpu().numpy()
+
+    def _run(self, model, enc, keys: List[str], lengths: List[int], rows: Sequence[int], out=None):
+        """Logits of the given encoded rows, length-batched, into `out` at those rows (None: a new array as wide as
+        the model's outputs, which for embeddings only the model knows); returns `out`."""
+        import numpy as np
+
+        rows = np.asarray(rows)
+        for batch in length_batches([lengths[i] for i in rows], self.max_tokens, self.max_batch_size):
+            chosen = rows[batch]
+            logits = self._forward(model, self._pad(enc, keys, list(chosen)))
+            if out is None:
+                out = np.empty((len(lengths), logits.shape[1]), dtype=np.float32)
+            out[chosen] = logits
+        return out
+
+    def run_tokens(self, model, enc, keys: List[str], lengths: List[int], rows: Sequence[int], out: list) -> None:
+        """Per-sub-word logits (length, n_outputs) of the given encoded rows, length-batched, into `out` at those rows."""
+        import numpy as np
+
+        rows = np.asarray(rows)
+        left = self.tokenizer.padding_side == "left"
+        for batch in length_batches([lengths[i] for i in rows], self.max_tokens, self.max_batch_size):
+            chosen = rows[batch]
+            logits = self._forward(model, self._pad(enc, keys, list(chosen)))
+            for j, i in enumerate(chosen):
+                out[i] = logits[j, logits.shape[1] - lengths[i]:] if left else logits[j, : lengths[i]]
+
+    def _logits_chunk(self, texts: List[str], pairs: Optional[List[str]]):
+        import numpy as np
+        import torch
+
+        windows = self.info.windows
+        with torch.inference_mode():
+            enc = encode_texts(self.tokenizer, texts, pairs, self.max_length, windows)
+            source = np.asarray(enc.pop("overflow_to_sample_mapping")) if windows else np.arange(len(texts))
+            keys = [k for k in INPUT_KEYS if k in enc]
+            lengths = [len(ids) for ids in enc["input_ids"]]
+            rows = self._run(self.model, enc, keys, lengths, range(len(lengths)))
+            out = aggregate_windows(rows, source, len(texts), windows["aggregation"]) if windows else rows
+            if self.recheck is not None:
+                exact, margin = self.recheck
+                close = self.task.decision_margin(out, self.head) < margin
+                again = np.flatnonzero(close[source])  # every window of a text that is close to its decision
+                if len(again):
+                    self._run(exact, enc, keys, lengths, again, rows)
+                    out = aggregate_windows(rows, source, len(texts), windows["aggregation"]) if windows else rows
+        return out
+
+    def input_report(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+        """How many texts are longer than max_length, and what happens to them (truncated, or cut into windows)."""
+        import numpy as np
+
+        texts = list(texts)
+        pairs = list(pairs) if pairs is not None else None
+        enc = encode_texts(self.tokenizer, texts, pairs, self.max_length, {"overlap": (self.info.windows or {}).get("overlap", 0)})
+        windows = np.bincount(np.asarray(enc["overflow_to_sample_mapping"]), minlength=len(texts))
+        report = {"texts": len(texts), "longer_than_max_length": float((windows > 1).mean()) if len(texts) else 0.0,
+                  "max_length": self.max_length, "treatment": "windows" if self.info.windows else "truncated"}
+        if self.info.windows:
+            report["windows_per_text"] = float(windows.mean()) if len(texts) else 0.0
+        return report
+
+    def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, words: Optional[Sequence] = None):
+        """Raw logits in input order: shape (n_texts, n_outputs); for tasks that label words, one
+        `tokens.WordScores` per text (`words`: each text's word spans; default: tokens.split_words)."""
+        import numpy as np
+
+        texts = list(texts)
+        pairs = list(pairs) if pairs is not None else None
+        if pairs is None and self.info.text_pair:
+            raise UserError("this model was trained on text pairs: pass the second texts too (pairs=..., or a CSV/JSONL "
+                            "input with --text_pair_column)")
+        if pairs is not None and not self.info.text_pair:
+            raise UserError("this model was trained on single texts, not pairs: drop the second texts")
+        if pairs is not None and len(pairs) != len(texts):
+            raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
+        if self.task.granularity == "word":
+            from ..core.tokens import word_logits
+
+            return [scores for s in range(0, len(texts), self.chunk_size)
+                    for scores in word_logits(self, texts[s : s + self.chunk_size], None if words is None else words[s : s + self.chunk_size])]
+        parts = [self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
+                 for s in range(0, len(texts), self.chunk_size)]
+        return np.concatenate(parts) if parts else _zeros(0, self.task.num_outputs(self.labels))
+
+    def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
+        """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task)."""
+        single = isinstance(texts, str)
+        logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
+        results = self.task.decode(logits, self.labels, self.head, self.calibrated, self.abstain)
+        return results[0] if single else results
+
+    def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None):
+        """Class (or label) probabilities, shape (n_texts, n_labels); calibrated when the run has a temperature."""
+        single = isinstance(texts, str)
+        logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
+        return self.task.probabilities(logits, self.head, self.calibrated)
+
+
+Classifier = Predictor  # the name before multi-label and regression arrived
+
+
+def _zeros(rows: int, columns: int):
+    import numpy as np
+
+    return np.zeros((rows, columns), dtype=np.float32)

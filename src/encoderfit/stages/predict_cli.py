@@ -1,0 +1,137 @@
+"""`encoderfit predict`: texts from stdin or a file -> one JSONL (or CSV) row per text with the run's task's result."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Literal, Optional
+
+from ..data.sources import join_columns, read_table
+from ..core.files import decode_utf8, split_lines
+from ..core.errors import UserError
+from ..core.files import atomic_file, check_output_file
+from .predict import Predictor
+from .rundir import locate
+
+log = logging.getLogger(__name__)
+
+
+
+def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] = None, joined: Optional[List[str]] = None):
+    """Texts (and pairs) from stdin ('-'), a .txt file (one per line), or a table file's columns (`joined`: the run's
+    data.join_columns, joined into the text as in training when the table has them)."""
+    if source == "-" or Path(source).suffix.lower() == ".txt":
+        if text_pair_column:
+            where = "stdin" if source == "-" else source
+            raise UserError(f"--input: {where} holds one text per line, but this model takes text pairs; give a "
+                            f"CSV/TSV/JSONL/Parquet file with columns '{text_column}' and '{text_pair_column}'")
+    if source == "-":
+        return split_lines(decode_utf8(sys.stdin.buffer.read(), "stdin")), None
+    path = Path(source)
+    if path.is_dir():
+        raise UserError(f"--input: {source} is a directory; pass a file (.txt, one text per line, or CSV/TSV/JSON/JSONL/Parquet)")
+    if not path.is_file():
+        raise UserError(f"--input: file '{source}' does not exist")
+    if path.suffix.lower() == ".txt":
+        return split_lines(decode_utf8(path.read_bytes(), str(path))), None
+    table = read_table(path)
+    if joined and all(c in table.column_names for c in joined):
+        table = join_columns(table, joined, text_column, str(path))
+    for column, flag in ((text_column, "--text_column"), (text_pair_column, "--text_pair_column")):
+        if column and column not in table.column_names:
+            raise UserError(f"{path}: no column '{column}'; columns are {table.column_names}; set {flag}")
+    texts = ["" if t is None else str(t) for t in table[text_column]]
+    pairs = ["" if t is None else str(t) for t in table[text_pair_column]] if text_pair_column else None
+    return texts, pairs
+
+
+def drop_empty(texts: List[str], pairs: Optional[List[str]]) -> tuple:
+    """Texts that are empty or only whitespace are skipped, as the server refuses them; the log says which rows."""
+    keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
+    if len(keep) < len(texts):
+        kept = set(keep)
+        empty = [i + 1 for i in range(len(texts)) if i not in kept]
+        shown = ", ".join(map(str, empty[:10])) + (", ..." if len(empty) > 10 else "")
+        log.warning("warning: skipped %d empty input line(s)/row(s) (%s): no text to label", len(empty), shown)
+    return [texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None
+
+
+def _rows(texts: List[str], pairs: Optional[List[str]], results: List[Dict]) -> Iterator[Dict]:
+    for i, (text, result) in enumerate(zip(texts, results)):
+        yield {"text": text, **({"text_pair": pairs[i]} if pairs is not None else {}), **result}
+
+
+def write_predictions(rows: Iterator[Dict], task, labels: List[str], handle, fmt: str, pairs: bool) -> None:
+    if fmt == "csv":
+        writer = csv.writer(handle)
+        writer.writerow(["text", *(["text_pair"] if pairs else []), *task.csv_header(labels)])
+        for row in rows:
+            writer.writerow([row["text"], *([row["text_pair"]] if pairs else []), *task.csv_row(row, labels)])
+    else:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def predict(
+    run: Path,
+    input: str = "-",
+    output: Optional[Path] = None,
+    text_column: Optional[str] = None,
+    text_pair_column: Optional[str] = None,
+    device: Optional[str] = None,
+    max_tokens: Optional[int] = None,
+    calibrated: bool = True,
+    abstain: bool = False,
+    backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
+    int8_recheck: bool = True,
+) -> Optional[Path]:
+    """Predict with a trained run: one JSONL (or CSV) row per text with the task's result (a label with its
+    probabilities, a set of labels, or a score with its interval).
+
+    Args:
+        run: Run directory written by `encoderfit train` (or a model directory).
+        input: Texts: '-' for stdin (one per line), a .txt file (one per line), or a CSV/TSV/JSON/JSONL/Parquet file
+            (the only choice for a model trained on text pairs). Empty texts are skipped, with their rows logged.
+        output: Where to write; .jsonl or .csv. Default: JSONL on stdout.
+        text_column: Column of a table input holding the text. Default: the run's data.text_column.
+        text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
+        device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
+        max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
+            Default: 4096 on CPU (at most 32 texts), 16384 on GPU (at most 256).
+        calibrated: Apply the temperature fitted on validation to the probabilities (classification).
+        abstain: Answer UNKNOWN when the top probability is below the run's threshold (classification; see
+            `eval --report.target_accuracy`).
+        backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
+        int8_recheck: With onnx-int8, run near-ties (int8 decision margin under the one fitted at export) again in fp32.
+    """
+    if max_tokens is not None and max_tokens < 1:
+        raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
+    run = Path(run)
+    rundir, directory = locate(run)
+    info = directory.info()
+    saved = rundir.config().data if rundir else None
+    text_column = text_column or (saved.text_column if saved else "text")
+    if text_pair_column and not info.text_pair:
+        raise UserError("--text_pair_column: this model was trained on single texts, not pairs; drop the flag")
+    if info.text_pair:
+        text_pair_column = text_pair_column or (saved.text_pair_column if saved else None) or "text_pair"
+    fmt = "csv" if output and Path(output).suffix.lower() == ".csv" else "jsonl"
+    if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
+        raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
+    if output:
+        check_output_file(Path(output), "--output", f"predictions.{fmt}")
+    texts, pairs = drop_empty(*read_inputs(input, text_column, text_pair_column, saved.join_columns if saved else None))
+    model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
+                                      backend=backend, int8_recheck=int8_recheck)
+    results = model.predict(texts, pairs) if texts else []
+    rows = _rows(texts, pairs, results)
+    if output is None:
+        write_predictions(rows, model.task, model.labels, sys.stdout, fmt, pairs is not None)
+        return None
+    with atomic_file(Path(output)) as handle:
+        write_predictions(rows, model.task, model.labels, handle, fmt, pairs is not None)
+    log.info("wrote %d predictions to %s", len(texts), output)
+    return Path(output)

@@ -1,0 +1,138 @@
+"""A run's data: its source read (data.py), the task settled (inferred from the labels when not given), the targets
+encoded by the task, and train/validation/test splits made where the source lacks them (stratified by the task's
+own rules, after dropping exact duplicates). The bridge between the data sources and the task registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, List, Optional
+
+from ..core.config import DataArgs
+from ..data.sources import LABEL, PAIR, TEXT, join_columns, load_source
+from ..core.errors import UserError, closest
+
+if TYPE_CHECKING:
+    from datasets import Dataset
+
+log = logging.getLogger(__name__)
+
+
+SPLIT_ALIASES = {"validation": ("valid", "dev", "val"), "test": ("testing",)}  # names other distributions use
+
+
+@dataclass
+class Splits:
+    """The three splits a run uses, with canonical columns, the task and its ordered output names."""
+
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    labels: List[str]
+    task: str
+
+    def as_dict(self) -> Dict[str, Dataset]:
+        return {"train": self.train, "validation": self.validation, "test": self.test}
+
+    def fingerprints(self) -> Dict[str, Dict]:
+        """Each split's size and SHA-256 of its examples in order (text, pair, target): recorded by training, so a
+        later `eval` knows whether re-reading the source gave the same splits."""
+        import hashlib
+
+        out = {}
+        for role, ds in self.as_dict().items():
+            digest = hashlib.sha256()
+            columns = [c for c in (TEXT, PAIR, LABEL) if c in ds.column_names]
+            for row in zip(*(ds[c] for c in columns)):
+                digest.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+            out[role] = {"examples": len(ds), "sha256": digest.hexdigest()}
+        return out
+
+
+def _dedupe(ds):
+    keys = zip(ds[TEXT], ds[PAIR]) if PAIR in ds.column_names else ds[TEXT]
+    seen, keep = set(), []
+    for i, key in enumerate(keys):
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    if len(keep) < len(ds):
+        log.info("dropped %d exact duplicate texts before splitting", len(ds) - len(keep))
+    return ds.select(keep)
+
+
+def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str], rows: Optional[int] = None) -> None:
+    """Every split made must get at least one example (sklearn otherwise fails deep inside with an empty split). `rows`:
+    the examples before exact duplicates were dropped, when the duplicates are what left too few."""
+    sizes = {"validation": data.validation_size, "test": data.test_size}
+    held = sum(sizes[r] for r in missing)
+    smallest = min(sizes[r] for r in missing)
+    if n * smallest < 1 or n * (1 - held) < 1:
+        need = math.ceil(1 / min(smallest, 1 - held))
+        if rows is not None and rows > n and rows * smallest >= 1 and rows * (1 - held) >= 1:
+            same = f"the {rows} training examples are all identical" if n == 1 else f"only {n} of the {rows} training examples are distinct"
+            raise UserError(
+                f"{data.source}: {same} (exact duplicates are dropped before splitting, "
+                f"so no {'/'.join(missing)} example could be kept apart from training); at least {need} distinct examples "
+                f"are needed: add different examples, or provide {'/'.join(missing)} files")
+        raise UserError(
+            f"{data.source}: {n} training examples are too few to make the {'/'.join(missing)} split(s) "
+            f"({', '.join(f'{sizes[r]:.0%} {r}' for r in missing)}): each split needs at least one example, so at least "
+            f"{need} are needed; add data, provide {'/'.join(missing)} files, or raise data.{missing[0]}_size"
+        )
+
+
+def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
+    """Load `data.source`, validate it, settle the task (inferred from the labels when None), encode the targets
+    and return train/validation/test splits."""
+    from ..tasks import Task, get_task, resolve_task
+
+    loaded = load_source(data.source, data.config_name)
+    if data.train_split not in loaded:
+        raise UserError(
+            f"data.train_split: no split '{data.train_split}' in {data.source}{closest(data.train_split, loaded)}; "
+            f"splits are {list(loaded)}"
+        )
+    names = {"train": data.train_split, "validation": data.validation_split, "test": data.test_split}
+    for role, aliases in SPLIT_ALIASES.items():  # CoNLL-2003 ships valid.txt, GLUE dev.tsv: read them as the default name
+        if names[role] == role and role not in loaded:
+            names[role] = next((a for a in aliases if a in loaded), role)
+    where = {role: f"{data.source} [{name}]" for role, name in names.items()}
+    requested = get_task(task, "train") if task else None  # a task may read its own shapes of data (token lists, spans)
+    raw = {role: (requested or Task()).canonical(join_columns(loaded[name], data.join_columns, data.text_column, where[role]),
+                                                 data, where[role]) for role, name in names.items() if name in loaded}
+    chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column)
+    targets = {role: chosen.read_targets(ds, data, where[role]) for role, ds in raw.items()}
+    labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], chosen.target_column(raw["train"], data),
+                                where["train"])
+    splits = {role: chosen.encode(ds, targets[role], labels, where[role]) for role, ds in raw.items()}
+
+    missing = [role for role in ("validation", "test") if role not in splits]
+    if missing:
+        pool = _dedupe(splits["train"]) if data.dedupe else splits["train"]
+        _check_holdout_sizes(len(pool), data, missing, len(splits["train"]))
+        sizes = {"validation": data.validation_size, "test": data.test_size}
+        held = sum(sizes[r] for r in missing)
+        splits["train"], rest = chosen.holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "
+                                               f"and {' and '.join(missing)} will have none of it; add examples of it")
+        if len(missing) == 2:
+            splits["validation"], splits["test"] = chosen.holdout(rest, data.test_size / held, data.split_seed,
+                                                                  "label '%s' has a single held-out example: it goes to "
+                                                                  "validation, and test will have none of it")
+        else:
+            splits[missing[0]] = rest
+        log.info("made %s split(s) from %s: %s", "/".join(missing), data.train_split, {r: len(s) for r, s in splits.items()})
+    else:
+        seen = set(splits["train"][TEXT])
+        overlap = sum(t in seen for t in splits["test"][TEXT])
+        if overlap:
+            log.warning("%d test texts also occur in the training split; test metrics will be optimistic", overlap)
+
+    if data.max_train_samples and data.max_train_samples < len(splits["train"]):
+        splits["train"] = splits["train"].shuffle(seed=data.split_seed).select(range(data.max_train_samples))
+    for role, ds in splits.items():
+        if len(ds) == 0:
+            raise UserError(f"{data.source}: the {role} split is empty; provide more data or change data.{role}_size")
+    return Splits(labels=labels, task=chosen.name, **splits)

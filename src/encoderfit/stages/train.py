@@ -1,0 +1,200 @@
+"""`encoderfit train`: fine-tune an encoder with the transformers Trainer and write a run directory (rundir.py).
+
+The run directory is built in a hidden .NAME.partial directory and renamed into place when complete. Interrupted
+runs: the hidden directory keeps its sealed checkpoints (checkpoints.py); running the same command again continues
+from the newest complete one, with optimizer, scheduler, RNG and data-order state, and ends where an uninterrupted
+run would. Under torchrun every process trains; only the main one writes.
+
+The run's task (tasks/) decides the targets, the output layer, the loss and the metrics; this module only drives.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Literal, Optional
+
+from ..core.checkpoints import checkpoints_in, newest_complete
+from ..core.config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
+from ..core.distributed import barrier, is_main, join, share
+from ..core.errors import UserError
+from ..core.files import check_writable, exclusive, partial_dir, publish_dir
+from .rundir import ModelDir, RunDir
+from ..tasks import LABELLED
+from .training import Prepared, resume_point, train_model
+
+log = logging.getLogger(__name__)
+TaskName = Literal[tuple(LABELLED)]  # the registry's fine-tuning tasks: --task's choices (mlm: `encoderfit pretrain`)
+
+# Settings that may change between an interrupted run and its resumption without changing what is computed.
+RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.logging_steps", "train.save_steps",
+                     "train.keep_checkpoints", "train.eval_batch_size"}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "fsdp_config":  # a free-form setting: compared whole
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_changes(before, now) -> List[str]:
+    """Settings that differ between two runs (configs, or their saved mappings), ignoring those that do not change
+    the result."""
+    a, b = (_flat({k: v for k, v in (c if isinstance(c, dict) else c.to_dict()).items() if k not in ("resolved", "labels")})
+            for c in (before, now))
+    changed = []
+    for key in sorted(set(a) | set(b)):
+        if key.split(".")[0] in RESUMABLE_CHANGES or key in RESUMABLE_CHANGES:
+            continue
+        if a.get(key) != b.get(key):
+            changed.append(f"{key} was {a.get(key)!r}, now {b.get(key)!r}")
+    return changed
+
+
+def trained_already(workdir: Path) -> bool:
+    """Training finished in `workdir` (model/ and metrics.json's train section are its last writes) and only the
+    evaluation is left: a run whose evaluation failed is finished without training again."""
+    metrics = workdir / RunDir.METRICS
+    return (workdir / RunDir.MODEL / ModelDir.INFO).is_file() and metrics.is_file() and "train" in RunDir(workdir).metrics()
+
+
+def _progress(workdir: Path) -> List[Path]:
+    """What an interrupted run left to continue from: a trained model, checkpoints, or members of a several-seed run."""
+    if trained_already(workdir):
+        return [workdir / RunDir.MODEL]
+    members = sorted((workdir / RunDir.MEMBERS).glob("seed-*")) if (workdir / RunDir.MEMBERS).is_dir() else []
+    return checkpoints_in(workdir / RunDir.CHECKPOINTS) + members
+
+
+def continues(workdir: Path, cfg, resume: Optional[bool]) -> bool:
+    """Whether to continue the interrupted run in `workdir` (its config, of cfg's type, must match) or start afresh.
+    resume None means "if an interrupted run is there"."""
+    if resume is False or not _progress(workdir):
+        if resume:
+            raise UserError(f"--resume: no interrupted run to resume in {workdir}; run without --resume to start one")
+        return False
+    try:
+        before = type(cfg).load(workdir)
+    except (UserError, TypeError, ValueError):
+        before = None
+    changes = ["its config.yaml is missing or unreadable"] if before is None else config_changes(before, cfg)
+    if changes:
+        raise UserError(f"{workdir} holds an interrupted run with another config ({changes[0]}); run the same config "
+                        "to resume it, or pass --resume false to discard it and start over")
+    return True
+
+
+def _abandon(workdir: Path, interrupted: bool) -> None:
+    """After a failure: keep the directory when it holds a trained model, a checkpoint or a member to resume from,
+    else remove it; say which."""
+    if trained_already(workdir):
+        log.warning("the evaluation failed after training; the trained model is kept in %s: run the same command "
+                    "again to evaluate it without training again", workdir)
+        return
+    kept = newest_complete(workdir / RunDir.CHECKPOINTS) or any((workdir / RunDir.MEMBERS).glob("seed-*/model")) or any(
+        newest_complete(m / RunDir.CHECKPOINTS) for m in (workdir / RunDir.MEMBERS).glob("seed-*"))
+    if not kept:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if interrupted:
+            log.warning("training stopped before its first complete checkpoint: nothing kept")
+    else:
+        log.warning("training stopped; checkpoints kept in %s: run the same command again to resume", workdir)
+
+
+def check_start(output_dir: Path, overwrite: bool, train: TrainArgs) -> Path:
+    """Before any work: the output directory can be written (and replaced only with --overwrite), the machine has
+    what training needs; then join the other processes of a multi-process launch."""
+    out = Path(output_dir)
+    if out.exists() and not overwrite:
+        raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
+    check_writable(out, "output_dir")
+    train.check_runnable()
+    join()
+    return out
+
+
+def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=None) -> Dict:
+    """Evaluate the trained model in `workdir` (in memory when given, else from model/) and publish it as `out`."""
+    from .evaluate import evaluate_run
+    from .predict import Predictor
+    from ..core.tables import print_evaluation
+
+    run = RunDir(workdir)
+    predictor = Predictor(model, prep.tokenizer, run.model.info()) if model is not None else Predictor.from_pretrained(workdir)
+    results = evaluate_run(run, cfg, predictor, prep.splits)
+    publish_dir(workdir, out)
+    print_evaluation(results, "test", prep.task, prep.splits.labels)
+    return results
+
+
+def fit(
+    data: DataArgs = DataArgs(),
+    model: ModelArgs = ModelArgs(),
+    train: TrainArgs = TrainArgs(),
+    report: ReportArgs = ReportArgs(),
+    task: Optional[TaskName] = None,
+    output_dir: Path = Path("runs/latest"),
+    overwrite: bool = False,
+    resume: Optional[bool] = None,
+) -> Path:
+    """Fine-tune a transformer encoder on labelled text; evaluate it on validation and test.
+
+    Writes OUTPUT_DIR with model/ (loads with transformers.pipeline), config.yaml, metrics.json, predictions/,
+    report.html and logs/ (see rundir.py).
+
+    Args:
+        data: Where the labelled text comes from and how it is split.
+        model: Which encoder to fine-tune.
+        train: Optimisation and evaluation settings.
+        report: Abstention threshold, prediction-interval coverage, baseline and error-analysis settings of the final
+            evaluation.
+        task: classification (one class per text), multilabel (a set of labels per text), regression (a number) or
+            ner (a tag per word: token lists with tags, CoNLL files, or text with character spans; never inferred).
+            Default: inferred from the label column (lists or --data.label_separator: multilabel; numbers that are
+            not whole: regression; else classification), and stated in the log.
+        output_dir: The run directory to write.
+        overwrite: Replace OUTPUT_DIR if it already exists.
+        resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
+            same config was interrupted before; true: insist on resuming; false: discard it and start over.
+    """
+    started = time.time()
+    out = check_start(output_dir, overwrite, train)
+    with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
+        prep = Prepared.load(data, model, train, task)
+        cfg = prep.config(data, model, train, report)
+
+        workdir = partial_dir(out)
+        keep = share(continues(workdir, cfg, resume) if is_main() else None)
+        if is_main() and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            cfg.save(workdir)  # what a later run compares itself with before resuming
+        barrier()
+        try:
+            if keep and trained_already(workdir):
+                log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
+                cfg, model = RunConfig.load(workdir), None
+            elif train.seeds > 1:
+                from .seeds import train_seeds
+
+                model = train_seeds(prep, cfg, workdir)
+            else:
+                checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
+                trained = train_model(prep, cfg, workdir, checkpoint or None)
+                model = None if trained.stale else trained.trainer.model
+            if not is_main():
+                return out
+            finish_run(prep, cfg, workdir, out, model)
+        except BaseException as err:
+            if is_main():
+                _abandon(workdir, interrupted=not isinstance(err, Exception))
+            raise
+        log.info("run written to %s (%.0f s)", out, time.time() - started)
+        return out

@@ -1,0 +1,155 @@
+"""One model trained in a directory: the run's data, tokenizer and settings loaded once (`Prepared`, which tune and
+cross-validation reuse), the Trainer built by the task, and what a finished training leaves (model/, the history, the
+train section of metrics.json, the resolved settings in config.yaml). Resuming starts from `resume_point`. The
+decisions around it (a new run or a resumed one, seeds, publishing) are train.py's."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from .. import __version__
+from ..core.checkpoints import checkpoints_in, newest_complete
+from ..core.config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
+from ..core.device import pick_precision
+from ..core.distributed import is_main
+from ..core.errors import UserError
+from ..core.files import write_json
+from ..models.loading import load_config, load_tokenizer, resolve_max_length
+from .rundir import ModelInfo, RunDir
+from .splits import Splits, prepare
+from ..tasks import Task, task_for
+
+log = logging.getLogger(__name__)
+
+
+def resume_point(directory: Path, insist: bool) -> Optional[Path]:
+    """The newest complete checkpoint of a directory being trained (None: start it from the beginning)."""
+    checkpoints = directory / RunDir.CHECKPOINTS
+    if not checkpoints_in(checkpoints):
+        return None
+    checkpoint = newest_complete(checkpoints)
+    if checkpoint is None:
+        if insist:
+            raise UserError(f"--resume: {checkpoints} holds no complete checkpoint; pass --resume false to start over")
+        log.warning("warning: %s holds no complete checkpoint; starting over", checkpoints)
+        return None
+    log.info("resuming from %s", checkpoint)
+    return checkpoint
+
+
+@dataclass
+class Prepared:
+    """Data, tokenizer and settings loaded once per run (`tune` reuses them for every trial)."""
+
+    splits: Splits
+    task: Task
+    tokenizer: Any
+    max_length: int
+    precision: str
+    tokenized: Dict
+    stats: Dict
+    windows: Optional[Dict]
+
+    @classmethod
+    def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
+        return cls.from_splits(prepare(data, task), model, train)  # data first: its mistakes come before torch loads
+
+    @classmethod
+    def from_splits(cls, splits: Splits, model: ModelArgs, train: TrainArgs) -> "Prepared":
+        precision = pick_precision(train.precision)
+        chosen = task_for(splits.task, model)
+        tokenizer = load_tokenizer(model)
+        max_length = resolve_max_length(model, load_config(model), tokenizer)
+        shown = splits.labels if len(splits.labels) <= 20 else f"{len(splits.labels)} labels ({', '.join(splits.labels[:5])}, ...)"
+        log.info("%s: %s; examples: %s", chosen.output_noun, shown,
+                 {k: len(v) for k, v in splits.as_dict().items()})
+        windowed = model.long_texts == "windows" or chosen.always_windows
+        overlap = model.window_overlap
+        if windowed and model.long_texts != "windows" and overlap >= max_length // 2:  # windows the task asked for: a fitting overlap
+            overlap = max_length // 4
+            log.info("%s task: long texts are read in windows of %d tokens, overlapping by %d", chosen.name, max_length, overlap)
+        windows = {"overlap": overlap, "aggregation": model.window_aggregation} if windowed else None
+        if windows and overlap >= max_length // 2:
+            raise UserError(f"model.window_overlap {model.window_overlap} must be under half of max_length {max_length}")
+        tokenized = {role: chosen.tokenize(splits.as_dict()[role], tokenizer, max_length, windows, train, role)
+                     for role in ("train", "validation")}
+        if windows:
+            log.info("windows of %d tokens (overlap %d): %d training rows from %d texts", max_length, overlap,
+                     len(tokenized["train"]), len(splits.train))
+        stats = chosen.summarize_targets(chosen.targets_array(splits.train["labels"]), splits.labels)
+        return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats, windows)
+
+    def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
+        return RunConfig(data=data, model=model, train=train, report=report, task=self.task.name, labels=self.splits.labels)
+
+
+@dataclass
+class Trained:
+    trainer: Any
+    stale: bool
+    """The saved weights differ from the in-memory model (the task adjusted them, or the model is sharded)."""
+
+
+def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optional[str] = None,
+                callbacks: Optional[list] = None) -> Trained:
+    """Train in `workdir`; the main process leaves model/, logs/history.json and metrics.json's train section there
+    and fills cfg.resolved. The Trainer's state tells how training went."""
+    import torch
+    import transformers
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)
+    net = prep.task.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
+    trainer = prep.task.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
+                                      prep.precision, workdir, callbacks)
+    engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
+    if cfg.train.fsdp and not trainer.is_fsdp_enabled:  # never ignore it silently
+        raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")
+    if is_main():
+        log.info("training on %s: %s, %d process(es)", trainer.args.device, engine, trainer.args.world_size)
+    result = trainer.train(resume_from_checkpoint=checkpoint or None)
+    run = RunDir(workdir)
+    prep.tokenizer.model_max_length = prep.max_length  # so plain pipelines truncate like encoderfit does
+    trainer.save_model(str(run.model.path))  # every process takes part (FSDP gathers); the main one writes
+    if not is_main():
+        return Trained(trainer, True)
+    (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
+    adjusted = prep.task.after_training(run.model.path, prep.stats, trainer)
+    pooling = getattr(trainer.model, "mode", None) if type(trainer.model).__name__ == "PooledClassifier" else None
+    if pooling:  # a linear head on the pooled vector: written as a sentence-transformers directory
+        from ..models.pooling import save_sentence_classifier
+
+        save_sentence_classifier(run.model.path, trainer.model, prep.max_length)
+        adjusted = True
+    pairs = bool(cfg.data.text_pair_column) and not prep.task.embeds  # an embedding model reads one text at a time
+    run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, pairs,
+                                   windows=prep.windows))
+    write_json(run.history_file, trainer.state.log_history)
+    shutil.rmtree(run / RunDir.CHECKPOINTS, ignore_errors=True)
+    cfg.resolved = {
+        "max_length": prep.max_length,
+        "precision": prep.precision,
+        "device": str(trainer.args.device),
+        "processes": trainer.args.world_size,
+        "engine": engine,
+        "examples": {k: len(v) for k, v in prep.splits.as_dict().items()},
+        "splits": prep.splits.fingerprints(),  # eval re-reads the source only while it gives these same splits
+        "target_stats": prep.stats,
+        **({"pooling": pooling} if pooling else {}),
+        "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)},
+    }
+    run.save_config(cfg)
+    run.write_metrics({"train": {
+        "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        "steps": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "best_checkpoint": {"metric": cfg.train.metric_for_best, "value": trainer.state.best_metric},
+    }})
+    sharded = bool(cfg.train.fsdp or cfg.train.deepspeed)  # sharded modules do not run whole in one process
+    return Trained(trainer, adjusted or sharded)
