@@ -22,7 +22,9 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
 
 
 def reliability_bins(probs: np.ndarray, y: Sequence[int], n_bins: int = ECE_BINS) -> List[Dict]:
-    """Equal-width confidence bins (lo, hi]: count, mean confidence and accuracy of each non-empty bin."""
+    """Equal-width confidence bins (lo, hi]: count, mean confidence and accuracy of each non-empty bin (what
+    `sklearn.calibration.calibration_curve` gives for a binary problem, plus each bin's count, which the report's
+    reliability table and ECE need: calibration_curve drops empty bins without saying how full the others are)."""
     confidence = probs.max(axis=1)
     correct = probs.argmax(axis=1) == np.asarray(y)
     edges = np.linspace(0.0, 1.0, n_bins + 1)

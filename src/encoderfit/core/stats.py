@@ -2,6 +2,11 @@
 
 Pure numpy/scipy on arrays of per-example outcomes; nothing here needs a model. Every resampling is seeded and
 states its number of resamples, so a figure is reproducible and says how it was made.
+
+Why not `scipy.stats.bootstrap`: the intervals here resample *strata* (classes of a stratified test split) and
+the paired comparison must give the model and the baseline the very same resampled examples for statistics that
+are not means (entity F1 from per-sentence counts, Spearman, micro-F1 over label matrices) and also report a p-value;
+scipy's bootstrap has no stratification and no p-value. Exact tests (McNemar) are scipy's `binomtest`.
 """
 
 from __future__ import annotations
