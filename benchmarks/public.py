@@ -125,6 +125,7 @@ def main() -> None:
             run_set(name, args.data)
     text = table()
     write_section("public-benchmarks", "## Public benchmarks\n\n" + text)
+    write_section("public-table", text, path=ROOT / "docs" / "results.md")
     print(text)
 
 

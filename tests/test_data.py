@@ -155,7 +155,7 @@ def test_vader_scores_recipe_is_a_regression_on_every_snippet():
 def test_debtags_recipe_names_the_command_when_the_index_has_no_descriptions(tmp_path, monkeypatch):
     import shutil
 
-    from encoderfit import debian
+    from encoderfit.data import debian
     from encoderfit.core.errors import UserError
 
     if shutil.which("apt-cache") is None:
@@ -167,7 +167,7 @@ def test_debtags_recipe_names_the_command_when_the_index_has_no_descriptions(tmp
 
 @pytest.mark.slow
 def test_debtags_recipe_builds_multilabel_splits_from_the_apt_index():
-    from encoderfit import debian
+    from encoderfit.data import debian
 
     if not list(debian.LISTS.glob("*_i18n_Translation-en*")):
         pytest.skip("the apt index has no English descriptions (apt-get update -o Acquire::Languages=en)")
@@ -182,7 +182,7 @@ def test_debtags_recipe_builds_multilabel_splits_from_the_apt_index():
 
 @pytest.mark.slow
 def test_debian_search_recipe_pairs_unique_queries_with_held_out_groups():
-    from encoderfit import debian
+    from encoderfit.data import debian
 
     if not list(debian.LISTS.glob("*_i18n_Translation-en*")):
         pytest.skip("the apt index has no English descriptions (apt-get update -o Acquire::Languages=en)")

@@ -18,7 +18,9 @@ from conftest import free_port, run_cli
 from test_errors import cli_fails
 from test_probe import TEN
 
-from encoderfit import cli, search
+from encoderfit import cli
+
+from encoderfit.stages import search
 from encoderfit.stages.predict import Predictor
 
 
