@@ -60,16 +60,17 @@ def sentence_transformers_defaults(model_dir: str, train, batch: int, steps: int
     return timer
 
 
-def encoderfit_trainer(model_dir: str, train, validation, batch: int, steps: int, workdir: Path, dropout=0.0):
+def encoderfit_trainer(model_dir: str, train, validation, batch: int, steps: int, workdir: Path, dropout=0.0, grouped=False):
     """encoderfit's path for --task similarity: its model loading and its trainer (as `encoderfit train` builds them);
-    dropout None keeps BERT's attention dropout of 0.1 (what encoderfit did before)."""
+    dropout None keeps BERT's attention dropout of 0.1 (what encoderfit did before); grouped: length-grouped batches."""
     from encoderfit.core.config import ModelArgs, TrainArgs
-    from encoderfit.tasks.embedding_model import build_sentence_trainer, load_sentence_model
+    from encoderfit.tasks.embedding_model import build_sentence_trainer, length_grouped_sampler, load_sentence_model
 
     model = load_sentence_model(ModelArgs(name_or_path=model_dir, attention_dropout=dropout), 128)
     args = TrainArgs(max_steps=steps, batch_size=batch, learning_rate=2e-5, report_to=[], logging_steps=1000, eval_steps=10 * steps)
     timer = step_timer()
-    trainer = build_sentence_trainer(model, "scored", {"train": train, "validation": validation}, args, "fp32", workdir, [timer])
+    trainer = build_sentence_trainer(model, "scored", {"train": train, "validation": validation}, args, "fp32", workdir, [timer],
+                                     sampler=length_grouped_sampler() if grouped else None)
     trainer.args.disable_tqdm = True
     trainer.train()
     return timer
@@ -103,12 +104,13 @@ def main() -> None:
                       remove_columns=train.column_names)
         best = {}
         for r in range(args.rounds):
-            order = [("sentence-transformers defaults", None), ("encoderfit", 0.0), ("encoderfit, attention dropout 0.1", None)]
-            for i, (name, dropout) in enumerate(order if r % 2 == 0 else order[::-1]):
+            order = [("sentence-transformers defaults", None, False), ("encoderfit", 0.0, False),
+                     ("encoderfit, attention dropout 0.1 (before)", None, False), ("encoderfit, length-grouped batches", 0.0, True)]
+            for i, (name, dropout, grouped) in enumerate(order if r % 2 == 0 else order[::-1]):
                 work = Path(tmp) / f"path{i}-{r}"
                 timer = (sentence_transformers_defaults(model_dir, train, args.batch, args.steps, work) if name.startswith("sentence")
                          else encoderfit_trainer(model_dir, ours["train"], ours["validation"].select(range(64)), args.batch,
-                                                 args.steps, work, dropout))
+                                                 args.steps, work, dropout, grouped))
                 per_step = timer.seconds / max(timer.steps, 1)
                 print(f"round {r + 1}: {name}: {per_step:.3f} s/step over {timer.steps} steps", flush=True)
                 best[name] = min(best.get(name, per_step), per_step)

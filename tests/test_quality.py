@@ -208,7 +208,7 @@ def test_cross_validation_of_a_pooled_sentence_transformers_model(tiny_sentence_
     assert (out / "folds" / "fold-02" / "model" / "modules.json").is_file()
 
 
-def test_scored_pairs_train_in_length_grouped_batches_that_cover_every_pair_once():
+def test_the_length_grouped_sampler_covers_every_pair_once_in_batches_of_similar_length():
     from datasets import Dataset
 
     from encoderfit.tasks.embedding_model import length_grouped_sampler
