@@ -106,9 +106,13 @@ def table() -> str:
                  "stsb": lambda: f"; base model {base['base_model']['spearman']:.3f}" if base.get("base_model") else "",
                  "conll2003": lambda: f"; entity ECE {test['calibration']['ece']:.3f} (before scaling {test['calibration'].get('ece_before', float('nan')):.3f})"}
         note = extra.get(name, lambda: "")()
-        minutes, seconds = divmod(int(wall["wall_s"]), 60)
+        if wall.get("wall_s"):
+            minutes, seconds = divmod(int(wall["wall_s"]), 60)
+            took = f"{minutes} min {seconds:02d} s ({wall['date']})"
+        else:
+            took = f"not stated: {wall.get('note', 'not measured alone')} ({wall['date']})"
         rows.append(f"| {name} | `{wall['command']}` | {title} {_fmt(test.get(key), (test.get('ci') or {}).get(key))}{note} | "
-                    f"{baseline} | {said} | {anchor} | {minutes} min {seconds:02d} s ({wall['date']}) |")
+                    f"{baseline} | {said} | {anchor} | {took} |")
     return "\n".join(rows) + (f"\n\nEach run alone on the machine ({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
                               f"torch {torch.__version__}, transformers {transformers.__version__}; `python benchmarks/public.py` "
                               "re-runs them and rewrites this table.")
