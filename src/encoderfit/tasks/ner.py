@@ -248,7 +248,7 @@ class TokenClassification(Task):
                 "like the training data, with character offsets. Types rare in training are found poorly (see the per-type F1).")
 
 
-CASING_COST = "several points of"
+CASING_COST = "4.7 points of"  # benchmarks/casing.py: the CRF on CoNLL-2003 as written, and lower-cased
 
 
 def uncased(tokenizer) -> bool:
