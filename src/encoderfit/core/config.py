@@ -202,10 +202,11 @@ class TrainArgs:
     keep_checkpoints: int = 2
     """Keep the newest K checkpoints while training (the best one is kept as well); all are deleted once the run
     is complete."""
-    metric_for_best: Literal["loss", "accuracy", "f1_macro", "f1_micro", "f1", "pearson", "spearman", "mae", "rmse"] = "loss"
-    """Validation metric that chooses the checkpoint kept as the final model: loss for every task; accuracy, f1_macro
-    (classification); f1_micro, f1_macro (multilabel); pearson, spearman, mae, rmse (regression). loss is
-    continuous, so less noisy than accuracy or F1 on small validation sets (where one example can flip the choice)."""
+    metric_for_best: str = "loss"
+    """Validation metric that chooses the checkpoint kept as the final model: loss (every task), or one of the run's
+    task's metrics (accuracy, f1_macro, f1_micro, f1, spearman, ...: a name the task lacks is refused with its list).
+    loss is continuous, so less noisy than accuracy or F1 on small validation sets (where one example can flip the
+    choice)."""
     early_stopping_patience: Optional[int] = None
     """Stop when the validation metric has not improved for this many evaluations."""
     class_weights: Literal["none", "balanced"] = "none"

@@ -62,6 +62,9 @@ class Prepared:
     def from_splits(cls, splits: Splits, model: ModelArgs, train: TrainArgs) -> "Prepared":
         precision = pick_precision(train.precision)
         chosen = task_for(splits.task, model)
+        if train.metric_for_best not in chosen.metrics_for_best:  # before the model loads: the task knows its metrics
+            raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {chosen.name} task; "
+                            f"choose from {sorted(chosen.metrics_for_best)}")
         tokenizer = load_tokenizer(model)
         max_length = resolve_max_length(model, load_config(model), tokenizer)
         shown = splits.labels if len(splits.labels) <= 20 else f"{len(splits.labels)} labels ({', '.join(splits.labels[:5])}, ...)"
