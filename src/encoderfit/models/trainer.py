@@ -5,7 +5,7 @@
 - The shuffle depends only on (seed, epoch): a resumed run replays the same batches, and every process of a
   multi-process run draws the same order (accelerate then deals the batches out), so N processes at the same
   global batch size see the same batches as one.
-- Checkpoints every evaluation and every `save_steps`, sealed once complete (see checkpoints.py).
+- Checkpoints every evaluation and every `save_steps`, sealed once complete (see core/checkpoints.py).
 """
 
 from __future__ import annotations

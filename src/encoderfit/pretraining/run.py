@@ -1,6 +1,6 @@
 """`encoderfit pretrain`: masked-language-model pre-training, from scratch or continued from an encoder.
 
-The same machinery as fine-tuning (train.py): the transformers Trainer set up by trainer.py, sealed checkpoints,
+The same machinery as fine-tuning (stages/train.py): the transformers Trainer set up by models/trainer.py, sealed checkpoints,
 resume by re-running the command, torchrun processes, the run directory built hidden and renamed into place.
 
     RUN/

@@ -1,7 +1,7 @@
 """`encoderfit serve`: a FastAPI app that predicts over HTTP for any task, batching concurrent requests dynamically.
 
 Concurrent requests wait in a queue for at most `max_wait_ms`; whatever has arrived by then (up to a text
-budget) runs as one length-sorted pass of the model, and each request gets its own answer back (serve_batching.py).
+budget) runs as one length-sorted pass of the model, and each request gets its own answer back (batching.py).
 The model runs on one worker thread, so the event loop keeps accepting requests while it computes. A request bigger
 than one pass takes turns with the others; at most `max_queue` requests are held, more get 503 with Retry-After.
 """

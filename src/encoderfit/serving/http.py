@@ -1,5 +1,5 @@
 """What every route of the server shares: the request limits, the one shape of an error response, the checks on
-texts a route receives, and noticing a client that went away. serve.py's routes and serve_search.py's use them."""
+texts a route receives, and noticing a client that went away. app.py's routes and search.py's use them."""
 
 from __future__ import annotations
 

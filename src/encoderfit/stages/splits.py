@@ -1,4 +1,4 @@
-"""A run's data: its source read (data.py), the task settled (inferred from the labels when not given), the targets
+"""A run's data: its source read (data/sources.py), the task settled (inferred from the labels when not given), the targets
 encoded by the task, and train/validation/test splits made where the source lacks them (stratified by the task's
 own rules, after dropping exact duplicates). The bridge between the data sources and the task registry."""
 

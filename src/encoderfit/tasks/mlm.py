@@ -3,7 +3,7 @@
 - Packing: every document is tokenized without special tokens and followed by [SEP]; the stream is cut into blocks
   of `block_size` tokens, each `[CLS] ... [SEP]` (as BERT and ModernBERT pre-train on full sequences). Every block is
   full, so no padding is ever computed; only the stream's last partial block is dropped. Validation blocks come from
-  held-out documents only (corpus.py holds out whole documents).
+  held-out documents only (pretraining/corpus.py holds out whole documents).
 - Masking: transformers' DataCollatorForLanguageModeling (rate, 80/10/10 replacement; special tokens never masked),
   drawn afresh for every training batch from a generator seeded by (seed, batch number), so a resumed run masks as
   the uninterrupted one would. The validation blocks are masked once with a fixed seed, so every evaluation scores the same task.

@@ -2,7 +2,7 @@
 
 Data in any scheme (IO, IOB1, IOB2, BIOES/BILOU; tags.py) and shape (CoNLL files, token/tag lists with string or
 ClassLabel tags, raw text with character spans; ner_data.py) is read into words with IOB2 tags. The model labels
-sub-words (tokens.py): each word is trained and predicted at its first sub-word; long texts are windowed, never
+sub-words (core/tokens.py): each word is trained and predicted at its first sub-word; long texts are windowed, never
 truncated. Metrics are entity-level (seqeval, strict IOB2) with token accuracy beside them; the baseline is a
 linear-chain CRF on word features (sklearn-crfsuite).
 """
