@@ -193,7 +193,8 @@ def _pool(task, pooled, rows, per_fold, workdir: Path, out: Path, labels, data, 
     if report.baseline:
         results["baseline"] = task.analyse(base, labels, {}, cfg)
         verdict = results["comparison"]["verdict"]
-        verdict["sentence"] = verdict["sentence"].replace(" on test:", f" on all {len(rows)} examples, scored out of fold:")
+        everything = f"on all {len(rows)} examples, scored out of fold"
+        verdict["sentence"] = verdict["sentence"].replace("on this test set", everything).replace("on test:", everything + ":")
     primary = task.summary[0][0]
     values = [f[primary] for f in per_fold if f[primary] is not None]
     results["cv"] = {"folds": len(per_fold), "examples": len(rows), "scored_once": sorted(rows) == list(range(len(rows))),
