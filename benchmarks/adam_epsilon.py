@@ -43,9 +43,9 @@ def main() -> None:
     train = TrainArgs(**{**cfg.get("train", {}), "max_steps": args.steps, "report_to": [], "eval_steps": 10 * args.steps})
     model = ModelArgs(**cfg.get("model", {}))
     prep = Prepared.load(data, model, train, cfg.get("task"))
-    net = prep.task.load_model(model, prep.splits.labels, prep.max_length, prep.stats)
+    net = prep.task.modeling.load_model(model, prep.splits.labels, prep.max_length, prep.stats)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = prep.task.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, train,
+        trainer = prep.task.modeling.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, train,
                                           prep.precision, Path(tmp))
         trainer.args.disable_tqdm = True
         trainer.train()

@@ -78,7 +78,7 @@ def main() -> None:
 
     # encoderfit: packed full blocks, 30% masking, sparse prediction (the head runs on masked tokens only)
     blocks, _ = pack(documents, tokenizer, BLOCK, "english-mix")
-    ours_collator = get_task("mlm").collator(tokenizer, 0.3, 0)
+    ours_collator = get_task("mlm").modeling.collator(tokenizer, 0.3, 0)
     ours_batches = [ours_collator([blocks[int(i)] for i in rng.choice(len(blocks), BATCH, replace=False)]) for _ in range(steps)]
     # run_mlm.py --line_by_line --pad_to_max_length: one example per line, padded to 128, 15% masking
     encoded = tokenizer(lines, padding="max_length", truncation=True, max_length=BLOCK)

@@ -45,7 +45,7 @@ def stsb_hub_copy(folder: Path, out: Path) -> Path:
 SETS = {
     "conll2003": ("conll2003", ["train", "--config", "examples/conll2003.yaml"], "f1", "entity F1 (strict)",
                   "BERT-base-cased 0.924, BERT-large 0.928 (Devlin et al. 2019); BiLSTM-CRF 0.909 (Lample et al. 2016)"),
-    "conll2003-documents": ("conll2003", ["train", "--config", "examples/conll2003.yaml", "--data.documents", "true",
+    "conll2003-documents": ("conll2003", ["train", "--config", "examples/conll2003.yaml", "--ner.documents", "true",
                                           "--train.batch_size", "8"], "f1", "entity F1 (strict), whole documents",
                             "as above"),
     "reuters": ("reuters21578", ["train", "--config", "examples/reuters.yaml"], "f1_micro", "micro-F1",

@@ -146,7 +146,7 @@ def train_encoderfit(splits, steps: int, workdir: Path) -> dict:
     task = get_task(splits.task)
     net = load_model(model_args, task, splits.labels)
     tokenized = {role: tokenize(ds, tokenizer, 128) for role, ds in splits.as_dict().items()}
-    stats = task.summarize_targets(np.asarray(splits.train["labels"]), splits.labels)
+    stats = task.targets.summarize_targets(np.asarray(splits.train["labels"]), splits.labels)
     trainer = build_trainer(net, tokenizer, task, splits.labels, stats, tokenized,
                             TrainArgs(max_steps=steps, report_to=[], eval_steps=10 * steps), "fp32", workdir / "ef")
     clock, counter = StepClock(), CountingCollator(trainer.data_collator)
@@ -260,7 +260,7 @@ def main() -> None:
             rows[key]["mfu"] = flops / rows[key]["seconds"] / (peak * 1e9)
             rows[key]["agreement"] = float((rows[key]["pred"] == rows["torch"]["pred"]).mean())
         recheck = json.loads((run / "onnx" / ModelDir.RECHECK).read_text())
-        margins = get_task("classification").decision_margin(rows["onnx-int8"]["logits"], {})
+        margins = get_task("classification").decoding.decision_margin(rows["onnx-int8"]["logits"], {})
         rows["int8-recheck"]["rechecked"] = float((margins < recheck["margin"]).mean())
         inference[name] = {"rows": rows, "recheck": recheck, "n": len(texts), "mean_tokens": float(np.mean(rows["torch"]["lengths"]))}
         print(f"[bench] {name}: " + ", ".join(f"{k} {v['texts_s']:.1f} texts/s" for k, v in rows.items()), flush=True)

@@ -56,7 +56,7 @@ def main() -> None:
         corpora.append((name, len(rows), pearsonr(human, compound)[0], spearmanr(human, compound)[0]))
         print(f"[vader] {name}: n={len(rows)} pearson={corpora[-1][2]:.3f}", flush=True)
 
-    test = prepare(DataArgs(source="vader-movies-scores", target_range=[-4, 4]), "regression").test
+    test = prepare(DataArgs(source="vader-movies-scores"), "regression", {"regression": {"target_range": [-4, 4]}}).test
     y = np.asarray(test["labels"], dtype=np.float64)
     compound = lexicon_scores(test["text"])
     lo, hi = pearson_ci(y, compound)

@@ -156,7 +156,7 @@ def multilabel_run(tmp_path_factory, tiny_model) -> Path:
 @pytest.fixture(scope="session")
 def regression_run(tmp_path_factory, tiny_model) -> Path:
     return task_run(tmp_path_factory, tiny_model, "regression", make_regression_rows(400, seed=0), ("text", "label"),
-                    "--data.target_range", "[-6, 6]")
+                    "--regression.target_range", "[-6, 6]")
 
 
 @pytest.fixture(scope="session")

@@ -77,7 +77,7 @@ def test_weighted_cross_entropy_is_normalised_alike_in_training_and_evaluation()
     from encoderfit.core.config import TrainArgs
     from encoderfit.tasks import get_task
 
-    loss = get_task("classification").loss({"counts": [90, 10]}, TrainArgs(class_weights="balanced"))
+    loss = get_task("classification").modeling.loss({"counts": [90, 10]}, TrainArgs(class_weights="balanced"))
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.2], [-1.0, 1.5], [0.0, 0.3]])
     labels = torch.tensor([0, 1, 1, 0])
     evaluation = loss(SimpleNamespace(logits=logits), labels)
@@ -97,9 +97,9 @@ def test_multilabel_thresholds_are_read_by_name_whatever_the_saved_order():
     shuffled = json.loads(json.dumps({**head, "thresholds": dict(reversed(list(head["thresholds"].items())))}))
     by_name = threshold_vector(head, labels)
     assert len(set(by_name)) > 1  # distinct per label, so an order mix-up would show
-    assert np.array_equal(threshold_vector(shuffled), by_name) and np.array_equal(task._thresholds(shuffled, 3), by_name)
+    assert np.array_equal(threshold_vector(shuffled), by_name) and np.array_equal(task.decoding._thresholds(shuffled, 3), by_name)
     logits = np.log(probs / (1 - probs + 1e-9) + 1e-9)
-    decoded = task.decode(logits, labels, shuffled)
+    decoded = task.decoding.decode(logits, labels, shuffled)
     assert [r["labels"] for r in decoded] == [[labels[j] for j in np.argsort(-p) if p[j] >= by_name[j]] for p in 1 / (1 + np.exp(-logits))]
 
 

@@ -66,7 +66,7 @@ def test_a_conll_folder_with_valid_txt_and_a_readme_is_read_as_shipped(tmp_path)
 
 
 def test_data_documents_reads_each_conll_document_as_one_text(tmp_path):
-    """With data.documents, the sentences between -DOCSTART- lines become one text (the model then reads each word
+    """With ner.documents, the sentences between -DOCSTART- lines become one text (the model then reads each word
     with its neighbouring sentences), their words and tags in order; the entities are the same."""
     from encoderfit.core.config import DataArgs
     from encoderfit.stages.splits import prepare
@@ -83,7 +83,7 @@ def test_data_documents_reads_each_conll_document_as_one_text(tmp_path):
                 lines += [f"{t} NN B-NP {g}" for t, g in zip(row["tokens"], row["tags"])] + [""]
         (folder / f"{split}.txt").write_text("\n".join(lines), encoding="utf-8")
     sentences = prepare(DataArgs(source=str(folder)), "ner")
-    docs = prepare(DataArgs(source=str(folder), documents=True), "ner")
+    docs = prepare(DataArgs(source=str(folder)), "ner", {"ner": {"documents": True}})
     assert len(sentences.test) == 12 and len(docs.test) == 3
     assert docs.test["text"][0] == " ".join(sentences.test["text"][:4])
     entities = lambda split: sum(len(gold(row, split.labels)) for row in split.test["labels"])  # noqa: E731

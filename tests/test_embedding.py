@@ -128,8 +128,8 @@ def test_batches_hold_no_duplicate_text(tmp_path, tiny_model):
     rows = [{"text": f"query {i % 5}", "text_pair": f"document {i}"} for i in range(40)]  # each query 8 times
     ds = Dataset.from_list(rows)
     train = TrainArgs(batch_size=4, epochs=1, report_to=[])
-    net = task.load_model(ModelArgs(name_or_path=str(tiny_model)), ["relevant"], 32)
-    trainer = task.build_trainer(net, None, ["relevant"], {}, {"train": ds, "validation": ds}, train, "fp32", tmp_path)
+    net = task.modeling.load_model(ModelArgs(name_or_path=str(tiny_model)), ["relevant"], 32)
+    trainer = task.modeling.build_trainer(net, None, ["relevant"], {}, {"train": ds, "validation": ds}, train, "fp32", tmp_path)
     batches = list(trainer.get_train_dataloader().batch_sampler)
     assert batches and all(len({rows[i]["text"] for i in b}) == len(b) for b in batches)
 

@@ -326,7 +326,7 @@ def test_multilabel_label_set_that_differs_between_splits(tmp_path, tiny_model):
     ("abc", "row 4: 'abc' in column 'label' is not a number"),
     ("nan", "row 4: empty target in column 'label'"),  # pandas reads 'nan' in a CSV as a missing value
     ("inf", "row 4: target inf in column 'label' is not finite"),
-    ("99", "row 4: target 99 is outside data.target_range [-6, 6]"),
+    ("99", "row 4: target 99 is outside regression.target_range [-6, 6]"),
 ])
 def test_regression_targets_that_are_not_numbers(tmp_path, tiny_model, bad, expected):
     from conftest import make_regression_rows
@@ -334,7 +334,7 @@ def test_regression_targets_that_are_not_numbers(tmp_path, tiny_model, bad, expe
     rows = make_regression_rows(40, seed=4)
     rows[3]["label"] = bad
     msg = cli_fails(*train_args(tmp_path, write_csv(tmp_path / "r.csv", rows), tiny_model, "--task", "regression",
-                                "--data.target_range", "[-6, 6]"))
+                                "--regression.target_range", "[-6, 6]"))
     assert expected in msg and "r.csv [train]" in msg
     assert nothing_left(tmp_path)
 

@@ -77,7 +77,7 @@ def test_int8_recheck_runs_exactly_the_near_ties_in_fp32(exported):
     for forced in (float("inf"), 0.0, margin):
         checked.recheck = (checked.recheck[0], forced)
         got = checked.logits(texts)
-        near = get_task("classification").decision_margin(int8, checked.head) < forced
+        near = get_task("classification").decoding.decision_margin(int8, checked.head) < forced
         np.testing.assert_allclose(got[near], fp32[near], atol=1e-5)  # re-run in fp32, back in input order
         np.testing.assert_allclose(got[~near], int8[~near], atol=1e-5)  # int8 answers kept as they are
 

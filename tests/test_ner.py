@@ -155,7 +155,7 @@ def test_seqeval_agrees_with_bootstrap_counts(ner_run):
     run, task = RunDir(ner_run), get_task("ner")
     cfg = run.config()
     preds = run.predictions("test", task, cfg.labels)
-    fns, _ = task.interval_metrics(preds, cfg.labels, {})
+    fns, _ = task.scoring.interval_metrics(preds, cfg.labels, {})
     every = np.arange(len(preds.texts))
     test = json.loads((ner_run / "metrics.json").read_text())["test"]
     for key in ("f1", "precision", "recall", "token_accuracy"):

@@ -23,8 +23,9 @@ TEN = ["garlic soup dinner", "match league\x0cstadium goal", "server laptop\u202
 
 
 def fails(source: Path, task: str, **options) -> str:
+    """The one-line error of reading `source` as `task`'s data, with the task's own settings `options`."""
     with pytest.raises(UserError) as caught:
-        prepare(DataArgs(source=str(source), **options), task)
+        prepare(DataArgs(source=str(source)), task, {task: options})
     return str(caught.value)
 
 

@@ -74,7 +74,7 @@ def test_a_new_head_starts_at_the_training_priors_and_a_kept_head_keeps_its_bias
     from encoderfit.tasks import get_task
 
     task = get_task("multilabel")
-    bias = task.output_bias({"positives": [1, 30, 300], "examples": 1000})
+    bias = task.modeling.output_bias({"positives": [1, 30, 300], "examples": 1000})
     assert np.allclose(bias, np.log([1.5 / 999.5, 30.5 / 970.5, 300.5 / 700.5]))
     fresh = load_model(ModelArgs(name_or_path=str(tiny_model)), task, ["a", "b", "c"], bias)
     assert np.allclose(output_layer(fresh, 3).bias.detach().numpy(), bias, atol=1e-6)

@@ -135,7 +135,7 @@ def test_balanced_class_weights_favour_the_rare_class():
     from encoderfit.tasks import get_task
 
     task = get_task("classification")
-    loss = task.loss(task.summarize_targets(np.array([0] * 90 + [1] * 10), ["a", "b"]), TrainArgs(class_weights="balanced"))
+    loss = task.modeling.loss(task.targets.summarize_targets(np.array([0] * 90 + [1] * 10), ["a", "b"]), TrainArgs(class_weights="balanced"))
     labels_batch = torch.tensor([0, 1])
     out = lambda x: type("Out", (), {"logits": x})()  # noqa: E731
     mistake_on_rare = loss(out(torch.tensor([[2.0, 0.0], [2.0, 0.0]])), labels_batch)
@@ -160,8 +160,8 @@ def test_training_loss_is_one_mean_over_the_whole_step(name, tmp_path):
     logits = torch.randn(8, 1 if name == "regression" else 3)
     labels = {"classification": torch.randint(0, 3, (8,)), "multilabel": torch.randint(0, 2, (8, 3)).float(),
               "regression": torch.randn(8) * 3 + 1}[name]
-    stats = task.summarize_targets(labels.numpy(), ["a", "b", "c"])
-    loss = task.loss(stats, TrainArgs())
+    stats = task.targets.summarize_targets(labels.numpy(), ["a", "b", "c"])
+    loss = task.modeling.loss(stats, TrainArgs())
     out = lambda x: type("Out", (), {"logits": x})()  # noqa: E731
     trainer = Trainer(model=torch.nn.Linear(2, 2), args=TrainingArguments(output_dir=str(tmp_path), report_to=[]), compute_loss_func=loss)
     count = trainer._get_num_items_in_batch([{"labels": labels[:4]}, {"labels": labels[4:]}], torch.device("cpu"))
@@ -180,5 +180,5 @@ def test_multilabel_checkpoints_are_scored_under_the_thresholds_they_will_ship_w
     y = (rng.random((60, 4)) < 0.2).astype(np.float32)
     y[:6] = np.eye(4, dtype=np.float32)[np.arange(6) % 4]  # every label has positives
     logits = np.where(y > 0, -1.0, -4.0) + rng.normal(0, 0.1, y.shape)  # positives rank first, all below p = 0.5
-    scores = get_task("multilabel").trainer_metrics(["a", "b", "c", "d"], {})((logits, y))
+    scores = get_task("multilabel").scoring.trainer_metrics(["a", "b", "c", "d"], {})((logits, y))
     assert scores["f1_micro"] == pytest.approx(1.0) and scores["f1_macro"] == pytest.approx(1.0)

@@ -1,7 +1,9 @@
 """`encoderfit SUBCOMMAND`: one table maps each subcommand to the plain function that implements it.
 
 A function's signature and docstring are its `--help`; dataclass arguments become dotted groups
-(`--train.learning_rate`), and `--config FILE.yaml` fills any of them. User mistakes print one line
+(`--train.learning_rate`), and `--config FILE.yaml` fills any of them. A function that takes `options` (train, cv,
+tune) also gets each task's own group (`--ner.documents`, from the registry's `OPTIONS`), passed to it as
+`options={"ner": {"documents": True}}` (only the settings given). User mistakes print one line
 and exit with code 2; Ctrl-C (or SIGTERM) says what was kept and exits with 130 (143).
 
 Only the standard library is imported at module level, so an interrupt during start-up (the heavy imports
@@ -10,6 +12,8 @@ happen inside `main`) is handled like any other.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import logging
 import re
@@ -63,9 +67,31 @@ def build_parser(commands: Dict[str, Callable]):
         summary = (fn.__doc__ or "").strip().splitlines()[0]
         sub = ArgumentParser(prog=f"encoderfit {name}", description=summary, exit_on_error=False, allow_abbrev=False)
         sub.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below (command-line flags win).")
-        sub.add_function_arguments(fn, as_positional=True, skip={"return"})
+        sub.add_function_arguments(fn, as_positional=True, skip={"return", "options"})
+        for group, kind in task_groups(fn).items():
+            sub.add_class_arguments(kind, group, help=f"The {group} task's own settings.")
         subcommands.add_subcommand(name, sub, help=summary)
     return parser
+
+
+def task_groups(fn: Callable) -> Dict[str, type]:
+    """The tasks' own config groups (task name -> its Options dataclass) for a command whose function takes them."""
+    if "options" not in inspect.signature(fn).parameters:
+        return {}
+    from .tasks import OPTIONS
+
+    return OPTIONS
+
+
+def _task_options(kwargs: dict, groups: Dict[str, type]) -> Dict[str, dict]:
+    """The task groups' parsed dataclasses (popped from `kwargs`) -> {task: {setting: value}}, settings given only."""
+    options = {}
+    for group, kind in groups.items():
+        value, default = kwargs.pop(group), kind()
+        given = {f.name: getattr(value, f.name) for f in dataclasses.fields(kind) if getattr(value, f.name) != getattr(default, f.name)}
+        if given:
+            options[group] = given
+    return options
 
 
 def _known_keys(parser, command: Optional[str]) -> List[str]:
@@ -124,13 +150,13 @@ def gather_repeated(argv: List[str], fn: Optional[Callable]) -> List[str]:
 
 
 def _annotation(fn: Callable, key: str):
-    """The type of option `key` ("port", "train.learning_rate") of a subcommand's function, or None."""
+    """The type of option `key` ("port", "train.learning_rate", "ner.tag_scheme") of a subcommand's function, or None."""
     try:
         hints = typing.get_type_hints(fn)
         if "." not in key:
             return hints.get(key)
         group, field = key.split(".", 1)
-        return typing.get_type_hints(hints[group]).get(field)
+        return typing.get_type_hints(hints.get(group) or task_groups(fn)[group]).get(field)
     except (KeyError, NameError, TypeError):
         return None
 
@@ -160,6 +186,10 @@ def _one_line(parser, commands: Dict[str, Callable], argv: List[str], message: s
     unknown = re.search(r"does not accept option '([^']+)'|unrecognized arguments: --?(\S+)", message)
     if unknown:
         key = (unknown.group(1) or unknown.group(2)).split("=")[0]
+        from .core.runconfig import moved_flag
+
+        if moved_flag(key):
+            return f"--{key} is now {moved_flag(key)} (each task keeps its own settings); see `encoderfit {command or ''} --help`"
         hint = closest(key, _known_keys(parser, command))
         return f"unknown option or config key '{key}'{hint}; see `encoderfit {command or ''} --help`".replace("  ", " ")
     invalid = re.search(r'(?:option|Parser key) "([^"]+)":.*(?:Given value|Got value): (.*)$', " ".join(message.split()))
@@ -190,6 +220,9 @@ def _run(argv: List[str]) -> int:
             raise
         raise UserError(_one_line(parser, commands, argv, str(err))) from None
     kwargs = {k: v for k, v in vars(init[command]).items() if k != "config"}
+    groups = task_groups(commands[command])
+    if groups:
+        kwargs["options"] = _task_options(kwargs, groups)
     commands[command](**kwargs)
     return 0
 

@@ -1,31 +1,20 @@
-"""Run configuration: three small groups of settings, validated on creation, saved beside every model.
+"""Run configuration: the groups of settings (data, model, train, report), validated on creation; a task's own
+settings live with the task (tasks/*: `Options`), and runconfig.py saves and reads them all as config.yaml.
 
 The CLI (`encoderfit train --help`) is generated from these dataclasses, so each field's
 docstring is its help text and each default is written once, here.
 """
-
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional
+from typing import List, Literal, Optional
 
-import yaml
+from .errors import UserError
 
-from .errors import UserError, closest
-
-log = logging.getLogger(__name__)
-
-CONFIG_FILE = "config.yaml"
-LEGACY_TASK = "classification"  # the only task before encoderfit 0.2: what a run or model directory without one holds
 LOGGERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}  # logger -> the package it needs
-GROUPS = ("data", "model", "train", "report")
-# Settings renamed since a run directory could have been written: old dotted key -> new one. An old run directory
-# then still loads, with a warning.
-RENAMED: Dict[str, str] = {}
 
 
 def _require(ok: bool, message: str) -> None:
@@ -54,19 +43,6 @@ class DataArgs:
     (regression)."""
     label_separator: Optional[str] = None
     """Multilabel: the character joining several labels in one string ("news|sport"); implies --task multilabel."""
-    target_range: Optional[List[float]] = None
-    """Regression: [low, high] of valid targets; a target outside is an error, predictions and intervals are clipped
-    to it."""
-    tag_scheme: Optional[Literal["io", "iob1", "iob2", "bioes"]] = None
-    """Token classification: the scheme the tags are written in (BILOU reads as bioes). Default: detected from the
-    tags; io also accepts bare type names (PER, LOC) as tags."""
-    documents: bool = False
-    """Token classification: read the sentences of each document (CoNLL's -DOCSTART- lines, or the hub's one-token
-    -DOCSTART- rows) as one text, so every word is read with its neighbouring sentences (in windows of max_length):
-    the document context of BERT's CoNLL-2003 result (Devlin et al. 2019). Predict then takes whole documents too."""
-    invalid_tags: Literal["repair", "error"] = "repair"
-    """Token classification: a tag its scheme does not allow there (an I- with no entity of its type before it):
-    repair (read it as starting an entity, and log how many rows had one) or error (name the first such row)."""
     train_split: str = "train"
     """Name of the training split."""
     validation_split: str = "validation"
@@ -101,8 +77,6 @@ class DataArgs:
         _require(self.join_columns is None or (len(self.join_columns) >= 2 and len(set(self.join_columns)) == len(self.join_columns)),
                  f"data.join_columns must name at least two different columns (got {self.join_columns})")
         _require(self.label_separator is None or len(self.label_separator) > 0, "data.label_separator must not be empty")
-        _require(self.target_range is None or (len(self.target_range) == 2 and self.target_range[0] < self.target_range[1]),
-                 f"data.target_range must be [low, high] with low < high (got {self.target_range})")
 
 
 @dataclass
@@ -215,10 +189,6 @@ class TrainArgs:
     window_training: Literal["all", "first"] = "all"
     """With model.long_texts windows: train on every window of a long text (each with the text's target) or on its
     first window only."""
-    subword_labels: Literal["all", "first"] = "all"
-    """Token classification: train each word's tag on all its sub-words (later pieces get the I- tag, so the plain
-    pipeline's "simple" aggregation, which groups sub-words, finds the same entities as encoderfit), or on the first
-    only (the rest ignored in the loss, as transformers' run_ner.py). Prediction reads each word's first sub-word."""
     seeds: int = 1
     """Train this many models on the same split, with seeds seed, seed+1, ...: the report gives each validation and
     test metric's mean ± sd over them, and the run keeps the best on validation (or, with ensemble, all of them)."""
@@ -226,19 +196,9 @@ class TrainArgs:
     """With seeds > 1, ship every member as one model: their weights averaged (a model soup: one forward pass, a plain
     transformers model) when that scores at least as well on validation as averaging their logits, else the logit
     average (one forward pass per member)."""
-    regression_loss: Literal["mse", "huber"] = "mse"
-    """Regression: squared error, or Huber (less pulled by outliers), on standardized targets."""
-    embedding_loss: Literal["auto", "mnrl", "cosent", "angle"] = "auto"
-    """Embeddings: mnrl (multiple-negatives ranking: the batch's other documents are the negatives) for pairs and
-    triplets, cosent or angle for scored pairs; auto picks by the data's shape."""
-    contrastive_mini_batch: Optional[int] = None
-    """Embeddings with mnrl: embed each batch in chunks of this many (GradCache), so batch_size (the number of
-    in-batch negatives) can be larger than memory allows; the result is the same as one big batch."""
     contrastive_pairs: int = 10
     """Classification with model.head embedding: pairs made per training text (half with a text of its class,
     half with another class's), for the contrastive phase."""
-    matryoshka_dims: Optional[List[int]] = None
-    """Embeddings: also train truncations of the vector to these sizes (Matryoshka), e.g. [384, 256, 128, 64]."""
     logging_steps: int = 10
     """Log loss and learning rate every N steps."""
     report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
@@ -273,9 +233,6 @@ class TrainArgs:
         _require(self.max_grad_norm >= 0, f"train.max_grad_norm must be >= 0 (got {self.max_grad_norm:g})")
         _require(self.save_steps is None or self.save_steps > 0, f"train.save_steps must be > 0 (got {self.save_steps})")
         _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
-        _require(self.contrastive_mini_batch is None or self.contrastive_mini_batch >= 1,
-                 f"train.contrastive_mini_batch must be at least 1 (got {self.contrastive_mini_batch})")
-        _require(not self.matryoshka_dims or min(self.matryoshka_dims) >= 1, f"train.matryoshka_dims must be positive (got {self.matryoshka_dims})")
         _require(self.seeds >= 1, f"train.seeds must be at least 1 (got {self.seeds})")
         _require(not self.ensemble or self.seeds > 1, "train.ensemble needs train.seeds > 1 (the members to ensemble)")
         _require(self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")
@@ -344,88 +301,3 @@ class ReportOverrides:
         if changes.get("target_accuracy") == 0:
             changes["target_accuracy"] = None
         return dataclasses.replace(report, **changes)
-
-
-class SavedConfig:
-    """A run's settings as config.yaml: the one file later stages (and a resumed run) read back."""
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def save(self, directory: Path) -> Path:
-        path = Path(directory) / CONFIG_FILE
-        path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        return path
-
-
-@dataclass
-class RunConfig(SavedConfig):
-    """Everything a run was made with, plus what was resolved at run time (task, labels, max_length, precision)."""
-
-    data: DataArgs
-    model: ModelArgs
-    train: TrainArgs
-    report: ReportArgs = field(default_factory=ReportArgs)
-    task: str = LEGACY_TASK
-    labels: List[str] = field(default_factory=list)
-    resolved: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, raw: dict, where: str = "config") -> "RunConfig":
-        """Build from a saved mapping. Keys this version does not know are dropped with a warning (renamed ones are
-        mapped); one that looks like a misspelling of a missing key is an error, since its meaning is unclear."""
-        if not isinstance(raw, dict):
-            raise UserError(f"{where}: expected a mapping of settings, found {type(raw).__name__}; restore the file or re-train")
-        groups = {}
-        for group, kind in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs), ("report", ReportArgs)):
-            values = dict(raw.get(group) or {})
-            groups[group] = _build(kind, group, _known(kind, group, values, where), where)
-        extra = sorted(set(raw) - set(GROUPS) - {"task", "labels", "resolved"})
-        if extra:
-            log.warning("warning: %s: ignoring unknown top-level key(s) %s (written by another encoderfit version?)", where, extra)
-        return cls(**groups, task=str(raw.get("task") or LEGACY_TASK), labels=list(raw.get("labels") or []),
-                   resolved=dict(raw.get("resolved") or {}))
-
-    @classmethod
-    def load(cls, run_dir: Path, check: Optional[Callable[[dict, str], None]] = None) -> "RunConfig":
-        """A run directory's config.yaml; `check(raw, where)` first sees the saved mapping (the run directory asks the
-        task registry whether the run is a fine-tuning one: the config layer knows no tasks)."""
-        path = Path(run_dir) / CONFIG_FILE
-        if not path.is_file():
-            raise UserError(f"{run_dir}: not a run directory ({CONFIG_FILE} is missing); pass the directory that `encoderfit train` wrote")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            reason = getattr(err, "problem", None) or type(err).__name__
-            raise UserError(f"{path}: not valid YAML ({reason}{where}); restore the file or re-train the run") from None
-        if check is not None and isinstance(raw, dict):
-            check(raw, str(path))
-        return cls.from_dict(raw or {}, str(path))
-
-
-def _known(kind, group: str, values: dict, where: str) -> dict:
-    """The settings of one group that this version knows, renamed ones mapped to their new names."""
-    fields = {f.name for f in dataclasses.fields(kind)}
-    for key in sorted(set(values) - fields):
-        new = RENAMED.get(f"{group}.{key}", "")
-        if new.startswith(f"{group}.") and new.split(".", 1)[1] in fields:
-            log.warning("warning: %s: %s.%s is now %s", where, group, key, new)
-            values.setdefault(new.split(".", 1)[1], values.pop(key))
-            continue
-        hint = closest(key, sorted(fields - set(values)))
-        if hint:
-            raise UserError(f"{where}: unknown key {group}.{key}{hint}; rename it in the file")
-        log.warning("warning: %s: ignoring unknown key %s.%s (written by another encoderfit version?)", where, group, key)
-        values.pop(key)
-    return values
-
-
-def _build(kind, group: str, values: dict, where: str):
-    try:
-        return kind(**values)
-    except UserError as err:
-        raise UserError(f"{where}: {err}") from None
-    except TypeError as err:
-        raise UserError(f"{where}: the {group} settings are malformed ({err}); restore the file or re-train") from None

@@ -66,7 +66,7 @@ def print_evaluation(results: Dict, split: str, task, labels: List[str], console
     verdict = (results.get("comparison") or {}).get("verdict")
     if verdict:
         console.print(f"verdict: {verdict['sentence']}")
-    task.print_details(results, split, labels, console)
+    task.pages.print_details(results, split, labels, console)
 
 
 def print_rows(title: str, rows: List[Dict], columns: Optional[List[str]] = None, console=None) -> None:

@@ -131,7 +131,7 @@ def word_logits(predictor, texts: Sequence[str], words: Optional[Sequence[Sequen
         scores = _per_word(texts, words, source, offsets, tokens)
         if predictor.recheck is not None:
             exact, margin = predictor.recheck
-            close = np.flatnonzero(predictor.task.decision_margin(scores, predictor.head) < margin)
+            close = np.flatnonzero(predictor.task.decoding.decision_margin(scores, predictor.head) < margin)
             if len(close):
                 again = np.flatnonzero(np.isin(source, close))
                 predictor.run_tokens(exact, enc, keys, lengths, again, tokens)

@@ -34,7 +34,7 @@ def read_conll(path: Path):
                 tags.append(current["tags"])
                 numbers.append(current["lines"])
                 current = {"tokens": [], "tags": [], "lines": []}
-            if parts:  # a document boundary: a row of its own, as the hub's conll2003 has it (data.documents reads it)
+            if parts:  # a document boundary: a row of its own, as the hub's conll2003 has it (ner.documents reads it)
                 tokens.append([DOCSTART])
                 tags.append(["O"])
                 numbers.append([number])

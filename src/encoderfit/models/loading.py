@@ -140,7 +140,7 @@ def load_model(args: ModelArgs, task, labels: List[str], bias=None):
     """The encoder with the task's output layer, labels stored as id2label/label2id (safetensors only). `bias`: the
     output layer's starting bias when the layer is new (the task's prior log-odds), None: the architecture's zeros."""
     base = load_config(args)
-    head = task.model_kwargs(labels)
+    head = task.modeling.model_kwargs(labels)
     model, loading = load_weights(
         auto_model(task),
         resolve_name(args.name_or_path),
@@ -243,7 +243,7 @@ def load_trained(model_dir: str, task, members: List[str], **kwargs):
         import transformers
 
         sentence = is_sentence_model(path)  # a sentence-transformers directory: the bare transformer, pooled
-        return task.inference_model(load_weights(transformers.AutoModel if sentence else auto_model(task), str(path), **kwargs), path)
+        return task.modeling.inference_model(load_weights(transformers.AutoModel if sentence else auto_model(task), str(path), **kwargs), path)
 
     if not members:
         return load(Path(model_dir))

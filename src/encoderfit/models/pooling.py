@@ -83,7 +83,7 @@ def pooled_classifier(args, task, labels: List[str], bias=None):
 
     overrides = {k: v for k, v in config_overrides(args, base).items() if k != "classifier_pooling"}
     encoder = load_weights(AutoModel, path, revision=args.revision, trust_remote_code=args.trust_remote_code, **overrides)
-    outputs = task.num_outputs(labels)
+    outputs = task.targets.num_outputs(labels)
     log.info("head: a linear layer on the %s-pooled sentence vector (%s), not the architecture's [CLS] pooler; the model is "
              "saved as a sentence-transformers directory", mode,
              "--model.classifier_pooling" if args.classifier_pooling else "the checkpoint's own pooling")

@@ -10,7 +10,8 @@ from typing import Any, Dict, Literal, Optional
 
 import yaml
 
-from ..core.config import CONFIG_FILE, SavedConfig, TrainArgs, _build, _known
+from ..core.config import TrainArgs
+from ..core.runconfig import CONFIG_FILE, SavedConfig, build_group, known_settings
 from .corpus import CorpusArgs
 from ..core.errors import UserError
 from .tokenizer import TokenizerArgs
@@ -106,7 +107,7 @@ class PretrainConfig(SavedConfig):
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (OSError, yaml.YAMLError, UnicodeDecodeError):
             raise UserError(f"{path}: missing or not valid YAML; pass --resume false to start over") from None
-        groups = {name: _build(kind, name, _known(kind, name, dict(raw.get(name) or {}), str(path)), str(path))
+        groups = {name: build_group(kind, name, known_settings(kind, name, dict(raw.get(name) or {}), str(path)), str(path))
                   for name, kind in cls.GROUPS.items()}
         return cls(**groups, resolved=dict(raw.get("resolved") or {}))
 

@@ -176,7 +176,7 @@ def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, che
     precision = pick_precision(cfg.train.precision)
     from ..core.distributed import rank
 
-    collator = task.collator(tok, cfg.mlm.masking_rate, cfg.train.seed + 1 + rank())  # not the validation masks' seed
+    collator = task.modeling.collator(tok, cfg.mlm.masking_rate, cfg.train.seed + 1 + rank())  # not the validation masks' seed
     start = json.loads((Path(checkpoint) / "trainer_state.json").read_text())["global_step"] if checkpoint else 0
     collator.resume_at(start * cfg.train.gradient_accumulation_steps)
     trainer = build_trainer(net, tok, task, [], {}, {"train": train_blocks, "validation": masked}, cfg.train, precision,

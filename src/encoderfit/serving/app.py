@@ -209,7 +209,7 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
             return refused
         results = await batcher.predict(texts, pairs, lambda: client_gone(request))
         for r in results:
-            metrics.observe(predictor.task.signals(r))
+            metrics.observe(predictor.task.decoding.signals(r))
         return {"results": results}
 
     if predictor.task.embeds:

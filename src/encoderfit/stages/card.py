@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict
 
-from ..core.config import RunConfig
+from ..core.runconfig import RunConfig
 from ..core.files import atomic_file
 from ..tasks import get_task
 
@@ -14,11 +14,11 @@ from ..tasks import get_task
 def header(cfg: RunConfig, metrics: Dict) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, options=cfg.options)
     results = [EvalResult(task_type=task.pipeline_tag, dataset_type=str(cfg.data.source), dataset_name=str(cfg.data.source),
                           dataset_split=cfg.data.test_split, metric_type=kind, metric_value=round(float(value), 4),
                           metric_name=name, metric_args=args or None)
-               for kind, value, name, args in task.card_results(metrics)]
+               for kind, value, name, args in task.pages.card_results(metrics)]
     data = ModelCardData(library_name="transformers", pipeline_tag=task.pipeline_tag, base_model=cfg.model.name_or_path,
                          tags=["encoderfit", task.pipeline_tag, task.name], model_name=f"{Path(str(cfg.data.source)).name}-{task.name}",
                          eval_results=results)
@@ -26,7 +26,7 @@ def header(cfg: RunConfig, metrics: Dict) -> str:
 
 
 def card_text(cfg: RunConfig, metrics: Dict) -> str:
-    task = get_task(cfg.task)
+    task = get_task(cfg.task, options=cfg.options)
     sizes = cfg.resolved.get("examples", {})
     t = cfg.train
     columns = [title for _, title in task.summary]
@@ -65,10 +65,10 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         f"Intervals: 95% bootstrap confidence intervals over the {metrics['test']['n']} test examples. "
         + ((metrics.get("comparison") or {}).get("verdict") or {}).get("sentence", ""),
         "",
-        *task.card_sections(metrics, cfg),
+        *task.pages.card_sections(metrics, cfg),
         "",
         "## Intended use and limits",
-        f"{task.intended_use(cfg.labels)} Scores are measured on a held-out split of the same source; results on text from "
+        f"{task.pages.intended_use(cfg.labels)} Scores are measured on a held-out split of the same source; results on text from "
         f"other sources, periods or styles will differ and should be measured. Inputs longer than "
         f"{cfg.resolved.get('max_length')} tokens are {'cut into overlapping windows' if windowed else 'truncated'}.",
         "",
@@ -76,7 +76,7 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         "```python",
         "from encoderfit import Predictor   # applies the head fitted on validation",
         'model = Predictor.from_pretrained("path/to/model")',
-        *task.plain_usage(cfg),
+        *task.pages.plain_usage(cfg),
         "```",
         "",
     ])

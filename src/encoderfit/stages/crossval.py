@@ -41,7 +41,7 @@ def fold_parts(task, pool, k: int, seed: int) -> List:
     earlier folds left, so every fold holds about 1/k of each class (label, bin, group)."""
     parts, rest = [], pool
     for i in range(k - 1):
-        rest, held = task.holdout(rest, 1.0 / (k - i), seed + i, None)
+        rest, held = task.targets.holdout(rest, 1.0 / (k - i), seed + i, None)
         parts.append(held)
     return parts + [rest]
 
@@ -62,9 +62,10 @@ def _fold_splits(task, parts, i: int, data: DataArgs, labels: List[str], name: s
 
     rest = concatenate_datasets([p for j, p in enumerate(parts) if j != i])
     share = min(0.5, data.validation_size * len(parts) / (len(parts) - 1))  # validation: validation_size of all data
-    train, validation = task.holdout(rest, share, data.split_seed, None)
+    train, validation = task.targets.holdout(rest, share, data.split_seed, None)
     strip = lambda ds: ds.remove_columns(ROW)  # noqa: E731
-    return (Splits(train=strip(train), validation=strip(validation), test=strip(parts[i]), labels=labels, task=name),
+    return (Splits(train=strip(train), validation=strip(validation), test=strip(parts[i]), labels=labels, task=name,
+                   options=task.options_dict()),
             list(parts[i][ROW]))
 
 
@@ -92,6 +93,7 @@ def cross_validate(
     train: TrainArgs = TrainArgs(),
     report: ReportArgs = ReportArgs(),
     task: Optional[TaskName] = None,
+    options: Optional[Dict[str, dict]] = None,
     folds: int = 10,
     output_dir: Path = Path("runs/cv"),
     overwrite: bool = False,
@@ -109,6 +111,7 @@ def cross_validate(
         train: Optimisation settings, as for train (one seed per fold).
         report: Report settings, as for train.
         task: As for train: inferred from the labels when not given.
+        options: As for train: the task's own settings, {task: {setting: value}}.
         folds: Number of folds K (2 or more): each model trains on (K-1)/K of the examples.
         output_dir: The cross-validation directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
@@ -122,8 +125,8 @@ def cross_validate(
     if not is_main():
         raise UserError("encoderfit cv runs in one process; launch it without torchrun")
     with exclusive(out, overwrite=overwrite):
-        splits = prepare(data, task)
-        chosen = get_task(splits.task, "train")
+        splits = prepare(data, task, options)
+        chosen = get_task(splits.task, "train", splits.options)
         if chosen.cross_validation:
             raise UserError(f"encoderfit cv: {chosen.name} runs are not cross-validated: {chosen.cross_validation}")
         from datasets import concatenate_datasets
@@ -135,7 +138,7 @@ def cross_validate(
                             "training, validation and test examples); lower --folds")
         parts = fold_parts(chosen, pool, folds, data.split_seed)
         workdir = partial_dir(out)
-        settings = {"data": data, "model": model, "train": train, "folds": folds}
+        settings = {"data": data, "model": model, "train": train, "folds": folds, **chosen.options_dict()}
         saved = workdir / "cv.json"
         if workdir.is_dir() and not (saved.is_file() and not config_changes(_plain(settings), _read(saved))):
             shutil.rmtree(workdir)
@@ -182,16 +185,17 @@ def _read(path: Path) -> Dict:
 def _pool(task, pooled, rows, per_fold, workdir: Path, out: Path, labels, data, model, train, report, started) -> Path:
     """Pooled out-of-fold metrics: one head fitted on all folds' validation predictions (each from its own fold's
     model), every test example once, the baseline's out-of-fold predictions beside them."""
-    from ..core.config import RunConfig
+    from ..core.runconfig import RunConfig
     from ..core.tables import print_evaluation
 
-    cfg = RunConfig(data=data, model=model, train=train, report=report, task=task.name, labels=labels)
+    cfg = RunConfig(data=data, model=model, train=train, report=report, task=task.name, labels=labels,
+                    options=task.options_dict())
     val, test = concat(pooled["validation"]), concat(pooled["test"])
     base = concat(pooled[BASELINE_SPLIT]) if report.baseline else None
-    head = task.fit_head(val, labels, cfg)
+    head = task.scoring.fit_head(val, labels, cfg)
     results = analyse(task, {"validation": val, "test": test}, cfg, head, (base, {}) if report.baseline else None)
     if report.baseline:
-        results["baseline"] = task.analyse(base, labels, {}, cfg)
+        results["baseline"] = task.scoring.analyse(base, labels, {}, cfg)
         verdict = results["comparison"]["verdict"]
         everything = f"on all {len(rows)} examples, scored out of fold"
         verdict["sentence"] = verdict["sentence"].replace("on this test set", everything).replace("on test:", everything + ":")

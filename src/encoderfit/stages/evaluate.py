@@ -14,7 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from ..core.config import ReportOverrides, RunConfig
+from ..core.config import ReportOverrides
+from ..core.runconfig import RunConfig
 from ..core.errors import UserError
 from ..core.files import atomic_file, check_writable, write_json
 from .rundir import Predictions, RunDir
@@ -39,18 +40,18 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: b
     Used by `train`, `eval` and each fold of `cv`."""
     from .report import write_report
 
-    task = get_task(cfg.task, "eval")
+    task = get_task(cfg.task, "eval", cfg.options)
     fingerprint = run.model.fingerprint()
     preds = {role: split_predictions(run, role, ds, predictor, task, cfg.labels, fingerprint)
              for role, ds in (("validation", splits.validation), ("test", splits.test))}
-    head = task.fit_head(preds["validation"], cfg.labels, cfg)
+    head = task.scoring.fit_head(preds["validation"], cfg.labels, cfg)
     info = run.model.info()
     info.head = head
     run.model.write_info(info)
     predictor.info.head = head
     baseline = None
     if cfg.report.baseline:
-        fitted = task.baseline(splits, cfg.labels, cfg)
+        fitted = task.scoring.baseline(splits, cfg.labels, cfg)
         test = preds["test"]
         baseline = (Predictions(test.texts, test.pairs, test.targets, fitted["logits"]), fitted["head"])
         run.write_predictions(BASELINE_SPLIT, baseline[0], task, cfg.labels, "tfidf-baseline")
@@ -58,7 +59,7 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: b
     if baseline is not None:
         results["baseline"] = {**fitted["metrics"], "head": fitted["head"]}
     train: Callable[[], Predictions] = lambda: split_predictions(run, "train", splits.train, predictor, task, cfg.labels, fingerprint)  # noqa: E731
-    review = task.review_train(train, cfg.labels, head, cfg) if review_train else None
+    review = task.scoring.review_train(train, cfg.labels, head, cfg) if review_train else None
     if review is not None:
         write_review(run / RunDir.NOISE, review)
         results["label_noise"] = {"count": len(review), "of": len(splits.train), "min_confidence": cfg.report.noise_confidence}
@@ -124,7 +125,7 @@ def evaluate(
     rundir = RunDir(run)
     cfg = rundir.config()
     cfg.report = report.apply(cfg.report)
-    task = get_task(cfg.task, "eval")
+    task = get_task(cfg.task, "eval", cfg.options)
     args = replace(cfg.data, text_column=text_column or cfg.data.text_column,
                    text_pair_column=text_pair_column or cfg.data.text_pair_column,
                    label_column=label_column or cfg.data.label_column)
@@ -135,7 +136,7 @@ def evaluate(
     if predictor.labels != cfg.labels:
         raise UserError(f"{run}: the model's labels differ from config.yaml's; the run directory is inconsistent")
     if data is None:
-        splits = prepare(args, cfg.task)
+        splits = prepare(args, cfg.task, cfg.options)
         check_same_splits(run, cfg.resolved.get("splits"), splits.fingerprints())
         results = evaluate_run(rundir, replace(cfg, data=args), predictor, splits)
         rundir.save_config(cfg)
@@ -146,8 +147,8 @@ def evaluate(
     if name is None:
         raise UserError(f"--split: no split '{split}' in {data}; splits are {list(loaded)}")
     where = f"{data} [{name}]"
-    ds = task.canonical(loaded[name], args, where)
-    ds = task.encode(ds, task.read_targets(ds, args, where), cfg.labels, where)
+    ds = task.targets.canonical(loaded[name], args, where)
+    ds = task.targets.encode(ds, task.targets.read_targets(ds, args, where), cfg.labels, where)
     preds = predict_split(predictor, ds)
     results = analyse(task, {name: preds}, cfg, predictor.head)
     results[name].setdefault("ci", intervals(task, preds, cfg.labels, predictor.head))  # whatever the split is called

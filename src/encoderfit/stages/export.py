@@ -114,7 +114,7 @@ def _validation_texts(run: Optional[RunDir], task: Task, labels: List[str]) -> T
 
         cfg = run.config()
         try:
-            ds = prepare(cfg.data, cfg.task).validation
+            ds = prepare(cfg.data, cfg.task, cfg.options).validation
             ds = ds.select(range(min(RECHECK_TEXTS, len(ds))))
             pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
             return list(ds["text"]), pairs, f"{cfg.data.source} validation split"
@@ -137,11 +137,11 @@ def fit_recheck_margin(fp32: OnnxModel, int8: OnnxModel, tokenizer, info: ModelI
     task = get_task(info.task, "export")
     exact = Predictor(fp32, tokenizer, info).logits(texts, pairs)
     quick = Predictor(int8, tokenizer, info).logits(texts, pairs)
-    margin = float(np.quantile(task.margin_drop(quick, exact, info.head), quantile)) if len(texts) else 0.0
+    margin = float(np.quantile(task.decoding.margin_drop(quick, exact, info.head), quantile)) if len(texts) else 0.0
     checked = Predictor(int8, tokenizer, info, recheck=(fp32, margin)).logits(texts, pairs)
     return {"margin": margin, "quantile": quantile, "texts": len(texts),
-            "rechecked_share": float((task.decision_margin(quick, info.head) < margin).mean()),
-            "without": task.compare(exact, quick, info.head), "with": task.compare(exact, checked, info.head)}
+            "rechecked_share": float((task.decoding.decision_margin(quick, info.head) < margin).mean()),
+            "without": task.decoding.compare(exact, quick, info.head), "with": task.decoding.compare(exact, checked, info.head)}
 
 
 def parity(model, tokenizer, info: ModelInfo, texts: List[str], pairs: Optional[List[str]], onnx: Dict[str, OnnxModel],
@@ -153,7 +153,7 @@ def parity(model, tokenizer, info: ModelInfo, texts: List[str], pairs: Optional[
     runs = {name: Predictor(session, tokenizer, info) for name, session in onnx.items()}
     if recheck_margin is not None:
         runs["int8_rechecked"] = Predictor(onnx["int8"], tokenizer, info, recheck=(onnx["fp32"], recheck_margin))
-    return {"texts": len(texts), **{name: task.compare(reference, p.logits(texts, pairs), info.head) for name, p in runs.items()}}
+    return {"texts": len(texts), **{name: task.decoding.compare(reference, p.logits(texts, pairs), info.head) for name, p in runs.items()}}
 
 
 def export(

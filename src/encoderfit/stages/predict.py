@@ -122,7 +122,7 @@ class Predictor:
         check_options(self.task, calibrated, abstain)
         self.info, self.calibrated, self.abstain = info, calibrated, abstain
         if abstain:  # fail now, not at the first text
-            self.task.decode(_zeros(1, self.task.num_outputs(info.labels)), info.labels, info.head, calibrated, abstain)
+            self.task.decoding.decode(_zeros(1, self.task.targets.num_outputs(info.labels)), info.labels, info.head, calibrated, abstain)
         self.onnx = isinstance(model, OnnxModel)
         self.model = model if self.onnx else model.eval()
         self.tokenizer = tokenizer
@@ -225,7 +225,7 @@ class Predictor:
             out = aggregate_windows(rows, source, len(texts), windows["aggregation"]) if windows else rows
             if self.recheck is not None:
                 exact, margin = self.recheck
-                close = self.task.decision_margin(out, self.head) < margin
+                close = self.task.decoding.decision_margin(out, self.head) < margin
                 again = np.flatnonzero(close[source])  # every window of a text that is close to its decision
                 if len(again):
                     self._run(exact, enc, keys, lengths, again, rows)
@@ -267,20 +267,20 @@ class Predictor:
                     for scores in word_logits(self, texts[s : s + self.chunk_size], None if words is None else words[s : s + self.chunk_size])]
         parts = [self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
                  for s in range(0, len(texts), self.chunk_size)]
-        return np.concatenate(parts) if parts else _zeros(0, self.task.num_outputs(self.labels))
+        return np.concatenate(parts) if parts else _zeros(0, self.task.targets.num_outputs(self.labels))
 
     def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
         """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task)."""
         single = isinstance(texts, str)
         logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
-        results = self.task.decode(logits, self.labels, self.head, self.calibrated, self.abstain)
+        results = self.task.decoding.decode(logits, self.labels, self.head, self.calibrated, self.abstain)
         return results[0] if single else results
 
     def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None):
         """Class (or label) probabilities, shape (n_texts, n_labels); calibrated when the run has a temperature."""
         single = isinstance(texts, str)
         logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
-        return self.task.probabilities(logits, self.head, self.calibrated)
+        return self.task.decoding.probabilities(logits, self.head, self.calibrated)
 
 
 Classifier = Predictor  # the name before multi-label and regression arrived

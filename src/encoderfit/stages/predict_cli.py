@@ -67,9 +67,9 @@ def _rows(texts: List[str], pairs: Optional[List[str]], results: List[Dict]) -> 
 def write_predictions(rows: Iterator[Dict], task, labels: List[str], handle, fmt: str, pairs: bool) -> None:
     if fmt == "csv":
         writer = csv.writer(handle)
-        writer.writerow(["text", *(["text_pair"] if pairs else []), *task.csv_header(labels)])
+        writer.writerow(["text", *(["text_pair"] if pairs else []), *task.decoding.csv_header(labels)])
         for row in rows:
-            writer.writerow([row["text"], *([row["text_pair"]] if pairs else []), *task.csv_row(row, labels)])
+            writer.writerow([row["text"], *([row["text_pair"]] if pairs else []), *task.decoding.csv_row(row, labels)])
     else:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Dict, List
 
-from ..core.config import RunConfig
+from ..core.runconfig import RunConfig
 from ..core.files import atomic_file
 from .rundir import RunDir
 from ..tasks import get_task
@@ -30,9 +30,9 @@ def _metric(metrics: Dict, path: str):
 def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]) -> str:
     from ..core import figures as f
 
-    task = get_task(cfg.task, "report")
+    task = get_task(cfg.task, "report", cfg.options)
     shown = ", ".join(cfg.labels[:12]) + (f", … ({len(cfg.labels)} in all)" if len(cfg.labels) > 12 else "")
-    cards = [(title, f.num(_metric(metrics, path), path, fmt)) for title, path, fmt in task.headline(metrics)]
+    cards = [(title, f.num(_metric(metrics, path), path, fmt)) for title, path, fmt in task.pages.headline(metrics)]
     if metrics.get("baseline"):
         key, title = task.summary[0]
         cards.insert(1, (f"baseline test {title}", f.num(metrics["baseline"][key], f"baseline.{key}")))
@@ -52,7 +52,7 @@ def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]
         "<h2>Summary</h2>" + f.table(["split", "n", *(title for _, title in task.summary)], summary, (0,)),
         _seeds_section(metrics),
         "<h2>Training curves</h2>" + f.image("training curves", f.training(history, [k for k in task.metrics_for_best if k != "loss"])),
-        *task.report_sections(metrics, cfg, noise),
+        *task.pages.report_sections(metrics, cfg, noise),
     ]
     return (f"<!doctype html><html><head><meta charset=utf-8><title>encoderfit report</title><style>{f.CSS}</style></head>"
             f"<body>{''.join(sections)}</body></html>")
@@ -121,7 +121,7 @@ def report(run: Path) -> Path:
 
     rundir = RunDir(run)
     cfg = rundir.config()
-    task = get_task(cfg.task, "report")
+    task = get_task(cfg.task, "report", cfg.options)
     previous = rundir.metrics()
     preds = {role: rundir.require_predictions(role, task, cfg.labels) for role in ("validation", "test")}
     metrics = {**previous, **analyse(task, preds, cfg, rundir.model.info().head, saved_baseline(rundir, task, cfg.labels, previous))}

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from ..core.config import CONFIG_FILE, LEGACY_TASK, RunConfig
+from ..core.runconfig import CONFIG_FILE, LEGACY_TASK, RunConfig
 from ..core.errors import UserError
 from ..core.files import atomic_file, sha256, write_json
 
@@ -191,7 +191,7 @@ class RunDir:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        columns = {"text": preds.texts, "label": task.targets_to_json(preds.targets, labels), **task.logits_to_columns(preds.logits)}
+        columns = {"text": preds.texts, "label": task.targets.targets_to_json(preds.targets, labels), **task.decoding.logits_to_columns(preds.logits)}
         if preds.pairs is not None:
             columns["text_pair"] = preds.pairs
         table = pa.table(columns).replace_schema_metadata({"model_sha256": fingerprint})
@@ -218,8 +218,8 @@ class RunDir:
             rows = {k: v for k, v in rows.items() if any(x is not None for x in v)}
         else:
             return None
-        logits = task.logits_from_columns(rows, labels, str(file))
-        targets = task.targets_from_json(rows["label"], labels, str(file))
+        logits = task.decoding.logits_from_columns(rows, labels, str(file))
+        targets = task.targets.targets_from_json(rows["label"], labels, str(file))
         return Predictions(list(rows["text"]), rows.get("text_pair"), targets, logits)
 
     def require_predictions(self, split: str, task, labels: List[str]) -> Predictions:

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
-from ..core.config import RunConfig
+from ..core.runconfig import RunConfig
 from ..core.distributed import is_main
 from ..core.files import write_json
 from .rundir import ModelDir, Predictions, RunDir
@@ -53,10 +53,10 @@ def _predictions(predictor, splits) -> Dict[str, Predictions]:
 
 def _scores(task, preds: Dict[str, Predictions], cfg: RunConfig) -> Dict[str, Dict[str, float]]:
     """Each split's summary metrics under a head fitted on this validation split."""
-    head = task.fit_head(preds["validation"], cfg.labels, cfg)
+    head = task.scoring.fit_head(preds["validation"], cfg.labels, cfg)
     out = {}
     for role, p in preds.items():
-        m = task.analyse(p, cfg.labels, head, cfg)
+        m = task.scoring.analyse(p, cfg.labels, head, cfg)
         out[role] = {key: m[key] for key, _ in task.summary if isinstance(m.get(key), (int, float))}
     return out
 
@@ -97,7 +97,7 @@ def train_seeds(prep, cfg: RunConfig, workdir: Path):
     summary = {"seeds": seeds, "members": {str(s): scores[s] for s in seeds},
                "spread": {role: {k: spread([scores[s][role][k] for s in seeds]) for k in keys[role]} for role in keys}}
     primary = task.summary[0][0]
-    greater = task.greater_is_better(primary)
+    greater = task.scoring.greater_is_better(primary)
     if not cfg.train.ensemble:
         direction = task.metrics_for_best[cfg.train.metric_for_best]
         chosen = (max if direction else min)(seeds, key=lambda s: best_values[s])

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..core.config import DataArgs
@@ -32,6 +32,8 @@ class Splits:
     test: Dataset
     labels: List[str]
     task: str
+    options: Dict[str, dict] = field(default_factory=dict)
+    """The task's own settings ({task: {setting: value}}) the splits were read with."""
 
     def as_dict(self) -> Dict[str, Dataset]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -84,9 +86,9 @@ def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str], rows: Optio
         )
 
 
-def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
-    """Load `data.source`, validate it, settle the task (inferred from the labels when None), encode the targets
-    and return train/validation/test splits."""
+def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[str, dict]] = None) -> Splits:
+    """Load `data.source`, validate it, settle the task (inferred from the labels when None) with its own settings
+    (`options`: {task: {setting: value}}), encode the targets and return train/validation/test splits."""
     from ..tasks import Task, get_task, resolve_task
 
     loaded = load_source(data.source, data.config_name)
@@ -100,14 +102,14 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
         if names[role] == role and role not in loaded:
             names[role] = next((a for a in aliases if a in loaded), role)
     where = {role: f"{data.source} [{name}]" for role, name in names.items()}
-    requested = get_task(task, "train") if task else None  # a task may read its own shapes of data (token lists, spans)
-    raw = {role: (requested or Task()).canonical(join_columns(loaded[name], data.join_columns, data.text_column, where[role]),
+    requested = get_task(task, "train", options or {}) if task else None  # a task may read its own shapes of data (token lists, spans)
+    raw = {role: (requested or Task()).targets.canonical(join_columns(loaded[name], data.join_columns, data.text_column, where[role]),
                                                  data, where[role]) for role, name in names.items() if name in loaded}
-    chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column)
-    targets = {role: chosen.read_targets(ds, data, where[role]) for role, ds in raw.items()}
-    labels = chosen.label_names(targets["train"], raw["train"].features[LABEL], chosen.target_column(raw["train"], data),
+    chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column, options)
+    targets = {role: chosen.targets.read_targets(ds, data, where[role]) for role, ds in raw.items()}
+    labels = chosen.targets.label_names(targets["train"], raw["train"].features[LABEL], chosen.targets.target_column(raw["train"], data),
                                 where["train"])
-    splits = {role: chosen.encode(ds, targets[role], labels, where[role]) for role, ds in raw.items()}
+    splits = {role: chosen.targets.encode(ds, targets[role], labels, where[role]) for role, ds in raw.items()}
 
     missing = [role for role in ("validation", "test") if role not in splits]
     if missing:
@@ -115,10 +117,10 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
         _check_holdout_sizes(len(pool), data, missing, len(splits["train"]))
         sizes = {"validation": data.validation_size, "test": data.test_size}
         held = sum(sizes[r] for r in missing)
-        splits["train"], rest = chosen.holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "
+        splits["train"], rest = chosen.targets.holdout(pool, held, data.split_seed, "label '%s' has a single example: it stays in train "
                                                f"and {' and '.join(missing)} will have none of it; add examples of it")
         if len(missing) == 2:
-            splits["validation"], splits["test"] = chosen.holdout(rest, data.test_size / held, data.split_seed,
+            splits["validation"], splits["test"] = chosen.targets.holdout(rest, data.test_size / held, data.split_seed,
                                                                   "label '%s' has a single held-out example: it goes to "
                                                                   "validation, and test will have none of it")
         else:
@@ -135,4 +137,4 @@ def prepare(data: DataArgs, task: Optional[str] = None) -> Splits:
     for role, ds in splits.items():
         if len(ds) == 0:
             raise UserError(f"{data.source}: the {role} split is empty; provide more data or change data.{role}_size")
-    return Splits(labels=labels, task=chosen.name, **splits)
+    return Splits(labels=labels, task=chosen.name, options=chosen.options_dict(), **splits)

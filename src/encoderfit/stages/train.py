@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional
 
 from ..core.checkpoints import checkpoints_in, newest_complete
-from ..core.config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
+from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.runconfig import RunConfig
 from ..core.distributed import barrier, is_main, join, share
 from ..core.errors import UserError
 from ..core.files import check_writable, exclusive, partial_dir, publish_dir
@@ -140,6 +141,7 @@ def fit(
     train: TrainArgs = TrainArgs(),
     report: ReportArgs = ReportArgs(),
     task: Optional[TaskName] = None,
+    options: Optional[Dict[str, dict]] = None,
     output_dir: Path = Path("runs/latest"),
     overwrite: bool = False,
     resume: Optional[bool] = None,
@@ -159,6 +161,8 @@ def fit(
             ner (a tag per word: token lists with tags, CoNLL files, or text with character spans; never inferred).
             Default: inferred from the label column (lists or --data.label_separator: multilabel; numbers that are
             not whole: regression; else classification), and stated in the log.
+        options: The task's own settings, {task: {setting: value}} (the CLI's --ner.documents true is
+            {"ner": {"documents": True}}); a task's settings are listed in `encoderfit train --help` under its name.
         output_dir: The run directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
         resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
@@ -167,7 +171,7 @@ def fit(
     started = time.time()
     out = check_start(output_dir, overwrite, train)
     with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
-        prep = Prepared.load(data, model, train, task)
+        prep = Prepared.load(data, model, train, task, options)
         cfg = prep.config(data, model, train, report)
 
         workdir = partial_dir(out)

@@ -13,7 +13,8 @@ from typing import Any, Dict, Optional
 
 from .. import __version__
 from ..core.checkpoints import checkpoints_in, newest_complete
-from ..core.config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
+from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.runconfig import RunConfig
 from ..core.device import pick_precision
 from ..core.distributed import is_main
 from ..core.errors import UserError
@@ -55,13 +56,14 @@ class Prepared:
     windows: Optional[Dict]
 
     @classmethod
-    def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None) -> "Prepared":
-        return cls.from_splits(prepare(data, task), model, train)  # data first: its mistakes come before torch loads
+    def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None,
+             options: Optional[Dict[str, dict]] = None) -> "Prepared":
+        return cls.from_splits(prepare(data, task, options), model, train)  # data first: its mistakes come before torch loads
 
     @classmethod
     def from_splits(cls, splits: Splits, model: ModelArgs, train: TrainArgs) -> "Prepared":
         precision = pick_precision(train.precision)
-        chosen = task_for(splits.task, model)
+        chosen = task_for(splits.task, model, splits.options)
         if train.metric_for_best not in chosen.metrics_for_best:  # before the model loads: the task knows its metrics
             raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {chosen.name} task; "
                             f"choose from {sorted(chosen.metrics_for_best)}")
@@ -78,16 +80,17 @@ class Prepared:
         windows = {"overlap": overlap, "aggregation": model.window_aggregation} if windowed else None
         if windows and overlap >= max_length // 2:
             raise UserError(f"model.window_overlap {model.window_overlap} must be under half of max_length {max_length}")
-        tokenized = {role: chosen.tokenize(splits.as_dict()[role], tokenizer, max_length, windows, train, role)
+        tokenized = {role: chosen.targets.tokenize(splits.as_dict()[role], tokenizer, max_length, windows, train, role)
                      for role in ("train", "validation")}
         if windows:
             log.info("windows of %d tokens (overlap %d): %d training rows from %d texts", max_length, overlap,
                      len(tokenized["train"]), len(splits.train))
-        stats = chosen.summarize_targets(chosen.targets_array(splits.train["labels"]), splits.labels)
+        stats = chosen.targets.summarize_targets(chosen.targets.targets_array(splits.train["labels"]), splits.labels)
         return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats, windows)
 
     def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
-        return RunConfig(data=data, model=model, train=train, report=report, task=self.task.name, labels=self.splits.labels)
+        return RunConfig(data=data, model=model, train=train, report=report, task=self.task.name, labels=self.splits.labels,
+                         options=self.task.options_dict())
 
 
 @dataclass
@@ -106,8 +109,8 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     from transformers import set_seed
 
     set_seed(cfg.train.seed)
-    net = prep.task.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
-    trainer = prep.task.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
+    net = prep.task.modeling.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
+    trainer = prep.task.modeling.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
                                       prep.precision, workdir, callbacks)
     engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
     if cfg.train.fsdp and not trainer.is_fsdp_enabled:  # never ignore it silently
@@ -121,7 +124,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     if not is_main():
         return Trained(trainer, True)
     (run.model / "training_args.bin").unlink(missing_ok=True)  # a pickle; config.yaml has the settings
-    adjusted = prep.task.after_training(run.model.path, prep.stats, trainer)
+    adjusted = prep.task.modeling.after_training(run.model.path, prep.stats, trainer)
     pooling = getattr(trainer.model, "mode", None) if type(trainer.model).__name__ == "PooledClassifier" else None
     if pooling:  # a linear head on the pooled vector: written as a sentence-transformers directory
         from ..models.pooling import save_sentence_classifier

@@ -17,7 +17,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Literal, Optional, Set, Tuple
 
-from ..core.config import DataArgs, ModelArgs, ReportArgs, RunConfig, TrainArgs
+from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.runconfig import RunConfig
 from ..core.distributed import world_size
 from ..core.errors import UserError, closest
 from ..core.files import atomic_file, check_writable
@@ -167,6 +168,7 @@ def tune(
     train: TrainArgs = TrainArgs(),
     report: ReportArgs = ReportArgs(),
     task: Optional[TaskName] = None,
+    options: Optional[Dict[str, dict]] = None,
     output_dir: Path = Path("runs/tuned"),
     trials: int = 20,
     space: Optional[Dict[str, Dict[str, Any]]] = None,
@@ -183,6 +185,7 @@ def tune(
         train: Training settings; the searched ones are overridden per trial.
         report: Settings of the final evaluation of the best trial.
         task: classification, multilabel or regression. Default: inferred from the label column, as in `train`.
+        options: As for train: the task's own settings, {task: {setting: value}}.
         output_dir: The run directory the best trial becomes; the study lives beside it in OUTPUT_DIR-tune/.
         trials: Finished trials (complete or pruned) the search should reach, counting those of an earlier,
             interrupted invocation.
@@ -195,7 +198,7 @@ def tune(
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
     out, space, home = start_search(Path(output_dir), overwrite, trials, train, space or DEFAULT_SPACE, TUNABLE)
-    prep = Prepared.load(data, model, train, task)
+    prep = Prepared.load(data, model, train, task, options)
     cfg = prep.config(data, model, train, report)
     if train.metric_for_best not in prep.task.metrics_for_best:
         raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {prep.task.name} task; "

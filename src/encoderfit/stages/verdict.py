@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Optional
 
-from ..core.config import RunConfig
+from ..core.runconfig import RunConfig
 from .rundir import Predictions, RunDir
 from ..tasks import Task
 
@@ -19,8 +19,8 @@ def predict_split(predictor, ds) -> Predictions:
 
     pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     words = ds["words"] if "words" in ds.column_names else None  # tasks that label words: the data's own
-    return Predictions(list(ds["text"]), pairs, predictor.task.targets_array(ds["labels"]),
-                       predictor.task.outputs(predictor, list(ds["text"]), pairs, words))
+    return Predictions(list(ds["text"]), pairs, predictor.task.targets.targets_array(ds["labels"]),
+                       predictor.task.scoring.outputs(predictor, list(ds["text"]), pairs, words))
 
 
 def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels: List[str], fingerprint: str) -> Predictions:
@@ -30,7 +30,7 @@ def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels:
     saved = run.predictions(role, task, labels, fingerprint)
     if saved is not None and saved.texts == list(ds["text"]) and saved.pairs == pairs:
         log.info("%s: reusing the saved predictions of this model", role)
-        return Predictions(saved.texts, pairs, task.targets_array(ds["labels"]), saved.logits)
+        return Predictions(saved.texts, pairs, task.targets.targets_array(ds["labels"]), saved.logits)
     preds = predict_split(predictor, ds)
     run.write_predictions(role, preds, task, labels, fingerprint)
     return preds
@@ -43,7 +43,7 @@ def intervals(task: Task, preds: Predictions, labels: List[str], head: Dict) -> 
     """Bootstrap confidence intervals of the task's main metrics on one split (stratified where the task says)."""
     from ..core.stats import bootstrap_ci
 
-    fns, strata = task.interval_metrics(preds, labels, head)
+    fns, strata = task.scoring.interval_metrics(preds, labels, head)
     return {key: bootstrap_ci(fn, len(preds.texts), strata=strata) for key, fn in fns.items()}
 
 
@@ -52,25 +52,25 @@ def compare(task: Task, model: Predictions, base: Predictions, labels: List[str]
     the task's exact test (McNemar for classification) and the verdict on the primary metric, in plain words."""
     from ..core.stats import paired_bootstrap, verdict
 
-    mine, strata = task.interval_metrics(model, labels, head)
-    theirs = task.interval_metrics(base, labels, base_head)[0]
+    mine, strata = task.scoring.interval_metrics(model, labels, head)
+    theirs = task.scoring.interval_metrics(base, labels, base_head)[0]
     differences = {key: paired_bootstrap(lambda idx, who, key=key: (mine if who == "model" else theirs)[key](idx),
                                          len(model.texts), strata=strata)
                    for key, _ in task.summary if key in mine}
-    exact = task.paired_test(model, base, labels, head, base_head)
+    exact = task.scoring.paired_test(model, base, labels, head, base_head)
     primary = task.summary[0][0]
     p_value = exact[task.exact_test]["p_value"] if exact and task.exact_test else differences[primary]["p_value"]
-    return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.greater_is_better(primary),
+    return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.scoring.greater_is_better(primary),
                                                                            primary, p_value, baseline=task.baseline_name, plain=task.baseline_plain)}
 
 
 def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict, baseline: Optional[tuple] = None) -> Dict:
     """Each split's metrics under `head`, with confidence intervals on test; the head's decisions with what they do on
     each split; and, given (baseline test predictions, baseline head), the comparison with the baseline."""
-    analysed = {role: task.analyse(p, cfg.labels, head, cfg) for role, p in preds.items()}
+    analysed = {role: task.scoring.analyse(p, cfg.labels, head, cfg) for role, p in preds.items()}
     if "test" in preds:
         analysed["test"]["ci"] = intervals(task, preds["test"], cfg.labels, head)
-    results = {**analysed, **task.head_summary(head, analysed)}
+    results = {**analysed, **task.scoring.head_summary(head, analysed)}
     if baseline is not None and "test" in preds:
         results["comparison"] = compare(task, preds["test"], baseline[0], cfg.labels, head, baseline[1])
     return results

@@ -1,6 +1,6 @@
-"""The task registry: --task NAME -> the object that knows that kind of target (see base.Task).
+"""The task registry: --task NAME -> the object that knows that kind of target (see base/task.py: a Task and its parts).
 
-To add a task: write a `Task` subclass in its own module and add it here. No stage needs to change.
+To add a task: write its parts and its `Task` in its own module and add the Task here. No stage needs to change.
 """
 
 from __future__ import annotations
@@ -31,26 +31,27 @@ HEADS: Dict[tuple, Task] = {("classification", "embedding"): EmbeddingHeadClassi
 """(task, model.head) -> how training runs that task with that head (SetFit for classification on embeddings)."""
 
 
-def task_for(name: str, model) -> Task:
-    """The task as training runs it for these model settings: model.head linear is the task itself."""
+def task_for(name: str, model, options: Optional[Dict[str, dict]] = None) -> Task:
+    """The task as training runs it for these model settings (model.head linear is the task itself), holding the
+    run's settings of its group."""
     task = get_task(name)
-    if model.head == "linear":
-        return task
-    variant = HEADS.get((task.name, model.head))
-    if variant is None:
-        raise UserError(f"model.head {model.head}: only classification trains a head on embeddings (SetFit); drop "
-                        f"model.head for the {task.name} task")
-    return variant
+    if model.head != "linear":
+        task = HEADS.get((task.name, model.head))
+        if task is None:
+            raise UserError(f"model.head {model.head}: only classification trains a head on embeddings (SetFit); drop "
+                            f"model.head for the {name} task")
+    return task.configured(options)
 
 
-def get_task(name: str, stage: Optional[str] = None) -> Task:
-    """The task called `name`; with `stage`, one that the stage can run (else a one-line error saying what to do)."""
+def get_task(name: str, stage: Optional[str] = None, options: Optional[Dict[str, dict]] = None) -> Task:
+    """The task called `name`; with `stage`, one that the stage can run (else a one-line error saying what to do);
+    with `options` ({group: settings}, as RunConfig.options), holding the run's settings of its group."""
     if name not in TASKS:
         raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; choose from {list(TASKS)}")
     task = TASKS[name]
     if stage is not None and stage not in task.stages:
         raise UserError(f"{stage}: {task.unsupported}")
-    return task
+    return task.configured(options) if options is not None else task
 
 
 def infer_task(ds, separator: Optional[str], column: str) -> tuple:
@@ -73,14 +74,20 @@ def infer_task(ds, separator: Optional[str], column: str) -> tuple:
     return "classification", f"column '{column}' holds {'integers' if isinstance(feature, Value) and 'int' in feature.dtype else 'text'}"
 
 
-def resolve_task(requested: Optional[str], ds, separator: Optional[str], column: str) -> Task:
-    """The run's task: the one asked for, or the one the label column implies (stated in the log either way)."""
+def resolve_task(requested: Optional[str], ds, separator: Optional[str], column: str,
+                 options: Optional[Dict[str, dict]] = None) -> Task:
+    """The run's task: the one asked for, or the one the label column implies (stated in the log either way),
+    holding the run's settings of its group."""
     if requested:
         log.info("task: %s (requested)", requested)
-        return get_task(requested, "train")
+        return get_task(requested, "train", options or {})
     name, why = infer_task(ds, separator, column)
     log.info("task: %s (inferred: %s; set --task to choose)", name, why)
-    return TASKS[name]
+    return TASKS[name].configured(options)
 
 
-__all__ = ["HEADS", "LABELLED", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task", "task_for"]
+OPTIONS: Dict[str, type] = {name: task.Options for name, task in TASKS.items() if task.Options is not None}
+"""Task name -> the dataclass of its config group (`--ner.documents`): the CLI adds one group per entry."""
+
+
+__all__ = ["HEADS", "LABELLED", "OPTIONS", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task", "task_for"]

@@ -14,7 +14,8 @@ from typing import Dict, List
 import numpy as np
 
 from ..core.errors import UserError
-from .base import Task, tfidf_features
+from .base import Decoding, Modeling, Scoring, Targets, Task, tfidf_features
+from .classification_pages import ClassificationPages
 
 log = logging.getLogger(__name__)
 UNKNOWN = "UNKNOWN"
@@ -83,17 +84,7 @@ def index_of(strings: List[str], labels: List[str], where: str) -> List[int]:
     return [index[s] for s in strings]
 
 
-class Classification(Task):
-    name = "classification"
-    problem_type = "single_label_classification"
-    pages = "classification_pages"
-    options = frozenset({"calibrated", "abstain"})
-    metrics_for_best = {"loss": False, "accuracy": True, "f1_macro": True}
-    summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
-    lower_is_better = frozenset({"ece_before", "ece_after"})
-
-    # ---------------------------------------------------------------- targets
-
+class ClassificationTargets(Targets):
     def read_targets(self, ds, data, where):
         return label_strings(ds["labels"], ds.features["labels"], data.label_column, where)
 
@@ -127,8 +118,8 @@ class Classification(Task):
     def summarize_targets(self, targets, labels):
         return {"counts": np.bincount(np.asarray(targets), minlength=len(labels)).tolist()}
 
-    # ---------------------------------------------------------------- training
 
+class ClassificationModeling(Modeling):
     def loss(self, stats, train):
         import torch
 
@@ -154,6 +145,8 @@ class Classification(Task):
 
         return loss
 
+
+class ClassificationScoring(Scoring):
     def trainer_metrics(self, labels, stats):
         from sklearn.metrics import accuracy_score, f1_score
 
@@ -164,8 +157,6 @@ class Classification(Task):
                     "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
 
         return compute
-
-    # ---------------------------------------------------------------- evaluation
 
     def fit_head(self, validation, labels, cfg):
         from ..core.calibration import coverage_sweep, fit_temperature_cv, softmax, threshold_for
@@ -250,8 +241,6 @@ class Classification(Task):
         return ({"accuracy": lambda idx: float(correct[idx].mean()), "f1_macro": f1_macro,
                  "ece_before": lambda idx: ece(raw[idx], y[idx]), "ece_after": lambda idx: ece(cal[idx], y[idx])}, y)
 
-    exact_test = "mcnemar"
-
     def paired_test(self, model, baseline, labels, head, baseline_head):
         from ..core.stats import mcnemar_exact
 
@@ -266,8 +255,8 @@ class Classification(Task):
         probs = softmax(preds.logits, head.get("temperature") or 1.0)
         return wrong_with_confidence(preds.shown(), preds.targets, probs, labels, cfg.report.noise_confidence)
 
-    # ---------------------------------------------------------------- inference
 
+class ClassificationDecoding(Decoding):
     def probabilities(self, logits, head, calibrated=True):
         from ..core.calibration import softmax
 
@@ -311,17 +300,17 @@ class Classification(Task):
     def signals(self, result):
         return {"labels": [result["label"]], "confidence": result["score"], "abstained": result["label"] == UNKNOWN}
 
-    # ---------------------------------------------------------------- presentation
 
-    def headline(self, metrics):
-        return [("test accuracy", "test.accuracy", ".4f"), ("test macro-F1", "test.f1_macro", ".4f")]
-
-    def card_results(self, metrics):
-        test = metrics["test"]
-        return [("accuracy", test["accuracy"], "Test accuracy", {}),
-                ("f1", test["f1_macro"], "Test macro-F1", {"average": "macro"}),
-                ("ece", test["calibration"]["after"]["ece"], "Test ECE (calibrated)", {})]
-
-    def intended_use(self, labels):
-        return (f"Classifying text like the training data into {len(labels)} labels. Labels outside that set are never "
-                "predicted; use the abstention threshold to route uncertain texts to a person.")
+class Classification(Task):
+    name = "classification"
+    problem_type = "single_label_classification"
+    inference_options = frozenset({"calibrated", "abstain"})
+    metrics_for_best = {"loss": False, "accuracy": True, "f1_macro": True}
+    summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
+    lower_is_better = frozenset({"ece_before", "ece_after"})
+    exact_test = "mcnemar"
+    Targets = ClassificationTargets
+    Modeling = ClassificationModeling
+    Scoring = ClassificationScoring
+    Decoding = ClassificationDecoding
+    Pages = ClassificationPages

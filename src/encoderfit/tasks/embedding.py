@@ -6,7 +6,7 @@ Data shapes (columns found by name, or named with --data.text_column / --data.te
 - (query, document, relevant) judgements: a `relevant` (or `relevance`) column; rows judged relevant (> 0) train
   as pairs, and every query needs at least one.
 The loss is multiple-negatives ranking (every other document of the batch is a negative; cached, GradCache-style,
-with train.contrastive_mini_batch), batches hold no text twice. Splits are made by connected groups of queries and
+with --embedding.mini_batch), batches hold no text twice. Splits are made by connected groups of queries and
 documents, so no held-out query or document is ever seen in training.
 
 Outputs ("logits" to the stages): a split's row is [embedding(query) | embedding(document)], each normalised. The
@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Dict, List
+from dataclasses import dataclass
+from typing import ClassVar, Dict, List, Literal, Optional
 
 import numpy as np
 
 from ..core.errors import UserError, closest
-from .base import Task
+from .base import Decoding, Modeling, Scoring, Targets, Task
+from .embedding_pages import EmbeddingPages
 
 log = logging.getLogger(__name__)
 PAIR_NAMES = (("anchor", "positive"), ("query", "document"), ("query", "positive"), ("sentence1", "sentence2"),
@@ -77,27 +79,29 @@ def _judged(ds, column: str, where: str):
     return ds.select(keep).remove_columns(column)
 
 
-class Embedding(Task):
-    name = "embedding"
-    cross_validation = ("each fold's model embeds into its own vector space, so the folds' documents cannot be searched as "
-                        "one corpus; use train with a larger test split")
-    pages = "embedding_pages"
-    problem_type = "embedding"
-    pipeline_tag = "sentence-similarity"
-    output_noun = "embeddings"
-    auto_model = "AutoModel"
-    metrics_for_best = {"loss": False}
-    summary = (("mrr@10", "MRR@10"), ("recall@1", "recall@1"), ("recall@10", "recall@10"), ("recall@100", "recall@100"),
-               ("ndcg@10", "nDCG@10"))
-    stages = frozenset({"train", "eval", "predict", "export", "serve", "report"})
-    unsupported = "the embedding task has no hyper-parameter search yet; run `encoderfit train` with chosen settings"
-    baseline_name = "BM25"
-    baseline_plain = "BM25 keyword search"
-    embeds = True
-    int8_recheck = False  # no decisions: int8 is judged by cosine to fp32 and by recall (benchmarks/embeddings.py)
+@dataclass
+class EmbeddingOptions:
+    """The embedding task's settings (`--embedding.*`; the similarity task has them too)."""
 
-    # ---------------------------------------------------------------- data
+    group: ClassVar[str] = "embedding"
 
+    loss: Literal["auto", "mnrl", "cosent", "angle"] = "auto"
+    """mnrl (multiple-negatives ranking: the batch's other documents are the negatives) for pairs and triplets,
+    cosent or angle for scored pairs; auto picks by the data's shape."""
+    mini_batch: Optional[int] = None
+    """With mnrl: embed each batch in chunks of this many (GradCache), so train.batch_size (the number of in-batch
+    negatives) can be larger than memory allows; the result is the same as one big batch."""
+    matryoshka_dims: Optional[List[int]] = None
+    """Also train truncations of the vector to these sizes (Matryoshka), e.g. [384, 256, 128, 64]."""
+
+    def __post_init__(self) -> None:
+        if self.mini_batch is not None and self.mini_batch < 1:
+            raise UserError(f"{self.group}.mini_batch must be at least 1 (got {self.mini_batch})")
+        if self.matryoshka_dims and min(self.matryoshka_dims) < 1:
+            raise UserError(f"{self.group}.matryoshka_dims must be positive (got {self.matryoshka_dims})")
+
+
+class EmbeddingTargets(Targets):
     def canonical(self, ds, data, where, need_labels=True):
         if len(ds) == 0:
             raise UserError(f"{where}: no rows; it must hold at least one example")
@@ -174,11 +178,8 @@ class Embedding(Task):
     def targets_from_json(self, values, labels, where):
         return np.asarray(values, dtype=np.float32)
 
-    def logits_from_columns(self, rows, labels, where):
-        return np.asarray(rows["logits"], dtype=np.float32).reshape(len(rows["text"]), -1)
 
-    # ---------------------------------------------------------------- model and training
-
+class EmbeddingModeling(Modeling):
     def load_model(self, args, labels, max_length, stats=None):
         from .embedding_model import load_sentence_model
 
@@ -188,13 +189,13 @@ class Embedding(Task):
         from .embedding_model import build_sentence_trainer
 
         shape = "triplets" if "negative" in tokenized["train"].column_names else "pairs"
-        return build_sentence_trainer(net, shape, tokenized, train, precision, workdir, callbacks)
+        return build_sentence_trainer(net, shape, tokenized, train, precision, workdir, callbacks, options=self.task.options)
 
     def after_training(self, model_dir, stats, trainer=None):
         return True  # the in-memory model is a SentenceTransformer: inference reloads the transformer from disk
 
-    # ---------------------------------------------------------------- evaluation
 
+class EmbeddingScoring(Scoring):
     def outputs(self, predictor, texts, pairs, words=None):
         """[embedding(query) | embedding(document)] per row (each distinct text embedded once)."""
         if pairs is None:
@@ -269,7 +270,10 @@ class Embedding(Task):
                                "got_better": changed_queries(model.texts, model.pairs, before, after, False, SHOWN_CHANGES),
                                "worse": int((after > before).sum()), "better": int((after < before).sum())}}
 
-    # ---------------------------------------------------------------- inference
+
+class EmbeddingDecoding(Decoding):
+    def logits_from_columns(self, rows, labels, where):
+        return np.asarray(rows["logits"], dtype=np.float32).reshape(len(rows["text"]), -1)
 
     def decode(self, logits, labels, head, calibrated=True, abstain=False):
         return [{"embedding": [round(float(v), 6) for v in row]} for row in logits]
@@ -285,13 +289,27 @@ class Embedding(Task):
     def csv_row(self, result, labels):
         return [" ".join(f"{v:.6g}" for v in result["embedding"])]
 
-    def plain_usage(self, cfg):
-        return ["# or sentence-transformers (the same normalised vectors):", "from sentence_transformers import SentenceTransformer",
-                'model = SentenceTransformer("path/to/model")', 'vectors = model.encode(["a query", "a document"])']
 
-    def intended_use(self, labels):
-        return ("Embedding queries and documents for semantic search and similarity (cosine), for text like the "
-                "training pairs; compare with BM25 on your own queries before replacing keyword search.")
-
-    def headline(self, metrics):
-        return [("test MRR@10", "test.mrr@10", ".4f"), ("test recall@10", "test.recall@10", ".4f")]
+class Embedding(Task):
+    name = "embedding"
+    cross_validation = ("each fold's model embeds into its own vector space, so the folds' documents cannot be searched as "
+                        "one corpus; use train with a larger test split")
+    problem_type = "embedding"
+    pipeline_tag = "sentence-similarity"
+    output_noun = "embeddings"
+    auto_model = "AutoModel"
+    metrics_for_best = {"loss": False}
+    summary = (("mrr@10", "MRR@10"), ("recall@1", "recall@1"), ("recall@10", "recall@10"), ("recall@100", "recall@100"),
+               ("ndcg@10", "nDCG@10"))
+    stages = frozenset({"train", "eval", "predict", "export", "serve", "report"})
+    unsupported = "the embedding task has no hyper-parameter search yet; run `encoderfit train` with chosen settings"
+    baseline_name = "BM25"
+    baseline_plain = "BM25 keyword search"
+    embeds = True
+    int8_recheck = False  # no decisions: int8 is judged by cosine to fp32 and by recall (benchmarks/embeddings.py)
+    Options = EmbeddingOptions
+    Targets = EmbeddingTargets
+    Modeling = EmbeddingModeling
+    Scoring = EmbeddingScoring
+    Decoding = EmbeddingDecoding
+    Pages = EmbeddingPages

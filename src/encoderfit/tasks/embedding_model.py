@@ -50,33 +50,36 @@ def load_sentence_model(args, max_length: int):
     return model
 
 
-def training_loss(model, shape: str, train):
-    """The loss the data shape calls for (train.embedding_loss overrides it), Matryoshka-wrapped when asked."""
+def training_loss(model, shape: str, options=None):
+    """The loss the data shape calls for (`options.loss`, the task's --embedding.loss, overrides it), Matryoshka-wrapped
+    when asked (`options.matryoshka_dims`). `options`: an EmbeddingOptions, or None for the defaults."""
     from sentence_transformers.sentence_transformer import losses
 
-    name = train.embedding_loss if train.embedding_loss != "auto" else ("cosent" if shape == "scored" else "mnrl")
+    loss_name, mini_batch, dims = (options.loss, options.mini_batch, options.matryoshka_dims) if options else ("auto", None, None)
+    group = getattr(options, "group", "embedding")
+    name = loss_name if loss_name != "auto" else ("cosent" if shape == "scored" else "mnrl")
     if name == "mnrl" and shape == "scored":
-        raise UserError("train.embedding_loss: mnrl needs (anchor, positive) pairs or triplets, and the data holds scored "
+        raise UserError(f"{group}.loss: mnrl needs (anchor, positive) pairs or triplets, and the data holds scored "
                         "pairs; use cosent or angle")
     if name in ("cosent", "angle") and shape != "scored":
-        raise UserError(f"train.embedding_loss: {name} needs scored pairs (a similarity per pair); this data holds "
+        raise UserError(f"{group}.loss: {name} needs scored pairs (a similarity per pair); this data holds "
                         f"{shape}: use mnrl")
     if name == "mnrl":
-        loss = (losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=train.contrastive_mini_batch)
-                if train.contrastive_mini_batch else losses.MultipleNegativesRankingLoss(model))
+        loss = (losses.CachedMultipleNegativesRankingLoss(model, mini_batch_size=mini_batch)
+                if mini_batch else losses.MultipleNegativesRankingLoss(model))
     else:
         loss = losses.CoSENTLoss(model) if name == "cosent" else losses.AnglELoss(model)
-    log.info("loss: %s%s", type(loss).__name__, f" over Matryoshka dimensions {train.matryoshka_dims}" if train.matryoshka_dims else "")
-    if train.matryoshka_dims:
-        dims = sorted(set(train.matryoshka_dims), reverse=True)
+    log.info("loss: %s%s", type(loss).__name__, f" over Matryoshka dimensions {dims}" if dims else "")
+    if dims:
+        dims = sorted(set(dims), reverse=True)
         if dims[0] > model.get_embedding_dimension():
-            raise UserError(f"train.matryoshka_dims: {dims[0]} is above the model's {model.get_embedding_dimension()} dimensions")
+            raise UserError(f"{group}.matryoshka_dims: {dims[0]} is above the model's {model.get_embedding_dimension()} dimensions")
         loss = losses.MatryoshkaLoss(model, loss, dims)
     return loss
 
 
 def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: str, workdir: Path, callbacks: Optional[list],
-                           sampler=None):
+                           sampler=None, options=None):
     """SentenceTransformerTrainer with encoderfit's training arguments, callbacks and duplicate-free batches."""
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
@@ -96,7 +99,7 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
     args = training_arguments(train, precision, workdir / "checkpoints", cls=SentenceTransformerTrainingArguments,
                               batch_sampler=sampler)
     return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"],
-                                      eval_dataset=tokenized["validation"], loss=training_loss(net, shape, train),
+                                      eval_dataset=tokenized["validation"], loss=training_loss(net, shape, options),
                                       callbacks=_callbacks(train, workdir / "logs", callbacks or []))
 
 

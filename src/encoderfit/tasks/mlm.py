@@ -19,34 +19,17 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 
 from ..core.errors import UserError
-from .base import Task
+from .base import Modeling, Scoring, Task
 
 IGNORE = -100
 
 
-class MaskedLM(Task):
-    name = "mlm"
-    problem_type = "masked_lm"
-    pipeline_tag = "fill-mask"
-    output_noun = "tokens"
-    auto_model = "AutoModelForMaskedLM"
-    pages = "mlm_pages"
-    stages = frozenset({"pretrain"})
-    metrics_for_best = {"loss": False, "accuracy": True}
-    summary = (("loss", "MLM loss"), ("perplexity", "perplexity"), ("accuracy", "masked-token accuracy"))
-    lower_is_better = frozenset({"loss", "perplexity"})
-    unsupported = ("an mlm run is a pre-trained encoder: use its model/ with transformers.pipeline('fill-mask', model=RUN/model), "
-                   "or fine-tune it with `encoderfit train --model.name_or_path RUN/model`")
-
+class MlmModeling(Modeling):
     def loss(self, stats: Dict[str, Any], train) -> Optional[Callable]:
         return None  # the model's own masked-token cross-entropy (averaged over the step's masked tokens)
 
     def collator(self, tokenizer, rate: float = 0.3, seed: int = 0):
         return MaskingCollator(tokenizer, rate, seed)
-
-    def derive_metrics(self, metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
-        loss = metrics.get(f"{prefix}_loss")
-        return {f"{prefix}_perplexity": math.exp(min(loss, 50.0))} if loss is not None else {}
 
     def preprocess_logits(self):
         def top_ids(logits, labels):
@@ -60,6 +43,12 @@ class MaskedLM(Task):
 
         return top_ids
 
+
+class MlmScoring(Scoring):
+    def derive_metrics(self, metrics: Dict[str, float], prefix: str) -> Dict[str, float]:
+        loss = metrics.get(f"{prefix}_loss")
+        return {f"{prefix}_perplexity": math.exp(min(loss, 50.0))} if loss is not None else {}
+
     def trainer_metrics(self, labels: List[str], stats: Dict[str, Any]) -> Callable:
         def compute(pred) -> Dict[str, float]:
             ids, targets = np.asarray(pred.predictions), np.asarray(pred.label_ids)
@@ -67,6 +56,22 @@ class MaskedLM(Task):
             return {"accuracy": float((ids[masked] == targets[masked]).mean()) if masked.any() else 0.0}
 
         return compute
+
+
+class MaskedLM(Task):
+    name = "mlm"
+    problem_type = "masked_lm"
+    pipeline_tag = "fill-mask"
+    output_noun = "tokens"
+    auto_model = "AutoModelForMaskedLM"
+    stages = frozenset({"pretrain"})
+    metrics_for_best = {"loss": False, "accuracy": True}
+    summary = (("loss", "MLM loss"), ("perplexity", "perplexity"), ("accuracy", "masked-token accuracy"))
+    lower_is_better = frozenset({"loss", "perplexity"})
+    unsupported = ("an mlm run is a pre-trained encoder: use its model/ with transformers.pipeline('fill-mask', model=RUN/model), "
+                   "or fine-tune it with `encoderfit train --model.name_or_path RUN/model`")
+    Modeling = MlmModeling
+    Scoring = MlmScoring
 
 
 def pack(documents: List[str], tokenizer, block_size: int, where: str):

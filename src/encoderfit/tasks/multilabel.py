@@ -15,7 +15,8 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..core.errors import UserError
-from .base import Task, tfidf_features
+from .base import Decoding, Modeling, Scoring, Targets, Task, tfidf_features
+from .multilabel_pages import MultilabelPages
 
 log = logging.getLogger(__name__)
 MIN_POSITIVES = 5
@@ -64,19 +65,7 @@ def threshold_vector(head: Dict, labels: Optional[List[str]] = None) -> np.ndarr
     return np.asarray([saved.get(name, head.get("global_threshold", 0.5)) for name in names], dtype=float)
 
 
-class Multilabel(Task):
-    name = "multilabel"
-    cross_validation = ("each fold fits its own per-label thresholds, which one pooled comparison cannot apply; use train "
-                        "with a larger test split")
-    pages = "multilabel_pages"
-    problem_type = "multi_label_classification"
-    metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}
-    summary = (("f1_micro", "micro-F1"), ("f1_macro", "macro-F1"), ("f1_samples", "samples-F1"), ("subset_accuracy", "subset accuracy"),
-               ("hamming_loss", "Hamming loss"))
-    lower_is_better = frozenset({"hamming_loss"})
-
-    # ---------------------------------------------------------------- targets
-
+class MultilabelTargets(Targets):
     def read_targets(self, ds, data, where):
         from datasets import ClassLabel, Sequence
 
@@ -151,8 +140,8 @@ class Multilabel(Task):
         y = np.asarray(targets)
         return {"positives": y.sum(0).astype(int).tolist(), "examples": int(len(y))}
 
-    # ---------------------------------------------------------------- training
 
+class MultilabelModeling(Modeling):
     def output_bias(self, stats):
         """Each label's log-odds in the training split (smoothed): a new head starts at the priors, so the encoder is
         not pushed to a constant vector to learn them (which predicts the priors for every text)."""
@@ -179,6 +168,8 @@ class Multilabel(Task):
 
         return loss
 
+
+class MultilabelScoring(Scoring):
     def trainer_metrics(self, labels, stats):
         from sklearn.metrics import f1_score
 
@@ -193,8 +184,6 @@ class Multilabel(Task):
                     "f1_macro": float(f1_score(y_true, y_pred, average="macro", zero_division=0))}
 
         return compute
-
-    # ---------------------------------------------------------------- evaluation
 
     def fit_head(self, validation, labels, cfg):
         return {**fit_thresholds(sigmoid(validation.logits), np.asarray(validation.targets), labels), "fitted_on": "validation"}
@@ -256,8 +245,8 @@ class Multilabel(Task):
         return ({"f1_micro": f1_micro, "f1_macro": f1_macro, "f1_samples": lambda idx: float(row_f1[idx].mean()),
                  "subset_accuracy": lambda idx: float(exact[idx].mean())}, None)
 
-    # ---------------------------------------------------------------- inference
 
+class MultilabelDecoding(Decoding):
     def probabilities(self, logits, head, calibrated=True):
         return sigmoid(logits)
 
@@ -296,14 +285,18 @@ class Multilabel(Task):
     def signals(self, result):
         return {"labels": result["labels"]}
 
-    # ---------------------------------------------------------------- presentation
 
-    def card_results(self, metrics):
-        test = metrics["test"]
-        return [("f1", test["f1_micro"], "Test micro-F1", {"average": "micro"}),
-                ("f1", test["f1_macro"], "Test macro-F1", {"average": "macro"}),
-                ("accuracy", test["subset_accuracy"], "Test subset accuracy", {})]
-
-    def intended_use(self, labels):
-        return (f"Tagging text like the training data with any subset of {len(labels)} labels. Labels rare in training "
-                "are predicted poorly (see the per-label F1).")
+class Multilabel(Task):
+    name = "multilabel"
+    cross_validation = ("each fold fits its own per-label thresholds, which one pooled comparison cannot apply; use train "
+                        "with a larger test split")
+    problem_type = "multi_label_classification"
+    metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}
+    summary = (("f1_micro", "micro-F1"), ("f1_macro", "macro-F1"), ("f1_samples", "samples-F1"), ("subset_accuracy", "subset accuracy"),
+               ("hamming_loss", "Hamming loss"))
+    lower_is_better = frozenset({"hamming_loss"})
+    Targets = MultilabelTargets
+    Modeling = MultilabelModeling
+    Scoring = MultilabelScoring
+    Decoding = MultilabelDecoding
+    Pages = MultilabelPages

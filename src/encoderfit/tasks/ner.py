@@ -13,43 +13,50 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import dataclass
+from typing import Literal, Optional
+
 import numpy as np
 
 from ..core.errors import UserError
 from ..core.tokens import IGNORE, WordScores, aligned_windows
 from . import ner_data
-from .base import Task
+from .base import Decoding, Modeling, Scoring, Targets, Task
+from .ner_pages import NerPages
 from .ner_metrics import counts, entity_metrics, fit_entity_temperature, gold, predicted, prf
 from .tags import at, convert, tag_names, to_iob2
 
 log = logging.getLogger(__name__)
 
 
-class TokenClassification(Task):
-    name = "ner"
-    problem_type = "token_classification"
-    pipeline_tag = "token-classification"
-    output_noun = "tags"
-    auto_model = "AutoModelForTokenClassification"
-    pages = "ner_pages"
-    baseline_name = "CRF baseline"
-    baseline_plain = "a CRF on word features"
-    granularity = "word"
-    always_windows = True
-    output_axes = {0: "batch", 1: "sequence"}
-    metrics_for_best = {"loss": False, "f1": True}
-    options = frozenset({"calibrated"})  # entity scores at the temperature fitted on validation
-    summary = (("f1", "entity F1"), ("precision", "precision"), ("recall", "recall"), ("token_accuracy", "token accuracy"))
+@dataclass
+class NerOptions:
+    """The ner task's settings (`--ner.*`)."""
 
-    # ---------------------------------------------------------------- data and targets
+    tag_scheme: Optional[Literal["io", "iob1", "iob2", "bioes"]] = None
+    """The scheme the tags are written in (BILOU reads as bioes). Default: detected from the tags; io also accepts
+    bare type names (PER, LOC) as tags."""
+    documents: bool = False
+    """Read the sentences of each document (CoNLL's -DOCSTART- lines, or the hub's one-token -DOCSTART- rows) as one
+    text, so every word is read with its neighbouring sentences (in windows of max_length): the document context of
+    BERT's CoNLL-2003 result (Devlin et al. 2019). Predict then takes whole documents too."""
+    invalid_tags: Literal["repair", "error"] = "repair"
+    """A tag its scheme does not allow there (an I- with no entity of its type before it): repair (read it as
+    starting an entity, and log how many rows had one) or error (name the first such row)."""
+    subword_labels: Literal["all", "first"] = "all"
+    """Train each word's tag on all its sub-words (later pieces get the I- tag, so the plain pipeline's "simple"
+    aggregation, which groups sub-words, finds the same entities as encoderfit), or on the first only (the rest
+    ignored in the loss, as transformers' run_ner.py). Prediction reads each word's first sub-word."""
 
+
+class NerTargets(Targets):
     def canonical(self, ds, data, where, need_labels=True):
-        return ner_data.canonical(ds, data, where, need_labels)
+        return ner_data.canonical(ds, data, where, need_labels, self.task.options.documents)
 
     def read_targets(self, ds, data, where):
         rows = list(ds["labels"])
         lines = ds[ner_data.LINES] if ner_data.LINES in ds.column_names else None  # CoNLL: name file lines, not rows
-        spans, scheme = convert(rows, data.tag_scheme, data.invalid_tags, where, lines)
+        spans, scheme = convert(rows, self.task.options.tag_scheme, self.task.options.invalid_tags, where, lines)
         log.info("%s: tags read as %s, %d entities in %d rows", where, scheme.upper(), sum(map(len, spans)), len(rows))
         return [to_iob2(found, len(row)) for found, row in zip(spans, rows)]
 
@@ -98,23 +105,6 @@ class TokenClassification(Task):
         entities = Counter(kind for row in targets for kind, _, _ in gold(row, labels))
         return {"entities": dict(sorted(entities.items())), "words": int(sum(len(r) for r in targets)), "rows": len(targets)}
 
-    def logits_to_columns(self, logits):
-        return {"words": [[list(w) for w in s.words] for s in logits], "logits": [s.logits.ravel().tolist() for s in logits]}
-
-    def logits_from_columns(self, rows, labels, where):
-        k = self.num_outputs(labels)
-        out = []
-        for text, words, flat in zip(rows["text"], rows["words"], rows["logits"]):
-            if len(flat) != k * len(words):
-                raise UserError(f"{where}: {len(flat)} logits for {len(words)} words, but the run has {k} tags; re-run `encoderfit eval`")
-            out.append(WordScores(text, [tuple(w) for w in words], np.asarray(flat, dtype=np.float32).reshape(len(words), k)))
-        return out
-
-    # ---------------------------------------------------------------- model and training
-
-    def model_kwargs(self, labels):
-        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-
     def tokenize(self, ds, tokenizer, max_length, windows, train, role):
         # tags.tag_names orders the outputs O, B-x, I-x, B-y, I-y...: a B- id (odd) continues as the I- id after it
         top = max((max(r, default=0) for r in ds["labels"]), default=0)
@@ -127,9 +117,14 @@ class TokenClassification(Task):
 
         def encode(batch):
             return aligned_windows(tokenizer, batch["text"], batch["words"], batch["labels"], max_length, overlap,
-                                   train.subword_labels, continuation)
+                                   self.task.options.subword_labels, continuation)
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+
+class NerModeling(Modeling):
+    def model_kwargs(self, labels):
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
 
     def collator(self, tokenizer):
         from transformers import DataCollatorForTokenClassification
@@ -154,6 +149,8 @@ class TokenClassification(Task):
     def preprocess_logits(self):
         return lambda logits, labels: logits.argmax(-1)
 
+
+class NerScoring(Scoring):
     def trainer_metrics(self, labels, stats):
         def compute(eval_pred):
             ids, y = eval_pred
@@ -165,8 +162,6 @@ class TokenClassification(Task):
             return prf(counts(true, pred))
 
         return compute
-
-    # ---------------------------------------------------------------- evaluation
 
     def fit_head(self, validation, labels, cfg):
         return {**fit_entity_temperature(validation.targets, validation.logits, labels), "fitted_on": "validation"}
@@ -193,7 +188,19 @@ class TokenClassification(Task):
                  "recall": lambda idx: prf(c[idx])["recall"],
                  "token_accuracy": lambda idx: float(right[idx].sum() / max(words[idx].sum(), 1))}, None)
 
-    # ---------------------------------------------------------------- inference
+
+class NerDecoding(Decoding):
+    def logits_to_columns(self, logits):
+        return {"words": [[list(w) for w in s.words] for s in logits], "logits": [s.logits.ravel().tolist() for s in logits]}
+
+    def logits_from_columns(self, rows, labels, where):
+        k = self.task.targets.num_outputs(labels)
+        out = []
+        for text, words, flat in zip(rows["text"], rows["words"], rows["logits"]):
+            if len(flat) != k * len(words):
+                raise UserError(f"{where}: {len(flat)} logits for {len(words)} words, but the run has {k} tags; re-run `encoderfit eval`")
+            out.append(WordScores(text, [tuple(w) for w in words], np.asarray(flat, dtype=np.float32).reshape(len(words), k)))
+        return out
 
     def decode(self, logits, labels, head, calibrated=True, abstain=False):
         results = []
@@ -232,20 +239,27 @@ class TokenClassification(Task):
     def signals(self, result):
         return {"labels": [e["label"] for e in result["entities"]]}
 
-    # ---------------------------------------------------------------- presentation
 
-    def headline(self, metrics):
-        return [("entity F1", "test.f1", ".4f"), ("token accuracy", "test.token_accuracy", ".4f")]
-
-    def card_results(self, metrics):
-        test = metrics["test"]
-        return [("f1", test["f1"], "Test entity F1 (micro, strict)", {}), ("precision", test["precision"], "Test entity precision", {}),
-                ("recall", test["recall"], "Test entity recall", {}), ("accuracy", test["token_accuracy"], "Test token accuracy", {})]
-
-    def intended_use(self, labels):
-        types = sorted({label[2:] for label in labels if label != "O"})
-        return (f"Finding entities of {len(types)} types ({', '.join(types[:12])}{', ...' if len(types) > 12 else ''}) in text "
-                "like the training data, with character offsets. Types rare in training are found poorly (see the per-type F1).")
+class TokenClassification(Task):
+    name = "ner"
+    problem_type = "token_classification"
+    pipeline_tag = "token-classification"
+    output_noun = "tags"
+    auto_model = "AutoModelForTokenClassification"
+    baseline_name = "CRF baseline"
+    baseline_plain = "a CRF on word features"
+    granularity = "word"
+    always_windows = True
+    output_axes = {0: "batch", 1: "sequence"}
+    metrics_for_best = {"loss": False, "f1": True}
+    inference_options = frozenset({"calibrated"})  # entity scores at the temperature fitted on validation
+    summary = (("f1", "entity F1"), ("precision", "precision"), ("recall", "recall"), ("token_accuracy", "token accuracy"))
+    Options = NerOptions
+    Targets = NerTargets
+    Modeling = NerModeling
+    Scoring = NerScoring
+    Decoding = NerDecoding
+    Pages = NerPages
 
 
 CASING_COST = "4.7 points of"  # benchmarks/casing.py: the CRF on CoNLL-2003 as written, and lower-cased

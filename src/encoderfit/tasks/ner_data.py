@@ -2,7 +2,7 @@
 the text) and `labels` (one tag per word, in the file's scheme; tags.convert settles the scheme).
 
 - CoNLL files (.conll/.iob/.bio/.txt...): a token and its tag per line (the first and the last column; others
-  ignored), a blank line between sentences, -DOCSTART- lines between documents (with data.documents, a document's
+  ignored), a blank line between sentences, -DOCSTART- lines between documents (with ner.documents, a document's
   sentences are read as one text, so the model reads each word with its neighbouring sentences).
 - Tables (JSON/JSONL/Parquet, a datasets directory or the hub) with a token list and a tag list per row: string
   tags, or integer tags with ClassLabel names (the hub's conll2003 `ner_tags`).
@@ -65,8 +65,9 @@ def _tag_names(ds, column: str, where: str):
     return names
 
 
-def canonical(ds, data, where: str, need_labels: bool = True):
-    """Any supported shape -> columns text, words, labels (tag strings per word)."""
+def canonical(ds, data, where: str, need_labels: bool = True, documents_as_texts: bool = False):
+    """Any supported shape -> columns text, words, labels (tag strings per word); token rows of one document joined
+    into one text with `documents_as_texts` (ner.documents)."""
     from datasets import Dataset
 
     if len(ds) == 0:
@@ -75,7 +76,7 @@ def canonical(ds, data, where: str, need_labels: bool = True):
         ds, data.text_column, TOKEN_COLUMNS + ("text",), where, "text or token", "text_column")
     first = next((v for v in ds[text_column] if v is not None), None)
     if isinstance(first, (list, tuple)):
-        return _from_tokens(ds, data, text_column, where, need_labels)
+        return _from_tokens(ds, data, text_column, where, need_labels, documents_as_texts)
     texts = list(ds[text_column])
     for i, text in enumerate(texts):
         if not isinstance(text, str) or not text.strip():
@@ -109,7 +110,7 @@ def source_column(ds) -> Optional[str]:
 
 
 def documents(ds, text_column: str, group: bool):
-    """Rows of tokens -> without CoNLL's -DOCSTART- boundary rows; with `group` (data.documents), each document's
+    """Rows of tokens -> without CoNLL's -DOCSTART- boundary rows; with `group` (ner.documents), each document's
     sentences joined in order into one row (their tags and line numbers alike)."""
     starts = [i for i, tokens in enumerate(ds[text_column]) if list(tokens or []) == [DOCSTART]]
     if not starts:
@@ -140,10 +141,10 @@ def documents(ds, text_column: str, group: bool):
     return Dataset.from_dict(merged, features=ds.features)
 
 
-def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool):
+def _from_tokens(ds, data, text_column: str, where: str, need_labels: bool, documents_as_texts: bool):
     from datasets import Dataset
 
-    ds = documents(ds, text_column, getattr(data, "documents", False))
+    ds = documents(ds, text_column, documents_as_texts)
     tag_column = _pick(ds, data.label_column, TAG_COLUMNS, where, "tag", "label_column") if need_labels else None
     names = _tag_names(ds, tag_column, where) if tag_column else None
     lines = ds[LINES] if LINES in ds.column_names and names is not None else None

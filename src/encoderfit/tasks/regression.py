@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from typing import List, Optional
+from dataclasses import dataclass
+from typing import List, Literal, Optional
 
 import numpy as np
 
 from ..core.errors import UserError
-from .base import Task, tfidf_features
+from .base import Decoding, Modeling, Scoring, Targets, Task, tfidf_features
+from .regression_pages import RegressionPages
 
 log = logging.getLogger(__name__)
 BINS = 10  # quantile bins the splits are stratified by (fewer for small sets)
@@ -48,24 +50,32 @@ def conformal_halfwidth(residuals: np.ndarray, coverage: float) -> float:
     return float(np.sort(np.abs(residuals))[rank - 1]) if rank <= n else float("inf")
 
 
-class Regression(Task):
-    name = "regression"
-    pages = "regression_pages"
-    problem_type = "regression"
-    output_noun = "target"
-    metrics_for_best = {"loss": False, "pearson": True, "spearman": True, "mae": False, "rmse": False}
-    summary = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))
-    lower_is_better = frozenset({"mae", "rmse"})
+def check_range(target_range: Optional[List[float]], group: str) -> None:
+    if not (target_range is None or (len(target_range) == 2 and target_range[0] < target_range[1])):
+        raise UserError(f"{group}.target_range must be [low, high] with low < high (got {target_range})")
 
-    # ---------------------------------------------------------------- targets
 
+@dataclass
+class RegressionOptions:
+    """The regression task's settings (`--regression.*`)."""
+
+    target_range: Optional[List[float]] = None
+    """[low, high] of valid targets; a target outside is an error, predictions and intervals are clipped to it."""
+    loss: Literal["mse", "huber"] = "mse"
+    """Squared error, or Huber (less pulled by outliers), on standardized targets."""
+
+    def __post_init__(self) -> None:
+        check_range(self.target_range, "regression")
+
+
+class RegressionTargets(Targets):
     def read_targets(self, ds, data, where):
         values = [as_number(v, data.label_column, where, i + 1) for i, v in enumerate(ds["labels"])]
-        if data.target_range:
-            lo, hi = data.target_range
+        if self.task.options.target_range:
+            lo, hi = self.task.options.target_range
             for i, v in enumerate(values):
                 if not lo <= v <= hi:
-                    raise UserError(f"{where}: row {i + 1}: target {v:g} is outside data.target_range [{lo:g}, {hi:g}]; "
+                    raise UserError(f"{where}: row {i + 1}: target {v:g} is outside regression.target_range [{lo:g}, {hi:g}]; "
                                     "fix the row or widen the range")
         return values
 
@@ -91,9 +101,6 @@ class Regression(Task):
     def num_outputs(self, labels):
         return 1
 
-    def model_kwargs(self, labels):
-        return {"num_labels": 1, "id2label": {0: labels[0]}, "label2id": {labels[0]: 0}, "problem_type": self.problem_type}
-
     def targets_to_json(self, targets, labels):
         return [float(y) for y in targets]
 
@@ -104,13 +111,16 @@ class Regression(Task):
         y = np.asarray(targets, dtype=np.float64)
         return {"mean": float(y.mean()), "sd": float(y.std()) or 1.0, "min": float(y.min()), "max": float(y.max())}
 
-    # ---------------------------------------------------------------- training
+
+class RegressionModeling(Modeling):
+    def model_kwargs(self, labels):
+        return {"num_labels": 1, "id2label": {0: labels[0]}, "label2id": {labels[0]: 0}, "problem_type": self.task.problem_type}
 
     def loss(self, stats, train):
         import torch
 
         mean, sd = stats["mean"], stats["sd"]
-        kind = train.regression_loss
+        kind = self.task.options.loss
 
         def loss(outputs, labels, num_items_in_batch=None):
             predicted = outputs.logits.float().squeeze(-1)
@@ -122,17 +132,6 @@ class Regression(Task):
             return each.mean() if num_items_in_batch is None else each.sum() / num_items_in_batch
 
         return loss
-
-    def trainer_metrics(self, labels, stats):
-        from ..core.metrics import regression_metrics
-
-        def compute(eval_pred):
-            logits, y_true = eval_pred
-            predicted = np.asarray(logits).reshape(-1) * stats["sd"] + stats["mean"]  # still standardized while training
-            m = regression_metrics(np.asarray(y_true, dtype=np.float64), predicted)
-            return {k: m[k] for k in ("pearson", "spearman", "mae", "rmse")}
-
-        return compute
 
     def after_training(self, model_dir, stats, trainer=None):
         """Fold y = z * sd + mean into the output layer: the one (1, hidden) weight with its (1,) bias."""
@@ -151,13 +150,24 @@ class Regression(Task):
         save_file(weights, str(path), metadata={"format": "pt"})
         return True
 
-    # ---------------------------------------------------------------- evaluation
+
+class RegressionScoring(Scoring):
+    def trainer_metrics(self, labels, stats):
+        from ..core.metrics import regression_metrics
+
+        def compute(eval_pred):
+            logits, y_true = eval_pred
+            predicted = np.asarray(logits).reshape(-1) * stats["sd"] + stats["mean"]  # still standardized while training
+            m = regression_metrics(np.asarray(y_true, dtype=np.float64), predicted)
+            return {k: m[k] for k in ("pearson", "spearman", "mae", "rmse")}
+
+        return compute
 
     def fit_head(self, validation, labels, cfg):
-        predicted = clip(np.asarray(validation.logits).reshape(-1), cfg.data.target_range)
+        predicted = clip(np.asarray(validation.logits).reshape(-1), self.task.options.target_range)
         residuals = np.asarray(validation.targets) - predicted
         coverage = cfg.report.coverage
-        return {"coverage": coverage, "halfwidth": conformal_halfwidth(residuals, coverage), "target_range": cfg.data.target_range,
+        return {"coverage": coverage, "halfwidth": conformal_halfwidth(residuals, coverage), "target_range": self.task.options.target_range,
                 "validation_examples": len(residuals), "fitted_on": "validation"}
 
     def analyse(self, preds, labels, head, cfg):
@@ -228,8 +238,8 @@ class Regression(Task):
             fns["interval_coverage"] = lambda idx: float(covered[idx].mean())
         return fns, None
 
-    # ---------------------------------------------------------------- inference
 
+class RegressionDecoding(Decoding):
     def decode(self, logits, labels, head, calibrated=True, abstain=False):
         predicted = clip(np.asarray(logits, dtype=np.float64).reshape(-1), head.get("target_range"))
         q = head.get("halfwidth")
@@ -256,12 +266,17 @@ class Regression(Task):
     def signals(self, result):
         return {"score": result["score"]}
 
-    # ---------------------------------------------------------------- presentation
 
-    def card_results(self, metrics):
-        test = metrics["test"]
-        return [("pearsonr", test["pearson"], "Test Pearson r", {}), ("spearmanr", test["spearman"], "Test Spearman rho", {}),
-                ("mae", test["mae"], "Test MAE", {}), ("rmse", test["rmse"], "Test RMSE", {})]
-
-    def intended_use(self, labels):
-        return "Scoring text like the training data; the interval says how far off a score may be."
+class Regression(Task):
+    name = "regression"
+    problem_type = "regression"
+    output_noun = "target"
+    metrics_for_best = {"loss": False, "pearson": True, "spearman": True, "mae": False, "rmse": False}
+    summary = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))
+    lower_is_better = frozenset({"mae", "rmse"})
+    Options = RegressionOptions
+    Targets = RegressionTargets
+    Modeling = RegressionModeling
+    Scoring = RegressionScoring
+    Decoding = RegressionDecoding
+    Pages = RegressionPages

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import UserError
-from .classification import C_GRID, Classification
+from .classification import C_GRID, Classification, ClassificationModeling, ClassificationTargets
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,14 @@ def fit_logistic(train_x, train_y, val_x, val_y, n_classes: int):
     return weight, bias, c
 
 
-class EmbeddingHeadClassification(Classification):
-    """The training side of `model.head embedding`; every other stage reads the run as plain classification."""
-
+class SetFitTargets(ClassificationTargets):
     def tokenize(self, ds, tokenizer, max_length, windows, train, role):
         if windows:
             raise UserError("model.long_texts windows: not with model.head embedding (one embedding per text); texts are truncated")
         return ds.select_columns(["text", "labels"])
 
+
+class SetFitModeling(ClassificationModeling):
     def load_model(self, args, labels, max_length, stats=None):
         from .embedding_model import load_sentence_model
 
@@ -104,3 +104,9 @@ class EmbeddingHeadClassification(Classification):
         save_file({"weight": weight, "bias": bias}, str(Path(model_dir) / HEAD_FILE))
         log.info("SetFit: logistic regression on %d-dimensional embeddings, C = %g (validation log-loss)", weight.shape[1], c)
         return True
+
+
+class EmbeddingHeadClassification(Classification):
+    """The training side of `model.head embedding`; every other stage reads the run as plain classification."""
+    Targets = SetFitTargets
+    Modeling = SetFitModeling

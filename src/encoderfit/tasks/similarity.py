@@ -1,7 +1,7 @@
 """Semantic similarity: a sentence encoder fine-tuned so the cosine of two texts' embeddings follows a rated score.
 
 Data: scored pairs (text_a, text_b, score): the pair's columns as for the embedding task, the score in
---data.label_column (or `score`), a number inside --data.target_range (default [0, 1]). Loss: CoSENT (or AnglE),
+--data.label_column (or `score`), a number inside --similarity.target_range (default [0, 1]). Loss: CoSENT (or AnglE),
 which only asks the cosines to be ordered as the scores are, so any scale works. Metrics: Spearman (the primary)
 and Pearson correlation of cosine with the score. Baselines: TF-IDF cosine (word overlap) and the base model.
 The model is the same kind as the embedding task's: embed, search, serve and export apply to it alike.
@@ -9,11 +9,14 @@ The model is the same kind as the embedding task's: embed, search, serve and exp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional
+
 import numpy as np
 
 from ..core.errors import UserError
-from .embedding import Embedding
-from .regression import as_number
+from .embedding import Embedding, EmbeddingModeling, EmbeddingOptions, EmbeddingScoring, EmbeddingTargets
+from .regression import as_number, check_range
 
 DEFAULT_RANGE = (0.0, 1.0)
 
@@ -32,13 +35,21 @@ def correlations(scores: np.ndarray, targets: np.ndarray) -> dict:
     return {"spearman": float(spearmanr(scores, targets).statistic), "pearson": float(pearsonr(scores, targets).statistic)}
 
 
-class Similarity(Embedding):
-    name = "similarity"
-    cross_validation = None  # a pair's score is the cosine of its own two embeddings: pooling applies
-    summary = (("spearman", "Spearman ρ"), ("pearson", "Pearson r"))
-    baseline_name = "TF-IDF cosine"
-    baseline_plain = "word overlap (TF-IDF cosine)"
+@dataclass
+class SimilarityOptions(EmbeddingOptions):
+    """The similarity task's settings (`--similarity.*`): the embedding task's, and the scale of the scores."""
 
+    group: ClassVar[str] = "similarity"
+
+    target_range: Optional[List[float]] = None
+    """[low, high] of the scores (default [0, 1]); a score outside is an error."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_range(self.target_range, "similarity")
+
+
+class SimilarityTargets(EmbeddingTargets):
     def canonical(self, ds, data, where, need_labels=True):
         column = data.label_column if data.label_column in ds.column_names else "score"
         if need_labels and column not in ds.column_names:
@@ -47,12 +58,12 @@ class Similarity(Embedding):
         pairs = super().canonical(ds, data, where, need_labels)
         if column not in ds.column_names:
             return pairs
-        low, high = data.target_range or DEFAULT_RANGE
+        low, high = self.task.options.target_range or DEFAULT_RANGE
         scores = [as_number(v, column, where, i + 1, "scored pairs need a numeric similarity") for i, v in enumerate(ds[column])]
         for i, v in enumerate(scores):
             if not low <= v <= high:
                 raise UserError(f"{where}: row {i + 1}: score {v:g} in column '{column}' is outside [{low:g}, {high:g}]; fix "
-                                "the row, or set --data.target_range [LOW, HIGH] to the scale of the ratings")
+                                "the row, or set --similarity.target_range [LOW, HIGH] to the scale of the ratings")
         return pairs.remove_columns("labels").add_column("labels", scores)
 
     def read_targets(self, ds, data, where):
@@ -72,11 +83,16 @@ class Similarity(Embedding):
         super().tokenize(ds, tokenizer, max_length, windows, train, role)  # the same refusals
         return ds.select_columns(["text", "text_pair", "labels"])
 
+
+class SimilarityModeling(EmbeddingModeling):
     def build_trainer(self, net, tokenizer, labels, stats, tokenized, train, precision, workdir, callbacks=None):
         from .embedding_model import build_sentence_trainer
 
-        return build_sentence_trainer(net, "scored", tokenized, train, precision, workdir, callbacks)
+        return build_sentence_trainer(net, "scored", tokenized, train, precision, workdir, callbacks,
+                                      options=self.task.options)
 
+
+class SimilarityScoring(EmbeddingScoring):
     def scores(self, preds, head):
         """Each row's similarity: the cosine of its two embeddings (or, for the baseline, its first column)."""
         return preds.logits[:, 0] if head.get("scores") else _cosines(preds.logits)
@@ -116,3 +132,15 @@ class Similarity(Embedding):
         targets, after = np.asarray(model.targets), self.scores(model, head)
         return {"base_model": {"differences": {"spearman": paired_bootstrap(
             lambda idx, who: correlations((after if who == "model" else before)[idx], targets[idx])["spearman"], len(after))}}}
+
+
+class Similarity(Embedding):
+    name = "similarity"
+    cross_validation = None  # a pair's score is the cosine of its own two embeddings: pooling applies
+    summary = (("spearman", "Spearman ρ"), ("pearson", "Pearson r"))
+    baseline_name = "TF-IDF cosine"
+    baseline_plain = "word overlap (TF-IDF cosine)"
+    Options = SimilarityOptions
+    Targets = SimilarityTargets
+    Modeling = SimilarityModeling
+    Scoring = SimilarityScoring

@@ -49,7 +49,7 @@ def detect(rows: Sequence[Sequence[str]], where: str, bare: bool = False, lines:
                 prefix, kind = split_tag(tag, bare)
             except ValueError:
                 raise UserError(f"{at(where, r, lines, k)}: tag '{tag}' is not O and has no B-/I-/E-/S- (or L-/U-) prefix, "
-                                "so its scheme is unknown; write tags as B-TYPE/I-TYPE (IOB2) or set --data.tag_scheme io "
+                                "so its scheme is unknown; write tags as B-TYPE/I-TYPE (IOB2) or set --ner.tag_scheme io "
                                 "for bare type names") from None
             prefixes.add(prefix)
             if prefix == "B":
@@ -129,7 +129,7 @@ def tag_names(types: Iterable[str]) -> List[str]:
 
 def _invalid(row: Sequence[str], r: int, scheme: str, bare: bool, where: str, lines: Lines) -> str:
     """The message for a row whose tags are not a valid sequence: its row, or the line of its first bad tag."""
-    fix = "fix the row or pass --data.invalid_tags repair"
+    fix = "fix the row or pass --ner.invalid_tags repair"
     if lines and scheme == "iob2":  # IOB2 counts a repair at the tag that needs it
         k = next(k for k in range(len(row)) if entities(row[: k + 1], scheme, bare)[1])
         return (f"{at(where, r, lines, k)}: tag '{row[k]}' is not valid IOB2 here: no entity of its type before it (in the "
@@ -151,7 +151,7 @@ def convert(rows: Sequence[Sequence[str]], scheme: Optional[str], invalid: str, 
             spans, repairs = entities(row, scheme, bare)
         except ValueError as err:
             raise UserError(f"{at(where, r, lines, list(row).index(str(err)))}: tag '{err}' is not O and has no B-/I-/E-/S- "
-                            "prefix; fix it or set --data.tag_scheme io for bare type names") from None
+                            "prefix; fix it or set --ner.tag_scheme io for bare type names") from None
         if repairs:
             repaired += 1
             first = first or at("", r, lines)[2:]
@@ -160,5 +160,5 @@ def convert(rows: Sequence[Sequence[str]], scheme: Optional[str], invalid: str, 
         out.append(spans)
     if repaired:
         log.warning("warning: %s: %d row(s) had tags invalid in %s (first: %s), read leniently (an orphan I- starts an "
-                    "entity); --data.invalid_tags error refuses them", where, repaired, scheme.upper(), first)
+                    "entity); --ner.invalid_tags error refuses them", where, repaired, scheme.upper(), first)
     return out, scheme

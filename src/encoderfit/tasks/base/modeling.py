@@ -1,0 +1,67 @@
+"""The model a task trains and how: the output layer, the loss, the collator and the Trainer, and what
+runs at inference (a sentence-transformers directory's pooling)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+from .part import Part
+
+
+class Modeling(Part):
+    def model_kwargs(self, labels: List[str]) -> Dict[str, Any]:
+        """from_pretrained keyword arguments for the output layer: num_labels, id2label, label2id, problem_type."""
+        return {"num_labels": self.task.targets.num_outputs(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {name: i for i, name in enumerate(labels)}, "problem_type": self.task.problem_type}
+
+    def loss(self, stats: Dict[str, Any], train) -> Callable:
+        """The training loss (outputs, labels, num_items_in_batch) -> scalar: summed over the step's examples and
+        divided by their count over all processes, so 1 or N processes and any accumulation give the same mean."""
+        raise NotImplementedError
+
+    def load_model(self, args, labels: List[str], max_length: int, stats: Optional[Dict[str, Any]] = None):
+        """The model to fine-tune: the encoder with this task's output layer (a new layer's bias at the training
+        split's priors, where the task has them)."""
+        from ...models.loading import load_model
+        from ...models.pooling import pooled_classifier
+
+        bias = self.output_bias(stats) if stats else None
+        return pooled_classifier(args, self.task, labels, bias) or load_model(args, self.task, labels, bias)
+
+    def output_bias(self, stats: Dict[str, Any]):
+        """A new output layer's starting bias from the training split's statistics (None: the architecture's)."""
+        return None
+
+    def build_trainer(self, net, tokenizer, labels: List[str], stats: Dict[str, Any], tokenized: Dict, train, precision: str,
+                      workdir, callbacks: Optional[list] = None):
+        """The Trainer that fine-tunes `net` (trainer.build_trainer: this task's loss, metrics and collator)."""
+        from ...models.trainer import build_trainer
+
+        return build_trainer(net, tokenizer, self.task, labels, stats, tokenized, train, precision, workdir, callbacks)
+
+    def inference_model(self, model, model_dir):
+        """The loaded model as inference runs it (a module whose outputs have `.logits`): a sentence-transformers
+        directory's transformer with its pooling (and its linear head, for classification on embeddings)."""
+        from ...models.loading import is_sentence_model
+
+        if is_sentence_model(model_dir):
+            from ...models.pooling import pooled
+
+            return pooled(model, model_dir)
+        return model
+
+    def collator(self, tokenizer):
+        """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
+        from transformers import DataCollatorWithPadding
+
+        from ...core.device import pad_multiple
+
+        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
+
+    def preprocess_logits(self) -> Optional[Callable]:
+        """What the Trainer keeps of each evaluation batch's logits (None: all of them)."""
+        return None
+
+    def after_training(self, model_dir, stats: Dict[str, Any], trainer=None) -> bool:
+        """Adjust the saved weights once training is over; True when they changed (the in-memory model is stale)."""
+        return False
