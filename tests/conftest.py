@@ -288,3 +288,48 @@ def _restore_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+PEOPLE = "alice bob carol dave erin frank grace heidi ivan judy".split()
+PLACES = {"lives in": "paris oslo lima rome cairo kyiv quito hanoi".split(), "works at": "acme initech globex umbrella hooli".split()}
+
+
+def make_qa_rows(n_articles: int, seed: int, unanswerable: float = 0.0) -> list[dict]:
+    """Articles of a few facts ("alice lives in oslo ."), each question about one fact ("where does alice live ?"), in
+    the hub's rajpurkar/squad shape; with `unanswerable`, that share asks about a person the context does not name."""
+    rng = random.Random(seed)
+    rows = []
+    for a in range(n_articles):
+        people = rng.sample(PEOPLE, 4)
+        facts = [(p, relation, rng.choice(PLACES[relation])) for p in people for relation in rng.sample(sorted(PLACES), 1)]
+        context, starts = "", []
+        for p, relation, place in facts:
+            filler = " ".join(rng.sample(FILLER, rng.randint(1, 4)))
+            sentence = f"{filler} {p} {relation} "
+            starts.append(len(context) + len(sentence))
+            context += sentence + place + " . "
+        for (p, relation, place), start in zip(facts, starts):
+            asks = "where does {} live ?" if relation == "lives in" else "where does {} work ?"
+            if rng.random() < unanswerable:
+                other = rng.choice([x for x in PEOPLE if x not in people])
+                rows.append({"id": f"{a}-{p}-x", "title": f"article {a}", "context": context, "question": asks.format(other),
+                             "answers": {"text": [], "answer_start": []}})
+            else:
+                rows.append({"id": f"{a}-{p}", "title": f"article {a}", "context": context, "question": asks.format(p),
+                             "answers": {"text": [place], "answer_start": [start]}})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def qa_data(tmp_path_factory) -> Path:
+    return write_jsonl(tmp_path_factory.mktemp("qa") / "qa.jsonl", make_qa_rows(160, seed=0))
+
+
+@pytest.fixture(scope="session")
+def qa_run(tmp_path_factory, tiny_model, qa_data) -> Path:
+    out = tmp_path_factory.mktemp("qa-run") / "run"
+    run_cli("train", "--task", "qa", "--data.source", str(qa_data), "--model.name_or_path", str(tiny_model),
+            "--model.max_length", "48", "--model.window_overlap", "16", "--output_dir", str(out),
+            "--train.epochs", "8", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
+            "--train.logging_steps", "10")
+    return out

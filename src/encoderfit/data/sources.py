@@ -99,6 +99,11 @@ def read_table(path: Path):
         check_header(path, options.get("delimiter", ","))
     if ext == ".jsonl":
         check_json_lines(path)
+    if ext == ".json":
+        from .squad import is_squad_json, read_squad
+
+        if is_squad_json(path):
+            return read_squad(path)
     datasets = _datasets()
     from datasets.exceptions import DatasetGenerationError
 

@@ -194,7 +194,10 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
     if train.metric_for_best not in task.metrics_for_best:
         raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {task.name} task; "
                         f"choose from {sorted(task.metrics_for_best)}")
-    args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best])
+    # label_names: every task's targets are `labels` (QA's too, [start, end] per window, read by its loss; the
+    # Trainer would otherwise look for start_positions/end_positions and skip the validation loss)
+    args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best],
+                              label_names=["labels"])
     return EncoderTrainer(
         model=net,
         args=args,

@@ -118,13 +118,13 @@ class Predictor:
     def __init__(self, model, tokenizer, info: ModelInfo, device=None, max_tokens: Optional[int] = None,
                  max_batch_size: Optional[int] = None, chunk_size: int = 8192, calibrated: bool = True,
                  abstain: bool = False, recheck: Optional[Tuple[Any, float]] = None):
-        self.task = get_task(info.task, "predict")
+        self.task = get_task(info.task, "predict", info.options)
         check_options(self.task, calibrated, abstain)
         self.info, self.calibrated, self.abstain = info, calibrated, abstain
         if abstain:  # fail now, not at the first text
             self.task.decoding.decode(_zeros(1, self.task.targets.num_outputs(info.labels)), info.labels, info.head, calibrated, abstain)
         self.onnx = isinstance(model, OnnxModel)
-        self.model = model if self.onnx else model.eval()
+        self.model = model if self.onnx else self.task.modeling.logits_model(model).eval()
         self.tokenizer = tokenizer
         self.max_length = info.max_length
         self.device = device or ("cpu" if self.onnx else next(model.parameters()).device)
@@ -238,8 +238,8 @@ class Predictor:
 
         texts = list(texts)
         pairs = list(pairs) if pairs is not None else None
-        enc = encode_texts(self.tokenizer, texts, pairs, self.max_length, {"overlap": (self.info.windows or {}).get("overlap", 0)})
-        windows = np.bincount(np.asarray(enc["overflow_to_sample_mapping"]), minlength=len(texts))
+        overlap = (self.info.windows or {}).get("overlap", 0)
+        windows = np.asarray(self.task.modeling.windows_per_text(self.tokenizer, texts, pairs, self.max_length, overlap))
         report = {"texts": len(texts), "longer_than_max_length": float((windows > 1).mean()) if len(texts) else 0.0,
                   "max_length": self.max_length, "treatment": "windows" if self.info.windows else "truncated"}
         if self.info.windows:
@@ -247,8 +247,9 @@ class Predictor:
         return report
 
     def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, words: Optional[Sequence] = None):
-        """Raw logits in input order: shape (n_texts, n_outputs); for tasks that label words, one
-        `tokens.WordScores` per text (`words`: each text's word spans; default: tokens.split_words)."""
+        """Raw outputs in input order, as the task reads them (its modeling.infer): logits of shape (n_texts,
+        n_outputs); for tasks that read tokens, one object per text (NER: `tokens.WordScores`, with `words` each
+        text's word spans, default tokens.split_words; QA: the best span)."""
         import numpy as np
 
         texts = list(texts)
@@ -260,14 +261,16 @@ class Predictor:
             raise UserError("this model was trained on single texts, not pairs: drop the second texts")
         if pairs is not None and len(pairs) != len(texts):
             raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
-        if self.task.granularity == "word":
-            from ..core.tokens import word_logits
-
-            return [scores for s in range(0, len(texts), self.chunk_size)
-                    for scores in word_logits(self, texts[s : s + self.chunk_size], None if words is None else words[s : s + self.chunk_size])]
-        parts = [self._logits_chunk(texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None)
+        parts = [self.task.modeling.infer(self, texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None,
+                                          None if words is None else words[s : s + self.chunk_size])
                  for s in range(0, len(texts), self.chunk_size)]
+        if parts and isinstance(parts[0], list):  # per-text objects (a task that reads tokens): one list
+            return [row for part in parts for row in part]
         return np.concatenate(parts) if parts else _zeros(0, self.task.targets.num_outputs(self.labels))
+
+    def text_logits(self, texts: List[str], pairs: Optional[List[str]]):
+        """A row of logits per text, (n, n_outputs): long texts truncated, or their windows' logits aggregated."""
+        return self._logits_chunk(texts, pairs)
 
     def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
         """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task)."""

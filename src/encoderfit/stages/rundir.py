@@ -61,10 +61,13 @@ class ModelInfo:
     """{overlap, aggregation} when long texts are cut into windows; None: truncated."""
     members: List[str] = field(default_factory=list)
     """Directories (relative to the model directory) of an ensemble's members, whose logits are averaged."""
+    options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    """The task's own settings the model was trained with ({task: {setting: value}}), which inference applies too
+    (QA's n-best and longest answer)."""
 
     def to_dict(self) -> dict:
         return {"task": self.task, "max_length": self.max_length, "labels": self.labels, "text_pair": self.text_pair,
-                "head": self.head, "windows": self.windows, "members": self.members}
+                "head": self.head, "windows": self.windows, "members": self.members, "options": self.options}
 
 
 def _digest(root: Path, files: List[Path]) -> str:
@@ -94,7 +97,8 @@ class ModelDir:
         if file.is_file():
             raw = _read_json(file)
             return ModelInfo(raw["task"], int(raw["max_length"]), list(raw.get("labels", [])), bool(raw.get("text_pair")),
-                             dict(raw.get("head") or {}), raw.get("windows"), list(raw.get("members") or []))
+                             dict(raw.get("head") or {}), raw.get("windows"), list(raw.get("members") or []),
+                             dict(raw.get("options") or {}))
         config = self.path / "config.json"
         if not config.is_file():
             raise UserError(f"{self.path}: no model here (config.json is missing); pass a run directory or its model/ directory")

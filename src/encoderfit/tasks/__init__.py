@@ -16,6 +16,7 @@ from .embedding import Embedding
 from .mlm import MaskedLM
 from .multilabel import Multilabel
 from .ner import TokenClassification
+from .qa import QuestionAnswering
 from .regression import Regression
 from .setfit import EmbeddingHeadClassification
 from .similarity import Similarity
@@ -23,7 +24,7 @@ from .similarity import Similarity
 log = logging.getLogger(__name__)
 
 TASKS: Dict[str, Task] = {task.name: task for task in (Classification(), Multilabel(), Regression(), TokenClassification(),
-                                                        Embedding(), Similarity(), MaskedLM())}
+                                                        Embedding(), Similarity(), QuestionAnswering(), MaskedLM())}
 LABELLED = [name for name, task in TASKS.items() if "train" in task.stages]  # what --task can name
 
 

@@ -123,6 +123,11 @@ class NerTargets(Targets):
 
 
 class NerModeling(Modeling):
+    def infer(self, predictor, texts, pairs, words=None):
+        from ..core.tokens import word_logits
+
+        return word_logits(predictor, texts, words)
+
     def model_kwargs(self, labels):
         return {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
 
@@ -248,7 +253,6 @@ class TokenClassification(Task):
     auto_model = "AutoModelForTokenClassification"
     baseline_name = "CRF baseline"
     baseline_plain = "a CRF on word features"
-    granularity = "word"
     always_windows = True
     output_axes = {0: "batch", 1: "sequence"}
     metrics_for_best = {"loss": False, "f1": True}

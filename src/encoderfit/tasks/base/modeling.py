@@ -50,6 +50,26 @@ class Modeling(Part):
             return pooled(model, model_dir)
         return model
 
+    def windows_per_text(self, tokenizer, texts: List[str], pairs: Optional[List[str]], max_length: int, overlap: int) -> List[int]:
+        """How many windows of max_length tokens each text (or pair) takes, as this task reads long inputs."""
+        from collections import Counter
+
+        from ...data.sources import encode_texts
+
+        counts = Counter(encode_texts(tokenizer, texts, pairs, max_length, {"overlap": overlap})["overflow_to_sample_mapping"])
+        return [counts[i] for i in range(len(texts))]
+
+    def logits_model(self, model):
+        """The model as inference runs it, whose outputs have `.logits` (QA stacks its start and end logits); applied
+        to any model a Predictor is given, so it must leave an already adapted one as it is."""
+        return model
+
+    def infer(self, predictor, texts: List[str], pairs: Optional[List[str]], words=None):
+        """The model's outputs for these texts as decode takes them, through the predictor's length-batched model: a
+        row of logits per text (long texts' windows aggregated) by default; a task that reads tokens (NER's words,
+        QA's spans) reads them its own way."""
+        return predictor.text_logits(texts, pairs)
+
     def collator(self, tokenizer):
         """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
         from transformers import DataCollatorWithPadding

@@ -37,6 +37,9 @@ class Task:
     """transformers' config.problem_type: what plain pipelines and the model's own loss go by."""
     pipeline_tag: ClassVar[str] = "text-classification"
     """The hub pipeline tag of the model card (and the transformers pipeline that loads the model)."""
+    inputs: ClassVar[Tuple[str, str]] = ("text", "text_pair")
+    """What the task's two texts are called where a person gives them (predict's JSONL fields and CSV columns, the
+    server's request fields, Predictor.predict's keywords): ("question", "context") for QA."""
     output_noun: ClassVar[str] = "labels"
     """What the outputs are called in messages and on the report ("labels", "target")."""
     auto_model: ClassVar[str] = "AutoModelForSequenceClassification"
@@ -58,8 +61,6 @@ class Task:
     baseline_name: ClassVar[str] = "TF-IDF baseline"
     """What the baseline is called in the verdict (and `baseline_plain`, in plain words with its article)."""
     baseline_plain: ClassVar[str] = "a bag of words"
-    granularity: ClassVar[str] = "text"
-    """What gets an output: each "text" (logits (n, num_outputs)), or each "word" (tokens.WordScores per text)."""
     always_windows: ClassVar[bool] = False
     """Texts longer than max_length are always cut into windows (never truncated), whatever model.long_texts says."""
     output_axes: ClassVar[Dict[int, str]] = {0: "batch"}

@@ -1,0 +1,488 @@
+"""Extractive question answering: the answer is a span of the context, found by start and end logits per token.
+
+Data: SQuAD JSON (v1.1, v2.0) or flat rows with question, context and answers ({text: [...], answer_start: [...]},
+as the hub's rajpurkar/squad ships them; empty lists: unanswerable). An answer_start that does not slice its text out
+of the context is moved to the text when it occurs once within REPAIR_CHARS of it, else refused with the row named.
+Splits are made by article (the `title` column, else the context), so no paragraph is in two splits.
+
+Model: AutoModelForQuestionAnswering. Question and context are read as a pair (question first, the context cut into
+windows of max_length tokens that overlap by model.window_overlap, as transformers' run_qa.py does); a window that
+holds the whole answer is trained on it, the others on [CLS] (no answer there). Decoding: the n-best start and end
+tokens of every window, spans of at most --qa.max_answer_tokens, the best over the windows, sliced from the context
+by character offsets; against it, the no-answer score ([CLS] start + end, the smallest over the windows). The span
+is given when its score beats the no-answer score by more than the null threshold fitted on validation (SQuAD 2.0's
+best-F1 threshold; none for data without unanswerable questions), saved in the model directory's head.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from ..core.errors import UserError, closest
+from . import qa_metrics as qm
+from .base import Decoding, Modeling, Scoring, Targets, Task
+from .qa_pages import QaPages
+
+log = logging.getLogger(__name__)
+MAX_CONTEXT_CHARS = 100_000  # a context is a paragraph or a page; past this it is a whole book: split it first
+REPAIR_CHARS = 100
+QUESTION_SHARE = 0.5  # a question may take at most this share of max_length tokens (the rest is for the context)
+
+
+@dataclass
+class QaOptions:
+    """The qa task's settings (`--qa.*`)."""
+
+    n_best: int = 20
+    """Start and end candidates per window whose pairs are scored (transformers' run_qa.py: 20)."""
+    max_answer_tokens: int = 30
+    """The longest answer span, in tokens (run_qa.py: 30)."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_best", "max_answer_tokens"):
+            if getattr(self, name) < 1:
+                raise UserError(f"qa.{name} must be at least 1 (got {getattr(self, name)})")
+
+
+@dataclass
+class Span:
+    """A question's best span: its score (start + end logits) against the no-answer score, where it is in the context
+    (characters), its text and its probability (start x end probabilities in its window)."""
+
+    score: float
+    null_score: float
+    start: int
+    end: int
+    text: str
+    probability: float
+
+    @property
+    def margin(self) -> float:
+        return self.score - self.null_score
+
+
+def _column(ds, configured: str, default: str, fallbacks, where: str, flag: str) -> str:
+    for name in (configured, default, *fallbacks):
+        if name and name in ds.column_names:
+            return name
+    raise UserError(f"{where}: no column '{configured or default}'{closest(configured or default, ds.column_names)}; columns are "
+                    f"{ds.column_names}; set --data.{flag} (QA rows: question, context, answers)")
+
+
+class QaTargets(Targets):
+    def canonical(self, ds, data, where, need_labels=True):
+        from datasets import Dataset
+
+        if len(ds) == 0:
+            raise UserError(f"{where}: no rows; it must hold at least one example")
+        question = _column(ds, data.text_column if data.text_column != "text" else None, "question", ("text",), where, "text_column")
+        context = _column(ds, data.text_pair_column, "context", ("text_pair",), where, "text_pair_column")
+        columns = {"text": list(ds[question]), "text_pair": list(ds[context])}
+        for name, column in (("text", question), ("text_pair", context)):
+            for i, value in enumerate(columns[name]):
+                if not isinstance(value, str) or not value.strip():
+                    raise UserError(f"{where}: row {i + 1}: the {'question' if name == 'text' else 'context'} (column '{column}') "
+                                    "is empty or not text; fill it in or remove the row")
+        for i, value in enumerate(columns["text_pair"]):
+            if len(value) > MAX_CONTEXT_CHARS:
+                raise UserError(f"{where}: row {i + 1}: a context of {len(value):,} characters (more than {MAX_CONTEXT_CHARS:,}); "
+                                "split it into paragraphs, one row each")
+        if need_labels:
+            answers = _column(ds, data.label_column if data.label_column != "label" else None, "answers", ("label",), where, "label_column")
+            columns["labels"] = list(ds[answers])
+        columns["group"] = list(ds["title"]) if "title" in ds.column_names else columns["text_pair"]
+        return Dataset.from_dict(columns)
+
+    def read_targets(self, ds, data, where):
+        out, repaired = [], 0
+        for i, (value, context) in enumerate(zip(ds["labels"], ds["text_pair"])):
+            value = value or {}
+            if not isinstance(value, dict):
+                raise UserError(f"{where}: row {i + 1}: answers must be {{\"text\": [...], \"answer_start\": [...]}} (got "
+                                f"{type(value).__name__}); an unanswerable question has empty lists")
+            texts, starts = list(value.get("text") or []), list(value.get("answer_start") or [])
+            if len(texts) != len(starts):
+                raise UserError(f"{where}: row {i + 1}: {len(texts)} answer texts but {len(starts)} answer_start values; give one each")
+            fixed = []
+            for text, start in zip(texts, starts):
+                start, moved = _locate(str(text), int(start), context, where, i)
+                repaired += moved
+                fixed.append((str(text), start))
+            out.append({"text": [t for t, _ in fixed], "start": [s for _, s in fixed]})
+        if repaired:
+            log.info("%s: moved %d answer_start value(s) to where their answer text is (it occurs once nearby)", where, repaired)
+        return out
+
+    def target_column(self, ds, data):
+        return data.label_column if data.label_column != "label" else "answers"
+
+    def label_names(self, targets, feature, column, where):
+        return ["answer"]
+
+    def encode(self, ds, targets, labels, where):
+        return ds.remove_columns("labels").add_column("labels", targets)
+
+    def holdout(self, ds, size, seed, single_note):
+        """Whole articles (or, without titles, whole contexts) go to one side."""
+        groups: Dict[str, List[int]] = {}
+        for i, group in enumerate(ds["group"]):
+            groups.setdefault(group, []).append(i)
+        order = list(groups.values())
+        if len(order) < 2:
+            raise UserError("qa: every question is about one article; a split by article needs at least two (add a "
+                            "title column that tells them apart, or give validation and test files)")
+        np.random.default_rng(seed).shuffle(order)
+        held, target = [], size * len(ds)
+        for rows in order[:-1]:  # the last group stays on the kept side
+            if len(held) >= target:
+                break
+            held.extend(rows)
+        kept = sorted(set(range(len(ds))) - set(held))
+        return ds.select(kept), ds.select(sorted(held))
+
+    def num_outputs(self, labels):
+        return 1
+
+    def targets_array(self, values):
+        return list(values)
+
+    def targets_to_json(self, targets, labels):
+        return [{"text": list(t["text"]), "answer_start": list(t["start"])} for t in targets]
+
+    def targets_from_json(self, values, labels, where):
+        return [{"text": list(v.get("text") or []), "start": list(v.get("answer_start") or [])} for v in values]
+
+    def tokenize(self, ds, tokenizer, max_length, windows, train, role):
+        """Windows of question + context with each window's answer tokens as `labels` [start, end] ([0, 0]: not
+        in this window, or unanswerable)."""
+        stride = (windows or {}).get("overlap", 0)
+
+        def encode(batch):
+            questions = [q.lstrip() for q in batch["text"]]
+            _check_questions(tokenizer, questions, max_length, role)
+            enc = tokenizer(questions, batch["text_pair"], truncation="only_second", max_length=max_length, stride=stride,
+                            return_overflowing_tokens=True, return_offsets_mapping=True)
+            source = enc.pop("overflow_to_sample_mapping")
+            labels = []
+            for w, offsets in enumerate(enc.pop("offset_mapping")):
+                target = batch["labels"][source[w]]
+                labels.append(_answer_tokens(enc.sequence_ids(w), offsets, target))
+            enc["labels"] = labels
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        return ds.map(encode, batched=True, remove_columns=ds.column_names)
+
+
+def _locate(text: str, start: int, context: str, where: str, i: int):
+    """(start, moved): the answer's character start, checked against the context (moved to the text's one nearby
+    occurrence when it is off)."""
+    if not text.strip():
+        raise UserError(f"{where}: row {i + 1}: an empty answer text; an unanswerable question has no answers at all")
+    if 0 <= start and context[start : start + len(text)] == text:
+        return start, False
+    lo = max(0, start - REPAIR_CHARS)
+    found = [lo + j for j in _occurrences(context[lo : max(0, start) + len(text) + REPAIR_CHARS], text)]
+    if len(found) == 1:
+        return found[0], True
+    if not 0 <= start < len(context):
+        raise UserError(f"{where}: row {i + 1}: answer_start {start} is outside the context ({len(context)} characters); fix the row")
+    raise UserError(f"{where}: row {i + 1}: the answer '{text[:60]}' is not at answer_start {start} "
+                    f"({'nowhere' if text not in context else 'not once'} near it in the context); fix answer_start or the text")
+
+
+def _occurrences(haystack: str, needle: str) -> List[int]:
+    out, k = [], haystack.find(needle)
+    while k >= 0:
+        out.append(k)
+        k = haystack.find(needle, k + 1)
+    return out
+
+
+def _check_questions(tokenizer, questions: List[str], max_length: int, role: str) -> None:
+    limit = int(QUESTION_SHARE * max_length)
+    for i, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
+        if len(ids) > limit:
+            raise UserError(f"{role} split: a question of {len(ids)} tokens ('{questions[i][:60]}...'), more than half of "
+                            f"model.max_length {max_length}; shorten it or raise --model.max_length")
+
+
+def _context_range(sequence_ids) -> tuple:
+    tokens = [k for k, s in enumerate(sequence_ids) if s == 1]
+    return (tokens[0], tokens[-1]) if tokens else (None, None)
+
+
+def _answer_tokens(sequence_ids, offsets, target) -> List[int]:
+    """[start token, end token] of the target's first answer in this window; [0, 0] when it is not all in it."""
+    if not target["text"]:
+        return [0, 0]
+    first, last = _context_range(sequence_ids)
+    start_char = target["start"][0]
+    end_char = start_char + len(target["text"][0])
+    if first is None or offsets[first][0] > start_char or offsets[last][1] < end_char:
+        return [0, 0]
+    s = first
+    while s <= last and offsets[s][0] <= start_char:
+        s += 1
+    e = last
+    while e >= first and offsets[e][1] >= end_char:
+        e -= 1
+    return [s - 1, e + 1]
+
+
+def find_spans(predictor, questions: List[str], contexts: List[str], n_best: int, max_answer_tokens: int) -> List[Span]:
+    """Each question's best span over its context's windows (length-batched through the predictor's model)."""
+    import torch
+
+    if not questions:
+        return []
+    stride = (predictor.info.windows or {}).get("overlap", 0)
+    with torch.inference_mode():
+        questions = [q.lstrip() for q in questions]
+        _check_questions(predictor.tokenizer, questions, predictor.max_length, "input")
+        enc = predictor.tokenizer(questions, contexts, truncation="only_second", max_length=predictor.max_length,
+                                  stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True)
+        source = list(enc.pop("overflow_to_sample_mapping"))
+        offsets = enc.pop("offset_mapping")
+        sequence_ids = [enc.sequence_ids(w) for w in range(len(source))]
+        keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        tokens: list = [None] * len(lengths)
+        predictor.run_tokens(predictor.model, enc, keys, lengths, range(len(lengths)), tokens)
+    best: List[Optional[Span]] = [None] * len(questions)
+    null = [math.inf] * len(questions)
+    for w, i in enumerate(source):
+        start_logits, end_logits = tokens[w][:, 0].astype(np.float64), tokens[w][:, 1].astype(np.float64)
+        null[i] = min(null[i], float(start_logits[0] + end_logits[0]))
+        first, last = _context_range(sequence_ids[w])
+        if first is None:
+            continue
+        context_tokens = np.arange(first, last + 1)
+        starts = context_tokens[np.argsort(-start_logits[context_tokens])[:n_best]]
+        ends = context_tokens[np.argsort(-end_logits[context_tokens])[:n_best]]
+        scores = start_logits[starts][:, None] + end_logits[ends][None, :]
+        length = ends[None, :] - starts[:, None]
+        scores = np.where((length >= 0) & (length < max_answer_tokens), scores, -np.inf)
+        a, b = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if not np.isfinite(scores[a, b]) or (best[i] is not None and scores[a, b] <= best[i].score):
+            continue
+        s, e = int(starts[a]), int(ends[b])
+        window = np.concatenate([[0], context_tokens])  # [CLS] and the context: what the probabilities are over
+        p_start = np.exp(start_logits[s] - _logsumexp(start_logits[window]))
+        p_end = np.exp(end_logits[e] - _logsumexp(end_logits[window]))
+        char_start, char_end = int(offsets[w][s][0]), int(offsets[w][e][1])
+        best[i] = Span(float(scores[a, b]), 0.0, char_start, char_end, contexts[i][char_start:char_end], float(p_start * p_end))
+    out = []
+    for i, span in enumerate(best):
+        span = span or Span(-math.inf, 0.0, 0, 0, "", 0.0)
+        span.null_score = null[i] if math.isfinite(null[i]) else 0.0
+        out.append(span)
+    return out
+
+
+def answers(spans: List[Span], head: Dict) -> List[str]:
+    """Each question's answer under the head: its span's text, or "" (no answer) under the null threshold."""
+    t = head.get("null_threshold")
+    return [s.text if (t is None or s.margin > t) and math.isfinite(s.score) else "" for s in spans]
+
+
+def _logsumexp(values: np.ndarray) -> float:
+    top = float(values.max())
+    return top + math.log(float(np.exp(values - top).sum()))
+
+
+class QaModeling(Modeling):
+    def model_kwargs(self, labels):
+        return {}  # the architecture's start and end logits
+
+    def loss(self, stats, train):
+        import torch
+
+        def loss(outputs, labels, num_items_in_batch=None):
+            # cross-entropy of the answer's start and end tokens, summed over the step's windows; the Trainer counts
+            # both labels of every window in num_items_in_batch, so this is the mean of (start + end) / 2
+            start = torch.nn.functional.cross_entropy(outputs.start_logits.float(), labels[:, 0], reduction="sum")
+            end = torch.nn.functional.cross_entropy(outputs.end_logits.float(), labels[:, 1], reduction="sum")
+            n = num_items_in_batch if num_items_in_batch is not None else 2 * labels.shape[0]
+            return (start + end) / n
+
+        return loss
+
+    def preprocess_logits(self):
+        import torch
+
+        return lambda logits, labels: torch.zeros(1)  # the Trainer keeps the loss only; spans are found by eval
+
+    def inference_model(self, model, model_dir):
+        return self.logits_model(model)
+
+    def logits_model(self, model):
+        return model if getattr(model, "span_logits", False) else SpanLogits.wrap(model)
+
+    def windows_per_text(self, tokenizer, texts, pairs, max_length, overlap):
+        from collections import Counter
+
+        enc = tokenizer([q.lstrip() for q in texts], pairs, truncation="only_second", max_length=max_length, stride=overlap,
+                        return_overflowing_tokens=True)
+        counts = Counter(enc["overflow_to_sample_mapping"])
+        return [counts[i] for i in range(len(texts))]
+
+    def infer(self, predictor, texts, pairs, words=None):
+        options = self.task.options
+        return find_spans(predictor, list(texts), list(pairs), options.n_best, options.max_answer_tokens)
+
+
+class SpanLogits:
+    """A question-answering model whose output `.logits` is [start, end] per token (batch, sequence, 2): how
+    predict, serve and the ONNX export read every token-level model."""
+
+    @staticmethod
+    def wrap(model):
+        import torch
+
+        class Wrapped(torch.nn.Module):
+            span_logits = True
+
+            def __init__(self):
+                super().__init__()
+                self.model = model
+                self.config = model.config
+
+            def forward(self, **inputs):
+                out = self.model(**inputs)
+                return type("Output", (), {"logits": torch.stack([out.start_logits, out.end_logits], dim=-1)})()
+
+        return Wrapped()
+
+
+class QaScoring(Scoring):
+    def trainer_metrics(self, labels, stats):
+        return None  # validation loss chooses the checkpoint; spans are decoded by the evaluation that follows
+
+    def fit_head(self, validation, labels, cfg):
+        references = [t["text"] for t in validation.targets]
+        rows = qm.per_question([s.text for s in validation.logits], references)
+        if rows["has_answer"].all():
+            return {"null_threshold": None}
+        margins = np.asarray([s.margin for s in validation.logits])
+        threshold, f1 = qm.best_null_threshold(margins, rows, rows["f1"])
+        log.info("no-answer threshold %.3f (the span is given when its score beats the no-answer score by more): "
+                 "validation F1 %.2f", threshold, 100 * f1)
+        return {"null_threshold": threshold, "validation_f1": 100 * f1}
+
+    def analyse(self, preds, labels, head, cfg):
+        given = answers(preds.logits, head)
+        references = [t["text"] for t in preds.targets]
+        rows = qm.per_question(given, references)
+        out = qm.summary(rows)
+        words = np.asarray([qm.question_word(q) for q in preds.texts])
+        out["by_question_word"] = {w: qm.summary(rows, np.flatnonzero(words == w)) for w in sorted(set(words), key=lambda w: -(words == w).sum())}
+        lengths = np.asarray([min(len(qm.normalize_answer(r[0]).split()), 6) if r else 0 for r in references])
+        out["by_answer_words"] = {str(k) if k < 6 else "6+": qm.summary(rows, np.flatnonzero(lengths == k)) for k in range(1, 7)
+                                  if (lengths == k).any()}
+        probability = np.asarray([s.probability for s in preds.logits])
+        wrong = [i for i in np.argsort(-probability) if rows["f1"][i] == 0][: cfg.report.max_examples if cfg else 20]
+        out["confident_wrong"] = [{"question": preds.texts[i], "context": preds.pairs[i], "predicted": given[i],
+                                   "start": preds.logits[i].start, "end": preds.logits[i].end, "answers": list(references[i]),
+                                   "probability": float(probability[i])} for i in wrong]
+        if not rows["has_answer"].all() and rows["has_answer"].any():
+            margins = np.asarray([s.margin for s in preds.logits])
+            grid = np.quantile(margins, np.linspace(0.02, 0.98, 25))
+            out["threshold_curve"] = [{"threshold": float(t), **qm.summary(qm.per_question(
+                [s.text if s.margin > t else "" for s in preds.logits], references))} for t in grid]
+        return out
+
+    def interval_metrics(self, preds, labels, head):
+        rows = qm.per_question(answers(preds.logits, head), [t["text"] for t in preds.targets])
+        return {"f1": lambda idx: 100 * float(rows["f1"][idx].mean()),
+                "exact_match": lambda idx: 100 * float(rows["em"][idx].mean())}, None
+
+    def baseline(self, splits, labels, cfg=None):
+        started = time.time()
+        spans = {}
+        for role in ("validation", "test"):
+            ds = splits.as_dict()[role]
+            spans[role] = []
+            for question, context in zip(ds["text"], ds["text_pair"]):
+                value, start, end = qm.sliding_window(question, context)
+                spans[role].append(Span(value, 0.0, start, end, context[start:end], 0.0))
+        validation = type("Preds", (), {"logits": spans["validation"], "targets": list(splits.validation["labels"])})
+        head = self.fit_head(validation, labels, cfg)
+        test_references = [t["text"] for t in splits.test["labels"]]
+        result = qm.summary(qm.per_question(answers(spans["test"], head), test_references))
+        result.update({"model": "sliding window (Rajpurkar et al. 2016): question words near each span of up to 4 words",
+                       "seconds": round(time.time() - started, 2)})
+        log.info("baseline (sliding window): test EM %.2f, F1 %.2f", result["exact_match"], result["f1"])
+        return {"metrics": result, "logits": spans["test"], "head": head}
+
+
+class QaDecoding(Decoding):
+    def logits_to_columns(self, spans):
+        return {"span": [[s.score, s.null_score, float(s.start), float(s.end), s.probability] for s in spans],
+                "answer_text": [s.text for s in spans]}
+
+    def logits_from_columns(self, rows, labels, where):
+        if "span" not in rows:
+            raise UserError(f"{where}: no span column; re-run `encoderfit eval` on the run")
+        return [Span(v[0], v[1], int(v[2]), int(v[3]), text, v[4]) for v, text in zip(rows["span"], rows["answer_text"])]
+
+    def decode(self, logits, labels, head, calibrated=True, abstain=False):
+        t = head.get("null_threshold")
+        out = []
+        for s in logits:
+            answered = (t is None or s.margin > t) and math.isfinite(s.score)
+            out.append({"answer": s.text if answered else None, "start": s.start if answered else None,
+                        "end": s.end if answered else None, "score": s.probability, "no_answer_margin": s.margin})
+        return out
+
+    def decision_margin(self, logits, head):
+        t = head.get("null_threshold")
+        return np.asarray([abs(s.margin - t) if t is not None else np.inf for s in logits])
+
+    def compare(self, reference, got, head):
+        diffs = [max(abs(a.score - b.score), abs(a.null_score - b.null_score)) for a, b in zip(reference, got)
+                 if math.isfinite(a.score) and math.isfinite(b.score)]
+        same = [(a.start, a.end) == (b.start, b.end) for a, b in zip(reference, got)]
+        decided = [x == y for x, y in zip(answers(reference, head), answers(got, head))]
+        return {"max_abs_logit_diff": float(max(diffs)) / 2 if diffs else 0.0,  # a score is a start + an end logit
+                "span_agreement": float(np.mean(same)) if same else 1.0, "answer_agreement": float(np.mean(decided)) if decided else 1.0}
+
+    def csv_header(self, labels):
+        return ["answer", "start", "end", "score"]
+
+    def csv_row(self, result, labels):
+        return ["" if result["answer"] is None else result["answer"], "" if result["start"] is None else str(result["start"]),
+                "" if result["end"] is None else str(result["end"]), f"{result['score']:.4f}"]
+
+    def signals(self, result):
+        return {"confidence": result["score"], "abstained": result["answer"] is None}
+
+
+class QuestionAnswering(Task):
+    name = "qa"
+    problem_type = "question_answering"
+    pipeline_tag = "question-answering"
+    output_noun = "answers"
+    auto_model = "AutoModelForQuestionAnswering"
+    inputs = ("question", "context")
+    metrics_for_best = {"loss": False}
+    summary = (("f1", "F1"), ("exact_match", "EM"))
+    stages = frozenset({"train", "eval", "predict", "export", "serve", "report"})
+    unsupported = "the qa task has no hyper-parameter search yet; run `encoderfit train` with chosen settings"
+    baseline_name = "sliding-window baseline"
+    baseline_plain = "question words near the answer (a sliding window)"
+    always_windows = True
+    output_axes = {0: "batch", 1: "sequence"}
+    int8_recheck = False
+    Options = QaOptions
+    Targets = QaTargets
+    Modeling = QaModeling
+    Scoring = QaScoring
+    Decoding = QaDecoding
+    Pages = QaPages
