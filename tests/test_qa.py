@@ -1,13 +1,228 @@
-"""Extractive question answering on the tiny ModernBERT: SQuAD data shapes, windows and offsets, EM/F1, the
-null threshold, and the run through train -> eval -> predict -> plain pipeline -> export -> serve."""
+"""Extractive question answering on the tiny ModernBERT: SQuAD data shapes and checks, windows that map back to exact
+characters, an answer across a window boundary, SQuAD EM/F1 on hand-computed cases, the null threshold fitted on
+validation and used by predict, serve and export, the plain transformers pipeline, and bad input."""
 
 import json
+from pathlib import Path
 
-from conftest import run_cli
+import httpx
+import numpy as np
+import pytest
+
+from conftest import make_qa_rows, read_jsonl, run_cli, serving_in_thread, write_jsonl
+from encoderfit.core.config import DataArgs
+from encoderfit.core.errors import UserError
+from encoderfit.stages.predict import Predictor
+from encoderfit.stages.rundir import ModelInfo
+from encoderfit.stages.splits import prepare
+from encoderfit.tasks import get_task
+from encoderfit.tasks import qa_metrics as qm
+from test_errors import cli_fails
 
 
-def test_qa_trains_and_beats_the_sliding_window(qa_run):
+def squad_json(path: Path, qas_extra=None) -> Path:
+    article = {"title": "Broncos", "paragraphs": [
+        {"context": "The Denver Broncos defeated the Carolina Panthers 24–10.",
+         "qas": [{"id": "q1", "question": "Who won?", "answers": [{"text": "Denver Broncos", "answer_start": 4}], **(qas_extra or {})},
+                 {"id": "q2", "question": "Who lost?", "answers": [{"text": "Carolina Panthers", "answer_start": 33}]}]}]}
+    path.write_text(json.dumps({"version": "1.1", "data": [article]}))
+    return path
+
+
+# ---------------------------------------------------------------- data
+
+
+def test_squad_json_reads_in_the_hubs_shape_and_mixed_versions_are_refused(tmp_path):
+    from encoderfit.data.sources import load_source
+
+    ds = load_source(str(squad_json(tmp_path / "dev-v1.1.json")))["train"]
+    assert ds.column_names == ["id", "title", "context", "question", "answers"]
+    assert ds[1]["answers"] == {"text": ["Carolina Panthers"], "answer_start": [33]} and ds[0]["title"] == "Broncos"
+    mixed = squad_json(tmp_path / "mixed.json", {"is_impossible": False})
+    with pytest.raises(UserError, match=r"question q2 is SQuAD v1 \(without is_impossible\) but question q1 is v2"):
+        load_source(str(mixed))
+
+
+def test_answers_are_checked_repaired_and_split_by_article(tmp_path):
+    rows = make_qa_rows(30, seed=1)
+    rows[3]["answers"]["answer_start"] = [rows[3]["answers"]["answer_start"][0] + 2]  # off by two: moved back
+    splits = prepare(DataArgs(source=str(write_jsonl(tmp_path / "ok.jsonl", rows))), "qa")
+    assert splits.task == "qa" and splits.labels == ["answer"]
+    titles = {role: set(ds["group"]) for role, ds in splits.as_dict().items()}
+    assert not (titles["train"] & titles["test"]) and not (titles["train"] & titles["validation"])  # whole articles
+    everything = [r for ds in splits.as_dict().values() for r in ds]
+    fixed = next(r for r in everything if r["text"] == rows[3]["question"] and r["text_pair"] == rows[3]["context"])
+    assert fixed["text_pair"][fixed["labels"]["start"][0]:][: len(rows[3]["answers"]["text"][0])] == rows[3]["answers"]["text"][0]
+
+    def fails(change) -> str:
+        bad = [dict(r, answers=dict(r["answers"])) for r in rows]
+        change(bad[5])
+        with pytest.raises(UserError) as caught:
+            prepare(DataArgs(source=str(write_jsonl(tmp_path / "bad.jsonl", bad))), "qa")
+        return str(caught.value)
+
+    assert "row 6: the answer 'nowhere' is not at answer_start" in fails(lambda r: r.update(answers={"text": ["nowhere"], "answer_start": [3]}))
+    assert "row 6: answer_start 9999 is outside the context" in fails(lambda r: r.update(answers={"text": ["zz"], "answer_start": [9999]}))
+    assert "row 6: the question (column 'question') is empty" in fails(lambda r: r.update(question="  "))
+    assert "row 6: a context of 100,001 characters" in fails(lambda r: r.update(context="x" * 100_001))
+    assert "row 6: 1 answer texts but 2 answer_start values" in fails(lambda r: r.update(answers={"text": ["a"], "answer_start": [1, 2]}))
+
+
+# ---------------------------------------------------------------- windows and offsets
+
+
+def test_windows_cover_the_context_and_answers_map_back_to_exact_characters(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    contexts = ["Zoë  lives   in Málaga 🌍 and   works at café Ñandú .",
+                " ".join(["the a we saw"] * 12) + " carol works at globex now",
+                "née  Ørsted  visited   Tōkyō  🎉🎉 yesterday ."]
+    answers = ["Málaga", "globex", "Tōkyō"]
+    from datasets import Dataset
+
+    ds = Dataset.from_dict({"text": ["where ?"] * 3, "text_pair": contexts,
+                            "labels": [{"text": [a], "start": [c.index(a)]} for a, c in zip(answers, contexts)], "group": ["g"] * 3})
+    task = get_task("qa")
+    rows = task.targets.tokenize(ds, tokenizer, 24, {"overlap": 8}, None, "train")
+    enc = tokenizer(["where ?"] * 3, contexts, truncation="only_second", max_length=24, stride=8,
+                    return_overflowing_tokens=True, return_offsets_mapping=True)
+    source = enc["overflow_to_sample_mapping"]
+    assert len(rows) == len(source) and max(rows["length"]) <= 24
+    covered = [set() for _ in contexts]
+    found = [False] * 3
+    for w, (start, end) in enumerate(rows["labels"]):
+        i, ids, offsets = source[w], enc.sequence_ids(w), enc["offset_mapping"][w]
+        for k, s in enumerate(ids):
+            if s == 1:
+                covered[i].update(range(*offsets[k]))
+        if (start, end) != (0, 0):
+            assert ids[start] == 1 and ids[end] == 1
+            assert contexts[i][offsets[start][0]:offsets[end][1]] == answers[i]  # exact characters, accents and all
+            found[i] = True
+    assert all(found)  # the second context's answer sits past the first window: a later window holds it whole
+    for i, context in enumerate(contexts):
+        assert {k for k, ch in enumerate(context) if not ch.isspace()} <= covered[i]
+
+
+class Pointer:
+    """A real (untrained, hand-set) QA model: its start and end logits peak on the token that spells `target`, so
+    the decoding path (windows, n-best, offsets, the best over windows) is what is tested."""
+
+    @staticmethod
+    def build(tokenizer, target: str):
+        import torch
+
+        ids = set(tokenizer(target, add_special_tokens=False)["input_ids"])
+
+        class Model(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.bias = torch.nn.Parameter(torch.zeros(1))
+                self.config = type("Config", (), {})()
+
+            def forward(self, input_ids, attention_mask=None, **_):
+                hit = torch.isin(input_ids, torch.tensor(sorted(ids))).float() * 10 + self.bias
+                return type("Out", (), {"start_logits": hit, "end_logits": hit})()
+
+        return Model()
+
+
+def test_an_answer_across_window_boundaries_is_found_at_its_characters(tiny_model):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    context = " ".join(["the a we saw"] * 20) + " carol works at globex ."
+    info = ModelInfo("qa", 24, ["answer"], True, {"null_threshold": None}, {"overlap": 8, "aggregation": "mean"})
+    predictor = Predictor(Pointer.build(tokenizer, " globex"), tokenizer, info)
+    result = predictor.predict(question="where does carol work ?", context=context)
+    assert result["answer"] == "globex" and context[result["start"]:result["end"]] == "globex"
+    assert predictor.input_report(["where ?"], [context])["windows_per_text"] > 3
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_squad_normalisation_em_f1_and_the_null_threshold_on_hand_computed_cases():
+    assert qm.normalize_answer("The  Denver Broncos!") == "denver broncos"
+    assert qm.score("the Denver Broncos", ["Denver Broncos", "Broncos"]) == (1.0, 1.0)
+    em, f1 = qm.score("Denver Broncos defeated", ["Broncos"])  # precision 1/3, recall 1: F1 = 0.5
+    assert em == 0.0 and f1 == pytest.approx(0.5)
+    assert qm.score("", []) == (1.0, 1.0) and qm.score("x", []) == (0.0, 0.0) and qm.score("", ["a"]) == (0.0, 0.0)
+    assert qm.question_word("In which year, and how many?") == "which" and qm.question_word("Name it.") == "other"
+    rows = {"em": np.zeros(4), "f1": np.zeros(4), "has_answer": np.array([True, True, False, False])}
+    # margins 3, 2, 1, 0; answering the two answerable ones (F1 1 each) and not the rest: every question right
+    threshold, best = qm.best_null_threshold(np.array([3.0, 2.0, 1.0, 0.0]), rows, np.array([1.0, 1.0, 0.0, 0.0]))
+    assert best == 1.0 and 1.0 < threshold < 2.0
+
+
+# ---------------------------------------------------------------- a run through every stage
+
+
+def test_qa_trains_predicts_and_loads_in_a_plain_pipeline(qa_run, tmp_path):
+    from transformers import pipeline
+
     metrics = json.loads((qa_run / "metrics.json").read_text())
-    print(json.dumps({k: v for k, v in metrics["test"].items() if not isinstance(v, (dict, list))}, indent=1))
-    print(metrics.get("baseline"), metrics.get("comparison", {}).get("verdict"))
-    assert metrics["test"]["f1"] > metrics["baseline"]["f1"]
+    test = metrics["test"]
+    assert test["f1"] > metrics["baseline"]["f1"] and "f1" in test["ci"] and metrics["comparison"]["verdict"]["outcome"] == "better"
+    assert "what" not in test["by_question_word"] and "where" in test["by_question_word"]
+    assert "By question word" in (qa_run / "report.html").read_text()
+    rows = make_qa_rows(6, seed=99)
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question": r["question"], "context": r["context"]} for r in rows])
+    out = read_jsonl(run_cli("predict", str(qa_run), "--input", str(questions)).stdout)
+    assert [o["question"] for o in out] == [r["question"] for r in rows]
+    assert all(o["answer"] is None or r["context"][o["start"]:o["end"]] == o["answer"] for o, r in zip(out, rows))
+    model = Predictor.from_pretrained(qa_run)
+    one = model.predict(question=rows[0]["question"], context=rows[0]["context"])
+    assert one == {k: v for k, v in out[0].items() if k not in ("question", "context")}
+    with pytest.raises(UserError, match="pass the texts as question=... and context=..."):
+        model.predict(query="x", context="y")
+    pipe = pipeline("question-answering", model=str(qa_run / "model"))
+    theirs = [pipe(question=r["question"], context=r["context"])["answer"].strip() for r in rows]
+    agreement = np.mean([a == (o["answer"] or "").strip() for a, o in zip(theirs, out)])
+    assert agreement >= 0.5, (theirs, [o["answer"] for o in out])
+
+
+def test_unanswerable_questions_get_a_threshold_used_by_predict_serve_and_export(tmp_path_factory, tiny_model):
+    home = tmp_path_factory.mktemp("qa-v2")
+    data = write_jsonl(home / "v2.jsonl", make_qa_rows(160, seed=3, unanswerable=0.4))
+    run = home / "run"
+    run_cli("train", "--task", "qa", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--model.max_length", "48",
+            "--model.window_overlap", "16", "--output_dir", str(run), "--train.epochs", "8", "--train.batch_size", "16",
+            "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05", "--qa.max_answer_tokens", "8")
+    info = json.loads((run / "model" / "encoderfit.json").read_text())
+    assert info["head"]["null_threshold"] is not None and info["options"] == {"qa": {"n_best": 20, "max_answer_tokens": 8}}
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert {"HasAns_f1", "NoAns_f1", "threshold_curve"} <= set(metrics["test"])
+    rows = make_qa_rows(8, seed=98, unanswerable=0.5)
+    model = Predictor.from_pretrained(run)
+    mine = model.predict([r["question"] for r in rows], [r["context"] for r in rows])
+    threshold = info["head"]["null_threshold"]
+    assert all((r["answer"] is None) == (r["no_answer_margin"] <= threshold) for r in mine)
+    with serving_in_thread(run) as url:
+        served = httpx.post(url + "/v1/predict", json={"inputs": [{"question": r["question"], "context": r["context"]} for r in rows]},
+                            timeout=30)
+        one = httpx.post(url + "/v1/predict", json={"question": rows[0]["question"], "context": rows[0]["context"]}, timeout=30)
+        missing = httpx.post(url + "/v1/predict", json={"question": rows[0]["question"]}, timeout=30)
+        fine = httpx.post(url + "/v1/predict", json={"pairs": [[rows[1]["question"], rows[1]["context"]]]}, timeout=30)
+    assert [r["answer"] for r in served.json()["results"]] == [r["answer"] for r in mine]
+    assert one.json()["results"][0]["answer"] == mine[0]["answer"] and fine.status_code == 200
+    assert missing.status_code == 422 and "send the fields ['context', 'question']" in missing.json()["error"]
+    run_cli("export", str(run), "--quantize", "int8")
+    parity = json.loads((run / "onnx" / "parity.json").read_text())
+    assert parity["fp32"]["max_abs_logit_diff"] < 1e-4 and parity["fp32"]["answer_agreement"] == 1.0
+    onnx = Predictor.from_pretrained(run, backend="onnx").predict([r["question"] for r in rows], [r["context"] for r in rows])
+    assert [r["answer"] for r in onnx] == [r["answer"] for r in mine]
+
+
+def test_bad_qa_input_is_one_line_naming_the_row(tmp_path, tiny_model, qa_run):
+    mixed = squad_json(tmp_path / "mixed.json", {"is_impossible": False})
+    msg = cli_fails("train", "--task", "qa", "--data.source", str(mixed), "--model.name_or_path", str(tiny_model),
+                    "--output_dir", str(tmp_path / "run"))
+    assert "question q2 is SQuAD v1" in msg and not (tmp_path / "run").exists()
+    empty = write_jsonl(tmp_path / "e.jsonl", [{"question": "where ?", "context": "alice lives in oslo"}, {"question": "x", "context": " "}])
+    proc = run_cli("predict", str(qa_run), "--input", str(empty))
+    assert len(read_jsonl(proc.stdout)) == 1 and "skipped 1 empty input line(s)/row(s) (2)" in proc.stderr
+    long = write_jsonl(tmp_path / "l.jsonl", [{"question": "where " * 40, "context": "alice lives in oslo"}])
+    assert "a question of" in cli_fails("predict", str(qa_run), "--input", str(long), "--output", str(tmp_path / "p.jsonl"))
+    assert not (tmp_path / "p.jsonl").exists()

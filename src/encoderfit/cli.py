@@ -61,7 +61,7 @@ def build_parser(commands: Dict[str, Callable]):
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
     parser = ArgumentParser(prog="encoderfit", exit_on_error=False, allow_abbrev=False,
-                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, NER, embeddings and search, masked-LM.")
+                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, NER, question answering, embeddings and search, masked-LM.")
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in commands.items():
         summary = (fn.__doc__ or "").strip().splitlines()[0]

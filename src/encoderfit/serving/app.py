@@ -36,26 +36,42 @@ RETRY_AFTER_S = 1  # what a 503 (queue full) asks the client to wait
 
 
 class PredictRequest(BaseModel):
-    """{"texts": [...]}, {"text": "..."}, or {"pairs": [[a, b], ...]} for a model trained on text pairs."""
+    """{"texts": [...]}, {"text": "..."}, or {"pairs": [[a, b], ...]} for a model trained on text pairs; or the texts
+    by the task's names for them, one ({"question": "...", "context": "..."} for QA) or a list under "inputs"."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True)  # other fields: the task's names, checked by `items`
     texts: Optional[List[str]] = None
     text: Optional[str] = None
     pairs: Optional[List[List[str]]] = None
+    inputs: Optional[List[Dict[str, str]]] = None
 
     @model_validator(mode="after")
     def one_of(self):
-        if sum(v is not None for v in (self.texts, self.text, self.pairs)) != 1:
-            raise ValueError('send exactly one of "texts" (a list of strings), "text" (a string) or "pairs" (a list of [a, b])')
+        given = sum(v is not None for v in (self.texts, self.text, self.pairs, self.inputs)) + bool(self.model_extra)
+        if given != 1:
+            raise ValueError('send exactly one of "texts" (a list of strings), "text" (a string), "pairs" (a list of [a, b]), '
+                             'or the texts by name (one object, or a list of them as "inputs")')
         for i, pair in enumerate(self.pairs or []):
             if len(pair) != 2:
                 raise ValueError(f"pairs.{i}: a pair is [first text, second text], got {len(pair)} texts")
         return self
 
-    def items(self) -> Tuple[List[str], Optional[List[str]]]:
+    def items(self, names: Tuple[str, str], paired: bool) -> Tuple[List[str], Optional[List[str]]]:
+        """(texts, pairs); a ValueError names what is wrong with texts given by name."""
         if self.pairs is not None:
             return [a for a, _ in self.pairs], [b for _, b in self.pairs]
-        return (self.texts if self.texts is not None else [self.text]), None
+        if self.texts is not None or self.text is not None:
+            return (self.texts if self.texts is not None else [self.text]), None
+        rows = self.inputs if self.inputs is not None else [self.model_extra]
+        wanted = set(names) if paired else {names[0]}
+        for i, row in enumerate(rows):
+            where = f"inputs.{i}" if self.inputs is not None else "body"
+            if set(row) != wanted:
+                raise ValueError(f"{where}: send the fields {sorted(wanted)} (got {sorted(row)})")
+            bad = next((k for k, v in row.items() if not isinstance(v, str)), None)
+            if bad is not None:
+                raise ValueError(f"{where}.{bad}: a string is expected")
+        return [r[names[0]] for r in rows], ([r[names[1]] for r in rows] if paired else None)
 
 
 def route_template(app: FastAPI, scope) -> str:
@@ -200,7 +216,10 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
     @app.post("/v1/predict")
     @app.post("/v1/classify")  # the first name, kept
     async def predict(body: PredictRequest, request: Request):
-        texts, pairs = body.items()
+        try:
+            texts, pairs = body.items(predictor.task.inputs, predictor.info.text_pair)
+        except ValueError as err:
+            return _error(422, str(err))
         if (pairs is not None) != predictor.info.text_pair:
             wanted = '"pairs": [[a, b], ...]' if predictor.info.text_pair else '"texts" or "text"'
             return _error(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")

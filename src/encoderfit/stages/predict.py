@@ -272,12 +272,25 @@ class Predictor:
         """A row of logits per text, (n, n_outputs): long texts truncated, or their windows' logits aggregated."""
         return self._logits_chunk(texts, pairs)
 
-    def predict(self, texts: Texts, pairs: Optional[Texts] = None) -> Union[Dict, List[Dict]]:
-        """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task)."""
+    def predict(self, texts: Optional[Texts] = None, pairs: Optional[Texts] = None, **named: Texts) -> Union[Dict, List[Dict]]:
+        """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task).
+        The texts may be passed by the task's names for them: predict(question=..., context=...) for QA."""
+        if named:
+            texts, pairs = self._named(texts, pairs, named)
         single = isinstance(texts, str)
         logits = self.logits([texts] if single else texts, ([pairs] if single else pairs) if pairs is not None else None)
         results = self.task.decoding.decode(logits, self.labels, self.head, self.calibrated, self.abstain)
         return results[0] if single else results
+
+    def _named(self, texts, pairs, named: Dict[str, Texts]):
+        first, second = self.task.inputs
+        unknown = sorted(set(named) - {first, second})
+        if unknown or texts is not None or pairs is not None:
+            raise UserError(f"predict: pass the texts as {first}=... and {second}=... (the {self.task.name} task's names), "
+                            f"or as texts and pairs; got {sorted(named) + [n for n, v in (('texts', texts), ('pairs', pairs)) if v is not None]}")
+        if first not in named:
+            raise UserError(f"predict: {first}=... is missing")
+        return named[first], named.get(second)
 
     def predict_proba(self, texts: Texts, pairs: Optional[Texts] = None):
         """Class (or label) probabilities, shape (n_texts, n_labels); calibrated when the run has a temperature."""

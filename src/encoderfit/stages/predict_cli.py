@@ -15,6 +15,7 @@ from ..core.errors import UserError
 from ..core.files import atomic_file, check_output_file
 from .predict import Predictor
 from .rundir import locate
+from ..tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +60,19 @@ def drop_empty(texts: List[str], pairs: Optional[List[str]]) -> tuple:
     return [texts[i] for i in keep], [pairs[i] for i in keep] if pairs is not None else None
 
 
-def _rows(texts: List[str], pairs: Optional[List[str]], results: List[Dict]) -> Iterator[Dict]:
+def _rows(texts: List[str], pairs: Optional[List[str]], results: List[Dict], names) -> Iterator[Dict]:
+    """Each input (under the task's names for its texts: text/text_pair, question/context) with its result."""
     for i, (text, result) in enumerate(zip(texts, results)):
-        yield {"text": text, **({"text_pair": pairs[i]} if pairs is not None else {}), **result}
+        yield {names[0]: text, **({names[1]: pairs[i]} if pairs is not None else {}), **result}
 
 
 def write_predictions(rows: Iterator[Dict], task, labels: List[str], handle, fmt: str, pairs: bool) -> None:
+    first, second = task.inputs
     if fmt == "csv":
         writer = csv.writer(handle)
-        writer.writerow(["text", *(["text_pair"] if pairs else []), *task.decoding.csv_header(labels)])
+        writer.writerow([first, *([second] if pairs else []), *task.decoding.csv_header(labels)])
         for row in rows:
-            writer.writerow([row["text"], *([row["text_pair"]] if pairs else []), *task.decoding.csv_row(row, labels)])
+            writer.writerow([row[first], *([row[second]] if pairs else []), *task.decoding.csv_row(row, labels)])
     else:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -96,8 +99,10 @@ def predict(
         input: Texts: '-' for stdin (one per line), a .txt file (one per line), or a CSV/TSV/JSON/JSONL/Parquet file
             (the only choice for a model trained on text pairs). Empty texts are skipped, with their rows logged.
         output: Where to write; .jsonl or .csv. Default: JSONL on stdout.
-        text_column: Column of a table input holding the text. Default: the run's data.text_column.
-        text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column.
+        text_column: Column of a table input holding the text. Default: the run's data.text_column, else the task's
+            name for it (text; question for QA).
+        text_pair_column: Column holding the second text of a pair. Default: the run's data.text_pair_column, else
+            the task's name for it (text_pair; context for QA).
         device: Device to run on (cpu, cuda, cuda:1). Default: cuda when available.
         max_tokens: Token budget of one batch (rows x longest row); texts are sorted by length into batches.
             Default: 4096 on CPU (at most 32 texts), 16384 on GPU (at most 256).
@@ -113,11 +118,12 @@ def predict(
     rundir, directory = locate(run)
     info = directory.info()
     saved = rundir.config().data if rundir else None
-    text_column = text_column or (saved.text_column if saved else "text")
+    first, second = get_task(info.task).inputs  # the task's names for its texts (QA: question, context)
+    text_column = text_column or (saved.text_column if saved and saved.text_column != "text" else first)
     if text_pair_column and not info.text_pair:
         raise UserError("--text_pair_column: this model was trained on single texts, not pairs; drop the flag")
     if info.text_pair:
-        text_pair_column = text_pair_column or (saved.text_pair_column if saved else None) or "text_pair"
+        text_pair_column = text_pair_column or (saved.text_pair_column if saved else None) or second
     fmt = "csv" if output and Path(output).suffix.lower() == ".csv" else "jsonl"
     if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
@@ -127,7 +133,7 @@ def predict(
     model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                       backend=backend, int8_recheck=int8_recheck)
     results = model.predict(texts, pairs) if texts else []
-    rows = _rows(texts, pairs, results)
+    rows = _rows(texts, pairs, results, model.task.inputs)
     if output is None:
         write_predictions(rows, model.task, model.labels, sys.stdout, fmt, pairs is not None)
         return None

@@ -157,8 +157,10 @@ def fit(
         train: Optimisation and evaluation settings.
         report: Abstention threshold, prediction-interval coverage, baseline and error-analysis settings of the final
             evaluation.
-        task: classification (one class per text), multilabel (a set of labels per text), regression (a number) or
-            ner (a tag per word: token lists with tags, CoNLL files, or text with character spans; never inferred).
+        task: classification (one class per text), multilabel (a set of labels per text), regression (a number),
+            ner (a tag per word: token lists with tags, CoNLL files, or text with character spans), qa (an answer
+            span of a context: SQuAD files or question/context/answers rows), embedding or similarity (never inferred
+            but the first three).
             Default: inferred from the label column (lists or --data.label_separator: multilabel; numbers that are
             not whole: regression; else classification), and stated in the log.
         options: The task's own settings, {task: {setting: value}} (the CLI's --ner.documents true is

@@ -393,7 +393,7 @@ class QaScoring(Scoring):
                                    "probability": float(probability[i])} for i in wrong]
         if not rows["has_answer"].all() and rows["has_answer"].any():
             margins = np.asarray([s.margin for s in preds.logits])
-            grid = np.quantile(margins, np.linspace(0.02, 0.98, 25))
+            grid = np.quantile(margins[np.isfinite(margins)], np.linspace(0.02, 0.98, 25))
             out["threshold_curve"] = [{"threshold": float(t), **qm.summary(qm.per_question(
                 [s.text if s.margin > t else "" for s in preds.logits], references))} for t in grid]
         return out
@@ -438,7 +438,8 @@ class QaDecoding(Decoding):
         for s in logits:
             answered = (t is None or s.margin > t) and math.isfinite(s.score)
             out.append({"answer": s.text if answered else None, "start": s.start if answered else None,
-                        "end": s.end if answered else None, "score": s.probability, "no_answer_margin": s.margin})
+                        "end": s.end if answered else None, "score": s.probability,
+                        "no_answer_margin": s.margin if math.isfinite(s.margin) else None})
         return out
 
     def decision_margin(self, logits, head):

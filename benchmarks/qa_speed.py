@@ -1,0 +1,100 @@
+"""Question-answering inference speed, side by side in one run on the same model and questions: encoderfit's
+Predictor (length-batched windows under a token budget) against transformers' pipeline("question-answering") with
+its defaults (one question at a time) and with a batch size, then the exported ONNX fp32 and int8 models, with the
+share of answers each gives that PyTorch gives.
+
+    python benchmarks/qa_speed.py runs/public/squad-v1.1      # a trained QA run whose evaluation saved its test questions
+
+Each timing is the best of `--repeats` passes over the questions (after one warm-up pass), alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from common import write_section  # noqa: E402
+
+
+def best_of(fn, repeats: int):
+    fn()  # warm-up
+    times, out = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), out
+
+
+def main() -> None:
+    import numpy as np
+    import torch
+    import transformers
+    from transformers import pipeline
+
+    from encoderfit.stages.predict import Predictor
+    from encoderfit.stages.rundir import RunDir
+    from encoderfit.tasks import get_task
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--questions", type=int, default=300)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--batch_size", type=int, default=32)
+    args = parser.parse_args()
+
+    run = RunDir(args.run)
+    info = run.model.info()
+    preds = run.predictions("test", get_task("qa"), info.labels)
+    questions, contexts = preds.texts[: args.questions], preds.pairs[: args.questions]
+    n = len(questions)
+    ours = Predictor.from_pretrained(args.run)
+    pipe = pipeline("question-answering", model=str(run.model.path), device=-1)
+    stride = (info.windows or {}).get("overlap", 64)
+
+    def pipe_answers(batch_size):
+        out = pipe(question=questions, context=contexts, batch_size=batch_size, max_seq_len=info.max_length,
+                   doc_stride=stride, max_answer_len=30)
+        return [o["answer"].strip() for o in (out if isinstance(out, list) else [out])]
+
+    rows, answers = [], {}
+    seconds, result = best_of(lambda: ours.predict(questions, contexts), args.repeats)
+    answers["encoderfit"] = [(r["answer"] or "").strip() for r in result]
+    rows.append(("encoderfit Predictor (torch)", seconds))
+    for label, batch in (("pipeline, defaults (batch 1)", 1), (f"pipeline, batch_size={args.batch_size}", args.batch_size)):
+        seconds, result = best_of(lambda b=batch: pipe_answers(b), args.repeats)
+        answers[label] = result
+        rows.append((label, seconds))
+    if (args.run / "onnx" / "model.onnx").is_file():
+        for backend in ("onnx", "onnx-int8"):
+            if backend == "onnx-int8" and not (args.run / "onnx" / "model.int8.onnx").is_file():
+                continue
+            model = Predictor.from_pretrained(args.run, backend=backend)
+            seconds, result = best_of(lambda m=model: m.predict(questions, contexts), args.repeats)
+            answers[f"encoderfit {backend}"] = [(r["answer"] or "").strip() for r in result]
+            rows.append((f"encoderfit Predictor ({backend})", seconds))
+    base = rows[0][1]
+    keys = ["encoderfit", *[k for k in answers if k != "encoderfit"]]
+    lines = ["| path | questions/s | vs encoderfit | answers equal to encoderfit's (torch) |", "|---|---|---|---|"]
+    for (label, seconds), key in zip(rows, keys):
+        agree = float(np.mean([a == b for a, b in zip(answers[key], answers["encoderfit"])]))
+        lines.append(f"| {label} | {n / seconds:.1f} | {base / seconds:.2f}x | {agree:.1%} |")
+    text = ("## Question answering: inference speed\n\n"
+            f"`python benchmarks/qa_speed.py {args.run}`: {n} SQuAD test questions of the run (max_length {info.max_length}, "
+            f"stride {stride}), best of {args.repeats} passes after a warm-up, alone on the machine "
+            f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads), "
+            f"torch {torch.__version__}, transformers {transformers.__version__}. The pipeline runs with the same "
+            "max_seq_len, doc_stride and longest answer.\n\n" + "\n".join(lines))
+    write_section("qa-speed", text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
