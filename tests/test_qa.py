@@ -98,7 +98,8 @@ def test_windows_cover_the_context_and_answers_map_back_to_exact_characters(tiny
                 covered[i].update(range(*offsets[k]))
         if (start, end) != (0, 0):
             assert ids[start] == 1 and ids[end] == 1
-            assert contexts[i][offsets[start][0]:offsets[end][1]] == answers[i]  # exact characters, accents and all
+            # exact characters, accents and all (byte-level BPE tokens carry the space before a word: decoding trims it)
+            assert contexts[i][offsets[start][0]:offsets[end][1]].strip() == answers[i]
             found[i] = True
     assert all(found)  # the second context's answer sits past the first window: a later window holds it whole
     for i, context in enumerate(contexts):
@@ -106,14 +107,14 @@ def test_windows_cover_the_context_and_answers_map_back_to_exact_characters(tiny
 
 
 class Pointer:
-    """A real (untrained, hand-set) QA model: its start and end logits peak on the token that spells `target`, so
-    the decoding path (windows, n-best, offsets, the best over windows) is what is tested."""
+    """A real (untrained, hand-set) QA model: its start logits peak on the first token of `target`, its end logits on
+    the last, so the decoding path (windows, n-best, offsets, the best over windows) is what is tested."""
 
     @staticmethod
     def build(tokenizer, target: str):
         import torch
 
-        ids = set(tokenizer(target, add_special_tokens=False)["input_ids"])
+        pieces = tokenizer(target, add_special_tokens=False)["input_ids"]
 
         class Model(torch.nn.Module):
             def __init__(self):
@@ -122,8 +123,9 @@ class Pointer:
                 self.config = type("Config", (), {})()
 
             def forward(self, input_ids, attention_mask=None, **_):
-                hit = torch.isin(input_ids, torch.tensor(sorted(ids))).float() * 10 + self.bias
-                return type("Out", (), {"start_logits": hit, "end_logits": hit})()
+                start = (input_ids == pieces[0]).float() * 10 + self.bias
+                end = (input_ids == pieces[-1]).float() * 10 + self.bias
+                return type("Out", (), {"start_logits": start, "end_logits": end})()
 
         return Model()
 
@@ -132,8 +134,8 @@ def test_an_answer_across_window_boundaries_is_found_at_its_characters(tiny_mode
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
-    context = " ".join(["the a we saw"] * 20) + " carol works at globex ."
-    info = ModelInfo("qa", 24, ["answer"], True, {"null_threshold": None}, {"overlap": 8, "aggregation": "mean"})
+    context = " ".join(["the a we saw"] * 40) + " carol works at globex ."
+    info = ModelInfo("qa", 48, ["answer"], True, {"null_threshold": None}, {"overlap": 8, "aggregation": "mean"})
     predictor = Predictor(Pointer.build(tokenizer, " globex"), tokenizer, info)
     result = predictor.predict(question="where does carol work ?", context=context)
     assert result["answer"] == "globex" and context[result["start"]:result["end"]] == "globex"
@@ -148,8 +150,9 @@ def test_squad_normalisation_em_f1_and_the_null_threshold_on_hand_computed_cases
     assert qm.score("the Denver Broncos", ["Denver Broncos", "Broncos"]) == (1.0, 1.0)
     em, f1 = qm.score("Denver Broncos defeated", ["Broncos"])  # precision 1/3, recall 1: F1 = 0.5
     assert em == 0.0 and f1 == pytest.approx(0.5)
-    assert qm.score("", []) == (1.0, 1.0) and qm.score("x", []) == (0.0, 0.0) and qm.score("", ["a"]) == (0.0, 0.0)
+    assert qm.score("", []) == (1.0, 1.0) and qm.score("x", []) == (0.0, 0.0) and qm.score("", ["paris"]) == (0.0, 0.0)
     assert qm.question_word("In which year, and how many?") == "which" and qm.question_word("Name it.") == "other"
+    assert qm.question_word("How many points?") == "how many" and qm.question_word("How did it end?") == "how"
     rows = {"em": np.zeros(4), "f1": np.zeros(4), "has_answer": np.array([True, True, False, False])}
     # margins 3, 2, 1, 0; answering the two answerable ones (F1 1 each) and not the rest: every question right
     threshold, best = qm.best_null_threshold(np.array([3.0, 2.0, 1.0, 0.0]), rows, np.array([1.0, 1.0, 0.0, 0.0]))
@@ -159,15 +162,38 @@ def test_squad_normalisation_em_f1_and_the_null_threshold_on_hand_computed_cases
 # ---------------------------------------------------------------- a run through every stage
 
 
-def test_qa_trains_predicts_and_loads_in_a_plain_pipeline(qa_run, tmp_path):
-    from transformers import pipeline
+def plain_transformers_answers(model_dir: Path, questions, contexts):
+    """The answers of the model directory read by plain transformers, as its docs show it (transformers 5 removed
+    the question-answering pipeline): one window per question, argmax start and end, sliced by offsets; None where
+    that argmax is no span of the context (before it, or an end before the start)."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
+    tok, model = AutoTokenizer.from_pretrained(model_dir), AutoModelForQuestionAnswering.from_pretrained(model_dir).eval()
+    out = []
+    for question, context in zip(questions, contexts):
+        enc = tok(question, context, truncation="only_second", return_offsets_mapping=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = model(**{k: v for k, v in enc.items() if k != "offset_mapping"})
+        start, end = int(logits.start_logits.argmax()), int(logits.end_logits.argmax())
+        in_context = [s == 1 for s in enc.sequence_ids(0)]
+        valid = in_context[start] and in_context[end] and start <= end
+        out.append(context[int(enc["offset_mapping"][0, start, 0]) : int(enc["offset_mapping"][0, end, 1])].strip() if valid else None)
+    return out
+
+
+def test_qa_trains_predicts_and_loads_as_a_plain_transformers_model(qa_run, tmp_path):
     metrics = json.loads((qa_run / "metrics.json").read_text())
     test = metrics["test"]
     assert test["f1"] > metrics["baseline"]["f1"] and "f1" in test["ci"] and metrics["comparison"]["verdict"]["outcome"] == "better"
     assert "what" not in test["by_question_word"] and "where" in test["by_question_word"]
     assert "By question word" in (qa_run / "report.html").read_text()
+    assert "AutoModelForQuestionAnswering" in (qa_run / "model" / "README.md").read_text()
     rows = make_qa_rows(6, seed=99)
+    for r in rows[::2]:  # some contexts of one sentence: one window, as plain transformers reads them
+        start = r["answers"]["answer_start"][0]
+        sentence_start = r["context"].rfind(" . ", 0, start) + 3 if " . " in r["context"][:start] else 0
+        r["context"] = r["context"][sentence_start:].split(" . ")[0] + " ."
     questions = write_jsonl(tmp_path / "q.jsonl", [{"question": r["question"], "context": r["context"]} for r in rows])
     out = read_jsonl(run_cli("predict", str(qa_run), "--input", str(questions)).stdout)
     assert [o["question"] for o in out] == [r["question"] for r in rows]
@@ -177,10 +203,10 @@ def test_qa_trains_predicts_and_loads_in_a_plain_pipeline(qa_run, tmp_path):
     assert one == {k: v for k, v in out[0].items() if k not in ("question", "context")}
     with pytest.raises(UserError, match="pass the texts as question=... and context=..."):
         model.predict(query="x", context="y")
-    pipe = pipeline("question-answering", model=str(qa_run / "model"))
-    theirs = [pipe(question=r["question"], context=r["context"])["answer"].strip() for r in rows]
-    agreement = np.mean([a == (o["answer"] or "").strip() for a, o in zip(theirs, out)])
-    assert agreement >= 0.5, (theirs, [o["answer"] for o in out])
+    short = [i for i, r in enumerate(rows) if len(model.tokenizer(r["question"], r["context"])["input_ids"]) <= model.max_length]
+    plain = plain_transformers_answers(qa_run / "model", [rows[i]["question"] for i in short], [rows[i]["context"] for i in short])
+    compared = [(a, out[i]["answer"]) for a, i in zip(plain, short) if a is not None]
+    assert short and compared and all(a == b for a, b in compared), (plain, [out[i]["answer"] for i in short])
 
 
 def test_unanswerable_questions_get_a_threshold_used_by_predict_serve_and_export(tmp_path_factory, tiny_model):

@@ -78,7 +78,7 @@ def question_word(question: str) -> str:
     """The question's wh-word (what, who, how many, ...), or "other"."""
     text = " " + " ".join(WORD.findall(question.lower())) + " "
     found = [(text.find(f" {w} "), w) for w in QUESTION_WORDS if f" {w} " in text]
-    return min(found)[1] if found else "other"
+    return min(found, key=lambda f: (f[0], -len(f[1])))[1] if found else "other"  # "how many" before "how"
 
 
 def best_null_threshold(margins: np.ndarray, rows: Dict[str, np.ndarray], answer_f1: np.ndarray) -> Tuple[float, float]:

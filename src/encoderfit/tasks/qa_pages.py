@@ -35,9 +35,15 @@ class QaPages(Pages):
                 "training data; it cannot answer from knowledge the context does not hold.")
 
     def plain_usage(self, cfg):
-        return ["# or plain transformers:", "from transformers import pipeline",
-                'qa = pipeline("question-answering", model="path/to/model")',
-                'qa(question="Who won?", context="The Broncos won the game.")']
+        # transformers 5 removed pipeline("question-answering"): its docs now show the model and tokenizer directly
+        return ["# or plain transformers (one window; no null threshold):",
+                "from transformers import AutoModelForQuestionAnswering, AutoTokenizer",
+                'tok, model = AutoTokenizer.from_pretrained("path/to/model"), AutoModelForQuestionAnswering.from_pretrained("path/to/model")',
+                'question, context = "Who won?", "The Broncos won the game."',
+                'enc = tok(question, context, truncation="only_second", return_offsets_mapping=True, return_tensors="pt")',
+                'out = model(**{k: v for k, v in enc.items() if k != "offset_mapping"})',
+                "start, end = int(out.start_logits.argmax()), int(out.end_logits.argmax())",
+                "answer = context[int(enc.offset_mapping[0, start, 0]) : int(enc.offset_mapping[0, end, 1])]"]
 
     def report_sections(self, metrics: Dict, cfg, noise: List[Dict]) -> List[str]:
         from ..core import figures as f
@@ -75,10 +81,11 @@ class QaPages(Pages):
         return [
             "## Answers",
             "The answer is a span of the context: the best start and end tokens over overlapping windows of the context "
-            "(question first), sliced from the context by character offsets. "
+            "(question first), sliced from the context by character offsets. The model directory is a plain "
+            "`AutoModelForQuestionAnswering` with its tokenizer (transformers 5 has no question-answering pipeline). "
             + ("It answers every question (no unanswerable questions in training)." if threshold is None else
                f"No answer is given when the best span's score beats the no-answer score by {threshold:.3f} or less "
-               "(fitted on validation for the best F1); a plain pipeline needs `handle_impossible_answer=True` for that."),
+               "(fitted on validation for the best F1; saved in encoderfit.json's head)."),
         ]
 
     def print_details(self, results: Dict, split: str, labels: List[str], console) -> None:
