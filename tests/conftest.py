@@ -290,8 +290,8 @@ def _restore_logging():
     root.setLevel(level)
 
 
-PEOPLE = "alice bob carol dave erin frank grace heidi ivan judy".split()
-PLACES = {"lives in": "paris oslo lima rome cairo kyiv quito hanoi".split(), "works at": "acme initech globex umbrella hooli".split()}
+QA_PEOPLE = "alice bob carol dave erin frank grace heidi ivan judy".split()
+QA_PLACES = {"lives in": "paris oslo lima rome cairo kyiv quito hanoi".split(), "works at": "acme initech globex umbrella hooli".split()}
 
 
 def make_qa_rows(n_articles: int, seed: int, unanswerable: float = 0.0) -> list[dict]:
@@ -300,8 +300,8 @@ def make_qa_rows(n_articles: int, seed: int, unanswerable: float = 0.0) -> list[
     rng = random.Random(seed)
     rows = []
     for a in range(n_articles):
-        people = rng.sample(PEOPLE, 4)
-        facts = [(p, relation, rng.choice(PLACES[relation])) for p in people for relation in rng.sample(sorted(PLACES), 1)]
+        people = rng.sample(QA_PEOPLE, 4)
+        facts = [(p, relation, rng.choice(QA_PLACES[relation])) for p in people for relation in rng.sample(sorted(QA_PLACES), 1)]
         context, starts = "", []
         for p, relation, place in facts:
             filler = " ".join(rng.sample(FILLER, rng.randint(1, 4)))
@@ -311,7 +311,7 @@ def make_qa_rows(n_articles: int, seed: int, unanswerable: float = 0.0) -> list[
         for (p, relation, place), start in zip(facts, starts):
             asks = "where does {} live ?" if relation == "lives in" else "where does {} work ?"
             if rng.random() < unanswerable:
-                other = rng.choice([x for x in PEOPLE if x not in people])
+                other = rng.choice([x for x in QA_PEOPLE if x not in people])
                 rows.append({"id": f"{a}-{p}-x", "title": f"article {a}", "context": context, "question": asks.format(other),
                              "answers": {"text": [], "answer_start": []}})
             else:

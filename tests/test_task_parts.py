@@ -47,7 +47,7 @@ def test_settings_of_a_task_are_read_into_its_options_and_checked():
         get_task("classification", options={"classification": {"x": 1}})
     with pytest.raises(UserError, match=r"similarity.target_range must be \[low, high\] with low < high"):
         get_task("similarity", options={"similarity": {"target_range": [5, 0]}})
-    assert set(OPTIONS) == {"ner", "regression", "embedding", "similarity"}
+    assert set(OPTIONS) == {"ner", "regression", "embedding", "similarity", "qa"}
     assert {f.name for f in dataclasses.fields(OPTIONS["similarity"])} >= {f.name for f in dataclasses.fields(OPTIONS["embedding"])}
 
 

@@ -47,7 +47,11 @@ class PredictRequest(BaseModel):
 
     @model_validator(mode="after")
     def one_of(self):
-        given = sum(v is not None for v in (self.texts, self.text, self.pairs, self.inputs)) + bool(self.model_extra)
+        plain = sum(v is not None for v in (self.texts, self.text, self.pairs, self.inputs))
+        if plain and self.model_extra:
+            raise ValueError(f"unknown field(s) {sorted(self.model_extra)} beside the texts; send only one of \"texts\", "
+                             "\"text\", \"pairs\" or \"inputs\"")
+        given = plain + bool(self.model_extra)
         if given != 1:
             raise ValueError('send exactly one of "texts" (a list of strings), "text" (a string), "pairs" (a list of [a, b]), '
                              'or the texts by name (one object, or a list of them as "inputs")')
