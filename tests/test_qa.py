@@ -187,7 +187,10 @@ def test_qa_trains_predicts_and_loads_as_a_plain_transformers_model(qa_run, tmp_
     test = metrics["test"]
     assert test["f1"] > metrics["baseline"]["f1"] and "f1" in test["ci"] and metrics["comparison"]["verdict"]["outcome"] == "better"
     assert "what" not in test["by_question_word"] and "where" in test["by_question_word"]
-    assert "By question word" in (qa_run / "report.html").read_text()
+    report = (qa_run / "report.html").read_text()
+    assert "By question word" in report and "Model against baseline, question by question" in report
+    counts = metrics["comparison"]["mcnemar_exact_match"]
+    assert counts["model_only_right"] > counts["baseline_only_right"] and len(metrics["comparison"]["model_only"]) <= 10
     assert "AutoModelForQuestionAnswering" in (qa_run / "model" / "README.md").read_text()
     rows = make_qa_rows(6, seed=99)
     for r in rows[::2]:  # some contexts of one sentence: one window, as plain transformers reads them

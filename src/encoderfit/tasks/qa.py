@@ -33,6 +33,7 @@ from .qa_spans import Span, SpanLogits, answer_tokens, answers, check_questions,
 log = logging.getLogger(__name__)
 MAX_CONTEXT_CHARS = 100_000  # a context is a paragraph or a page; past this it is a whole book: split it first
 REPAIR_CHARS = 100
+SHOWN_DIFFERENCES = 10  # questions shown that only the model (or only the baseline) answers exactly
 
 
 @dataclass
@@ -267,6 +268,22 @@ class QaScoring(Scoring):
         rows = qm.per_question(answers(preds.logits, head), [t["text"] for t in preds.targets])
         return {"f1": lambda idx: 100 * float(rows["f1"][idx].mean()),
                 "exact_match": lambda idx: 100 * float(rows["em"][idx].mean())}, None
+
+    def paired_test(self, model, baseline, labels, head, baseline_head):
+        """McNemar's exact test on exact match, and examples of the questions only one of the two gets exactly right."""
+        from ..core.stats import mcnemar_exact
+
+        references = [t["text"] for t in model.targets]
+        mine, theirs = answers(model.logits, head), answers(baseline.logits, baseline_head)
+        right = qm.per_question(mine, references)["em"] == 1
+        base_right = qm.per_question(theirs, references)["em"] == 1
+
+        def shown(mask):
+            return [{"question": model.texts[i], "model": mine[i], "baseline": theirs[i], "answers": list(references[i])}
+                    for i in np.flatnonzero(mask)[:SHOWN_DIFFERENCES]]
+
+        return {"mcnemar_exact_match": mcnemar_exact(right, base_right), "model_only": shown(right & ~base_right),
+                "baseline_only": shown(~right & base_right)}
 
     def baseline(self, splits, labels, cfg=None):
         started = time.time()

@@ -68,6 +68,22 @@ class QaPages(Pages):
                 f"({test['HasAns_total']}), unanswerable {f.num(test['NoAns_f1'], 'test.NoAns_f1', '.1f')} ({test['NoAns_total']}). "
                 "Test scores at other thresholds (chosen here on test, so for reading only):</p>"
                 + f.table(["threshold", "EM", "F1", "answerable F1", "unanswerable F1"], curve))
+        comparison = metrics.get("comparison") or {}
+        if "model_only" in comparison:
+            counts = comparison["mcnemar_exact_match"]
+
+            def rows(key):
+                return [[f.esc(d["question"]), f.esc(d["model"] or "(no answer)"), f.esc(d["baseline"] or "(no answer)"),
+                         " | ".join(map(f.esc, d["answers"])) or "(unanswerable)"] for d in comparison[key]]
+
+            header = ["question", "model", "baseline", "references"]
+            sections.append(
+                f"<h2>Model against baseline, question by question (test)</h2><p>Exactly right for the model only: "
+                f"{counts['model_only_right']}; for the baseline only: {counts['baseline_only_right']} (McNemar's exact test "
+                f"p = {counts['p_value']:.3g}). The first of each:</p><h3>Only the model</h3>"
+                + (f.table(header, rows("model_only"), (0, 1, 2, 3)) if comparison["model_only"] else "<p>None.</p>")
+                + "<h3>Only the baseline</h3>"
+                + (f.table(header, rows("baseline_only"), (0, 1, 2, 3)) if comparison["baseline_only"] else "<p>None.</p>"))
         wrong = [[f.esc(w["question"]), f.esc(w["predicted"] or "(no answer)"), f"{w['probability']:.3f}",
                   " | ".join(map(f.esc, w["answers"])) or "(unanswerable)", _marked(w, f.esc)] for w in test["confident_wrong"]]
         sections.append("<h2>Most confident wrong answers (test)</h2><p>Answers with F1 0 against every reference, the most "
