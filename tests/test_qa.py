@@ -255,3 +255,43 @@ def test_bad_qa_input_is_one_line_naming_the_row(tmp_path, tiny_model, qa_run):
     long = write_jsonl(tmp_path / "l.jsonl", [{"question": "where " * 40, "context": "alice lives in oslo"}])
     assert "a question of" in cli_fails("predict", str(qa_run), "--input", str(long), "--output", str(tmp_path / "p.jsonl"))
     assert not (tmp_path / "p.jsonl").exists()
+
+
+# ---------------------------------------------------------------- the public SQuAD files (../shared/data)
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def test_the_public_squad_files_read_as_published():
+    """SQuAD v1.1 dev and the v2.0 half dev (research licences: read from ../shared/data, never shipped)."""
+    from encoderfit.data.sources import load_source
+
+    v1, v2 = SHARED / "squad-v1.1" / "dev-v1.1.json", SHARED / "squad-v2-half-dev" / "dev-v2.0.json"
+    if not v1.is_file() or not v2.is_file():
+        pytest.skip(f"the SQuAD benchmark copies are absent ({SHARED}); see ../shared/data/README.md")
+    one, two = load_source(str(v1))["train"], load_source(str(v2))["train"]
+    assert len(one) == 10_570 and len(set(one["title"])) == 48
+    assert len(two) == 6_078 and sum(not a["text"] for a in two["answers"]) == 3_168
+    splits = prepare(DataArgs(source=str(v1)), "qa")
+    titles = {role: set(ds["group"]) for role, ds in splits.as_dict().items()}
+    assert not titles["train"] & titles["test"] and not titles["validation"] & titles["test"]
+    assert 0.7 < len(splits.train) / len(one) < 0.9
+
+
+@pytest.mark.slow
+def test_minilm_learns_squad_answers_with_wordpiece_offsets(tmp_path):
+    """The packaged MiniLM (uncased WordPiece, token type ids) on 400 SQuAD questions, one epoch: the whole run works
+    on a real tokenizer and its answers are exact slices of their contexts (quality: benchmarks/public.py)."""
+    source = SHARED / "squad-v1.1" / "dev-v1.1.json"
+    if not source.is_file():
+        pytest.skip(f"the SQuAD v1.1 copy is absent ({source}); see ../shared/data/README.md")
+    run = tmp_path / "run"
+    run_cli("train", "--task", "qa", "--data.source", str(source), "--model.name_or_path", "all-MiniLM-L6-v2",
+            "--model.max_length", "256", "--data.max_train_samples", "400", "--train.epochs", "1", "--train.batch_size", "16",
+            "--train.learning_rate", "1e-4", "--output_dir", str(run))
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test"]["n"] > 500 and "f1" in metrics["test"]["ci"]
+    preds = Predictor.from_pretrained(run)
+    context = "The Denver Broncos defeated the Carolina Panthers 24–10 to earn their third Super Bowl title."
+    answer = preds.predict(question="Who won the Super Bowl?", context=context)
+    assert answer["answer"] is not None and context[answer["start"]:answer["end"]] == answer["answer"]
