@@ -189,6 +189,7 @@ def test_qa_trains_predicts_and_loads_as_a_plain_transformers_model(qa_run, tmp_
     assert "what" not in test["by_question_word"] and "where" in test["by_question_word"]
     report = (qa_run / "report.html").read_text()
     assert "By question word" in report and "Model against baseline, question by question" in report
+    assert test["ci"]["f1"]["clusters"] < test["n"]  # questions on one paragraph are resampled together
     counts = metrics["comparison"]["mcnemar_exact_match"]
     assert counts["model_only_right"] > counts["baseline_only_right"] and len(metrics["comparison"]["model_only"]) <= 10
     assert "AutoModelForQuestionAnswering" in (qa_run / "model" / "README.md").read_text()

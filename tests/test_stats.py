@@ -40,6 +40,20 @@ def test_stratified_resamples_keep_each_class_count():
         assert (strata[idx] == 0).sum() == 7 and (strata[idx] == 1).sum() == 3
 
 
+def test_cluster_resamples_draw_whole_groups_and_widen_the_interval_as_they_should():
+    """20 paragraphs of 5 questions each, every paragraph all right or all wrong: 20 independent outcomes, not 100.
+    The cluster bootstrap's interval is that of 20 draws (about sqrt(5) times the per-question one)."""
+    clusters = np.repeat([f"p{k}" for k in range(20)], 5)
+    right = np.repeat(np.array([1.0] * 12 + [0.0] * 8), 5)
+    for idx in bootstrap_indices(100, resamples=30, clusters=clusters):
+        counts = np.unique(clusters[idx], return_counts=True)[1]
+        assert len(idx) == 100 and set(counts % 5) == {0}  # whole paragraphs, as many as there are
+    per_question = bootstrap_ci(lambda idx: right[idx].mean(), 100, resamples=2000)
+    per_paragraph = bootstrap_ci(lambda idx: right[idx].mean(), 100, resamples=2000, clusters=clusters)
+    width = lambda ci: ci["high"] - ci["low"]  # noqa: E731
+    assert per_paragraph["clusters"] == 20 and 1.8 < width(per_paragraph) / width(per_question) < 2.8
+
+
 def test_paired_bootstrap_and_verdicts():
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)

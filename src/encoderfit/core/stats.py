@@ -3,7 +3,8 @@
 Pure numpy/scipy on arrays of per-example outcomes; nothing here needs a model. Every resampling is seeded and
 states its number of resamples, so a figure is reproducible and says how it was made.
 
-Why not `scipy.stats.bootstrap`: the intervals here resample *strata* (classes of a stratified test split) and
+Why not `scipy.stats.bootstrap`: the intervals here resample *strata* (classes of a stratified test split) or whole
+*clusters* (the questions on one paragraph), and
 the paired comparison must give the model and the baseline the very same resampled examples for statistics that
 are not means (entity F1 from per-sentence counts, Spearman, micro-F1 over label matrices) and also report a p-value;
 scipy's bootstrap has no stratification and no p-value. Exact tests (McNemar) are scipy's `binomtest`.
@@ -20,10 +21,19 @@ LEVEL = 0.95
 SEED = 0
 
 
-def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED, strata: Optional[Sequence] = None):
+def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED, strata: Optional[Sequence] = None,
+                      clusters: Optional[Sequence] = None):
     """`resamples` index arrays of size n drawn with replacement; within each stratum when `strata` is given
-    (each class keeps its count, as the test split was stratified)."""
+    (each class keeps its count, as the test split was stratified); with `clusters` (a group id per example: examples
+    of one group are not independent, such as the questions on one paragraph), whole groups are drawn, as many as
+    there are, and each resample holds their examples (the cluster bootstrap; Davison & Hinkley 1997, 3.8)."""
     rng = np.random.default_rng(seed)
+    if clusters is not None:
+        _, group = np.unique(np.asarray(clusters, dtype=object).astype(str), return_inverse=True)
+        members = [np.flatnonzero(group == g) for g in range(group.max() + 1)] if n else []
+        for _ in range(resamples):
+            yield np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]) if members else np.arange(0)
+        return
     if strata is None:
         for _ in range(resamples):
             yield rng.integers(0, n, n)
@@ -34,15 +44,17 @@ def bootstrap_indices(n: int, resamples: int = RESAMPLES, seed: int = SEED, stra
 
 
 def bootstrap_ci(statistic: Callable[[np.ndarray], float], n: int, resamples: int = RESAMPLES, seed: int = SEED,
-                 strata: Optional[Sequence] = None, level: float = LEVEL) -> Dict:
+                 strata: Optional[Sequence] = None, level: float = LEVEL, clusters: Optional[Sequence] = None) -> Dict:
     """Percentile bootstrap interval of `statistic(indices)` (Efron & Tibshirani 1993): {low, high, level,
-    resamples, stratified}. Resamples where the statistic is undefined (nan) are left out."""
-    draws = np.array([statistic(idx) for idx in bootstrap_indices(n, resamples, seed, strata)], dtype=np.float64)
+    resamples, stratified[, clusters]}. Resamples where the statistic is undefined (nan) are left out."""
+    draws = np.array([statistic(idx) for idx in bootstrap_indices(n, resamples, seed, strata, clusters)], dtype=np.float64)
     draws = draws[np.isfinite(draws)]
+    how = {"level": level, "resamples": resamples, "stratified": strata is not None,
+           **({"clusters": int(len(set(map(str, clusters))))} if clusters is not None else {})}
     if not len(draws):
-        return {"low": None, "high": None, "level": level, "resamples": resamples, "stratified": strata is not None}
+        return {"low": None, "high": None, **how}
     low, high = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return {"low": float(low), "high": float(high), "level": level, "resamples": resamples, "stratified": strata is not None}
+    return {"low": float(low), "high": float(high), **how}
 
 
 def mcnemar_exact(model_correct: Sequence[bool], baseline_correct: Sequence[bool]) -> Dict:
@@ -58,14 +70,14 @@ def mcnemar_exact(model_correct: Sequence[bool], baseline_correct: Sequence[bool
 
 
 def paired_bootstrap(metric: Callable[[np.ndarray, str], float], n: int, resamples: int = RESAMPLES, seed: int = SEED,
-                     strata: Optional[Sequence] = None, level: float = LEVEL) -> Dict:
+                     strata: Optional[Sequence] = None, level: float = LEVEL, clusters: Optional[Sequence] = None) -> Dict:
     """The difference metric(model) - metric(baseline) on the same resampled examples: its point value, percentile
     interval and a two-sided bootstrap p-value: twice the share of resamples on the far side of 0, counted as
     (k + 1) / (resamples + 1) (Davison & Hinkley 1997), so it is never 0: with 1,000 resamples the smallest p is 0.002.
     `metric(indices, who)` computes the metric of `who` ("model" or "baseline") on those examples."""
     everything = np.arange(n)
     point = metric(everything, "model") - metric(everything, "baseline")
-    draws = np.array([metric(idx, "model") - metric(idx, "baseline") for idx in bootstrap_indices(n, resamples, seed, strata)])
+    draws = np.array([metric(idx, "model") - metric(idx, "baseline") for idx in bootstrap_indices(n, resamples, seed, strata, clusters)])
     draws = draws[np.isfinite(draws)]
     low, high = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
     far = min(int((draws <= 0).sum()), int((draws >= 0).sum()))

@@ -44,7 +44,8 @@ def intervals(task: Task, preds: Predictions, labels: List[str], head: Dict) -> 
     from ..core.stats import bootstrap_ci
 
     fns, strata = task.scoring.interval_metrics(preds, labels, head)
-    return {key: bootstrap_ci(fn, len(preds.texts), strata=strata) for key, fn in fns.items()}
+    clusters = task.scoring.clusters(preds)
+    return {key: bootstrap_ci(fn, len(preds.texts), strata=strata, clusters=clusters) for key, fn in fns.items()}
 
 
 def compare(task: Task, model: Predictions, base: Predictions, labels: List[str], head: Dict, base_head: Dict) -> Dict:
@@ -54,8 +55,9 @@ def compare(task: Task, model: Predictions, base: Predictions, labels: List[str]
 
     mine, strata = task.scoring.interval_metrics(model, labels, head)
     theirs = task.scoring.interval_metrics(base, labels, base_head)[0]
+    clusters = task.scoring.clusters(model)
     differences = {key: paired_bootstrap(lambda idx, who, key=key: (mine if who == "model" else theirs)[key](idx),
-                                         len(model.texts), strata=strata)
+                                         len(model.texts), strata=strata, clusters=clusters)
                    for key, _ in task.summary if key in mine}
     exact = task.scoring.paired_test(model, base, labels, head, base_head)
     primary = task.summary[0][0]

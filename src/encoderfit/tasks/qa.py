@@ -269,6 +269,9 @@ class QaScoring(Scoring):
         return {"f1": lambda idx: 100 * float(rows["f1"][idx].mean()),
                 "exact_match": lambda idx: 100 * float(rows["em"][idx].mean())}, None
 
+    def clusters(self, preds):
+        return list(preds.pairs)  # questions on one paragraph share its difficulty: resample paragraphs
+
     def paired_test(self, model, baseline, labels, head, baseline_head):
         """McNemar's exact test on exact match, and examples of the questions only one of the two gets exactly right."""
         from ..core.stats import mcnemar_exact

@@ -43,6 +43,11 @@ class Scoring(Part):
         that get confidence intervals and paired comparisons with the baseline."""
         return {}, None
 
+    def clusters(self, preds) -> Optional[Sequence]:
+        """A group id per example where examples are not independent (QA: the questions on one paragraph), so the
+        bootstrap resamples whole groups; None: examples are resampled one by one."""
+        return None
+
     def paired_test(self, model, baseline, labels: List[str], head: Dict[str, Any], baseline_head: Dict[str, Any]) -> Optional[Dict]:
         """An exact test of the model against the baseline on the same examples, where the task has one."""
         return None
