@@ -28,7 +28,7 @@ from ..core.errors import UserError, closest
 from . import qa_metrics as qm
 from .base import Decoding, Modeling, Scoring, Targets, Task
 from .qa_pages import QaPages
-from .qa_spans import Span, SpanLogits, answer_tokens, answers, check_questions, encode_windows, find_spans
+from .qa_spans import Span, answer_tokens, answers, check_questions, encode_windows, find_spans, span_logits
 
 log = logging.getLogger(__name__)
 MAX_CONTEXT_CHARS = 100_000  # a context is a paragraph or a page; past this it is a whole book: split it first
@@ -78,8 +78,9 @@ class QaTargets(Targets):
                 raise UserError(f"{where}: row {i + 1}: a context of {len(value):,} characters (more than {MAX_CONTEXT_CHARS:,}); "
                                 "split it into paragraphs, one row each")
         if need_labels:
-            answers = _column(ds, data.label_column if data.label_column != "label" else None, "answers", ("label",), where, "label_column")
-            columns["labels"] = list(ds[answers])
+            answer_column = _column(ds, data.label_column if data.label_column != "label" else None, "answers", ("label",), where,
+                                    "label_column")
+            columns["labels"] = list(ds[answer_column])
         columns["group"] = list(ds["title"]) if "title" in ds.column_names else columns["text_pair"]
         return Dataset.from_dict(columns)
 
@@ -213,7 +214,7 @@ class QaModeling(Modeling):
         return self.logits_model(model)
 
     def logits_model(self, model):
-        return model if getattr(model, "span_logits", False) else SpanLogits.wrap(model)
+        return span_logits(model)
 
     def windows_per_text(self, tokenizer, texts, pairs, max_length, overlap):
         from collections import Counter
@@ -227,20 +228,25 @@ class QaModeling(Modeling):
         return find_spans(predictor, list(texts), list(pairs), options.n_best, options.max_answer_tokens)
 
 
+def null_head(spans: List[Span], targets) -> Dict:
+    """The head: the no-answer threshold with the best F1 on these (validation) spans, or none when every question
+    has an answer."""
+    references = [t["text"] for t in targets]
+    rows = qm.per_question([s.text for s in spans], references)
+    if rows["has_answer"].all():
+        return {"null_threshold": None}
+    threshold, f1 = qm.best_null_threshold(np.asarray([s.margin for s in spans]), rows, rows["f1"])
+    log.info("no-answer threshold %.3f (the span is given when its score beats the no-answer score by more): "
+             "validation F1 %.2f", threshold, 100 * f1)
+    return {"null_threshold": threshold, "validation_f1": 100 * f1}
+
+
 class QaScoring(Scoring):
     def trainer_metrics(self, labels, stats):
         return None  # validation loss chooses the checkpoint; spans are decoded by the evaluation that follows
 
     def fit_head(self, validation, labels, cfg):
-        references = [t["text"] for t in validation.targets]
-        rows = qm.per_question([s.text for s in validation.logits], references)
-        if rows["has_answer"].all():
-            return {"null_threshold": None}
-        margins = np.asarray([s.margin for s in validation.logits])
-        threshold, f1 = qm.best_null_threshold(margins, rows, rows["f1"])
-        log.info("no-answer threshold %.3f (the span is given when its score beats the no-answer score by more): "
-                 "validation F1 %.2f", threshold, 100 * f1)
-        return {"null_threshold": threshold, "validation_f1": 100 * f1}
+        return null_head(validation.logits, validation.targets)
 
     def analyse(self, preds, labels, head, cfg):
         given = answers(preds.logits, head)
@@ -297,8 +303,7 @@ class QaScoring(Scoring):
             for question, context in zip(ds["text"], ds["text_pair"]):
                 value, start, end = qm.sliding_window(question, context)
                 spans[role].append(Span(value, 0.0, start, end, context[start:end], 0.0))
-        validation = type("Preds", (), {"logits": spans["validation"], "targets": list(splits.validation["labels"])})
-        head = self.fit_head(validation, labels, cfg)
+        head = null_head(spans["validation"], splits.validation["labels"])
         test_references = [t["text"] for t in splits.test["labels"]]
         result = qm.summary(qm.per_question(answers(spans["test"], head), test_references))
         result.update({"model": "sliding window (Rajpurkar et al. 2016): question words near each span of up to 4 words",

@@ -139,24 +139,24 @@ def _logsumexp(values: np.ndarray) -> float:
     return top + math.log(float(np.exp(values - top).sum()))
 
 
-class SpanLogits:
-    """A question-answering model whose output `.logits` is [start, end] per token (batch, sequence, 2): how
-    predict, serve and the ONNX export read every token-level model."""
+def span_logits(model):
+    """The question-answering model with one output `.logits`, [start, end] per token (batch, sequence, 2): how
+    predict, serve and the ONNX export read every token-level model. A model already wrapped is returned as it is."""
+    import torch
 
-    @staticmethod
-    def wrap(model):
-        import torch
+    if getattr(model, "span_logits", False):
+        return model
 
-        class Wrapped(torch.nn.Module):
-            span_logits = True
+    class Wrapped(torch.nn.Module):
+        span_logits = True
 
-            def __init__(self):
-                super().__init__()
-                self.model = model
-                self.config = model.config
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.config = model.config
 
-            def forward(self, **inputs):
-                out = self.model(**inputs)
-                return type("Output", (), {"logits": torch.stack([out.start_logits, out.end_logits], dim=-1)})()
+        def forward(self, **inputs):
+            out = self.model(**inputs)
+            return type("Output", (), {"logits": torch.stack([out.start_logits, out.end_logits], dim=-1)})()
 
-        return Wrapped()
+    return Wrapped()
