@@ -205,6 +205,17 @@ def test_qa_trains_predicts_and_loads_as_a_plain_transformers_model(qa_run, tmp_
     model = Predictor.from_pretrained(qa_run)
     one = model.predict(question=rows[0]["question"], context=rows[0]["context"])
     assert one == {k: v for k, v in out[0].items() if k not in ("question", "context")}
+    (tmp_path / "context.txt").write_text(rows[0]["context"], encoding="utf-8")
+    flags = read_jsonl(run_cli("predict", str(qa_run), "--question", rows[0]["question"], "--context",
+                               str(tmp_path / "context.txt")).stdout)
+    assert flags == out[:1]
+    for args, said in ((["--question", "Who?"], "--context is missing"),
+                       (["--question", "Who?", "--context", str(tmp_path / "none.txt")], "--context: file"),
+                       (["--question", " ", "--context", str(tmp_path / "context.txt")], "--question is empty"),
+                       (["--question", "Who?", "--context", str(tmp_path / "context.txt"), "--input", str(questions)],
+                        "--input and --question/--context both given")):
+        failed = run_cli("predict", str(qa_run), *args, check=False)
+        assert failed.returncode == 2 and said in failed.stderr and "Traceback" not in failed.stderr
     with pytest.raises(UserError, match="pass the texts as question=... and context=..."):
         model.predict(query="x", context="y")
     short = [i for i, r in enumerate(rows) if len(model.tokenizer(r["question"], r["context"])["input_ids"]) <= model.max_length]

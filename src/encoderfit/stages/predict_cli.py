@@ -49,6 +49,32 @@ def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] =
     return texts, pairs
 
 
+def one_pair(question: Optional[str], context: Optional[str], input: str, inputs) -> tuple:
+    """`--question TEXT --context FILE` (or '-' for stdin): one question on one context, for a model whose inputs are
+    a question and a context (QA)."""
+    if tuple(inputs) != ("question", "context"):
+        raise UserError(f"--question/--context: this model takes {' and '.join(inputs)}, not a question and a context; "
+                        f"give them with --input")
+    if question is None or context is None:
+        raise UserError(f"--{'question' if question is None else 'context'} is missing: give both --question TEXT and "
+                        "--context FILE (or --input FILE.jsonl with question and context columns)")
+    if input != "-":
+        raise UserError("--input and --question/--context both given: give one question with --question/--context, or "
+                        "a file of them with --input")
+    if context == "-":
+        text = decode_utf8(sys.stdin.buffer.read(), "stdin")
+    else:
+        path = Path(context)
+        if not path.is_file():
+            raise UserError(f"--context: file '{context}' does not exist; give the file holding the context (or '-' to "
+                            "read it from stdin)")
+        text = decode_utf8(path.read_bytes(), str(path))
+    for flag, value in (("--question", question), ("--context", text)):
+        if not value.strip():
+            raise UserError(f"{flag} is empty: give the text to read")
+    return [question], [text]
+
+
 def drop_empty(texts: List[str], pairs: Optional[List[str]]) -> tuple:
     """Texts that are empty or only whitespace are skipped, as the server refuses them; the log says which rows."""
     keep = [i for i, t in enumerate(texts) if t.strip() and (pairs is None or pairs[i].strip())]
@@ -90,6 +116,8 @@ def predict(
     abstain: bool = False,
     backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
     int8_recheck: bool = True,
+    question: Optional[str] = None,
+    context: Optional[str] = None,
 ) -> Optional[Path]:
     """Predict with a trained run: one JSONL (or CSV) row per text with the task's result (a label with its
     probabilities, a set of labels, or a score with its interval).
@@ -111,6 +139,8 @@ def predict(
             `eval --report.target_accuracy`).
         backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
         int8_recheck: With onnx-int8, run near-ties (int8 decision margin under the one fitted at export) again in fp32.
+        question: QA: one question to answer on the context of --context (instead of --input).
+        context: QA: the file holding the context of --question ('-' for stdin).
     """
     if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
@@ -129,7 +159,11 @@ def predict(
         raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
     if output:
         check_output_file(Path(output), "--output", f"predictions.{fmt}")
-    texts, pairs = drop_empty(*read_inputs(input, text_column, text_pair_column, saved.join_columns if saved else None))
+    if question is not None or context is not None:
+        texts, pairs = one_pair(question, context, input, (first, second) if info.text_pair else (first,))
+    else:
+        texts, pairs = read_inputs(input, text_column, text_pair_column, saved.join_columns if saved else None)
+    texts, pairs = drop_empty(texts, pairs)
     model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                       backend=backend, int8_recheck=int8_recheck)
     results = model.predict(texts, pairs) if texts else []
