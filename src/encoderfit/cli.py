@@ -41,6 +41,7 @@ def _on_sigterm(signum, frame):
 
 def _commands() -> Dict[str, Callable]:
     from .stages.crossval import cross_validate
+    from .stages.distill import train_student
     from .stages.evaluate import evaluate
     from .stages.export import export
     from .stages.predict_cli import predict
@@ -53,7 +54,7 @@ def _commands() -> Dict[str, Callable]:
     from .pretraining.tune import tune_pretrain
 
     return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
-            "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search}
+            "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student}
 
 
 def build_parser(commands: Dict[str, Callable]):

@@ -301,3 +301,41 @@ class ReportOverrides:
         if changes.get("target_accuracy") == 0:
             changes["target_accuracy"] = None
         return dataclasses.replace(report, **changes)
+
+
+AUGMENTATIONS = ("delete", "swap", "insert", "mask", "mix")
+
+
+@dataclass
+class DistillArgs:
+    """How a student learns from a teacher run (`encoderfit distill`): the loss, and the texts the teacher labels."""
+
+    temperature: float = 2.0
+    """Softens the teacher's and the student's outputs before they are compared (Hinton et al. 2015; 2-4 is usual).
+    The distillation term is scaled by temperature**2 so its gradients keep their size."""
+    alpha: float = 0.5
+    """Weight of the teacher's term where a text has a gold label (1 - alpha: the gold label's loss); texts without
+    one (unlabelled, augmented) learn from the teacher alone."""
+    unlabelled: Optional[str] = None
+    """More text for the teacher to label: any text source the tool reads (a .txt file of one text per line, a
+    CSV/JSONL/Parquet file or folder, a hub dataset, a recipe); its validation/test texts are never used."""
+    unlabelled_column: str = "text"
+    """Column of `unlabelled` holding the text."""
+    augment: int = 0
+    """Label-free variants made of each training text for the teacher to label (0: none)."""
+    augmentations: List[str] = field(default_factory=lambda: list(AUGMENTATIONS))
+    """Which variants: delete, swap, insert (EDA: Wei & Zou 2019; insert takes a word of another training text),
+    mask (a span of words replaced by the teacher's mask token) and mix (the first half of one text joined to the
+    second half of another). Each variant applies one, drawn at random."""
+    seed: int = 42
+    """Seeds the augmentations (the same seed gives the same transfer set)."""
+    compare: Optional[Path] = None
+    """A run of the student model trained directly on the labels (same data): tested against the distilled student."""
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, f"distill.temperature must be > 0 (got {self.temperature})")
+        _require(0 <= self.alpha <= 1, f"distill.alpha must be in [0, 1] (got {self.alpha})")
+        _require(0 <= self.augment <= 64, f"distill.augment must be 0-64 variants per text (got {self.augment})")
+        unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
+        _require(not unknown and bool(self.augmentations),
+                 f"distill.augmentations: {unknown or 'none given'}; choose from {list(AUGMENTATIONS)}")

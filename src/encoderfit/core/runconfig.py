@@ -52,6 +52,8 @@ class SavedConfig:
 
     def to_dict(self) -> dict:
         raw = dataclasses.asdict(self)
+        if raw.get("distill", 0) is None:  # only a distilled student has the section
+            del raw["distill"]
         return {**{k: v for k, v in raw.items() if k != "options"}, **raw.get("options", {})}  # task groups: top level
 
     def save(self, directory: Path) -> Path:
@@ -74,6 +76,9 @@ class RunConfig(SavedConfig):
     options: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     """The settings of the task's own group ({"ner": {"documents": True}}), as the task read them: config.yaml keeps
     each group at the top level, as a YAML config given to --config has it."""
+    distill: Optional[Dict[str, Any]] = None
+    """For a student of `encoderfit distill`: its teacher run and model, the distillation settings and the transfer
+    set's make-up."""
 
     @classmethod
     def from_dict(cls, raw: dict, where: str = "config") -> "RunConfig":
@@ -82,7 +87,7 @@ class RunConfig(SavedConfig):
         if not isinstance(raw, dict):
             raise UserError(f"{where}: expected a mapping of settings, found {type(raw).__name__}; restore the file or re-train")
         task = str(raw.get("task") or LEGACY_TASK)
-        plain = set(GROUPS) | {"task", "labels", "resolved"}
+        plain = set(GROUPS) | {"task", "labels", "resolved", "distill"}
         options = {task: dict(raw[task])} if isinstance(raw.get(task), dict) else {}  # the task's own group
         groups = {}
         for group, kind in (("data", DataArgs), ("model", ModelArgs), ("train", TrainArgs), ("report", ReportArgs)):
@@ -92,7 +97,7 @@ class RunConfig(SavedConfig):
         if extra:
             log.warning("warning: %s: ignoring unknown top-level key(s) %s (written by another encoderfit version?)", where, extra)
         return cls(**groups, task=task, labels=list(raw.get("labels") or []), resolved=dict(raw.get("resolved") or {}),
-                   options={key: values for key, values in options.items() if values})
+                   options={key: values for key, values in options.items() if values}, distill=raw.get("distill"))
 
     @classmethod
     def load(cls, run_dir: Path, check: Optional[Callable[[dict, str], None]] = None) -> "RunConfig":

@@ -289,7 +289,9 @@ def tokenize(ds, tokenizer, max_length: int, windows: Optional[dict] = None, fir
             source = enc.pop("overflow_to_sample_mapping")
             keep = [i for i, s in enumerate(source) if not first_window_only or i == 0 or source[i - 1] != s]
             enc = {key: [values[i] for i in keep] for key, values in enc.items()}
-            enc[LABEL] = [batch[LABEL][source[i]] for i in keep]
+            for column in (LABEL, "teacher", "gold"):  # a distillation transfer set's rows carry the teacher's outputs
+                if column in batch:
+                    enc[column] = [batch[column][source[i]] for i in keep]
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         return enc
 

@@ -151,6 +151,38 @@ class EncoderTrainer(Trainer):
         return output
 
 
+class DistillTrainer(EncoderTrainer):
+    """Trains on a transfer set whose rows carry the teacher's outputs (`teacher`) and whether a gold label is there
+    (`gold`): the loss is the task's distillation loss, summed over the rows and divided by the rows of the whole
+    accumulated step (every row counts, gold label or not). Evaluation rows have neither column and are scored by the
+    task's own loss on their gold labels, so checkpoints are chosen as in any run."""
+
+    EXTRA = ("teacher", "gold")
+
+    def __init__(self, *args, distill_loss, **kwargs):
+        self.distill_loss = distill_loss
+        super().__init__(*args, **kwargs)
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        self._signature_columns += [c for c in self.EXTRA if c not in self._signature_columns]
+
+    def _get_num_items_in_batch(self, batch_samples, device):
+        # rows, not label elements: -100-free zeros, one per row, counted (and summed over processes) the Trainer's way
+        return super()._get_num_items_in_batch([{"labels": torch.zeros(len(b["input_ids"]))} for b in batch_samples], device)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if "teacher" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        teacher, gold, labels = inputs.pop("teacher"), inputs.pop("gold"), inputs.pop("labels")
+        outputs = model(**inputs)
+        each = self.distill_loss(outputs, labels, teacher.float(), gold.bool())
+        loss = each.mean() if num_items_in_batch is None else each.sum() / num_items_in_batch
+        if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+            loss = loss * self.accelerator.num_processes  # the Trainer's own scaling: gradients are averaged over processes
+        return (loss, outputs) if return_outputs else loss
+
+
 class SealCheckpoints(TrainerCallback):
     """After each save: wait for every process's files (each rank writes its own RNG state), then seal."""
 
@@ -188,9 +220,10 @@ def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
 
 
 def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, train: TrainArgs, precision: str, workdir: Path,
-                  callbacks: Optional[list] = None, collator=None) -> Trainer:
+                  callbacks: Optional[list] = None, collator=None, distill=None) -> Trainer:
     """The Trainer for `task`: its loss, metrics and collator (`collator` replaces the task's default), the checkpoint
-    kept by `train.metric_for_best` in its direction."""
+    kept by `train.metric_for_best` in its direction. With `distill` (DistillArgs), training rows carry a teacher's
+    outputs and the task's distillation loss trains on them."""
     if train.metric_for_best not in task.metrics_for_best:
         raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {task.name} task; "
                         f"choose from {sorted(task.metrics_for_best)}")
@@ -198,7 +231,9 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
     # Trainer would otherwise look for start_positions/end_positions and skip the validation loss)
     args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best],
                               label_names=["labels"])
-    return EncoderTrainer(
+    extra = {"distill_loss": task.modeling.distill_loss(stats, train, distill)} if distill is not None else {}
+    return (DistillTrainer if distill is not None else EncoderTrainer)(
+        **extra,
         model=net,
         args=args,
         train_dataset=tokenized["train"],

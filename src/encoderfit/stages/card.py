@@ -4,7 +4,7 @@ metrics as model-index results) is huggingface_hub's ModelCardData; the body is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 from ..core.runconfig import RunConfig
 from ..core.files import atomic_file
@@ -23,6 +23,24 @@ def header(cfg: RunConfig, metrics: Dict) -> str:
                          tags=["encoderfit", task.pipeline_tag, task.name], model_name=f"{Path(str(cfg.data.source)).name}-{task.name}",
                          eval_results=results)
     return f"---\n{data.to_yaml()}\n---\n"
+
+
+def distillation_lines(metrics: Dict, task) -> List[str]:
+    """What a distilled student's card and report say of its teacher: the transfer set and the paired tests."""
+    d = metrics.get("distillation")
+    if not d:
+        return []
+    t, key = d["transfer"], task.summary[0][0]
+    lines = [f"This model was distilled from the teacher `{d['teacher']['model']}` (run `{d['teacher']['run']}`) at temperature "
+             f"{d['temperature']:g} and alpha {d['alpha']:g}, on {t['total']} texts the teacher labelled: {t['train']} training "
+             f"texts, {t['unlabelled']} unlabelled, {t['augmented']} augmented variants (no validation or test text)."]
+    for role in ("teacher", "direct"):
+        if role in d:
+            other = d[role]
+            lines.append(f"Against {'the teacher' if role == 'teacher' else 'the student model trained on the labels'} "
+                         f"`{other['model']}` (test {key} {other['test'].get(key, float('nan')):.4f}): "
+                         f"{other['comparison']['verdict']['sentence']}")
+    return lines
 
 
 def card_text(cfg: RunConfig, metrics: Dict) -> str:
@@ -65,6 +83,7 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         f"Intervals: 95% bootstrap confidence intervals over the {metrics['test']['n']} test examples. "
         + ((metrics.get("comparison") or {}).get("verdict") or {}).get("sentence", ""),
         "",
+        *(["## Distillation", *distillation_lines(metrics, task), ""] if metrics.get("distillation") else []),
         *task.pages.card_sections(metrics, cfg),
         "",
         "## Intended use and limits",

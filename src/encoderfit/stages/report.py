@@ -14,6 +14,7 @@ from typing import Dict, List
 
 from ..core.runconfig import RunConfig
 from ..core.files import atomic_file
+from .card import distillation_lines
 from .rundir import RunDir
 from ..tasks import get_task
 
@@ -51,6 +52,8 @@ def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]
         "<div class=cards>" + "".join(f"<div class=card>{t}<b>{v}</b></div>" for t, v in cards) + "</div>",
         "<h2>Summary</h2>" + f.table(["split", "n", *(title for _, title in task.summary)], summary, (0,)),
         _seeds_section(metrics),
+        ("<h2>Distillation</h2>" + "".join(f"<p>{f.esc(line)}</p>" for line in distillation_lines(metrics, task))
+         if metrics.get("distillation") else ""),
         "<h2>Training curves</h2>" + f.image("training curves", f.training(history, [k for k in task.metrics_for_best if k != "loss"])),
         *task.pages.report_sections(metrics, cfg, noise),
     ]

@@ -14,7 +14,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Literal, Optional
+from typing import Callable, Dict, List, Literal, Optional
 
 from ..core.checkpoints import checkpoints_in, newest_complete
 from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
@@ -121,15 +121,23 @@ def check_start(output_dir: Path, overwrite: bool, train: TrainArgs) -> Path:
     return out
 
 
-def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=None) -> Dict:
-    """Evaluate the trained model in `workdir` (in memory when given, else from model/) and publish it as `out`."""
+def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=None,
+               more: Optional[Callable[[RunDir, Dict], Dict]] = None) -> Dict:
+    """Evaluate the trained model in `workdir` (in memory when given, else from model/) and publish it as `out`.
+    `more(run, results)` adds sections to the results (a distilled student's tests against its teacher) before the
+    metrics, report and card are written for the last time."""
     from .evaluate import evaluate_run
     from .predict import Predictor
+    from .report import write_report
     from ..core.tables import print_evaluation
 
     run = RunDir(workdir)
     predictor = Predictor(model, prep.tokenizer, run.model.info()) if model is not None else Predictor.from_pretrained(workdir)
     results = evaluate_run(run, cfg, predictor, prep.splits)
+    if more is not None:
+        results.update(more(run, results))
+        run.write_metrics(results)
+        write_report(run, cfg, results)
     publish_dir(workdir, out)
     print_evaluation(results, "test", prep.task, prep.splits.labels)
     return results
@@ -174,33 +182,39 @@ def fit(
     out = check_start(output_dir, overwrite, train)
     with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
         prep = Prepared.load(data, model, train, task, options)
-        cfg = prep.config(data, model, train, report)
-
-        workdir = partial_dir(out)
-        keep = share(continues(workdir, cfg, resume) if is_main() else None)
-        if is_main() and not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            cfg.save(workdir)  # what a later run compares itself with before resuming
-        barrier()
-        try:
-            if keep and trained_already(workdir):
-                log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
-                cfg, model = RunConfig.load(workdir), None
-            elif train.seeds > 1:
-                from .seeds import train_seeds
-
-                model = train_seeds(prep, cfg, workdir)
-            else:
-                checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
-                trained = train_model(prep, cfg, workdir, checkpoint or None)
-                model = None if trained.stale else trained.trainer.model
-            if not is_main():
-                return out
-            finish_run(prep, cfg, workdir, out, model)
-        except BaseException as err:
-            if is_main():
-                _abandon(workdir, interrupted=not isinstance(err, Exception))
-            raise
+        train_run(prep, prep.config(data, model, train, report), out, resume)
         log.info("run written to %s (%.0f s)", out, time.time() - started)
         return out
+
+
+def train_run(prep: Prepared, cfg: RunConfig, out: Path, resume: Optional[bool],
+              more: Optional[Callable[[RunDir, Dict], Dict]] = None) -> None:
+    """Train `prep` under `cfg` in out's hidden work directory (continuing an interrupted run of the same config),
+    evaluate it and publish it as `out` (finish_run, with `more`); on failure keep what can be resumed."""
+    train = cfg.train
+    workdir = partial_dir(out)
+    keep = share(continues(workdir, cfg, resume) if is_main() else None)
+    if is_main() and not keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        cfg.save(workdir)  # what a later run compares itself with before resuming
+    barrier()
+    try:
+        if keep and trained_already(workdir):
+            log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
+            cfg, model = RunConfig.load(workdir), None
+        elif train.seeds > 1:
+            from .seeds import train_seeds
+
+            model = train_seeds(prep, cfg, workdir)
+        else:
+            checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
+            trained = train_model(prep, cfg, workdir, checkpoint or None)
+            model = None if trained.stale else trained.trainer.model
+        if not is_main():
+            return
+        finish_run(prep, cfg, workdir, out, model, more)
+    except BaseException as err:
+        if is_main():
+            _abandon(workdir, interrupted=not isinstance(err, Exception))
+        raise

@@ -54,6 +54,8 @@ class Prepared:
     tokenized: Dict
     stats: Dict
     windows: Optional[Dict]
+    distill: Optional[Any] = None
+    """DistillArgs when the training rows carry a teacher's outputs (`encoderfit distill`)."""
 
     @classmethod
     def load(cls, data: DataArgs, model: ModelArgs, train: TrainArgs, task: Optional[str] = None,
@@ -110,8 +112,9 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
 
     set_seed(cfg.train.seed)
     net = prep.task.modeling.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
+    distill = {"distill": prep.distill} if prep.distill is not None else {}
     trainer = prep.task.modeling.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
-                                      prep.precision, workdir, callbacks)
+                                               prep.precision, workdir, callbacks, **distill)
     engine = "FSDP" if trainer.is_fsdp_enabled else "DeepSpeed" if trainer.is_deepspeed_enabled else "DDP" if trainer.args.world_size > 1 else "single process"
     if cfg.train.fsdp and not trainer.is_fsdp_enabled:  # never ignore it silently
         raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")

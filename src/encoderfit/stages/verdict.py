@@ -48,9 +48,11 @@ def intervals(task: Task, preds: Predictions, labels: List[str], head: Dict) -> 
     return {key: bootstrap_ci(fn, len(preds.texts), strata=strata, clusters=clusters) for key, fn in fns.items()}
 
 
-def compare(task: Task, model: Predictions, base: Predictions, labels: List[str], head: Dict, base_head: Dict) -> Dict:
+def compare(task: Task, model: Predictions, base: Predictions, labels: List[str], head: Dict, base_head: Dict,
+            against: Optional[tuple] = None) -> Dict:
     """The model against the baseline on the same test examples: paired bootstrap differences of the main metrics,
-    the task's exact test (McNemar for classification) and the verdict on the primary metric, in plain words."""
+    the task's exact test (McNemar for classification) and the verdict on the primary metric, in plain words.
+    `against`: (formal, plain) names of another model compared the same way (a distilled student's teacher)."""
     from ..core.stats import paired_bootstrap, verdict
 
     mine, strata = task.scoring.interval_metrics(model, labels, head)
@@ -63,7 +65,7 @@ def compare(task: Task, model: Predictions, base: Predictions, labels: List[str]
     primary = task.summary[0][0]
     p_value = exact[task.exact_test]["p_value"] if exact and task.exact_test else differences[primary]["p_value"]
     return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.scoring.greater_is_better(primary),
-                                                                           primary, p_value, baseline=task.baseline_name, plain=task.baseline_plain)}
+                                                                           primary, p_value, **dict(zip(("baseline", "plain"), against or (task.baseline_name, task.baseline_plain))))}
 
 
 def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict, baseline: Optional[tuple] = None) -> Dict:

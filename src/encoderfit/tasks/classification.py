@@ -146,6 +146,22 @@ class ClassificationModeling(Modeling):
         return loss
 
 
+    def distill_loss(self, stats, train, distill):
+        import torch.nn.functional as F
+
+        t, alpha = distill.temperature, distill.alpha
+
+        def each(outputs, labels, teacher, gold):
+            logits = outputs.logits.float()
+            # KL(teacher || student) at temperature t, times t^2 (Hinton et al. 2015)
+            soft = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(teacher / t, -1), log_target=True,
+                            reduction="none").sum(-1) * t * t
+            hard = F.cross_entropy(logits, labels.clamp(min=0), reduction="none")
+            return soft.where(~gold, alpha * soft + (1 - alpha) * hard)
+
+        return each
+
+
 class ClassificationScoring(Scoring):
     def trainer_metrics(self, labels, stats):
         from sklearn.metrics import accuracy_score, f1_score
@@ -309,6 +325,7 @@ class Classification(Task):
     summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
     lower_is_better = frozenset({"ece_before", "ece_after"})
     exact_test = "mcnemar"
+    distillation = None  # `encoderfit distill` trains students of its runs
     Targets = ClassificationTargets
     Modeling = ClassificationModeling
     Scoring = ClassificationScoring

@@ -169,6 +169,22 @@ class MultilabelModeling(Modeling):
         return loss
 
 
+    def distill_loss(self, stats, train, distill):
+        import torch
+        import torch.nn.functional as F
+
+        t, alpha = distill.temperature, distill.alpha
+
+        def each(outputs, labels, teacher, gold):
+            logits = outputs.logits.float()
+            # each label's Bernoulli: the student's at temperature t against the teacher's, times t^2; mean over labels
+            soft = F.binary_cross_entropy_with_logits(logits / t, torch.sigmoid(teacher / t), reduction="none").mean(-1) * t * t
+            hard = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none").mean(-1)
+            return soft.where(~gold, alpha * soft + (1 - alpha) * hard)
+
+        return each
+
+
 class MultilabelScoring(Scoring):
     def trainer_metrics(self, labels, stats):
         from sklearn.metrics import f1_score
@@ -291,6 +307,7 @@ class Multilabel(Task):
     cross_validation = ("each fold fits its own per-label thresholds, which one pooled comparison cannot apply; use train "
                         "with a larger test split")
     problem_type = "multi_label_classification"
+    distillation = None  # `encoderfit distill` trains students of its runs
     metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}
     summary = (("f1_micro", "micro-F1"), ("f1_macro", "macro-F1"), ("f1_samples", "samples-F1"), ("subset_accuracy", "subset accuracy"),
                ("hamming_loss", "Hamming loss"))

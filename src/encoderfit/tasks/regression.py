@@ -133,6 +133,21 @@ class RegressionModeling(Modeling):
 
         return loss
 
+    def distill_loss(self, stats, train, distill):
+        import torch.nn.functional as F
+
+        mean, sd, alpha = stats["mean"], stats["sd"], distill.alpha
+
+        def each(outputs, labels, teacher, gold):
+            # the student learns standardised targets; the teacher's saved model gives raw ones (no temperature: a
+            # score has no distribution to soften)
+            predicted = outputs.logits.float().squeeze(-1)
+            soft = F.mse_loss(predicted, (teacher.squeeze(-1) - mean) / sd, reduction="none")
+            hard = F.mse_loss(predicted, (labels.float() - mean) / sd, reduction="none")
+            return soft.where(~gold, alpha * soft + (1 - alpha) * hard)
+
+        return each
+
     def after_training(self, model_dir, stats, trainer=None):
         """Fold y = z * sd + mean into the output layer: the one (1, hidden) weight with its (1,) bias."""
         from safetensors.numpy import load_file, save_file
@@ -270,6 +285,7 @@ class RegressionDecoding(Decoding):
 class Regression(Task):
     name = "regression"
     problem_type = "regression"
+    distillation = None  # `encoderfit distill` trains students of its runs
     output_noun = "target"
     metrics_for_best = {"loss": False, "pearson": True, "spearman": True, "mae": False, "rmse": False}
     summary = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))

@@ -19,6 +19,12 @@ class Modeling(Part):
         divided by their count over all processes, so 1 or N processes and any accumulation give the same mean."""
         raise NotImplementedError
 
+    def distill_loss(self, stats: Dict[str, Any], train, distill) -> Callable:
+        """The distillation loss (outputs, labels, teacher outputs, has a gold label) -> one loss per row: the
+        student's outputs against the teacher's (softened by distill.temperature), mixed with the gold label's loss
+        by distill.alpha where a row has one. Tasks whose `distillation` is None define it."""
+        raise NotImplementedError
+
     def load_model(self, args, labels: List[str], max_length: int, stats: Optional[Dict[str, Any]] = None):
         """The model to fine-tune: the encoder with this task's output layer (a new layer's bias at the training
         split's priors, where the task has them)."""
@@ -33,11 +39,13 @@ class Modeling(Part):
         return None
 
     def build_trainer(self, net, tokenizer, labels: List[str], stats: Dict[str, Any], tokenized: Dict, train, precision: str,
-                      workdir, callbacks: Optional[list] = None):
-        """The Trainer that fine-tunes `net` (trainer.build_trainer: this task's loss, metrics and collator)."""
+                      workdir, callbacks: Optional[list] = None, distill=None):
+        """The Trainer that fine-tunes `net` (trainer.build_trainer: this task's loss, metrics and collator; with
+        `distill`, its distillation loss on training rows that carry a teacher's outputs)."""
         from ...models.trainer import build_trainer
 
-        return build_trainer(net, tokenizer, self.task, labels, stats, tokenized, train, precision, workdir, callbacks)
+        return build_trainer(net, tokenizer, self.task, labels, stats, tokenized, train, precision, workdir, callbacks,
+                             distill=distill)
 
     def inference_model(self, model, model_dir):
         """The loaded model as inference runs it (a module whose outputs have `.logits`): a sentence-transformers

@@ -1,0 +1,241 @@
+"""`encoderfit distill`: a student model trained on a teacher run's outputs (knowledge distillation, Hinton et al.
+2015), for the big model's answers at the small model's cost.
+
+The student learns on the teacher's own data, split as the teacher's was (checked by the splits' fingerprints), so
+its test split is the teacher's. The transfer set is the teacher's training split (gold labels mixed in by
+distill.alpha), plus more text the teacher labels (`--distill.unlabelled`) and label-free variants of the training
+texts (`--distill.augment`, data/augment.py); no validation or test text ever enters it. The teacher's outputs are
+computed once, up front, by its Predictor (an ensemble run gives its members' average). Training, checkpoints,
+resuming, evaluation and the run directory are a normal run's (train.py); the task supplies the loss
+(`Modeling.distill_loss`). The student's metrics then stand beside the teacher's, and beside a student trained
+directly on the labels (`--distill.compare`), each with a paired test on the same test examples.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from ..core.config import DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.distributed import is_main
+from ..core.errors import UserError
+from ..core.files import exclusive
+from ..data.sources import LABEL, PAIR, TEXT, load_source
+from .evaluate import check_same_splits
+from .rundir import RunDir
+from .splits import Splits, prepare
+from .train import check_start, train_run
+from .training import Prepared
+from ..tasks import get_task
+
+log = logging.getLogger(__name__)
+
+MAX_UNKNOWN = 0.05  # a student tokenizer that maps more of the transfer set's words than this to [UNK] cannot read it
+
+
+def teacher_run(teacher: Optional[Path], task: Optional[str], data: DataArgs):
+    """The teacher's RunDir, its config and task, after the checks a bad command fails on."""
+    if teacher is None:
+        raise UserError("--teacher is missing: name the run to distil (a directory `encoderfit train` wrote)")
+    run = RunDir(Path(teacher))
+    cfg = run.config()
+    if task and task != cfg.task:
+        raise UserError(f"--task: the teacher {teacher} is a {cfg.task} run, not {task}; drop --task or choose a {task} teacher")
+    kind = get_task(cfg.task, options=cfg.options)
+    if kind.distillation:
+        raise UserError(f"--teacher: {teacher} is a {cfg.task} run: {kind.distillation}")
+    if data != DataArgs() and data != cfg.data:
+        raise UserError(f"--data: a student learns on its teacher's data ({cfg.data.source}, split as the teacher's); drop the "
+                        "data settings (to add text, use --distill.unlabelled)")
+    return run, cfg, kind
+
+
+def unlabelled_texts(args: DistillArgs, held_out: set) -> List[str]:
+    """The texts of --distill.unlabelled (every split of the source), without the run's validation and test texts
+    and without repeats."""
+    path = Path(args.unlabelled)
+    if path.suffix.lower() == ".txt" and path.is_file():
+        texts = path.read_text(encoding="utf-8").splitlines()
+    else:
+        texts = []
+        for name, ds in load_source(args.unlabelled).items():
+            if args.unlabelled_column not in ds.column_names:
+                raise UserError(f"distill.unlabelled: {args.unlabelled} [{name}] has no column '{args.unlabelled_column}'; "
+                                f"columns are {ds.column_names}; set --distill.unlabelled_column")
+            texts += ["" if t is None else str(t) for t in ds[args.unlabelled_column]]
+    kept = list(dict.fromkeys(t.strip() for t in texts if t and t.strip() and t.strip() not in held_out))
+    if not kept:
+        raise UserError(f"distill.unlabelled: {args.unlabelled} holds no text outside the run's validation and test splits; "
+                        "give a source with other text")
+    return kept
+
+
+def transfer_set(splits: Splits, args: DistillArgs, mask_token: Optional[str]) -> Tuple[List[str], Optional[List[str]], List[bool], Dict]:
+    """(texts, pairs, has a gold label, counts): the training split, then the unlabelled texts, then the augmented
+    variants of the training texts; none of them a validation or test text."""
+    from ..data.augment import augment
+
+    train = splits.train
+    texts = list(train[TEXT])
+    pairs = list(train[PAIR]) if PAIR in train.column_names else None
+    held_out = {t for ds in (splits.validation, splits.test) for t in ds[TEXT]}
+    gold = [True] * len(texts)
+    counts = {"train": len(texts), "unlabelled": 0, "augmented": 0}
+    if args.unlabelled:
+        if pairs is not None:
+            raise UserError("distill.unlabelled: this run's examples are text pairs; unlabelled single texts cannot be read "
+                            "as pairs; drop --distill.unlabelled (--distill.augment varies the first text of each pair)")
+        extra = [t for t in unlabelled_texts(args, held_out) if t not in set(texts)]
+        texts, gold, counts["unlabelled"] = texts + extra, gold + [False] * len(extra), len(extra)
+    if args.augment:
+        variants = augment(list(train[TEXT]), args.augment, args.seed, args.augmentations, mask_token, exclude=sorted(held_out | set(texts)))
+        texts += [v for _, v in variants]
+        pairs = pairs + [pairs[i] for i, _ in variants] if pairs is not None else None
+        gold += [False] * len(variants)
+        counts["augmented"] = len(variants)
+    counts["total"] = len(texts)
+    return texts, pairs, gold, counts
+
+
+def check_tokenizer(tokenizer, texts: List[str], student: str) -> None:
+    """The student's tokenizer must read the transfer set: few of its words may come out as [UNK] only."""
+    unk = tokenizer.unk_token_id
+    if unk is None:
+        return  # byte-level vocabularies read anything
+    sample = texts[:: max(1, len(texts) // 2000)]
+    words = [w for t in sample for w in t.split()][:50000]
+    if not words:
+        return
+    ids = tokenizer(words, add_special_tokens=False)["input_ids"]
+    unknown = [w for w, i in zip(words, ids) if unk in i]
+    if len(unknown) > MAX_UNKNOWN * len(words):
+        raise UserError(f"--student: {student}'s tokenizer reads {len(unknown) / len(words):.0%} of the transfer set's words as "
+                        f"{tokenizer.unk_token} (e.g. {unknown[0]!r}); choose a student whose vocabulary covers this text")
+
+
+def with_teacher(texts, pairs, gold, splits: Splits, logits: np.ndarray):
+    """The transfer set as training rows: text (pair), labels (the gold label, or a placeholder where there is none),
+    gold, and the teacher's outputs."""
+    from datasets import Dataset
+
+    known = list(splits.train[LABEL])
+    columns = {TEXT: texts, **({PAIR: pairs} if pairs is not None else {}),
+               LABEL: known + [known[0]] * (len(texts) - len(known)), "gold": [int(g) for g in gold],
+               "teacher": np.asarray(logits, dtype=np.float32).reshape(len(texts), -1).tolist()}
+    return Dataset.from_dict(columns)
+
+
+def against(task, run: RunDir, splits: Splits, labels: List[str], head: Dict, other: Path, name: str, role: str) -> Dict:
+    """The student against another run of the same splits (its teacher, or the student model trained on labels): that
+    run's test metrics and the paired comparison on the same test examples."""
+    from .predict import Predictor
+    from .verdict import compare, predict_split
+
+    mine = run.predictions("test", task, labels)
+    other_run = RunDir(other)
+    other_cfg = other_run.config()
+    if other_cfg.task != task.name or other_cfg.labels != labels:
+        raise UserError(f"distill.compare: {other} is a {other_cfg.task} run with other labels; compare with a run on the teacher's data")
+    theirs = other_run.predictions("test", task, labels)
+    if theirs is None or theirs.texts != mine.texts:
+        check_same_splits(other, other_cfg.resolved.get("splits"), splits.fingerprints())
+        theirs = predict_split(Predictor.from_pretrained(other), splits.test)
+    their_head = other_run.model.info().head or {}
+    metrics = task.scoring.analyse(theirs, labels, their_head, other_cfg)
+    result = compare(task, mine, theirs, labels, head, their_head, against=(f"{role} ({name})", f"the {role}"))
+    verdict = result["verdict"]
+    d = verdict["difference"]
+    shown = (f"{verdict['metric']} difference {d['difference']:+.4f} (95% CI {d['low']:+.4f} to {d['high']:+.4f})"
+             + (f", p = {verdict['p_value']:.3g}" if verdict.get("p_value") is not None else ""))
+    verdict["sentence"] = {"better": f"The student is better than the {role} on test: {shown}.",
+                           "worse": f"The student is worse than the {role} on test: {shown}.",
+                           "not distinguishable": f"The student and the {role} cannot be told apart on this test set: {shown}."
+                           }[verdict["outcome"]]
+    return {"run": str(other), "model": other_cfg.model.name_or_path,
+            "test": {k: metrics[k] for k, _ in task.summary if k in metrics}, "comparison": result}
+
+
+def train_student(
+    teacher: Optional[Path] = None,
+    student: Optional[str] = None,
+    distill: DistillArgs = DistillArgs(),
+    model: ModelArgs = ModelArgs(),
+    train: TrainArgs = TrainArgs(),
+    report: ReportArgs = ReportArgs(),
+    data: DataArgs = DataArgs(),
+    task: Optional[str] = None,
+    output_dir: Path = Path("runs/distilled"),
+    overwrite: bool = False,
+    resume: Optional[bool] = None,
+) -> Path:
+    """Train a small student model on a teacher run's outputs; evaluate it against the teacher on the same test split.
+
+    Writes OUTPUT_DIR as `encoderfit train` does (model/, metrics.json, report.html ...), with metrics.json's
+    "distillation" section: the transfer set, the teacher's test metrics and the paired test against it (and against
+    --distill.compare).
+
+    Args:
+        teacher: The teacher: a run directory of `encoderfit train` (classification, multilabel or regression; a
+            --train.seeds K --train.ensemble true run distils its ensemble).
+        student: The student encoder (a hub name, a local directory, or a packaged model such as
+            all-MiniLM-L6-v2); the same as --model.name_or_path.
+        distill: The distillation settings: temperature, alpha, more text, augmentation.
+        model: The student's model settings. Default max_length: the teacher's.
+        train: The student's training settings (a recipe's, e.g. --config examples/vader-movies.yaml).
+        report: Evaluation settings, as for train.
+        data: Must be the teacher's or left out: the student learns on the teacher's data and splits.
+        task: Must be the teacher's task or left out.
+        output_dir: The run directory to write.
+        overwrite: Replace OUTPUT_DIR if it already exists.
+        resume: As for train: continue an interrupted distillation of the same settings.
+    """
+    from ..models.loading import load_tokenizer
+    from .predict import Predictor
+
+    started = time.time()
+    teacher_dir, teacher_cfg, _ = teacher_run(teacher, task, data)
+    model = replace(model, name_or_path=student or model.name_or_path,
+                    max_length=model.max_length or teacher_cfg.resolved.get("max_length"))
+    out = check_start(output_dir, overwrite, train)
+    with exclusive(out, enabled=is_main(), overwrite=overwrite):
+        splits = prepare(teacher_cfg.data, teacher_cfg.task, teacher_cfg.options)
+        check_same_splits(teacher, teacher_cfg.resolved.get("splits"), splits.fingerprints())
+        if distill.compare:  # before hours of training: the run to compare with must have the same splits
+            check_same_splits(distill.compare, RunDir(Path(distill.compare)).config().resolved.get("splits"), splits.fingerprints())
+        mask = load_tokenizer(ModelArgs(name_or_path=str(teacher_dir.model.path))).mask_token
+        texts, pairs, gold, counts = transfer_set(splits, distill, mask)
+        prep = Prepared.from_splits(splits, model, train)
+        check_tokenizer(prep.tokenizer, texts, model.name_or_path)
+        tutor = Predictor.from_pretrained(teacher)
+        log.info("transfer set: %d training texts, %d unlabelled, %d augmented; the teacher labels them", counts["train"],
+                 counts["unlabelled"], counts["augmented"])
+        rows = with_teacher(texts, pairs, gold, splits, tutor.logits(texts, pairs))
+        del tutor
+        prep.tokenized["train"] = prep.task.targets.tokenize(rows, prep.tokenizer, prep.max_length, prep.windows, train, "train")
+        prep.distill = distill
+        cfg = prep.config(teacher_cfg.data, model, train, report)
+        cfg.distill = {"teacher": str(teacher), "teacher_model": teacher_cfg.model.name_or_path,
+                       **{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(distill).items()}, "transfer": counts}
+
+        def more(run: RunDir, results: Dict) -> Dict:
+            head = run.model.info().head or {}
+            section = {"transfer": counts, "temperature": distill.temperature, "alpha": distill.alpha,
+                       "teacher": against(prep.task, run, splits, cfg.labels, head, teacher_dir.path,
+                                          teacher_cfg.model.name_or_path, "teacher")}
+            if distill.compare:
+                direct = RunDir(Path(distill.compare)).config().model.name_or_path
+                section["direct"] = against(prep.task, run, splits, cfg.labels, head, Path(distill.compare), direct,
+                                            "student trained on the labels")
+            return {"distillation": section}
+
+        train_run(prep, cfg, out, resume, more)
+        log.info("student written to %s (%.0f s)", out, time.time() - started)
+        return out
+
+
+distill = train_student  # the Python API's name (`encoderfit.distill`); the CLI's group --distill.* needs another name

@@ -1,0 +1,158 @@
+"""`encoderfit distill` on tiny models: the student run is a normal run tested against its teacher, its loss falls
+toward the teacher's outputs, it matches the teacher better than a student trained on the labels, the transfer set is
+seeded and never holds a validation or test text, and bad input is a one-line error."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import TINY_TRAIN, make_rows, write_csv
+from running import run_cli
+
+DISTILL = ["--train.epochs", "6", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
+           "--train.logging_steps", "5"]
+
+
+def softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_augment_is_seeded_and_keeps_out_excluded_texts():
+    from encoderfit.data.augment import augment
+
+    texts = [r["text"] for r in make_rows(10, seed=3)]
+    first, again, other = augment(texts, 3, 7), augment(texts, 3, 7), augment(texts, 3, 8)
+    assert first == again and first != other
+    assert 0.8 * 3 * len(texts) <= len(first) <= 3 * len(texts)  # a repeat or a copy of a text is dropped
+    assert not {v for _, v in first} & set(texts)
+    banned = {v for _, v in first[:5]}
+    assert not {v for _, v in augment(texts, 3, 7, exclude=sorted(banned))} & banned
+    masked = augment(texts, 2, 1, ["mask"], mask_token="[MASK]")
+    assert all("[MASK]" in v for _, v in masked)
+    mixed = augment(["alpha beta gamma delta", "one two three four"], 1, 0, ["mix"])
+    assert {v for _, v in mixed} <= {"alpha beta three four", "one two gamma delta"}
+
+
+def test_transfer_set_never_holds_validation_or_test_text(toy_csv, tmp_path):
+    from encoderfit.core.config import DataArgs, DistillArgs
+    from encoderfit.stages.distill import transfer_set
+    from encoderfit.stages.splits import prepare
+
+    splits = prepare(DataArgs(source=str(toy_csv)))
+    held = set(splits.validation["text"]) | set(splits.test["text"])
+    extra = tmp_path / "more.txt"
+    extra.write_text("\n".join(sorted(held)[:20] + ["goal team today new", "garlic soup the oven"]), encoding="utf-8")
+    texts, pairs, gold, counts = transfer_set(splits, DistillArgs(augment=4, unlabelled=str(extra)), "[MASK]")
+    assert not set(texts) & held and pairs is None
+    assert counts == {"train": len(splits.train), "unlabelled": 2, "augmented": counts["augmented"], "total": len(texts)}
+    assert counts["augmented"] > 3 * len(splits.train) and gold == [True] * len(splits.train) + [False] * (len(texts) - len(splits.train))
+    assert transfer_set(splits, DistillArgs(augment=4, seed=5), None)[0] == transfer_set(splits, DistillArgs(augment=4, seed=5), None)[0]
+
+
+@pytest.fixture(scope="module")
+def direct_student(tmp_path_factory, tiny_model, toy_csv):
+    """The student model trained on the labels alone, another seed than the teacher's."""
+    out = tmp_path_factory.mktemp("direct") / "run"
+    run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
+            *DISTILL, "--train.seed", "1")
+    return out
+
+
+@pytest.fixture(scope="module")
+def distilled(tmp_path_factory, trained_run, tiny_model, direct_student):
+    out = tmp_path_factory.mktemp("distilled") / "run"
+    run_cli("distill", "--teacher", str(trained_run), "--student", str(tiny_model), "--output_dir", str(out), *DISTILL,
+            "--train.seed", "1", "--distill.augment", "2", "--distill.alpha", "1", "--distill.compare", str(direct_student))
+    return out
+
+
+def test_student_run_is_tested_against_its_teacher_and_the_direct_student(distilled, trained_run, direct_student):
+    metrics = json.loads((distilled / "metrics.json").read_text())
+    section = metrics["distillation"]
+    assert section["transfer"]["train"] + section["transfer"]["augmented"] == section["transfer"]["total"]
+    assert section["transfer"]["augmented"] > section["transfer"]["train"]
+    for key, run in (("teacher", trained_run), ("direct", direct_student)):
+        assert section[key]["run"] == str(run) and "mcnemar" in section[key]["comparison"]
+        assert section[key]["comparison"]["verdict"]["outcome"] in ("better", "worse", "not distinguishable")
+        assert section[key]["test"]["accuracy"] == json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    assert metrics["test"]["n"] == json.loads((trained_run / "metrics.json").read_text())["test"]["n"]  # the teacher's test split
+    saved = yaml.safe_load((distilled / "config.yaml").read_text())
+    assert saved["distill"]["teacher"] == str(trained_run) and saved["distill"]["transfer"] == section["transfer"]
+    assert "distilled from" in (distilled / "model" / "README.md").read_text()
+    assert "Distillation" in (distilled / "report.html").read_text()
+    from transformers import pipeline
+
+    assert pipeline("text-classification", model=str(distilled / "model"))("goal team match")[0]["label"] in ("food", "sport", "tech")
+
+
+def test_student_loss_falls_and_it_matches_the_teacher_better_than_a_label_trained_student(distilled, trained_run, direct_student):
+    history = json.loads((distilled / "logs" / "history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < 0.5 * losses[0]
+
+    def probs(run):
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(run / "predictions" / "test.parquet").to_pydict()
+        return table["text"], softmax(np.asarray(table["logits"], dtype=np.float64))
+
+    texts, teacher = probs(trained_run)
+    gaps = {}
+    for name, run in (("distilled", distilled), ("direct", direct_student)):
+        same, p = probs(run)
+        assert same == texts
+        gaps[name] = float(np.mean(np.sum(teacher * (np.log(teacher) - np.log(p)), -1)))  # KL(teacher || student)
+    assert 0 < gaps["distilled"] < gaps["direct"], gaps
+
+
+def test_bad_distillation_input_is_a_one_line_error(trained_run, tiny_model, tmp_path):
+    held = tmp_path / "held.txt"
+    import pyarrow.parquet as pq
+
+    held.write_text("\n".join(pq.read_table(trained_run / "predictions" / "test.parquet").to_pydict()["text"]), encoding="utf-8")
+    unreadable = tmp_path / "student"
+    shutil.copytree(tiny_model, unreadable)
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "[MASK]": 4, "the": 5}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=words, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]").save_pretrained(unreadable)
+    base = ["distill", "--teacher", str(trained_run), "--student", str(tiny_model), "--output_dir", str(tmp_path / "out")]
+    cases = [
+        (["--task", "regression"], "is a classification run, not regression"),
+        (["--distill.temperature", "0"], "distill.temperature must be > 0"),
+        (["--distill.unlabelled", str(held)], "holds no text outside the run's validation and test splits"),
+        (["--student", str(unreadable)], "tokenizer reads"),
+        (["--teacher", str(tmp_path)], "not a run directory"),
+        (["--data.source", "elsewhere.csv"], "a student learns on its teacher's data"),
+    ]
+    for extra, said in cases:
+        failed = run_cli(*base, *extra, check=False)
+        last = failed.stderr.strip().splitlines()[-1]
+        assert failed.returncode == 2 and said in last and last.startswith("error:"), (extra, failed.stderr[-500:])
+        assert "Traceback" not in failed.stderr
+        assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("teacher", ["multilabel_run", "regression_run"])
+def test_multilabel_and_regression_students_learn_from_their_teachers(teacher, request, tiny_model, tmp_path):
+    run = request.getfixturevalue(teacher)
+    out = tmp_path / "student"
+    run_cli("distill", "--teacher", str(run), "--student", str(tiny_model), "--output_dir", str(out), *DISTILL,
+            "--train.epochs", "3", "--distill.augment", "1")
+    metrics = json.loads((out / "metrics.json").read_text())
+    teacher_metrics = json.loads((run / "metrics.json").read_text())["test"]
+    key = {"multilabel_run": "f1_micro", "regression_run": "pearson"}[teacher]
+    assert metrics["distillation"]["teacher"]["test"][key] == teacher_metrics[key]
+    assert metrics["test"][key] > 0.5 * teacher_metrics[key]  # it learned the task from the teacher's outputs
+    history = json.loads((out / "logs" / "history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses[-1] < losses[0]
