@@ -48,7 +48,7 @@ def test_transfer_set_never_holds_validation_or_test_text(toy_csv, tmp_path):
     held = set(splits.validation["text"]) | set(splits.test["text"])
     extra = tmp_path / "more.txt"
     extra.write_text("\n".join(sorted(held)[:20] + ["goal team today new", "garlic soup the oven"]), encoding="utf-8")
-    texts, pairs, gold, counts = transfer_set(splits, DistillArgs(augment=4, unlabelled=str(extra)), "[MASK]")
+    texts, pairs, gold, counts, _ = transfer_set(splits, DistillArgs(augment=4, unlabelled=str(extra)), "[MASK]")
     assert not set(texts) & held and pairs is None
     assert counts == {"train": len(splits.train), "unlabelled": 2, "augmented": counts["augmented"], "total": len(texts)}
     assert counts["augmented"] > 3 * len(splits.train) and gold == [True] * len(splits.train) + [False] * (len(texts) - len(splits.train))
@@ -142,17 +142,42 @@ def test_bad_distillation_input_is_a_one_line_error(trained_run, tiny_model, tmp
         assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("teacher", ["multilabel_run", "regression_run"])
-def test_multilabel_and_regression_students_learn_from_their_teachers(teacher, request, tiny_model, tmp_path):
+@pytest.mark.parametrize("teacher", ["multilabel_run", "regression_run", "ner_run"])
+def test_multilabel_regression_and_ner_students_learn_from_their_teachers(teacher, request, tiny_model, tmp_path):
     run = request.getfixturevalue(teacher)
     out = tmp_path / "student"
     run_cli("distill", "--teacher", str(run), "--student", str(tiny_model), "--output_dir", str(out), *DISTILL,
             "--train.epochs", "3", "--distill.augment", "1")
     metrics = json.loads((out / "metrics.json").read_text())
     teacher_metrics = json.loads((run / "metrics.json").read_text())["test"]
-    key = {"multilabel_run": "f1_micro", "regression_run": "pearson"}[teacher]
+    key = {"multilabel_run": "f1_micro", "regression_run": "pearson", "ner_run": "f1"}[teacher]
     assert metrics["distillation"]["teacher"]["test"][key] == teacher_metrics[key]
     assert metrics["test"][key] > 0.5 * teacher_metrics[key]  # it learned the task from the teacher's outputs
     history = json.loads((out / "logs" / "history.json").read_text())
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("student", ["tiny", "all-MiniLM-L6-v2"])
+def test_ner_teacher_words_reach_each_student_word_once_whatever_its_tokenizer(student, tiny_model):
+    """The teacher's per-word logits land on the student's first sub-word of each word, once per window, with the
+    student's own tokenizer (byte-level BPE, or MiniLM's lower-casing WordPiece) and windows."""
+    from encoderfit.core.config import ModelArgs
+    from encoderfit.core.tokens import IGNORE, aligned_windows, split_words
+    from encoderfit.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(ModelArgs(name_or_path=str(tiny_model) if student == "tiny" else student))
+    texts = ["Zoë  Müller flew to São Paulo 🙂 on Tuesday, didn't she?", "garlic soup", "The U.S. team won the match again today"]
+    words = [split_words(t) for t in texts]
+    rng = np.random.default_rng(0)
+    soft = [rng.normal(size=(len(w), 5)).round(3).tolist() for w in words]
+    tags = [[0] * len(w) for w in words]
+    enc = aligned_windows(tokenizer, texts, words, tags, 12, 3, "all", {0: 0}, soft)
+    seen = [set() for _ in texts]
+    for window, text_index in enumerate(enc["source"]):
+        rows = [r for r in enc["teacher"][window] if not np.isnan(r[0])]
+        taught = [soft[text_index].index(list(r)) for r in rows]  # which word each taught sub-word carries
+        assert len(taught) == len(set(taught)) and taught == sorted(taught)  # each word once, in order
+        assert sum(label != IGNORE for label in enc["labels"][window]) >= len(taught)
+        seen[text_index] |= set(taught)
+    assert [len(s) for s in seen] == [len(w) for w in words]  # every word of every text reached the student

@@ -84,28 +84,39 @@ def encode_windows(tokenizer, texts: Sequence[str], max_length: int, overlap: in
 
 
 def aligned_windows(tokenizer, texts: Sequence[str], words: Sequence[Sequence[Span]], tags: Sequence[Sequence[int]],
-                    max_length: int, overlap: int, subwords: str, continuation: Dict[int, int]) -> Dict[str, list]:
+                    max_length: int, overlap: int, subwords: str, continuation: Dict[int, int],
+                    soft: Optional[Sequence[Any]] = None) -> Dict[str, list]:
     """Training rows: each window's ids and per-sub-word labels: its word's tag on the first sub-word, and on the
-    others IGNORE (`subwords` "first") or the tag's continuation (B-X -> I-X; `subwords` "all")."""
+    others IGNORE (`subwords` "first") or the tag's continuation (B-X -> I-X; `subwords` "all"). With `soft` (per
+    text, a teacher's logits per word, (n_words, n_tags)), also `teacher`: per sub-word, its word's teacher logits on
+    the word's first sub-word and NaN elsewhere, so each word of a window is taught once whatever the tokenizer; and
+    `source`, each window's text."""
     enc = encode_windows(tokenizer, texts, max_length, overlap)
     source = enc.pop("overflow_to_sample_mapping")
     offsets = enc.pop("offset_mapping")
     cache: Dict[int, Any] = {}
-    labels = []
+    labels, teacher = [], []
     for w, text_index in enumerate(source):
         if text_index not in cache:
             cache = {text_index: word_of_char(len(texts[text_index]), words[text_index])}
         owners, started = token_words(offsets[w], cache[text_index], words[text_index])
-        row = []
+        row, taught = [], []
         for owner, begins in zip(owners, started):
+            first = owner >= 0 and owner in begins
             if owner < 0:
                 row.append(IGNORE)
-            elif owner in begins:
+            elif first:
                 row.append(tags[text_index][owner])
             else:
                 row.append(IGNORE if subwords == "first" else continuation[tags[text_index][owner]])
+            if soft is not None:
+                width = len(soft[text_index][0]) if len(soft[text_index]) else 0
+                taught.append(list(soft[text_index][owner]) if first else [float("nan")] * width)
         labels.append(row)
+        teacher.append(taught)
     enc["labels"] = labels
+    if soft is not None:
+        enc["teacher"], enc["source"] = teacher, list(source)
     enc["length"] = [len(ids) for ids in enc["input_ids"]]
     return dict(enc)
 

@@ -151,6 +151,32 @@ class EncoderTrainer(Trainer):
         return output
 
 
+class DistillCollator:
+    """The task's collator for rows that carry `teacher` (a vector per row, or a vector per sub-word: padded with NaN
+    to the batch's length, as the labels are padded) and `gold`; rows without them (validation) pass through."""
+
+    def __init__(self, base):
+        self.base = base
+
+    def __call__(self, features):
+        if "teacher" not in features[0]:
+            return self.base(features)
+        taught = [(f.pop("teacher"), f.pop("gold")) for f in features]
+        batch = self.base(features)
+        batch["gold"] = torch.tensor([g for _, g in taught], dtype=torch.bool)
+        first = taught[0][0]
+        if first and isinstance(first[0], (list, tuple)):  # per sub-word
+            width = max(len(v) for t, _ in taught for v in t if len(v))
+            out = torch.full((len(taught), batch["input_ids"].shape[1], width), float("nan"))
+            for i, (t, _) in enumerate(taught):
+                rows = [v if len(v) == width else [float("nan")] * width for v in t]
+                out[i, : len(rows)] = torch.tensor(rows, dtype=torch.float32).reshape(len(rows), width)
+            batch["teacher"] = out
+        else:
+            batch["teacher"] = torch.tensor([t for t, _ in taught], dtype=torch.float32)
+        return batch
+
+
 class DistillTrainer(EncoderTrainer):
     """Trains on a transfer set whose rows carry the teacher's outputs (`teacher`) and whether a gold label is there
     (`gold`): the loss is the task's distillation loss, summed over the rows and divided by the rows of the whole
@@ -176,7 +202,7 @@ class DistillTrainer(EncoderTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         teacher, gold, labels = inputs.pop("teacher"), inputs.pop("gold"), inputs.pop("labels")
         outputs = model(**inputs)
-        each = self.distill_loss(outputs, labels, teacher.float(), gold.bool())
+        each = self.distill_loss(outputs, labels, teacher.float(), gold.bool().reshape(-1))
         loss = each.mean() if num_items_in_batch is None else each.sum() / num_items_in_batch
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes  # the Trainer's own scaling: gradients are averaged over processes
@@ -239,7 +265,7 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
         train_dataset=tokenized["train"],
         eval_dataset=tokenized["validation"].sort("length"),  # sorted: evaluation batches barely pad either
         processing_class=tokenizer,
-        data_collator=collator or task.modeling.collator(tokenizer),
+        data_collator=(DistillCollator if distill is not None else (lambda c: c))(collator or task.modeling.collator(tokenizer)),
         compute_metrics=task.scoring.trainer_metrics(labels, stats),
         preprocess_logits_for_metrics=task.modeling.preprocess_logits(),
         derive=task.scoring.derive_metrics,

@@ -75,14 +75,26 @@ def unlabelled_texts(args: DistillArgs, held_out: set) -> List[str]:
     return kept
 
 
+def whitespace_words(text: str) -> List[Tuple[int, int]]:
+    """The character spans of a text's space-separated words (an augmented variant is made of the words of its source
+    text, joined by single spaces)."""
+    import re
+
+    return [m.span() for m in re.finditer(r"\S+", text)]
+
+
 def transfer_set(splits: Splits, args: DistillArgs, mask_token: Optional[str]) -> Tuple[List[str], Optional[List[str]], List[bool], Dict]:
-    """(texts, pairs, has a gold label, counts): the training split, then the unlabelled texts, then the augmented
-    variants of the training texts; none of them a validation or test text."""
+    """(texts, pairs, has a gold label, counts, words): the training split, then the unlabelled texts, then the
+    augmented variants of the training texts; none of them a validation or test text. `words`: where the task labels
+    words (its split has a words column), each text's word spans (unlabelled text cut as predict cuts it; a variant
+    at its spaces, as its source's words are kept whole), else None."""
+    from ..core.tokens import split_words
     from ..data.augment import augment
 
     train = splits.train
     texts = list(train[TEXT])
     pairs = list(train[PAIR]) if PAIR in train.column_names else None
+    words = [list(map(tuple, w)) for w in train["words"]] if "words" in train.column_names else None
     held_out = {t for ds in (splits.validation, splits.test) for t in ds[TEXT]}
     gold = [True] * len(texts)
     counts = {"train": len(texts), "unlabelled": 0, "augmented": 0}
@@ -92,14 +104,16 @@ def transfer_set(splits: Splits, args: DistillArgs, mask_token: Optional[str]) -
                             "as pairs; drop --distill.unlabelled (--distill.augment varies the first text of each pair)")
         extra = [t for t in unlabelled_texts(args, held_out) if t not in set(texts)]
         texts, gold, counts["unlabelled"] = texts + extra, gold + [False] * len(extra), len(extra)
+        words = words + [split_words(t) for t in extra] if words is not None else None
     if args.augment:
         variants = augment(list(train[TEXT]), args.augment, args.seed, args.augmentations, mask_token, exclude=sorted(held_out | set(texts)))
         texts += [v for _, v in variants]
         pairs = pairs + [pairs[i] for i, _ in variants] if pairs is not None else None
         gold += [False] * len(variants)
+        words = words + [whitespace_words(v) for _, v in variants] if words is not None else None
         counts["augmented"] = len(variants)
     counts["total"] = len(texts)
-    return texts, pairs, gold, counts
+    return texts, pairs, gold, counts, words
 
 
 def check_tokenizer(tokenizer, texts: List[str], student: str) -> None:
@@ -118,15 +132,20 @@ def check_tokenizer(tokenizer, texts: List[str], student: str) -> None:
                         f"{tokenizer.unk_token} (e.g. {unknown[0]!r}); choose a student whose vocabulary covers this text")
 
 
-def with_teacher(texts, pairs, gold, splits: Splits, logits: np.ndarray):
-    """The transfer set as training rows: text (pair), labels (the gold label, or a placeholder where there is none),
-    gold, and the teacher's outputs."""
+def with_teacher(texts, pairs, gold, words, splits: Splits, outputs):
+    """The transfer set as training rows: text (pair, words), labels (the gold label, or a placeholder where there is
+    none), gold, and the teacher's outputs (a row of logits per text; per word where the task labels words)."""
     from datasets import Dataset
 
     known = list(splits.train[LABEL])
-    columns = {TEXT: texts, **({PAIR: pairs} if pairs is not None else {}),
-               LABEL: known + [known[0]] * (len(texts) - len(known)), "gold": [int(g) for g in gold],
-               "teacher": np.asarray(logits, dtype=np.float32).reshape(len(texts), -1).tolist()}
+    if words is not None:
+        placeholder = [[0] * len(w) for w in words[len(known):]]  # tag 0 (O), never learned: gold is 0
+        teacher = [np.asarray(o.logits, dtype=np.float32).tolist() for o in outputs]
+    else:
+        placeholder = [known[0]] * (len(texts) - len(known))
+        teacher = np.asarray(outputs, dtype=np.float32).reshape(len(texts), -1).tolist()
+    columns = {TEXT: texts, **({PAIR: pairs} if pairs is not None else {}), **({"words": words} if words is not None else {}),
+               LABEL: known + placeholder, "gold": [int(g) for g in gold], "teacher": teacher}
     return Dataset.from_dict(columns)
 
 
@@ -180,8 +199,8 @@ def train_student(
     --distill.compare).
 
     Args:
-        teacher: The teacher: a run directory of `encoderfit train` (classification, multilabel or regression; a
-            --train.seeds K --train.ensemble true run distils its ensemble).
+        teacher: The teacher: a run directory of `encoderfit train` (classification, multilabel, regression or ner;
+            a --train.seeds K --train.ensemble true run distils its ensemble).
         student: The student encoder (a hub name, a local directory, or a packaged model such as
             all-MiniLM-L6-v2); the same as --model.name_or_path.
         distill: The distillation settings: temperature, alpha, more text, augmentation.
@@ -208,13 +227,13 @@ def train_student(
         if distill.compare:  # before hours of training: the run to compare with must have the same splits
             check_same_splits(distill.compare, RunDir(Path(distill.compare)).config().resolved.get("splits"), splits.fingerprints())
         mask = load_tokenizer(ModelArgs(name_or_path=str(teacher_dir.model.path))).mask_token
-        texts, pairs, gold, counts = transfer_set(splits, distill, mask)
+        texts, pairs, gold, counts, words = transfer_set(splits, distill, mask)
         prep = Prepared.from_splits(splits, model, train)
         check_tokenizer(prep.tokenizer, texts, model.name_or_path)
         tutor = Predictor.from_pretrained(teacher)
         log.info("transfer set: %d training texts, %d unlabelled, %d augmented; the teacher labels them", counts["train"],
                  counts["unlabelled"], counts["augmented"])
-        rows = with_teacher(texts, pairs, gold, splits, tutor.logits(texts, pairs))
+        rows = with_teacher(texts, pairs, gold, words, splits, tutor.logits(texts, pairs, words))
         del tutor
         prep.tokenized["train"] = prep.task.targets.tokenize(rows, prep.tokenizer, prep.max_length, prep.windows, train, "train")
         prep.distill = distill

@@ -116,8 +116,11 @@ class NerTargets(Targets):
                         "docs/benchmarks.md); a cased encoder finds more entities", CASING_COST)
 
         def encode(batch):
-            return aligned_windows(tokenizer, batch["text"], batch["words"], batch["labels"], max_length, overlap,
-                                   self.task.options.subword_labels, continuation)
+            enc = aligned_windows(tokenizer, batch["text"], batch["words"], batch["labels"], max_length, overlap,
+                                  self.task.options.subword_labels, continuation, batch.get("teacher"))
+            if "gold" in batch:  # a distillation transfer set: each window keeps whether its text has gold tags
+                enc["gold"] = [batch["gold"][i] for i in enc.pop("source")]
+            return enc
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
@@ -153,6 +156,25 @@ class NerModeling(Modeling):
 
     def preprocess_logits(self):
         return lambda logits, labels: logits.argmax(-1)
+
+    def distill_loss(self, stats, train, distill):
+        import torch
+        import torch.nn.functional as F
+
+        t, alpha = distill.temperature, distill.alpha
+
+        def each(outputs, labels, teacher, gold):
+            logits = outputs.logits.float()  # (rows, sub-words, tags); the teacher's: NaN on sub-words it does not teach
+            taught = ~torch.isnan(teacher[..., 0])
+            kl = F.kl_div(F.log_softmax(logits / t, -1), F.log_softmax(torch.nan_to_num(teacher) / t, -1), log_target=True,
+                          reduction="none").sum(-1) * t * t
+            soft = (kl * taught).sum(1) / taught.sum(1).clamp(min=1)  # per row: the mean over its taught words
+            tagged = labels != IGNORE
+            ce = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
+            hard = (ce * tagged).sum(1) / tagged.sum(1).clamp(min=1)
+            return soft.where(~gold, alpha * soft + (1 - alpha) * hard)
+
+        return each
 
 
 class NerScoring(Scoring):
@@ -251,6 +273,7 @@ class TokenClassification(Task):
     pipeline_tag = "token-classification"
     output_noun = "tags"
     auto_model = "AutoModelForTokenClassification"
+    distillation = None  # per word: the teacher's tag distribution on the student's first sub-word of the word
     baseline_name = "CRF baseline"
     baseline_plain = "a CRF on word features"
     always_windows = True

@@ -71,8 +71,8 @@ class Task:
     """The task makes decisions that an int8 export can flip, so export fits a margin to re-check near-ties in fp32."""
     cross_validation: ClassVar[Optional[str]] = None
     """Why `encoderfit cv` cannot pool this task's out-of-fold predictions (None: it can)."""
-    distillation: ClassVar[Optional[str]] = ("`encoderfit distill` is built for classification, multilabel and regression "
-                                             "runs so far")
+    distillation: ClassVar[Optional[str]] = ("`encoderfit distill` is built for classification, multilabel, regression "
+                                             "and ner runs so far")
     """Why a student cannot be distilled from this task's runs (None: it can; its Modeling has `distill_loss`)."""
     exact_test: ClassVar[Optional[str]] = None
     """The key of `paired_test`'s result whose p-value the verdict uses (else the paired bootstrap's)."""
