@@ -42,6 +42,7 @@ def main() -> None:
     from encoderfit.stages.predict import Predictor
     from encoderfit.stages.rundir import RunDir
     from encoderfit.tasks import get_task
+    from encoderfit.tasks.qa_metrics import per_question
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -93,10 +94,14 @@ def main() -> None:
             rows.append((f"encoderfit Predictor ({backend})", seconds))
     base = rows[0][1]
     keys = ["encoderfit", *[k for k in answers if k != "encoderfit"]]
-    lines = ["| path | questions/s | vs encoderfit | answers equal to encoderfit's (torch) |", "|---|---|---|---|"]
+    references = [list(t["text"]) for t in preds.targets[:n]]
+    lines = ["| path | questions/s | vs encoderfit | answers equal to encoderfit's (torch) | F1 / EM on these questions |",
+             "|---|---|---|---|---|"]
     for (label, seconds), key in zip(rows, keys):
         agree = float(np.mean([a == b for a, b in zip(answers[key], answers["encoderfit"])]))
-        lines.append(f"| {label} | {n / seconds:.1f} | {base / seconds:.2f}x | {agree:.1%} |")
+        scored = per_question(answers[key], references)
+        lines.append(f"| {label} | {n / seconds:.1f} | {base / seconds:.2f}x | {agree:.1%} | "
+                     f"{100 * scored['f1'].mean():.1f} / {100 * scored['em'].mean():.1f} |")
     text = ("## Question answering: inference speed\n\n"
             f"`python benchmarks/qa_speed.py {args.run}`: {n} SQuAD test questions of the run (max_length {info.max_length}, "
             f"stride {stride}), best of {args.repeats} passes after a warm-up, alone on the machine "

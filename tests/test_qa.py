@@ -307,3 +307,19 @@ def test_minilm_learns_squad_answers_with_wordpiece_offsets(tmp_path):
     context = "The Denver Broncos defeated the Carolina Panthers 24–10 to earn their third Super Bowl title."
     answer = preds.predict(question="Who won the Super Bowl?", context=context)
     assert answer["answer"] is not None and context[answer["start"]:answer["end"]] == answer["answer"]
+
+
+def test_qa_cross_validation_scores_every_question_once_with_paragraphs_kept_together(tiny_model, qa_data, tmp_path):
+    out = tmp_path / "cv"
+    run_cli("cv", "--task", "qa", "--data.source", str(qa_data), "--model.name_or_path", str(tiny_model), "--folds", "3",
+            "--model.max_length", "48", "--model.window_overlap", "16", "--train.epochs", "4", "--train.batch_size", "16",
+            "--train.learning_rate", "3e-3", "--output_dir", str(out))
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in qa_data.read_text().splitlines()]
+    assert metrics["cv"]["scored_once"] and metrics["cv"]["examples"] <= len(rows)
+    assert "f1" in metrics["test"] and "f1" in metrics["test"]["ci"] and "verdict" in metrics["comparison"]
+    import pyarrow.parquet as pq
+
+    contexts = [set(pq.read_table(out / "folds" / f"fold-{i:02d}" / "predictions" / "test.parquet").to_pydict()["text_pair"])
+                for i in (1, 2, 3)]
+    assert not (contexts[0] & contexts[1] or contexts[0] & contexts[2] or contexts[1] & contexts[2])  # a paragraph in one fold
