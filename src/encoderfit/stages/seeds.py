@@ -142,10 +142,10 @@ def _ensemble(task, prep, cfg: RunConfig, workdir: Path, members: List[Path], se
         shutil.copytree(members[seeds.index(best)] / RunDir.MODEL, workdir / RunDir.MODEL)
         info = ModelDir(workdir / RunDir.MODEL).info()
         for seed, member in zip(seeds, members):
-            target = workdir / RunDir.MODEL / MEMBERS / f"seed-{seed}"
-            target.mkdir(parents=True)
-            for name in (ModelDir.WEIGHTS, "config.json"):
-                shutil.copy(member / RunDir.MODEL / name, target / name)
+            # the member's whole model directory: a sentence-transformers one keeps its pooling and head in
+            # 1_Pooling/ and 2_Dense/, without which a member would load with an untrained head of the wrong size
+            shutil.copytree(member / RunDir.MODEL, workdir / RunDir.MODEL / MEMBERS / f"seed-{seed}",
+                            ignore=shutil.ignore_patterns(MEMBERS, "README.md"))
         info.members = [f"{MEMBERS}/seed-{seed}" for seed in seeds]
         ModelDir(workdir / RunDir.MODEL).write_info(info)
         decision["seed"] = best
