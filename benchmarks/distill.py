@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import write_section  # noqa: E402
+from common import cpu_name, write_section  # noqa: E402
 
 OUT = ROOT / "runs" / "distill"
 VADER = ["--config", "examples/vader-movies.yaml"]
@@ -55,15 +54,6 @@ def run(name: str) -> None:
     record = {"command": " ".join(["encoderfit", *RUNS[name][1]]).replace(str(ROOT) + "/", ""), "wall_s": round(time.time() - started, 1),
               "date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores, {cpu_name()}"}
     (out / "wall.json").write_text(json.dumps(record) + "\n")
-
-
-def cpu_name() -> str:
-    """The processor's model name (platform.processor() is often empty or just the architecture on Linux)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def _pct(value, ci=None) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from common import write_section  # noqa: E402
+from common import cpu_name, write_section  # noqa: E402
 
 
 def best_of(fn, repeats: int):
@@ -80,7 +79,7 @@ def main() -> None:
         table.append(f"| `{name}` | {model} | {parameters / 1e6:.1f}M | {backend} | {speed:.0f} | {speed / base:.1f}x | "
                      f"{accuracy:.2%} | {teacher or '–'} |")
     note = (f"\n\n`python benchmarks/distill_speed.py {' '.join(str(p) for p in args.runs)}`: {len(texts)} test texts, best of "
-            f"{args.repeats} passes after a warm-up, alone on the machine ({platform.processor() or platform.machine()}, "
+            f"{args.repeats} passes after a warm-up, alone on the machine ({cpu_name()}, "
             f"{os.cpu_count()} cores), torch {torch.__version__}, transformers {transformers.__version__}, onnxruntime "
             f"{onnxruntime.__version__}, {time.strftime('%Y-%m-%d')}. Accuracy is recomputed from these very predictions "
             "(int8 with its fp32 re-check of near-ties).")

@@ -235,3 +235,27 @@ def test_the_length_grouped_sampler_pickles_with_the_training_arguments():
 
     cls = embedding_model.length_grouped_sampler()
     assert pickle.loads(pickle.dumps(cls)) is cls
+
+
+def test_an_ensemble_of_sentence_transformers_members_averages_their_pooled_heads(tiny_sentence_model, toy_csv, tmp_path):
+    """A logit-average ensemble whose members are sentence-transformers directories (mean pooling, a linear head in
+    2_Dense/): each member loads with its own trained head, so the ensemble's logits are the mean of the members'."""
+    import shutil
+
+    from encoderfit.stages.predict import Predictor
+    from encoderfit.stages.seeds import attach_members
+
+    runs = {}
+    for seed in (1, 2):
+        runs[seed] = tmp_path / f"seed-{seed}"
+        run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_sentence_model), "--output_dir",
+                str(runs[seed]), "--train.epochs", "1", "--train.learning_rate", "1e-3", "--train.seed", str(seed),
+                "--report.baseline", "false")
+    ensemble = tmp_path / "ensemble"
+    shutil.copytree(runs[1] / "model", ensemble)
+    attach_members(ensemble, {seed: run / "model" for seed, run in runs.items()})
+    texts = ["goal team match today", "garlic soup oven", "kernel compiler code"]
+    single = [Predictor.from_pretrained(run / "model").logits(texts) for run in runs.values()]
+    both = Predictor.from_pretrained(ensemble).logits(texts)
+    assert both.shape == (3, 3)  # the three topics, not an untrained 2-way head
+    np.testing.assert_allclose(both, (single[0] + single[1]) / 2, atol=1e-5)

@@ -73,6 +73,17 @@ def soup(members: List[Path], target: Path) -> None:
         save_file(averaged, str(target / file), metadata={"format": "pt"})
 
 
+def attach_members(model_dir: Path, members: Dict[int, Path]) -> None:
+    """Make `model_dir` a logit-average ensemble of the member model directories (seed -> directory): each copied
+    whole into model_dir/members/seed-S (a sentence-transformers member keeps its pooling and head in 1_Pooling/ and
+    2_Dense/, without which it would load with an untrained head of the wrong size) and named in encoderfit.json."""
+    info = ModelDir(model_dir).info()
+    for seed, member in members.items():
+        shutil.copytree(member, model_dir / MEMBERS / f"seed-{seed}", ignore=shutil.ignore_patterns(MEMBERS, "README.md"))
+    info.members = [f"{MEMBERS}/seed-{seed}" for seed in members]
+    ModelDir(model_dir).write_info(info)
+
+
 def train_seeds(prep, cfg: RunConfig, workdir: Path):
     """Train cfg.train.seeds members; leave the kept model in workdir/model and the spread in metrics.json.
     Returns None: the final evaluation reloads the kept model from disk."""
@@ -140,14 +151,7 @@ def _ensemble(task, prep, cfg: RunConfig, workdir: Path, members: List[Path], se
         shutil.rmtree(workdir / "soup")
         best = max(seeds, key=lambda s: _scores(task, preds[s], cfg)["validation"][primary] * (1 if greater else -1))
         shutil.copytree(members[seeds.index(best)] / RunDir.MODEL, workdir / RunDir.MODEL)
-        info = ModelDir(workdir / RunDir.MODEL).info()
-        for seed, member in zip(seeds, members):
-            # the member's whole model directory: a sentence-transformers one keeps its pooling and head in
-            # 1_Pooling/ and 2_Dense/, without which a member would load with an untrained head of the wrong size
-            shutil.copytree(member / RunDir.MODEL, workdir / RunDir.MODEL / MEMBERS / f"seed-{seed}",
-                            ignore=shutil.ignore_patterns(MEMBERS, "README.md"))
-        info.members = [f"{MEMBERS}/seed-{seed}" for seed in seeds]
-        ModelDir(workdir / RunDir.MODEL).write_info(info)
+        attach_members(workdir / RunDir.MODEL, {seed: member / RunDir.MODEL for seed, member in zip(seeds, members)})
         decision["seed"] = best
     log.info("ensemble of %d seeds: %s (validation %s: weight average %.4f, logit average %.4f)", len(seeds),
              decision["kind"], primary, soup_score, logit_score)
