@@ -253,7 +253,8 @@ def train_student(
             return {"distillation": section}
 
         train_run(prep, cfg, out, resume, more)
-        log.info("student written to %s (%.0f s)", out, time.time() - started)
+        if is_main():
+            log.info("student written to %s (%.0f s)", out, time.time() - started)
         return out
 
 

@@ -183,7 +183,8 @@ def fit(
     with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
         prep = Prepared.load(data, model, train, task, options)
         train_run(prep, prep.config(data, model, train, report), out, resume)
-        log.info("run written to %s (%.0f s)", out, time.time() - started)
+        if is_main():  # the other processes of a multi-process launch leave the writing (and saying) to it
+            log.info("run written to %s (%.0f s)", out, time.time() - started)
         return out
 
 
