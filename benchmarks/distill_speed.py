@@ -84,6 +84,7 @@ def main() -> None:
             f"{onnxruntime.__version__}, {time.strftime('%Y-%m-%d')}. Accuracy is recomputed from these very predictions "
             "(int8 with its fp32 re-check of near-ties).")
     write_section(args.section, "\n".join(table) + note)
+    write_section(args.section, "\n".join(table) + note, path=ROOT / "docs" / "distill.md")
     print("\n".join(table) + note)
 
 
