@@ -28,3 +28,16 @@ def cpu_name() -> str:
                     if line.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or platform.machine()
+
+
+def best_of(fn, repeats: int):
+    """(the shortest of `repeats` timed calls after one warm-up call, the last call's result)."""
+    import time
+
+    fn()  # warm-up
+    times, out = [], None
+    for _ in range(repeats):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return min(times), out
