@@ -2,7 +2,7 @@ PYTHON ?= python3
 # The lock: every package the suite passed on, resolved by uv from pyproject.toml's ranges (torch left out: it is
 # pinned first, below). Installs use it as constraints, so pyproject.toml keeps ranges for `pip install encoderfit`.
 LOCK := requirements/lock.txt
-LOCK_FLAGS = pyproject.toml --extra demo --extra dev --extra ner --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
+LOCK_FLAGS = pyproject.toml --extra demo --extra dev --extra ner --extra modal --extra track --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	-c requirements/torch.txt --no-emit-package torch $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
 .PHONY: setup setup-ner test test-slow upgrade lock bbc
@@ -10,7 +10,7 @@ LOCK_FLAGS = pyproject.toml --extra demo --extra dev --extra ner --python-versio
 # CPU torch first, pinned: any other torch spec would pull GBs of CUDA wheels.
 setup:
 	$(PYTHON) -m pip install -r requirements/torch.txt
-	$(PYTHON) -m pip install -c $(LOCK) -e ".[demo,dev]"
+	$(PYTHON) -m pip install -c $(LOCK) -e ".[demo,dev,modal,track]"
 
 # The bbc-entities recipe (NER) tags BBC sentences with spaCy's small English pipeline, once.
 setup-ner:
@@ -31,7 +31,7 @@ upgrade:
 	$(PYTHON) -m pip install uv
 	$(PYTHON) -m uv pip compile $(LOCK_FLAGS) --upgrade -o $(LOCK).new
 	$(PYTHON) -m pip install -r requirements/torch.txt
-	$(PYTHON) -m pip install -c $(LOCK).new -e ".[demo,dev]"
+	$(PYTHON) -m pip install -c $(LOCK).new -e ".[demo,dev,modal,track]"
 	$(MAKE) test
 	mv $(LOCK).new $(LOCK)
 	@echo "lock moved: git diff $(LOCK)"

@@ -38,6 +38,18 @@ MOVED: Dict[str, Tuple[str, object, Tuple[str, ...]]] = {
 }
 
 
+def flat(tree: dict, prefix: str = "") -> dict:
+    """A config mapping as {"group.setting": value}; free-form settings (fsdp_config) stay whole."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "fsdp_config":
+            out.update(flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
 def moved_flag(flag: str) -> Optional[str]:
     """What to write instead of an old flag such as --data.documents (None if it did not move)."""
     key = flag.lstrip("-").split("=", 1)[0]

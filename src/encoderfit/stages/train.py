@@ -18,11 +18,12 @@ from typing import Callable, Dict, List, Literal, Optional
 
 from ..core.checkpoints import checkpoints_in, newest_complete
 from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
-from ..core.runconfig import RunConfig
+from ..core.runconfig import RunConfig, flat
 from ..core.distributed import barrier, is_main, join, share
 from ..core.errors import UserError
 from ..core.files import check_writable, exclusive, partial_dir, publish_dir
 from .rundir import ModelDir, RunDir
+from .tracking import Trackers
 from ..tasks import LABELLED
 from .training import Prepared, resume_point, train_model
 
@@ -34,21 +35,10 @@ RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.lo
                      "train.keep_checkpoints", "train.eval_batch_size"}
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and key != "fsdp_config":  # a free-form setting: compared whole
-            flat.update(_flat(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
 def config_changes(before, now) -> List[str]:
     """Settings that differ between two runs (configs, or their saved mappings), ignoring those that do not change
     the result."""
-    a, b = (_flat({k: v for k, v in (c if isinstance(c, dict) else c.to_dict()).items() if k not in ("resolved", "labels")})
+    a, b = (flat({k: v for k, v in (c if isinstance(c, dict) else c.to_dict()).items() if k not in ("resolved", "labels")})
             for c in (before, now))
     changed = []
     for key in sorted(set(a) | set(b)):
@@ -200,6 +190,7 @@ def train_run(prep: Prepared, cfg: RunConfig, out: Path, resume: Optional[bool],
         workdir.mkdir(parents=True)
         cfg.save(workdir)  # what a later run compares itself with before resuming
     barrier()
+    trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
     try:
         if keep and trained_already(workdir):
             log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
@@ -214,8 +205,10 @@ def train_run(prep: Prepared, cfg: RunConfig, out: Path, resume: Optional[bool],
             model = None if trained.stale else trained.trainer.model
         if not is_main():
             return
-        finish_run(prep, cfg, workdir, out, model, more)
+        results = finish_run(prep, cfg, workdir, out, model, more)
     except BaseException as err:
         if is_main():
+            trackers.fail()
             _abandon(workdir, interrupted=not isinstance(err, Exception))
         raise
+    trackers.finish(results, out)

@@ -1,0 +1,115 @@
+"""W&B and MLflow tracking without network: `--train.report_to [wandb, mlflow]` under WANDB_MODE=offline and a local
+sqlite:/// MLflow store. Each tracker must hold the resolved config, the training curve, the final test metrics with
+their confidence bounds, the verdict, and the model (MLflow: a pyfunc model that loads back and predicts)."""
+
+import json
+import sqlite3
+
+import pytest
+
+from conftest import STEADY_TRAIN
+from running import run_cli
+
+pytest.importorskip("wandb")
+pytest.importorskip("mlflow")
+
+
+def wandb_records(path):
+    """The protobuf records of a W&B transaction log (*.wandb): a LevelDB-style log of 32 KiB blocks, each record in
+    chunks of (crc32 4 bytes, length 2, type 1: full/first/middle/last), after a 7-byte file header."""
+    import struct
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, pending = path.read_bytes(), 32768, 7, b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # a block's tail too short for a chunk header is padding
+            pos += left
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if kind == 0 and length == 0:
+            break
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def offline_run(path):
+    """What an offline W&B run holds, read from its transaction log: the config, the final summary, the history
+    rows, the tags and the artifacts (name -> file paths)."""
+    config, summary, history, tags, artifacts = {}, {}, [], [], {}
+    for record in wandb_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            config.update({item.key: json.loads(item.value_json) for item in record.run.config.update})
+            tags = list(record.run.tags)
+        elif kind == "config":
+            config.update({item.key: json.loads(item.value_json) for item in record.config.update})
+        elif kind == "summary":
+            summary.update({item.key: json.loads(item.value_json) for item in record.summary.update if item.key})
+        elif kind == "history":
+            history.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+        elif kind == "artifact":
+            artifacts[record.artifact.name] = [entry.path for entry in record.artifact.manifest.contents]
+    return config, summary, history, tags, artifacts
+
+
+@pytest.fixture(scope="module")
+def tracked_run(tmp_path_factory, tiny_model, toy_csv):
+    home = tmp_path_factory.mktemp("tracked")
+    env = {"WANDB_MODE": "offline", "WANDB_DIR": str(home), "WANDB_PROJECT": "encoderfit-test", "WANDB_SILENT": "true",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{home}/mlflow.db", "MLFLOW_EXPERIMENT_NAME": "toy"}
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        mp.delenv("WANDB_API_KEY", raising=False)
+        proc = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model),
+                       "--output_dir", str(home / "run"), *STEADY_TRAIN, "--report.baseline", "true",
+                       "--train.report_to", "[wandb, mlflow]", cwd=home)
+    return home, json.loads((home / "run" / "metrics.json").read_text()), proc
+
+
+def test_wandb_offline_run_holds_config_curve_test_metrics_verdict_and_model(tracked_run):
+    home, metrics, _ = tracked_run
+    runs = list((home / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, runs
+    config, summary, history, tags, artifacts = offline_run(next(runs[0].glob("*.wandb")))
+    assert summary["test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert summary["test/accuracy_ci_low"] == pytest.approx(metrics["test"]["ci"]["accuracy"]["low"])
+    assert summary["test/accuracy_ci_high"] == pytest.approx(metrics["test"]["ci"]["accuracy"]["high"])
+    assert summary["verdict"] == metrics["comparison"]["verdict"]["outcome"]
+    assert f"verdict: {summary['verdict']}" in tags and "classification" in tags
+    assert config["train.learning_rate"] == "0.003" and config["data.source"].endswith("toy.csv")
+    losses = [row["train/loss"] for row in history if "train/loss" in row]  # the Trainer's curve, in this run
+    assert len(losses) >= 5 and losses[-1] < losses[0]
+    assert {"model.safetensors", "config.json", "encoderfit.json"} <= set(artifacts["model-run"])
+
+
+def test_mlflow_store_holds_params_curve_metrics_verdict_and_a_model_that_loads(tracked_run):
+    import mlflow
+
+    home, metrics, _ = tracked_run
+    mlflow.set_tracking_uri(f"sqlite:///{home}/mlflow.db")
+    run = mlflow.search_runs(experiment_names=["toy"], output_format="list")
+    assert len(run) == 1
+    run = run[0]
+    assert run.data.params["train.learning_rate"] == "0.003"
+    assert run.data.params["model.name_or_path"].endswith("tiny-modernbert0")
+    assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    assert run.data.metrics["test/accuracy_ci_low"] == pytest.approx(metrics["test"]["ci"]["accuracy"]["low"])
+    assert run.data.tags["verdict"] == metrics["comparison"]["verdict"]["outcome"]
+    assert run.info.status == "FINISHED"
+    curve = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")
+    assert len(curve) >= 2  # the Trainer's MLflowCallback logged into this run, not a run of its own
+    with sqlite3.connect(home / "mlflow.db") as db:
+        assert db.execute("select count(*) from runs").fetchone()[0] == 1
+    model = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model")
+    texts = ["the goalkeeper saved a penalty in the final", "the central bank raised interest rates"]
+    predicted = model.predict(texts)
+    from encoderfit import Predictor
+
+    assert [p["label"] for p in predicted] == [p["label"] for p in Predictor.from_pretrained(home / "run").predict(texts)]
