@@ -5,12 +5,21 @@ LOCK := requirements/lock.txt
 LOCK_FLAGS = pyproject.toml --extra demo --extra dev --extra ner --extra modal --extra track --python-version 3.11 --python-platform x86_64-manylinux_2_28 \
 	-c requirements/torch.txt --no-emit-package torch $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 
-.PHONY: setup setup-ner test test-slow upgrade lock bbc
+SKY := .tools/skypilot
+
+.PHONY: setup setup-sky setup-ner test test-slow upgrade lock bbc
 
 # CPU torch first, pinned: any other torch spec would pull GBs of CUDA wheels.
 setup:
 	$(PYTHON) -m pip install -r requirements/torch.txt
 	$(PYTHON) -m pip install -c $(LOCK) -e ".[demo,dev,modal,track]"
+	$(MAKE) setup-sky
+
+# SkyPilot's CLI in an environment of its own (its click<8.2 pin conflicts with spaCy's and import-linter's), pinned by
+# requirements/skypilot.txt: `encoderfit launch skypilot --run` submits with it; the tests parse tasks with it.
+setup-sky:
+	$(PYTHON) -m venv $(SKY)
+	$(SKY)/bin/python -m pip install -q -r requirements/skypilot.txt
 
 # The bbc-entities recipe (NER) tags BBC sentences with spaCy's small English pipeline, once.
 setup-ner:
@@ -40,6 +49,7 @@ upgrade:
 lock:
 	$(PYTHON) -m pip install uv
 	$(PYTHON) -m uv pip compile $(LOCK_FLAGS) -o $(LOCK)
+	echo "skypilot>=0.10" | $(PYTHON) -m uv pip compile - --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements/skypilot.txt
 
 bbc:
 	HF_HUB_OFFLINE=1 encoderfit train --config examples/bbc-news.yaml

@@ -57,18 +57,19 @@ def _commands() -> Dict[str, Callable]:
             "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student}
 
 
-def build_parser(commands: Dict[str, Callable]):
+def build_parser(commands: Dict[str, Callable], prog: str = "encoderfit", skip: frozenset = frozenset()):
     from jsonargparse import ActionConfigFile, ArgumentParser, set_parsing_settings
 
     set_parsing_settings(docstring_parse_attribute_docstrings=True)
-    parser = ArgumentParser(prog="encoderfit", exit_on_error=False, allow_abbrev=False,
-                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, NER, question answering, embeddings and search, masked-LM.")
+    parser = ArgumentParser(prog=prog, exit_on_error=False, allow_abbrev=False,
+                            description="Pre-train, fine-tune, evaluate and use transformer encoders: classification, multi-label, regression, NER, question answering, embeddings and search, masked-LM."
+                            " `encoderfit launch modal|skypilot [...] -- COMMAND` runs a command on cloud GPUs.")
     subcommands = parser.add_subcommands(dest="command")
     for name, fn in commands.items():
         summary = (fn.__doc__ or "").strip().splitlines()[0]
-        sub = ArgumentParser(prog=f"encoderfit {name}", description=summary, exit_on_error=False, allow_abbrev=False)
+        sub = ArgumentParser(prog=f"{prog} {name}", description=summary, exit_on_error=False, allow_abbrev=False)
         sub.add_argument("--config", action=ActionConfigFile, help="YAML file with any of the options below (command-line flags win).")
-        sub.add_function_arguments(fn, as_positional=True, skip={"return", "options"})
+        sub.add_function_arguments(fn, as_positional=True, skip={"return", "options", *skip})
         for group, kind in task_groups(fn).items():
             sub.add_class_arguments(kind, group, help=f"The {group} task's own settings.")
         subcommands.add_subcommand(name, sub, help=summary)
@@ -205,7 +206,34 @@ def _one_line(parser, commands: Dict[str, Callable], argv: List[str], message: s
     return re.sub(r"\s+", " ", message.replace("Parser key", "option")).strip()
 
 
+def _launch(argv: List[str]) -> int:
+    """`encoderfit launch ENGINE [options] -- COMMAND ...`: the options before `--` are the engine's, the rest is the
+    encoderfit command to run there."""
+    from .launch import ENGINES
+
+    split = argv.index("--") if "--" in argv else len(argv)
+    own, command = argv[:split], argv[split + 1:]
+    parser = build_parser(ENGINES, prog="encoderfit launch", skip={"command"})
+    try:
+        cfg = parser.parse_args(own)
+    except Exception as err:
+        if type(err).__name__ != "ArgumentError":
+            raise
+        message = _one_line(parser, ENGINES, own, str(err))
+        raise UserError(message.replace("`encoderfit ", "`encoderfit launch ")) from None
+    engine = cfg.command
+    if engine == "pull" and "--" in argv:
+        raise UserError("launch pull takes a run directory, not a command after `--`")
+    kwargs = {k: v for k, v in vars(parser.instantiate(cfg)[engine]).items() if k != "config"}
+    if engine != "pull":
+        kwargs["command"] = command
+    ENGINES[engine](**kwargs)
+    return 0
+
+
 def _run(argv: List[str]) -> int:
+    if argv[:1] == ["launch"]:
+        return _launch(argv[1:])
     commands = _commands()
     parser = build_parser(commands)
     command = next((a for a in argv if not a.startswith("-")), None)

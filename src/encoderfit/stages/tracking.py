@@ -148,33 +148,15 @@ def wandb_name(name: str) -> str:
 
 def log_mlflow_model(model_dir: Path):
     """The model directory as an MLflow pyfunc model: `mlflow.pyfunc.load_model(uri).predict(["a text", ...])`."""
+    import warnings
+
     import mlflow
 
     from .. import __version__
 
-    return mlflow.pyfunc.log_model(name="model", python_model=EncoderfitModel(), artifacts={"model": str(model_dir)},
-                                   pip_requirements=[f"encoderfit=={__version__}"])
+    with warnings.catch_warnings():  # MLflow asks for type hints on predict(), which would narrow its input to texts
+        warnings.simplefilter("ignore", UserWarning)
+        from .mlflow_model import EncoderfitModel
 
-
-try:  # the pyfunc wrapper exists only where MLflow is installed
-    from mlflow.pyfunc import PythonModel
-except ImportError:  # pragma: no cover - mlflow is an optional tracker
-    PythonModel = object
-
-
-class EncoderfitModel(PythonModel):
-    """An encoderfit model directory served through MLflow: texts (a list, a Series or a DataFrame's text column,
-    with the task's second column for pairs) -> the same result dicts as `encoderfit predict`."""
-
-    def load_context(self, context):
-        from .predict import Predictor
-
-        self.predictor = Predictor.from_pretrained(context.artifacts["model"])
-
-    def predict(self, context, model_input, params=None):
-        first, second = self.predictor.task.inputs
-        if hasattr(model_input, "columns"):  # a DataFrame
-            texts = [str(t) for t in model_input[first if first in model_input.columns else model_input.columns[0]]]
-            pairs = [str(t) for t in model_input[second]] if second in model_input.columns else None
-            return self.predictor.predict(texts, pairs)
-        return self.predictor.predict([str(t) for t in model_input])
+        return mlflow.pyfunc.log_model(name="model", python_model=EncoderfitModel(), artifacts={"model": str(model_dir)},
+                                       pip_requirements=[f"encoderfit=={__version__}"])
