@@ -176,3 +176,15 @@ def test_a_preempted_skypilot_job_resumes_from_the_bucket_when_relaunched(projec
     reference, _ = load_run(steady_run)
     assert metrics["train"]["resumed_from"] and metrics["train"]["steps"] == reference["train"]["steps"]
     assert metrics["test"]["accuracy"] == reference["test"]["accuracy"]
+
+
+@pytest.mark.parametrize("engine", ["modal", "skypilot", "pull"])
+def test_launch_help_documents_every_option(engine):
+    proc = run_cli("launch", engine, "--help", check=False)
+    assert proc.returncode == 0, proc.stderr
+    options = {"modal": ["--gpu", "--timeout", "--retries", "--detach", "--dry_run", "--runs_volume"],
+               "skypilot": ["--gpus", "--nodes", "--cloud", "--spot", "--bucket", "--run", "--dry_run"],
+               "pull": ["--runs_volume", "--overwrite"]}[engine]
+    for option in options:
+        assert option in proc.stdout
+    assert "--command" not in proc.stdout  # the command comes after `--`

@@ -25,7 +25,7 @@ def test_ci_runs_setup_then_the_readme_test_command():
     assert ci.index("make setup") < ci.index("make test")
     makefile = (ROOT / "Makefile").read_text()
     setup = makefile.split("\nsetup:")[1].split("\n\n")[0]
-    assert setup.index("requirements/torch.txt") < setup.index('-e ".[demo,dev]"'), "torch must be installed, pinned, first"
+    assert setup.index("requirements/torch.txt") < setup.index('-e ".[demo,dev,modal,track]"'), "torch must be installed, pinned, first"
     assert "torch==2.13.0" in (ROOT / "requirements" / "torch.txt").read_text()
     assert "-c $(LOCK)" in setup and "LOCK := requirements/lock.txt" in makefile, "installs must follow the lock"
 
@@ -101,7 +101,17 @@ def test_every_documented_command_names_a_real_subcommand_and_real_flags():
     parser = cli.build_parser(cli._commands())
     commands = documented_commands()
     assert len(commands) > 30
+    from encoderfit.launch import ENGINES
+
+    launchers = cli.build_parser(ENGINES, skip={"command"})
     for where, argv in commands:
+        if argv[:1] == ["launch"]:  # `launch ENGINE [its flags] -- COMMAND [the command's flags]`
+            assert argv[1] in ENGINES, f"{where}: no launch engine '{argv[1]}'"
+            split = argv.index("--") if "--" in argv else len(argv)
+            known = set(cli._known_keys(launchers, argv[1])) | {"help"}
+            for arg in argv[2:split]:
+                assert not arg.startswith("--") or arg[2:].split("=")[0] in known, f"{where}: no launch flag {arg}"
+            argv = argv[split + 1:] or ["train"]
         assert argv and argv[0] in cli._commands(), f"{where}: no subcommand '{argv[0] if argv else ''}'"
         known = set(cli._known_keys(parser, argv[0])) | {"config", "help", "print_config"}
         for arg in argv[1:]:

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import STEADY_TRAIN
 from running import run_cli
+from test_pretrain import corpus_file, pretrain_args  # noqa: F401 - corpus_file is a fixture
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")
@@ -113,3 +114,19 @@ def test_mlflow_store_holds_params_curve_metrics_verdict_and_a_model_that_loads(
     from encoderfit import Predictor
 
     assert [p["label"] for p in predicted] == [p["label"] for p in Predictor.from_pretrained(home / "run").predict(texts)]
+
+
+def test_a_pretraining_run_is_tracked_in_mlflow_with_its_curve_perplexity_and_model_files(tmp_path, monkeypatch, corpus_file):
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "mlm")
+    run_cli(*pretrain_args(corpus_file, tmp_path / "mlm", "--train.report_to", "[mlflow]"), cwd=tmp_path)
+    metrics = json.loads((tmp_path / "mlm" / "metrics.json").read_text())
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    (run,) = mlflow.search_runs(experiment_names=["mlm"], output_format="list")
+    assert run.data.params["mlm.masking_rate"] == "0.3" and run.info.status == "FINISHED"
+    assert run.data.metrics["validation/perplexity"] == pytest.approx(metrics["validation"]["perplexity"])
+    assert len(mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")) >= 2
+    files = {f.path for f in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "model")}
+    assert {"model/model.safetensors", "model/tokenizer.json"} <= files

@@ -91,6 +91,7 @@ def pretrain(
         resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
             same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
+    from ..stages.tracking import Trackers
     from ..stages.train import _abandon, check_start, continues
     from ..stages.training import resume_point
 
@@ -110,6 +111,7 @@ def pretrain(
             workdir.mkdir(parents=True)
             cfg.save(workdir)
         barrier()
+        trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
         try:
             tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
             checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
@@ -123,8 +125,10 @@ def pretrain(
             publish_dir(workdir, out)
         except BaseException as err:
             if is_main():
+                trackers.fail()
                 _abandon(workdir, interrupted=not isinstance(err, Exception))
             raise
+        trackers.finish(results, out, predictor=False)
         log.info("pre-trained model written to %s (%.0f s): validation loss %.3f, perplexity %.1f, masked-token accuracy %.3f",
                  out, time.time() - started, results["validation"]["loss"], results["validation"]["perplexity"],
                  results["validation"]["accuracy"])

@@ -88,6 +88,8 @@ class Trackers:
         if "mlflow" in trackers.names:
             import mlflow
 
+            if os.environ.get("MLFLOW_TRACKING_URI"):  # the environment names the store of this run (as the CLI reads it)
+                mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_URI"])
             if before.get("mlflow"):
                 run = mlflow.start_run(run_id=before["mlflow"])
             else:
@@ -100,8 +102,9 @@ class Trackers:
         log.info("tracking in %s", ", ".join(f"{k} run {v}" for k, v in trackers.ids.items()))
         return trackers
 
-    def finish(self, results: Dict, run_dir: Path) -> None:
-        """Log the evaluated run: figures, verdict, model; then close the tracker runs."""
+    def finish(self, results: Dict, run_dir: Path, predictor: bool = True) -> None:
+        """Log the evaluated run: figures, verdict, model (for MLflow a pyfunc model where `predictor`, else the
+        directory's files); then close the tracker runs."""
         figures, verdict = final_figures(results), verdict_of(results) or {}
         outcome = verdict.get("outcome")
         if "wandb" in self.names:
@@ -126,7 +129,10 @@ class Trackers:
             for name in ("metrics.json", "report.html", "config.yaml"):
                 if (run_dir / name).is_file():
                     mlflow.log_artifact(str(run_dir / name))
-            log_mlflow_model(run_dir / "model")
+            if predictor:
+                log_mlflow_model(run_dir / "model")
+            else:
+                mlflow.log_artifacts(str(run_dir / "model"), "model")
             mlflow.end_run()
 
     def fail(self) -> None:
