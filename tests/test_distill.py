@@ -48,11 +48,14 @@ def test_transfer_set_never_holds_validation_or_test_text(toy_csv, tmp_path):
     held = set(splits.validation["text"]) | set(splits.test["text"])
     extra = tmp_path / "more.txt"
     extra.write_text("\n".join(sorted(held)[:20] + ["goal team today new", "garlic soup the oven"]), encoding="utf-8")
-    texts, pairs, gold, counts, _ = transfer_set(splits, DistillArgs(augment=4, unlabelled=str(extra)), "[MASK]")
+    from encoderfit.tasks import get_task
+
+    task = get_task("classification")
+    texts, pairs, gold, counts, _ = transfer_set(task, splits, DistillArgs(augment=4, unlabelled=str(extra)), "[MASK]")
     assert not set(texts) & held and pairs is None
     assert counts == {"train": len(splits.train), "unlabelled": 2, "augmented": counts["augmented"], "total": len(texts)}
     assert counts["augmented"] > 3 * len(splits.train) and gold == [True] * len(splits.train) + [False] * (len(texts) - len(splits.train))
-    assert transfer_set(splits, DistillArgs(augment=4, seed=5), None)[0] == transfer_set(splits, DistillArgs(augment=4, seed=5), None)[0]
+    assert transfer_set(task, splits, DistillArgs(augment=4, seed=5), None)[0] == transfer_set(task, splits, DistillArgs(augment=4, seed=5), None)[0]
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +184,38 @@ def test_ner_teacher_words_reach_each_student_word_once_whatever_its_tokenizer(s
         assert sum(label != IGNORE for label in enc["labels"][window]) >= len(taught)
         seen[text_index] |= set(taught)
     assert [len(s) for s in seen] == [len(w) for w in words]  # every word of every text reached the student
+
+
+def test_an_embedding_student_of_another_width_learns_its_teachers_vectors(embedding_run, tiny_model, tmp_path):
+    """sentence-transformers' MSE recipe: a narrower student (hidden 48) gets a projection to the teacher's 64
+    dimensions, its checkpoints are chosen by closeness to the teacher on validation texts, and its directory loads
+    with SentenceTransformer and gives the vectors encoderfit's own inference gives."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoConfig, ModernBertModel
+
+    from encoderfit import Predictor
+
+    student = tmp_path / "narrow"
+    shutil.copytree(tiny_model, student)
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.hidden_size, config.intermediate_size = 48, 96
+    ModernBertModel(config).save_pretrained(student)
+    out = tmp_path / "distilled"
+    run_cli("distill", "--teacher", str(embedding_run), "--student", str(student), "--output_dir", str(out),
+            "--train.epochs", "8", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.logging_steps", "5",
+            "--train.report_to", "[]", "--distill.augment", "2")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["distillation"]["transfer"]["augmented"] > 0
+    assert "mrr@10" in metrics["test"] and "comparison" in metrics["distillation"]["teacher"]
+    history = json.loads((out / "logs" / "history.json").read_text())
+    evals = [h["eval_loss"] for h in history if "eval_loss" in h]
+    assert evals[-1] < 0.5 * evals[0], evals  # closer to the teacher on validation texts it never trained on
+    texts = [json.loads(line)["query"] for line in (embedding_run / "predictions" / "test.jsonl").read_text().splitlines()][:20] \
+        if (embedding_run / "predictions" / "test.jsonl").is_file() else ["a query about pasta", "the match ended in a draw"]
+    loaded = SentenceTransformer(str(out / "model"), device="cpu")
+    assert loaded.get_embedding_dimension() == 64 and any(type(m).__name__ == "Dense" for m in loaded)
+    mine = np.asarray(Predictor.from_pretrained(out).logits(texts))
+    assert np.allclose(mine, loaded.encode(texts, normalize_embeddings=True), atol=1e-4)
+    teacher = np.asarray(Predictor.from_pretrained(embedding_run).logits(texts))
+    untrained = np.asarray(Predictor.from_pretrained(embedding_run).logits(texts[::-1]))  # another text's vector
+    assert np.mean(np.sum(mine * teacher, 1)) > np.mean(np.sum(untrained * teacher, 1))

@@ -188,3 +188,49 @@ def test_launch_help_documents_every_option(engine):
     for option in options:
         assert option in proc.stdout
     assert "--command" not in proc.stdout  # the command comes after `--`
+
+
+class FolderVolume:
+    """A stand-in for a modal.Volume (Modal's servers are out of reach here) over a local folder, answering the two
+    calls `download` makes with Modal's own FileEntry records."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def listdir(self, path: str, recursive: bool = False):
+        from modal.volume import FileEntry, FileEntryType
+
+        where = self.root / path
+        if not where.exists():
+            raise FileNotFoundError(path)
+        found = [where] if where.is_file() else sorted(where.rglob("*"))
+        return [FileEntry(path=str(p.relative_to(self.root)), type=FileEntryType.FILE if p.is_file() else FileEntryType.DIRECTORY,
+                          mtime=0, size=p.stat().st_size) for p in found]
+
+    def read_file_into_fileobj(self, path: str, fileobj) -> int:
+        data = (self.root / path).read_bytes()
+        fileobj.write(data)
+        return len(data)
+
+
+def test_pull_copies_a_run_directory_or_one_file_into_place(trained_run, tmp_path):
+    pytest.importorskip("modal")
+    import shutil
+
+    from encoderfit.core.errors import UserError
+    from encoderfit.launch.on_modal import download
+
+    volume = tmp_path / "volume"
+    shutil.copytree(trained_run, volume / "proj" / "runs" / "toy")
+    target = tmp_path / "proj" / "runs" / "toy"
+    download(FolderVolume(volume), "proj/runs/toy", target)
+    copied = sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
+    assert copied == sorted(p.relative_to(trained_run) for p in trained_run.rglob("*") if p.is_file())
+    assert (target / "model" / "model.safetensors").read_bytes() == (trained_run / "model" / "model.safetensors").read_bytes()
+    assert not list(target.parent.glob(".*partial*"))
+    (volume / "proj" / "runs" / "toy" / "eval").mkdir()
+    (volume / "proj" / "runs" / "toy" / "eval" / "test.json").write_text('{"accuracy": 1.0}')
+    one = download(FolderVolume(volume), "proj/runs/toy/eval/test.json", tmp_path / "proj" / "out" / "test.json")
+    assert json.loads(one.read_text()) == {"accuracy": 1.0}
+    with pytest.raises(UserError, match="is not in the runs volume"):
+        download(FolderVolume(volume), "proj/runs/missing", tmp_path / "x")

@@ -201,30 +201,36 @@ def pull(run: Path, runs_volume: str = "encoderfit-runs", overwrite: bool = Fals
         overwrite: Replace RUN if it exists here.
     """
     import modal
-    from modal.volume import FileEntryType
 
     check_credentials()
     project = Path.cwd().resolve()
     target = (project / run).resolve()
-    key = f"{project.name}/{relative_key(target, project)}"
     if target.exists() and not overwrite:
         raise UserError(f"launch pull: {run} already exists here; pass --overwrite true to replace it")
-    volume = modal.Volume.from_name(runs_volume)
+    return download(modal.Volume.from_name(runs_volume), f"{project.name}/{relative_key(target, project)}", target)
+
+
+def download(volume, key: str, target: Path) -> Path:
+    """`key` of a Modal volume (a run directory, or one file) -> `target`, through a hidden directory (or a temporary
+    file) renamed into place, so an interrupted copy leaves nothing half-written."""
+    from modal.volume import FileEntryType
+
     try:
         entries = volume.listdir(key, recursive=True)
     except Exception as err:  # modal raises NotFoundError for a missing path
-        raise UserError(f"launch pull: {key} is not in the volume {runs_volume} (still running, or another "
-                        f"--runs_volume?): {err}") from None
+        raise UserError(f"launch pull: {key} is not in the runs volume (still running, or another --runs_volume?): {err}") from None
     files = [e for e in entries if e.type == FileEntryType.FILE]
-    if len(files) == 1 and files[0].path.rstrip("/") == key:  # the output is one file (eval's metrics)
+    if not files:
+        raise UserError(f"launch pull: {key} holds no files in the runs volume (the run has not written anything yet)")
+    if len(files) == 1 and files[0].path.strip("/") == key.strip("/"):  # the output is one file (eval's metrics)
         target.parent.mkdir(parents=True, exist_ok=True)
         with atomic_file(target, "wb") as f:
-            volume.read_file_into_fileobj(key, f)
+            volume.read_file_into_fileobj(files[0].path, f)
         return target
     work = partial_dir(target)
     shutil.rmtree(work, ignore_errors=True)
     for entry in files:
-        local = work / os.path.relpath(entry.path, key)
+        local = work / os.path.relpath(entry.path.strip("/"), key.strip("/"))
         local.parent.mkdir(parents=True, exist_ok=True)
         with open(local, "wb") as f:
             volume.read_file_into_fileobj(entry.path, f)
@@ -233,4 +239,3 @@ def pull(run: Path, runs_volume: str = "encoderfit-runs", overwrite: bool = Fals
     publish_dir(work, target)
     log.info("pulled %s (%d files) to %s", key, len(files), target)
     return target
-

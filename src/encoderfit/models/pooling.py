@@ -165,7 +165,10 @@ def pooling_of(model_dir: Path) -> Dict:
     if mode is None:
         raise UserError(f"{model_dir}: pooling {config} is not one of cls, mean or max; use SentenceTransformer(DIR) directly")
     dense = next((m["path"] for m in modules if m["type"].endswith("Dense")), None)
-    return {"mode": mode, "normalize": "Normalize" in kinds, "dense": dense}
+    # a Dense before Normalize projects the embedding (a distilled student's projection to its teacher's width); one
+    # after the pooling with no Normalize is a classifier head whose outputs are logits
+    projects = "Dense" in kinds and "Normalize" in kinds and kinds.index("Dense") < kinds.index("Normalize")
+    return {"mode": mode, "normalize": "Normalize" in kinds, "dense": dense, "projects": projects}
 
 
 def pooling_mode(config: Dict) -> Optional[str]:
@@ -224,9 +227,11 @@ def pooled(model, model_dir: Path):
         def forward(self, input_ids, attention_mask, **extra):
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
             out = pool(hidden, attention_mask, setting["mode"])
+            if setting.get("projects"):
+                out = self.head(out)
             if setting["normalize"]:
                 out = torch.nn.functional.normalize(out, p=2, dim=1)
-            return SimpleNamespace(logits=out if self.head is None else self.head(out))
+            return SimpleNamespace(logits=out if self.head is None or setting.get("projects") else self.head(out))
 
     module = Pooled()
     module.head = head

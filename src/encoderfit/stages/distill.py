@@ -19,8 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import numpy as np
-
 from ..core.config import DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.distributed import is_main
 from ..core.errors import UserError
@@ -83,19 +81,20 @@ def whitespace_words(text: str) -> List[Tuple[int, int]]:
     return [m.span() for m in re.finditer(r"\S+", text)]
 
 
-def transfer_set(splits: Splits, args: DistillArgs, mask_token: Optional[str]) -> Tuple[List[str], Optional[List[str]], List[bool], Dict]:
-    """(texts, pairs, has a gold label, counts, words): the training split, then the unlabelled texts, then the
-    augmented variants of the training texts; none of them a validation or test text. `words`: where the task labels
-    words (its split has a words column), each text's word spans (unlabelled text cut as predict cuts it; a variant
-    at its spaces, as its source's words are kept whole), else None."""
+def transfer_set(task, splits: Splits, args: DistillArgs, mask_token: Optional[str]) -> Tuple[List[str], Optional[List[str]], List[bool], Dict]:
+    """(texts, pairs, has a gold label, counts, words): the training split's texts as the task has them labelled
+    (`Targets.distill_texts`), then the unlabelled texts, then the augmented variants of the training texts; none of
+    them a validation or test text. `words`: where the task labels words, each text's word spans (unlabelled text cut
+    as predict cuts it; a variant at its spaces, as its source's words are kept whole), else None."""
     from ..core.tokens import split_words
     from ..data.augment import augment
 
-    train = splits.train
-    texts = list(train[TEXT])
-    pairs = list(train[PAIR]) if PAIR in train.column_names else None
-    words = [list(map(tuple, w)) for w in train["words"]] if "words" in train.column_names else None
-    held_out = {t for ds in (splits.validation, splits.test) for t in ds[TEXT]}
+    texts, pairs, words = task.targets.distill_texts(splits.train)
+    sources = list(texts)
+    held_out = set()
+    for ds in (splits.validation, splits.test):
+        other, other_pairs, _ = task.targets.distill_texts(ds)
+        held_out |= set(other) | set(other_pairs or [])
     gold = [True] * len(texts)
     counts = {"train": len(texts), "unlabelled": 0, "augmented": 0}
     if args.unlabelled:
@@ -106,7 +105,7 @@ def transfer_set(splits: Splits, args: DistillArgs, mask_token: Optional[str]) -
         texts, gold, counts["unlabelled"] = texts + extra, gold + [False] * len(extra), len(extra)
         words = words + [split_words(t) for t in extra] if words is not None else None
     if args.augment:
-        variants = augment(list(train[TEXT]), args.augment, args.seed, args.augmentations, mask_token, exclude=sorted(held_out | set(texts)))
+        variants = augment(sources, args.augment, args.seed, args.augmentations, mask_token, exclude=sorted(held_out | set(texts)))
         texts += [v for _, v in variants]
         pairs = pairs + [pairs[i] for i, _ in variants] if pairs is not None else None
         gold += [False] * len(variants)
@@ -116,37 +115,26 @@ def transfer_set(splits: Splits, args: DistillArgs, mask_token: Optional[str]) -
     return texts, pairs, gold, counts, words
 
 
-def check_tokenizer(tokenizer, texts: List[str], student: str) -> None:
-    """The student's tokenizer must read the transfer set: few of its words may come out as [UNK] only."""
+def unknown_share(tokenizer, words: List[str]) -> Tuple[float, Optional[str]]:
+    """The share of `words` a tokenizer reads with its unknown token, and one such word."""
     unk = tokenizer.unk_token_id
-    if unk is None:
-        return  # byte-level vocabularies read anything
-    sample = texts[:: max(1, len(texts) // 2000)]
-    words = [w for t in sample for w in t.split()][:50000]
-    if not words:
-        return
+    if unk is None or not words:
+        return 0.0, None  # byte-level vocabularies read anything
     ids = tokenizer(words, add_special_tokens=False)["input_ids"]
     unknown = [w for w, i in zip(words, ids) if unk in i]
-    if len(unknown) > MAX_UNKNOWN * len(words):
-        raise UserError(f"--student: {student}'s tokenizer reads {len(unknown) / len(words):.0%} of the transfer set's words as "
-                        f"{tokenizer.unk_token} (e.g. {unknown[0]!r}); choose a student whose vocabulary covers this text")
+    return len(unknown) / len(words), unknown[0] if unknown else None
 
 
-def with_teacher(texts, pairs, gold, words, splits: Splits, outputs):
-    """The transfer set as training rows: text (pair, words), labels (the gold label, or a placeholder where there is
-    none), gold, and the teacher's outputs (a row of logits per text; per word where the task labels words)."""
-    from datasets import Dataset
-
-    known = list(splits.train[LABEL])
-    if words is not None:
-        placeholder = [[0] * len(w) for w in words[len(known):]]  # tag 0 (O), never learned: gold is 0
-        teacher = [np.asarray(o.logits, dtype=np.float32).tolist() for o in outputs]
-    else:
-        placeholder = [known[0]] * (len(texts) - len(known))
-        teacher = np.asarray(outputs, dtype=np.float32).reshape(len(texts), -1).tolist()
-    columns = {TEXT: texts, **({PAIR: pairs} if pairs is not None else {}), **({"words": words} if words is not None else {}),
-               LABEL: known + placeholder, "gold": [int(g) for g in gold], "teacher": teacher}
-    return Dataset.from_dict(columns)
+def check_tokenizer(tokenizer, texts: List[str], student: str, teacher_tokenizer=None) -> None:
+    """The student's tokenizer must read the transfer set: few of its words may come out as [UNK] (no more than
+    MAX_UNKNOWN beyond what the teacher's own tokenizer leaves unread)."""
+    sample = texts[:: max(1, len(texts) // 2000)]
+    words = [w for t in sample for w in t.split()][:50000]
+    share, example = unknown_share(tokenizer, words)
+    allowed = MAX_UNKNOWN + (unknown_share(teacher_tokenizer, words)[0] if teacher_tokenizer is not None else 0.0)
+    if share > allowed:
+        raise UserError(f"--student: {student}'s tokenizer reads {share:.0%} of the transfer set's words as "
+                        f"{tokenizer.unk_token} (e.g. {example!r}); choose a student whose vocabulary covers this text")
 
 
 def against(task, run: RunDir, splits: Splits, labels: List[str], head: Dict, other: Path, name: str, role: str) -> Dict:
@@ -199,8 +187,8 @@ def train_student(
     --distill.compare).
 
     Args:
-        teacher: The teacher: a run directory of `encoderfit train` (classification, multilabel, regression or ner;
-            a --train.seeds K --train.ensemble true run distils its ensemble).
+        teacher: The teacher: a run directory of `encoderfit train` (classification, multilabel, regression, ner,
+            embedding or similarity; a --train.seeds K --train.ensemble true run distils its ensemble).
         student: The student encoder (a hub name, a local directory, or a packaged model such as
             all-MiniLM-L6-v2); the same as --model.name_or_path.
         distill: The distillation settings: temperature, alpha, more text, augmentation.
@@ -217,7 +205,7 @@ def train_student(
     from .predict import Predictor
 
     started = time.time()
-    teacher_dir, teacher_cfg, _ = teacher_run(teacher, task, data)
+    teacher_dir, teacher_cfg, kind = teacher_run(teacher, task, data)
     model = replace(model, name_or_path=student or model.name_or_path,
                     max_length=model.max_length or teacher_cfg.resolved.get("max_length"))
     out = check_start(output_dir, overwrite, train)
@@ -226,16 +214,23 @@ def train_student(
         check_same_splits(teacher, teacher_cfg.resolved.get("splits"), splits.fingerprints())
         if distill.compare:  # before hours of training: the run to compare with must have the same splits
             check_same_splits(distill.compare, RunDir(Path(distill.compare)).config().resolved.get("splits"), splits.fingerprints())
-        mask = load_tokenizer(ModelArgs(name_or_path=str(teacher_dir.model.path))).mask_token
-        texts, pairs, gold, counts, words = transfer_set(splits, distill, mask)
+        teacher_tokenizer = load_tokenizer(ModelArgs(name_or_path=str(teacher_dir.model.path)))
+        mask = teacher_tokenizer.mask_token
+        texts, pairs, gold, counts, words = transfer_set(kind, splits, distill, mask)
         prep = Prepared.from_splits(splits, model, train)
-        check_tokenizer(prep.tokenizer, texts, model.name_or_path)
+        check_tokenizer(prep.tokenizer, texts, model.name_or_path, teacher_tokenizer)
         tutor = Predictor.from_pretrained(teacher)
         log.info("transfer set: %d training texts, %d unlabelled, %d augmented; the teacher labels them", counts["train"],
                  counts["unlabelled"], counts["augmented"])
-        rows = with_teacher(texts, pairs, gold, words, splits, tutor.logits(texts, pairs, words))
+        modeling, targets = prep.task.modeling, prep.task.targets
+        rows = modeling.distill_rows(texts, pairs, gold, words, splits.train, tutor.logits(texts, pairs, words))
+        prep.tokenized["train"] = targets.tokenize(rows, prep.tokenizer, prep.max_length, prep.windows, train, "train")
+        if prep.task.distill_validation:  # checkpoints chosen by closeness to the teacher on the validation texts
+            seen, seen_pairs, seen_words = targets.distill_texts(splits.validation)
+            rows = modeling.distill_rows(seen, seen_pairs, [False] * len(seen), seen_words, splits.validation,
+                                         tutor.logits(seen, seen_pairs, seen_words))
+            prep.tokenized["validation"] = targets.tokenize(rows, prep.tokenizer, prep.max_length, prep.windows, train, "validation")
         del tutor
-        prep.tokenized["train"] = prep.task.targets.tokenize(rows, prep.tokenizer, prep.max_length, prep.windows, train, "train")
         prep.distill = distill
         cfg = prep.config(teacher_cfg.data, model, train, report)
         cfg.distill = {"teacher": str(teacher), "teacher_model": teacher_cfg.model.name_or_path,

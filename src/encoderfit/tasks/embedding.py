@@ -160,10 +160,18 @@ class EmbeddingTargets(Targets):
         kept = sorted(set(range(len(ds))) - set(held))
         return ds.select(kept), ds.select(sorted(held))
 
+    def distill_texts(self, ds):
+        """Every distinct text of the rows (queries, documents, negatives): the teacher embeds each one."""
+        texts = [t for c in ("text", "text_pair", "negative") if c in ds.column_names for t in ds[c]]
+        return list(dict.fromkeys(texts)), None, None
+
     def tokenize(self, ds, tokenizer, max_length, windows, train, role):
-        """sentence-transformers tokenizes each batch itself: the text columns, in the order its losses read."""
+        """sentence-transformers tokenizes each batch itself: the text columns, in the order its losses read (a
+        distillation's rows: the text and the teacher's vector, as the label its MSE loss reads)."""
         if windows:
             raise UserError("model.long_texts: windows do not apply to embeddings (one vector per text); texts are truncated")
+        if "teacher" in ds.column_names:
+            return ds.select_columns(["text", "teacher"]).rename_column("teacher", "label")
         return ds.select_columns([c for c in ("text", "text_pair", "negative") if c in ds.column_names])
 
     def targets_array(self, values):
@@ -185,11 +193,19 @@ class EmbeddingModeling(Modeling):
 
         return load_sentence_model(args, max_length)
 
-    def build_trainer(self, net, tokenizer, labels, stats, tokenized, train, precision, workdir, callbacks=None):
-        from .embedding_model import build_sentence_trainer
+    def build_trainer(self, net, tokenizer, labels, stats, tokenized, train, precision, workdir, callbacks=None, distill=None):
+        from .embedding_model import build_sentence_trainer, distill_trainer
 
+        if distill is not None:
+            return distill_trainer(net, tokenized, train, precision, workdir, callbacks)
         shape = "triplets" if "negative" in tokenized["train"].column_names else "pairs"
         return build_sentence_trainer(net, shape, tokenized, train, precision, workdir, callbacks, options=self.task.options)
+
+    def distill_rows(self, texts, pairs, gold, words, train, outputs):
+        """A text and the teacher's (normalised) vector of it per row."""
+        from datasets import Dataset
+
+        return Dataset.from_dict({"text": texts, "teacher": np.asarray(outputs, dtype=np.float32).tolist()})
 
     def after_training(self, model_dir, stats, trainer=None):
         return True  # the in-memory model is a SentenceTransformer: inference reloads the transformer from disk
@@ -308,6 +324,8 @@ class Embedding(Task):
     embeds = True
     int8_recheck = False  # no decisions: int8 is judged by cosine to fp32 and by recall (benchmarks/embeddings.py)
     Options = EmbeddingOptions
+    distillation = None  # the student's vectors regress on the teacher's (sentence-transformers' MSE recipe)
+    distill_validation = True  # checkpoints by that MSE on the validation texts: pairs hold no teacher vectors
     Targets = EmbeddingTargets
     Modeling = EmbeddingModeling
     Scoring = EmbeddingScoring

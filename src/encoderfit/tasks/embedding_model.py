@@ -103,6 +103,33 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
                                       callbacks=_callbacks(train, workdir / "logs", callbacks or []))
 
 
+def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, callbacks: Optional[list]):
+    """A student embedding model trained to reproduce a teacher's vectors: sentence-transformers' MSELoss (Reimers &
+    Gurevych 2020) between the student's and the teacher's normalised vectors, validated on the validation texts'.
+    A student of another width gets a linear projection to the teacher's (a Dense module before Normalize), so the
+    saved directory still loads with SentenceTransformer(DIR)."""
+    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers.sentence_transformer import losses
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from ..models.trainer import _callbacks, training_arguments
+
+    if train.metric_for_best != "loss":
+        raise UserError(f"train.metric_for_best: a distilled embedding model keeps the checkpoint closest to its teacher on "
+                        f"validation (the loss); drop '{train.metric_for_best}'")
+    width, wanted = net.get_embedding_dimension(), len(tokenized["train"][0]["label"])
+    if width != wanted:
+        modules = list(net)
+        last = next(i for i, m in enumerate(modules) if type(m).__name__ == "Normalize")
+        project = Dense(width, wanted, bias=False, activation_function=__import__("torch").nn.Identity())
+        log.info("the student's %d dimensions are projected to the teacher's %d (a Dense module)", width, wanted)
+        net = SentenceTransformer(modules=[*modules[:last], project, *modules[last:]], device="cpu")
+        net.max_seq_length = modules[0].max_seq_length
+    args = training_arguments(train, precision, workdir / "checkpoints", cls=SentenceTransformerTrainingArguments)
+    return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
+                                      loss=losses.MSELoss(net), callbacks=_callbacks(train, workdir / "logs", callbacks or []))
+
+
 def length_grouped_sampler():
     """A sentence-transformers batch sampler that groups examples of similar length (transformers' length grouping:
     megabatches of 50 batches, each sorted by length), in an order that is a function of (seed, epoch) alone, so a

@@ -80,14 +80,16 @@ class SimilarityTargets(EmbeddingTargets):
         return ds.remove_columns("labels").add_column("labels", targets).cast_column("labels", Value("float32"))
 
     def tokenize(self, ds, tokenizer, max_length, windows, train, role):
-        super().tokenize(ds, tokenizer, max_length, windows, train, role)  # the same refusals
-        return ds.select_columns(["text", "text_pair", "labels"])
+        rows = super().tokenize(ds, tokenizer, max_length, windows, train, role)  # the same refusals
+        return rows if "teacher" in ds.column_names else ds.select_columns(["text", "text_pair", "labels"])
 
 
 class SimilarityModeling(EmbeddingModeling):
-    def build_trainer(self, net, tokenizer, labels, stats, tokenized, train, precision, workdir, callbacks=None):
+    def build_trainer(self, net, tokenizer, labels, stats, tokenized, train, precision, workdir, callbacks=None, distill=None):
         from .embedding_model import build_sentence_trainer
 
+        if distill is not None:
+            return super().build_trainer(net, tokenizer, labels, stats, tokenized, train, precision, workdir, callbacks, distill)
         return build_sentence_trainer(net, "scored", tokenized, train, precision, workdir, callbacks,
                                       options=self.task.options)
 

@@ -25,6 +25,26 @@ class Modeling(Part):
         by distill.alpha where a row has one. Tasks whose `distillation` is None define it."""
         raise NotImplementedError
 
+    def distill_rows(self, texts: List[str], pairs: Optional[List[str]], gold: List[bool], words, train, outputs):
+        """The transfer set as training rows: text (pair, words), labels (the training split's gold label, or a
+        placeholder where there is none), gold, and the teacher's outputs (a row of logits per text; per word where
+        the task labels words)."""
+        import numpy as np
+        from datasets import Dataset
+
+        from ...data.sources import LABEL, PAIR, TEXT
+
+        known = list(train[LABEL])
+        if words is not None:
+            placeholder = [[0] * len(w) for w in words[len(known):]]  # tag 0 (O), never learned: gold is 0
+            teacher = [np.asarray(o.logits, dtype=np.float32).tolist() for o in outputs]
+        else:
+            placeholder = [known[0]] * (len(texts) - len(known))
+            teacher = np.asarray(outputs, dtype=np.float32).reshape(len(texts), -1).tolist()
+        columns = {TEXT: texts, **({PAIR: pairs} if pairs is not None else {}), **({"words": words} if words is not None else {}),
+                   LABEL: known + placeholder, "gold": [int(g) for g in gold], "teacher": teacher}
+        return Dataset.from_dict(columns)
+
     def load_model(self, args, labels: List[str], max_length: int, stats: Optional[Dict[str, Any]] = None):
         """The model to fine-tune: the encoder with this task's output layer (a new layer's bias at the training
         split's priors, where the task has them)."""

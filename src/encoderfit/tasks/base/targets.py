@@ -15,6 +15,14 @@ class Targets(Part):
 
         return canonical(ds, data, where, need_labels)
 
+    def distill_texts(self, ds):
+        """What a teacher labels for a student, from a split's rows: (texts, their pairs or None, their word spans or
+        None where the task does not label words). Default: each row's text (and pair), one output per row."""
+        from ...data.sources import PAIR, TEXT
+
+        words = [list(map(tuple, w)) for w in ds["words"]] if "words" in ds.column_names else None
+        return list(ds[TEXT]), list(ds[PAIR]) if PAIR in ds.column_names else None, words
+
     def tokenize(self, ds, tokenizer, max_length: int, windows: Optional[Dict], train, role: str):
         """A split's training rows (token ids, labels, length), never padded."""
         from ...data.sources import tokenize

@@ -71,9 +71,12 @@ class Task:
     """The task makes decisions that an int8 export can flip, so export fits a margin to re-check near-ties in fp32."""
     cross_validation: ClassVar[Optional[str]] = None
     """Why `encoderfit cv` cannot pool this task's out-of-fold predictions (None: it can)."""
-    distillation: ClassVar[Optional[str]] = ("`encoderfit distill` is built for classification, multilabel, regression "
-                                             "and ner runs so far")
+    distillation: ClassVar[Optional[str]] = ("`encoderfit distill` is built for classification, multilabel, regression, "
+                                             "ner, embedding and similarity runs so far")
     """Why a student cannot be distilled from this task's runs (None: it can; its Modeling has `distill_loss`)."""
+    distill_validation: ClassVar[bool] = False
+    """A student's checkpoints are chosen by its distillation loss on validation (the teacher's outputs on the
+    validation texts, never trained on), where the student's rows lack what the task's own validation loss needs."""
     exact_test: ClassVar[Optional[str]] = None
     """The key of `paired_test`'s result whose p-value the verdict uses (else the paired bootstrap's)."""
 
