@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import List
 
 from ..core.errors import UserError, closest
 from ..core.files import atomic_file, partial_dir, publish_dir

@@ -23,7 +23,7 @@ from ..core.config import DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArg
 from ..core.distributed import is_main
 from ..core.errors import UserError
 from ..core.files import exclusive
-from ..data.sources import LABEL, PAIR, TEXT, load_source
+from ..data.sources import load_source
 from .evaluate import check_same_splits
 from .rundir import RunDir
 from .splits import Splits, prepare
