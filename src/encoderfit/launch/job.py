@@ -29,6 +29,7 @@ PATH_OPTIONS = ("data.source", "data", "distill.unlabelled", "distill.compare", 
                 "train.deepspeed", "model.name_or_path", "student", "space")
 FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".yaml", ".yml", ".conll", ".iob", ".bio", ".gz",
                  ".zip", ".bz2", ".xz", ".xml", ".sgm", ".arrow", ".md"}
+LAUNCH_DIR = Path(".encoderfit") / "launch"  # in the project: each launch's generated app or task, by name
 # forwarded to the remote run when set here (never written to a file or the log)
 SECRETS = ("HF_TOKEN", "WANDB_API_KEY", "WANDB_ENTITY", "WANDB_PROJECT", "MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_TOKEN",
            "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_EXPERIMENT_NAME")

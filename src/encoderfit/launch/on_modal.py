@@ -25,12 +25,11 @@ from typing import List
 
 from ..core.errors import UserError, closest
 from ..core.files import atomic_file, partial_dir, publish_dir
-from .job import DISTRIBUTED, Job, describe, locked_packages, parse_job, relative_key
+from .job import DISTRIBUTED, LAUNCH_DIR, Job, describe, locked_packages, parse_job, relative_key
 
 log = logging.getLogger(__name__)
 GPUS = ("T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "RTX-PRO-6000", "H100", "H100!", "H200", "B200")
 RUNS_ROOT, CACHE_ROOT, SOURCE_ROOT = "/runs", "/cache", "/opt/encoderfit"
-LAUNCH_DIR = Path(".encoderfit") / "launch"
 
 TEMPLATE = '''"""Modal app written by `encoderfit launch modal` (encoderfit {version}).
 
@@ -127,12 +126,12 @@ def check_credentials() -> None:
                         "MODAL_TOKEN_SECRET); nothing was submitted")
 
 
-def render(job: Job, gpu: str, timeout: int, retries: int, detach: bool, runs_volume: str, cache_volume: str, path: Path) -> str:
-    """The Modal app's source for `job`."""
+def render(job: Job, gpu: str, timeout: int, retries: int, detach: bool, runs_volume: str, cache_volume: str, path: Path,
+           torch: List[str], packages: List[str]) -> str:
+    """The Modal app's source for `job`, its image from the `torch` pin and the locked `packages`."""
     from .. import __version__
 
     name, count = parse_gpu(gpu)
-    torch, packages = locked_packages()
     values = dict(version=__version__, name=job.name, gpu=name, gpu_count=count, timeout=timeout, retries=retries,
                   torch=torch, packages=packages, source=str(Path(__file__).resolve().parents[1]),
                   uploads=[(str(p), str(p)) for p in job.inputs], workdir=str(job.project), runs_volume=runs_volume,
@@ -172,11 +171,11 @@ def launch_modal(command: List[str], gpu: str = "A100-40GB", timeout: int = 24 *
     if not dry_run:
         check_credentials()
     path = job.project / LAUNCH_DIR / job.name / "modal_app.py"
-    source = render(job, gpu, timeout, retries, detach, runs_volume, cache_volume, path)
+    torch, packages = locked_packages()
+    source = render(job, gpu, timeout, retries, detach, runs_volume, cache_volume, path, torch, packages)
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(path) as f:
         f.write(source)
-    torch, packages = locked_packages()
     print(describe({"app": str(path), "image": f"python 3.11, {torch[0]} (CUDA), {len(packages)} locked packages, encoderfit source",
                     "gpu": "{}:{}".format(*parse_gpu(gpu)), "timeout_s": timeout, "retries": retries,
                     "volumes": {RUNS_ROOT: runs_volume, CACHE_ROOT: cache_volume},

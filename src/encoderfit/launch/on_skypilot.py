@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -29,8 +30,7 @@ import yaml
 
 from ..core.errors import UserError, closest
 from ..core.files import atomic_file
-from .job import DISTRIBUTED, Job, describe, parse_job
-from .on_modal import LAUNCH_DIR
+from .job import DISTRIBUTED, LAUNCH_DIR, Job, describe, parse_job
 
 ACCELERATORS = ("T4", "L4", "A10", "A10G", "A40", "A100", "A100-80GB", "L40", "L40S", "H100", "H100-MEGA", "H100-SXM",
                 "H200", "B200", "GB200", "V100", "V100-32GB", "P100", "K80", "RTX3090", "RTX4090", "RTX6000", "RTXPRO6000",
@@ -84,7 +84,7 @@ def check_credentials(cloud: Optional[str], env: Dict[str, str]) -> None:
 def run_script(job: Job, runs_mount: str) -> str:
     """The task's run command: torchrun over every GPU of every node for the commands that train, else rank 0 only."""
     output = f"{runs_mount.rstrip('/')}/{job.key}"
-    argv = " ".join(_quote(a) for a in job.remote_argv(runs_mount))
+    argv = " ".join(shlex.quote(a) for a in job.remote_argv(runs_mount))
     lines = ["set -euo pipefail", 'PY="${ENCODERFIT_PYTHON:-$HOME/encoderfit-env/bin/python}"  # setup\'s environment',
              f'mkdir -p "{posixpath.dirname(output)}"']
     if job.command in DISTRIBUTED:
@@ -103,12 +103,6 @@ class _Literal(yaml.SafeDumper):
 
 _Literal.add_representer(str, lambda dumper, value: dumper.represent_scalar(
     "tag:yaml.org,2002:str", value, style="|" if "\n" in value else None))
-
-
-def _quote(arg: str) -> str:
-    import shlex
-
-    return shlex.quote(arg)
 
 
 SOURCE = "~/encoderfit-src"  # where encoderfit's own source checkout (or nothing, for a PyPI install) is mounted
