@@ -136,6 +136,7 @@ def test_bad_distillation_input_is_a_one_line_error(trained_run, tiny_model, tmp
         (["--student", str(unreadable)], "tokenizer reads"),
         (["--teacher", str(tmp_path)], "not a run directory"),
         (["--data.source", "elsewhere.csv"], "a student learns on its teacher's data"),
+        (["--ner.documents", "true"], "the teacher is a classification run"),
     ]
     for extra, said in cases:
         failed = run_cli(*base, *extra, check=False)
@@ -149,7 +150,14 @@ def test_bad_distillation_input_is_a_one_line_error(trained_run, tiny_model, tmp
 def test_multilabel_regression_and_ner_students_learn_from_their_teachers(teacher, request, tiny_model, tmp_path):
     run = request.getfixturevalue(teacher)
     out = tmp_path / "student"
-    run_cli("distill", "--teacher", str(run), "--student", str(tiny_model), "--output_dir", str(out), *DISTILL,
+    recipe = []
+    if teacher == "ner_run":  # a recipe's task group (examples/conll2003.yaml has `ner:`) is read, and must be the teacher's
+        (tmp_path / "recipe.yaml").write_text("ner:\n  documents: false\n  subword_labels: all\n")
+        recipe = ["--config", str(tmp_path / "recipe.yaml")]
+        refused = run_cli("distill", "--teacher", str(run), "--student", str(tiny_model), "--output_dir", str(out), *recipe,
+                          "--ner.documents", "true", check=False)
+        assert refused.returncode == 2 and "the teacher's is False" in refused.stderr and not out.exists(), refused.stderr[-300:]
+    run_cli("distill", "--teacher", str(run), "--student", str(tiny_model), "--output_dir", str(out), *DISTILL, *recipe,
             "--train.epochs", "3", "--distill.augment", "1")
     metrics = json.loads((out / "metrics.json").read_text())
     teacher_metrics = json.loads((run / "metrics.json").read_text())["test"]

@@ -2,7 +2,7 @@
 
 A function's signature and docstring are its `--help`; dataclass arguments become dotted groups
 (`--train.learning_rate`), and `--config FILE.yaml` fills any of them. A function that takes `options` (train, cv,
-tune) also gets each task's own group (`--ner.documents`, from the registry's `OPTIONS`), passed to it as
+tune, distill) also gets each task's own group (`--ner.documents`, from the registry's `OPTIONS`), passed to it as
 `options={"ner": {"documents": True}}` (only the settings given). User mistakes print one line
 and exit with code 2; Ctrl-C (or SIGTERM) says what was kept and exits with 130 (143).
 

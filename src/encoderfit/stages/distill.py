@@ -36,8 +36,9 @@ log = logging.getLogger(__name__)
 MAX_UNKNOWN = 0.05  # a student tokenizer that maps more of the transfer set's words than this to [UNK] cannot read it
 
 
-def teacher_run(teacher: Optional[Path], task: Optional[str], data: DataArgs):
-    """The teacher's RunDir, its config and task, after the checks a bad command fails on."""
+def teacher_run(teacher: Optional[Path], task: Optional[str], data: DataArgs, options: Optional[Dict[str, dict]] = None):
+    """The teacher's RunDir, its config and task, after the checks a bad command fails on. Task settings given
+    (`--ner.documents`, a recipe's `ner:` group) must be the teacher's: the student reads the data as the teacher did."""
     if teacher is None:
         raise UserError("--teacher is missing: name the run to distil (a directory `encoderfit train` wrote)")
     run = RunDir(Path(teacher))
@@ -50,6 +51,12 @@ def teacher_run(teacher: Optional[Path], task: Optional[str], data: DataArgs):
     if data != DataArgs() and data != cfg.data:
         raise UserError(f"--data: a student learns on its teacher's data ({cfg.data.source}, split as the teacher's); drop the "
                         "data settings (to add text, use --distill.unlabelled)")
+    for group, given in (options or {}).items():
+        for name, value in given.items():
+            held = cfg.options.get(group, {}).get(name)
+            if group != cfg.task or value != held:
+                now = f"the teacher's is {held!r}" if group == cfg.task else f"the teacher is a {cfg.task} run"
+                raise UserError(f"--{group}.{name} {value!r}: {now}; a student reads the data as its teacher did: drop it")
     return run, cfg, kind
 
 
@@ -176,6 +183,7 @@ def train_student(
     report: ReportArgs = ReportArgs(),
     data: DataArgs = DataArgs(),
     task: Optional[str] = None,
+    options: Optional[Dict[str, dict]] = None,
     output_dir: Path = Path("runs/distilled"),
     overwrite: bool = False,
     resume: Optional[bool] = None,
@@ -197,6 +205,7 @@ def train_student(
         report: Evaluation settings, as for train.
         data: Must be the teacher's or left out: the student learns on the teacher's data and splits.
         task: Must be the teacher's task or left out.
+        options: The task's own settings ({task: {setting: value}}, the CLI's --ner.documents): the teacher's or left out.
         output_dir: The run directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
         resume: As for train: continue an interrupted distillation of the same settings.
@@ -205,7 +214,7 @@ def train_student(
     from .predict import Predictor
 
     started = time.time()
-    teacher_dir, teacher_cfg, kind = teacher_run(teacher, task, data)
+    teacher_dir, teacher_cfg, kind = teacher_run(teacher, task, data, options)
     model = replace(model, name_or_path=student or model.name_or_path,
                     max_length=model.max_length or teacher_cfg.resolved.get("max_length"))
     out = check_start(output_dir, overwrite, train)
