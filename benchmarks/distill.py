@@ -2,7 +2,7 @@
 the real CLI alone, its wall time recorded, and the table of docs/benchmarks.md ("Distillation") and docs/distill.md
 written from the runs' metrics.json (test metric with its CI, and the paired tests against teacher and direct student).
 
-    python benchmarks/distill.py                    # every run below, in order (about 1 h 40 min on 2 cores)
+    python benchmarks/distill.py                    # every run below, in order (about 3 h 30 min on 2 cores)
     python benchmarks/distill.py --runs vader-distilled
     python benchmarks/distill.py --table-only       # rebuild the tables from runs/distill/*
 
@@ -119,6 +119,7 @@ def table() -> str:
         sizes = f"{transfer['total']:,} texts ({transfer['train']:,} + {transfer['augmented']:,} augmented)" if transfer else "–"
         took = f"{int(wall['wall_s']) // 60} min {int(wall['wall_s']) % 60:02d} s" if wall.get("wall_s") else "–"
         took = f"at most {took} (other jobs ran beside it)" if wall.get("alone") is False else took
+        took += f" ({wall['where']})" if wall.get("where") else ""  # a run copied from another machine's session
         name_or_path = yaml.safe_load((out / "config.yaml").read_text())["model"]["name_or_path"]
         key, title = _headline(test)
         base = metrics["baseline"]
