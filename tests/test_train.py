@@ -1,6 +1,8 @@
 """The real CLI trains the tiny ModernBERT end to end; its run directory is complete, standard and consistent."""
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -182,3 +184,29 @@ def test_multilabel_checkpoints_are_scored_under_the_thresholds_they_will_ship_w
     logits = np.where(y > 0, -1.0, -4.0) + rng.normal(0, 0.1, y.shape)  # positives rank first, all below p = 0.5
     scores = get_task("multilabel").scoring.trainer_metrics(["a", "b", "c", "d"], {})((logits, y))
     assert scores["f1_micro"] == pytest.approx(1.0) and scores["f1_macro"] == pytest.approx(1.0)
+
+
+FAULTS = """
+import resource, sys, torch
+from encoderfit.core.device import keep_freed_memory
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+torch.ones(16 * 2**20)  # 64 MiB, allocated and freed once before counting
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    block = torch.ones(16 * 2**20)
+    del block
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator (Linux) only")
+def test_cpu_training_reuses_freed_memory_instead_of_faulting_it_in_each_step(trained_run):
+    from encoderfit.core import device
+
+    assert device._kept  # the run above trained on the CPU in this process, so training applied it
+    faults = {how: int(subprocess.run([sys.executable, "-c", FAULTS, how], capture_output=True, text=True, check=True).stdout)
+              for how in ("default", "kept")}
+    pages = 5 * 16 * 2**20 * 4 // 4096  # five 64 MiB blocks of 4 KiB pages
+    assert faults["default"] > pages // 2, faults  # glibc maps each freed-and-reallocated block afresh
+    assert faults["kept"] < pages // 20, faults  # kept: the same pages serve every block

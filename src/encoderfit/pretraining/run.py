@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 from .. import __version__
 from ..core.config import TrainArgs
 from .corpus import CorpusArgs, load_corpus
-from ..core.device import pick_precision
+from ..core.device import keep_freed_memory, pick_precision
 from ..core.distributed import barrier, is_main, share
 from ..core.errors import UserError
 from ..core.files import exclusive, partial_dir, publish_dir, write_json
@@ -185,6 +185,8 @@ def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, che
     collator.resume_at(start * cfg.train.gradient_accumulation_steps)
     trainer = build_trainer(net, tok, task, [], {}, {"train": train_blocks, "validation": masked}, cfg.train, precision,
                             workdir, callbacks=callbacks, collator=collator)
+    if trainer.args.device.type == "cpu" and cfg.train.keep_cpu_memory:
+        keep_freed_memory()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     evaluation = trainer.evaluate()
     run = RunDir(workdir)

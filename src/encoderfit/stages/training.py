@@ -15,7 +15,7 @@ from .. import __version__
 from ..core.checkpoints import checkpoints_in, newest_complete
 from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.runconfig import RunConfig
-from ..core.device import pick_precision
+from ..core.device import keep_freed_memory, pick_precision
 from ..core.distributed import is_main
 from ..core.errors import UserError
 from ..core.files import write_json
@@ -120,6 +120,8 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")
     if is_main():
         log.info("training on %s: %s, %d process(es)", trainer.args.device, engine, trainer.args.world_size)
+    if trainer.args.device.type == "cpu" and cfg.train.keep_cpu_memory:
+        keep_freed_memory()
     result = trainer.train(resume_from_checkpoint=checkpoint or None)
     run = RunDir(workdir)
     prep.tokenizer.model_max_length = prep.max_length  # so plain pipelines truncate like encoderfit does
