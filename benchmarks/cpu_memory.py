@@ -47,7 +47,8 @@ for step in range(steps + 1):
         rows.append((time.perf_counter() - t0, r1.ru_stime - r0.ru_stime, r1.ru_minflt - r0.ru_minflt))
 print(json.dumps({"seconds": sum(r[0] for r in rows) / len(rows), "system": sum(r[1] for r in rows) / len(rows),
                   "faults": sum(r[2] for r in rows) / len(rows),
-                  "params": sum(p.numel() for p in model.parameters()) / 1e6}))
+                  "params": sum(p.numel() for p in model.parameters()) / 1e6,
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
 
@@ -62,7 +63,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
     parser.add_argument("--lengths", nargs="*", type=int, default=[64, 256])
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     import torch
     import transformers
@@ -70,8 +71,8 @@ def main() -> None:
     from encoderfit.core.errors import UserError
     from encoderfit.models.loading import resolve_name
 
-    rows = ["| model | tokens per text | glibc default: s per step (kernel s) | kept: s per step (kernel s) | page faults per step, default / kept | speed-up |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| model | tokens per text | glibc default: s per step (kernel s) | kept: s per step (kernel s) | page faults per step, default / kept | peak memory, default / kept | speed-up |",
+            "|---|---|---|---|---|---|---|"]
     for name in args.models:
         try:
             resolve_name(name)  # a packaged model: extracted once, here, not inside the timed processes
@@ -82,6 +83,7 @@ def main() -> None:
             plain, kept = (measure(how, name, length, args.batch, args.steps) for how in ("default", "kept"))
             rows.append(f"| {name} ({plain['params']:.1f}M) | {length} | {plain['seconds']:.2f} ({plain['system']:.2f}) | "
                         f"{kept['seconds']:.2f} ({kept['system']:.2f}) | {plain['faults']:,.0f} / {kept['faults']:,.0f} | "
+                        f"{plain['peak_mib']:,.0f} / {kept['peak_mib']:,.0f} MiB | "
                         f"{plain['seconds'] / kept['seconds']:.2f}x |")
             print(rows[-1], flush=True)
     text = "\n".join(rows) + (

@@ -191,11 +191,14 @@ import resource, sys, torch
 from encoderfit.core.device import keep_freed_memory
 if sys.argv[1] == "kept":
     assert keep_freed_memory()
-torch.ones(16 * 2**20)  # 64 MiB, allocated and freed once before counting
+def step():  # a training step's pattern: two large activations freed, a small tensor kept
+    big, other = torch.ones(16 * 2**20), torch.ones(8 * 2**20)
+    return big[:100] + other[:100]
+for _ in range(20):  # warm-up: the heap settles
+    step()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 for _ in range(5):
-    block = torch.ones(16 * 2**20)
-    del block
+    step()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
@@ -207,6 +210,6 @@ def test_cpu_training_reuses_freed_memory_instead_of_faulting_it_in_each_step(tr
     assert device._kept  # the run above trained on the CPU in this process, so training applied it
     faults = {how: int(subprocess.run([sys.executable, "-c", FAULTS, how], capture_output=True, text=True, check=True).stdout)
               for how in ("default", "kept")}
-    pages = 5 * 16 * 2**20 * 4 // 4096  # five 64 MiB blocks of 4 KiB pages
+    pages = 5 * 24 * 2**20 * 4 // 4096  # five steps of 96 MiB in 4 KiB pages
     assert faults["default"] > pages // 2, faults  # glibc maps each freed-and-reallocated block afresh
-    assert faults["kept"] < pages // 20, faults  # kept: the same pages serve every block
+    assert faults["kept"] < pages // 20, faults  # kept: the same pages serve every step
