@@ -74,14 +74,15 @@ def pick_precision(requested: str = "auto") -> str:
     return requested
 
 
-def keep_freed_memory() -> bool:
+def keep_freed_memory(device_type: str = "cpu", wanted: bool = True) -> bool:
     """CPU training under glibc (Linux): keep freed memory in the process for the next step. glibc maps each block
     over 32 MiB afresh and unmaps it when freed, so every step's large activations (a batch of 32 x 256 tokens in a
     110M encoder: ~100 MiB each) arrive as new zeroed pages, one page fault per 4 KiB: measured here, nearly half of an
     all-mpnet-base-v2 step was spent in the kernel (benchmarks/cpu_memory.py). With mmap off and no trimming, freed
-    blocks are reused; the process keeps its peak memory until it exits. Once per process; False where it cannot apply."""
+    blocks are reused; the process keeps its peak memory until it exits. Once per process; False where it cannot apply
+    (not `wanted`: --train.keep_cpu_memory false; training on a GPU; not glibc)."""
     global _kept
-    if _kept or not sys.platform.startswith("linux"):
+    if _kept or device_type != "cpu" or not wanted or not sys.platform.startswith("linux"):
         return _kept
     import ctypes
 

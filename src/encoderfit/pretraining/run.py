@@ -185,8 +185,7 @@ def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, che
     collator.resume_at(start * cfg.train.gradient_accumulation_steps)
     trainer = build_trainer(net, tok, task, [], {}, {"train": train_blocks, "validation": masked}, cfg.train, precision,
                             workdir, callbacks=callbacks, collator=collator)
-    if trainer.args.device.type == "cpu" and cfg.train.keep_cpu_memory:
-        keep_freed_memory()
+    keep_freed_memory(trainer.args.device.type, cfg.train.keep_cpu_memory)
     result = trainer.train(resume_from_checkpoint=checkpoint)
     evaluation = trainer.evaluate()
     run = RunDir(workdir)

@@ -120,8 +120,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         raise UserError(f"train.fsdp: accelerate did not enable FSDP on {trainer.args.device.type}; drop train.fsdp here")
     if is_main():
         log.info("training on %s: %s, %d process(es)", trainer.args.device, engine, trainer.args.world_size)
-    if trainer.args.device.type == "cpu" and cfg.train.keep_cpu_memory:
-        keep_freed_memory()
+    keep_freed_memory(trainer.args.device.type, cfg.train.keep_cpu_memory)
     result = trainer.train(resume_from_checkpoint=checkpoint or None)
     run = RunDir(workdir)
     prep.tokenizer.model_max_length = prep.max_length  # so plain pipelines truncate like encoderfit does
