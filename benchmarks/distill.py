@@ -70,7 +70,7 @@ def run(name: str) -> None:
         print(f"{name}: the same run as {public}, copied", flush=True)
         shutil.copytree(public, out, dirs_exist_ok=True)
         return
-    if "conll" in name and not Path(CONLL[-1]).is_dir():
+    if CONLL[-1] in RUNS[name][1] and not Path(CONLL[-1]).is_dir():
         sys.exit(f"{name}: {CONLL[-1]} is absent (CoNLL-2003 is not shipped; see ../shared/data/README.md)")
     command = ["encoderfit", *RUNS[name][1], "--output_dir", str(out), "--overwrite", "true"]
     print("$", " ".join(command), flush=True)

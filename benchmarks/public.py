@@ -54,7 +54,7 @@ SETS = {
                         "f1", "entity F1 (strict), all-mpnet-base-v2", "as above"),
     "reuters": ("reuters21578", ["train", "--config", "examples/reuters.yaml"], "f1_micro", "micro-F1",
                 "linear SVM ~0.86-0.87 (Joachims 1998; Yang & Liu 1999); BERT-base ~0.89 (Adhikari et al. 2019)"),
-    # all-mpnet-base-v2: BERT's recipe (lr 5e-5, batch 32), 2 epochs (the low end of its 2-4) to fit ~80 min on 2 cores
+    # all-mpnet-base-v2: BERT's recipe (lr 5e-5, batch 32), 2 epochs (the low end of its 2-4): ~2 h alone on 2 cores
     "reuters-mpnet": ("reuters21578", ["train", "--config", "examples/reuters.yaml", "--model.name_or_path", "all-mpnet-base-v2",
                                        "--train.learning_rate", "5e-5", "--train.epochs", "2"], "f1_micro",
                       "micro-F1, all-mpnet-base-v2", "as above"),
@@ -122,15 +122,12 @@ def table() -> str:
         said = f"{verdict.get('outcome', '–')}: {d.get('difference', 0):+.3f} [{d.get('low', 0):+.3f}, {d.get('high', 0):+.3f}]" if d else "–"
         baseline = f"{base.get(key):.3f} ({base.get('model', 'baseline').split(' (')[0]})" if base.get(key) is not None else "–"
         extra = {"squad-v1.1": lambda: f"; EM {test['exact_match']:.1f}",
-                 "squad-v1.1-mpnet": lambda: f"; EM {test['exact_match']:.1f}",
                  "squad-v2": lambda: f"; EM {test['exact_match']:.1f}; answerable F1 {test.get('HasAns_f1', float('nan')):.1f}, "
                                      f"unanswerable {test.get('NoAns_f1', float('nan')):.1f}",
-                 "reuters-mpnet": lambda: f"; macro-F1 {test['f1_macro']:.3f} (baseline {base.get('f1_macro', float('nan')):.3f})",
                  "reuters": lambda: f"; macro-F1 {test['f1_macro']:.3f} (baseline {base.get('f1_macro', float('nan')):.3f})",
                  "stsb": lambda: f"; base model {base['base_model']['spearman']:.3f}" if base.get("base_model") else "",
-                 "conll2003-mpnet": lambda: f"; entity ECE {test['calibration']['ece']:.3f}",
                  "conll2003": lambda: f"; entity ECE {test['calibration']['ece']:.3f} (before scaling {test['calibration'].get('ece_before', float('nan')):.3f})"}
-        note = extra.get(name, lambda: "")()
+        note = extra.get(name.removesuffix("-mpnet"), lambda: "")()  # a set's MPNet run reads like its MiniLM run
         if wall.get("wall_s"):
             minutes, seconds = divmod(int(wall["wall_s"]), 60)
             took = f"{minutes} min {seconds:02d} s ({wall['date']})"
