@@ -147,6 +147,10 @@ class TrainArgs:
     head_learning_rate: Optional[float] = None
     """Peak learning rate of a newly initialised task head (the layers outside the encoder), as setfit separates body
     and head. Default: learning_rate. A head starts from scratch while the encoder is pretrained."""
+    linear_probe: bool = False
+    """Before fine-tuning, fit the new output layer to convergence on the frozen encoder's features of the training
+    split (LP-FT, Kumar et al. 2022: the task's loss plus an L2 penalty chosen on validation), then fine-tune all of
+    it from there. Classification, multi-label and regression; one forward pass over the training split."""
     weight_decay: float = 1e-5
     """Decoupled AdamW weight decay (the paper uses a tiny value)."""
     warmup_ratio: float = 0.1

@@ -94,6 +94,7 @@ class PooledClassifier(torch.nn.Module):
     """encoder -> pooling -> linear: the logits of classification, multi-label and regression."""
 
     _keys_to_ignore_on_save = None  # the Trainer asks this of any model it resumes
+    base_model_prefix = "encoder"  # as transformers models name theirs: what is not in it is the task head
 
     def __init__(self, encoder, mode: str, outputs: int):
         super().__init__()

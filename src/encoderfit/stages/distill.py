@@ -214,6 +214,8 @@ def train_student(
     from .predict import Predictor
 
     started = time.time()
+    if train.linear_probe:
+        raise UserError("train.linear_probe: a student learns from its teacher's outputs, not from a probe on gold labels; drop it")
     teacher_dir, teacher_cfg, kind = teacher_run(teacher, task, data, options)
     model = replace(model, name_or_path=student or model.name_or_path,
                     max_length=model.max_length or teacher_cfg.resolved.get("max_length"))

@@ -66,6 +66,8 @@ class Prepared:
     def from_splits(cls, splits: Splits, model: ModelArgs, train: TrainArgs) -> "Prepared":
         precision = pick_precision(train.precision)
         chosen = task_for(splits.task, model, splits.options)
+        if train.linear_probe and not chosen.modeling.probes:
+            raise UserError(f"train.linear_probe: the {chosen.name} task has no per-text output layer to probe; drop it")
         if train.metric_for_best not in chosen.metrics_for_best:  # before the model loads: the task knows its metrics
             raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {chosen.name} task; "
                             f"choose from {sorted(chosen.metrics_for_best)}")
@@ -112,6 +114,11 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
 
     set_seed(cfg.train.seed)
     net = prep.task.modeling.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
+    if cfg.train.linear_probe and not checkpoint:  # a resumed run's checkpoint replaces the head anyway
+        probed = prep.task.modeling.linear_probe(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train)
+        log.info("linear probe: the output layer fitted on the frozen features of %d training rows (%d features), L2 "
+                 "penalty %g chosen by validation loss %s, %.1f s", probed["rows"], probed["features"], probed["penalty"],
+                 probed["validation_loss"], probed["seconds"])
     distill = {"distill": prep.distill} if prep.distill is not None else {}
     trainer = prep.task.modeling.build_trainer(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train,
                                                prep.precision, workdir, callbacks, **distill)

@@ -120,6 +120,8 @@ class ClassificationTargets(Targets):
 
 
 class ClassificationModeling(Modeling):
+    probes = True
+
     def loss(self, stats, train):
         import torch
 

@@ -142,6 +142,8 @@ class MultilabelTargets(Targets):
 
 
 class MultilabelModeling(Modeling):
+    probes = True
+
     def output_bias(self, stats):
         """Each label's log-odds in the training split (smoothed): a new head starts at the priors, so the encoder is
         not pushed to a constant vector to learn them (which predicts the priors for every text)."""

@@ -113,6 +113,8 @@ class RegressionTargets(Targets):
 
 
 class RegressionModeling(Modeling):
+    probes = True
+
     def model_kwargs(self, labels):
         return {"num_labels": 1, "id2label": {0: labels[0]}, "label2id": {labels[0]: 0}, "problem_type": self.task.problem_type}
 

@@ -75,6 +75,8 @@ class SetFitTargets(ClassificationTargets):
 
 
 class SetFitModeling(ClassificationModeling):
+    probes = False  # its head is fitted on the contrastively tuned embeddings after training
+
     def load_model(self, args, labels, max_length, stats=None):
         from .embedding_model import load_sentence_model
 
