@@ -275,7 +275,7 @@ def test_a_linear_probe_fits_the_new_head_on_frozen_features_before_fine_tuning(
 
     from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs
     from encoderfit.models.loading import output_layer
-    from encoderfit.models.probe import head_features
+    from encoderfit.models.probe import head_features, probe_head
     from encoderfit.stages.training import Prepared
 
     data = write_csv(tmp_path / "sparse.csv", sparse_multilabel_rows(600, seed=3, rate=0.15))
@@ -288,7 +288,7 @@ def test_a_linear_probe_fits_the_new_head_on_frozen_features_before_fine_tuning(
     with torch.no_grad():
         before = float(loss(SimpleNamespace(logits=layer(x)), y))
     encoder = {k: v.clone() for k, v in net.encoder.state_dict().items()}
-    done = modeling.linear_probe(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, train)
+    done = probe_head(net, len(prep.splits.labels), prep.tokenized, modeling.collator(prep.tokenizer), loss, train.seed)
     with torch.no_grad():
         after = float(loss(SimpleNamespace(logits=layer(x)), y))
     assert done["rows"] == len(prep.tokenized["train"]) and done["features"] == x.shape[1]

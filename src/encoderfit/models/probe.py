@@ -90,9 +90,16 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: tor
             "validation_loss": {p: round(v[0], 5) for p, v in scores.items()}}
 
 
-def probe_head(net, layer: torch.nn.Module, tokenized: Dict, collator, loss: Callable, seed: int) -> Dict:
-    """Fit `layer` (the model's output layer) as a linear probe on the frozen features of tokenized["train"], the
-    penalty chosen on tokenized["validation"]; the layer's weights are replaced. Returns what was done, for the log."""
+def probe_head(net, outputs: int, tokenized: Dict, collator, loss: Callable, seed: int) -> Dict:
+    """Fit the model's output layer (`outputs` rows) as a linear probe on the frozen features of tokenized["train"]
+    with the task's `collator` and training `loss`, the penalty chosen on tokenized["validation"]; the layer's weights
+    are replaced. Returns what was done, for the log."""
+    from ..core.errors import UserError
+    from .loading import output_layer
+
+    layer = output_layer(net, outputs)
+    if layer is None:
+        raise UserError(f"train.linear_probe: no output layer of {outputs} outputs found in {type(net).__name__}; drop train.linear_probe")
     started = time.monotonic()
     train = tokenized["train"]
     if len(train) > MAX_ROWS:

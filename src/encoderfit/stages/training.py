@@ -115,7 +115,11 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     set_seed(cfg.train.seed)
     net = prep.task.modeling.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
     if cfg.train.linear_probe and not checkpoint:  # a resumed run's checkpoint replaces the head anyway
-        probed = prep.task.modeling.linear_probe(net, prep.tokenizer, prep.splits.labels, prep.stats, prep.tokenized, cfg.train)
+        from ..models.probe import probe_head
+
+        modeling = prep.task.modeling
+        probed = probe_head(net, prep.task.targets.num_outputs(prep.splits.labels), prep.tokenized, modeling.collator(prep.tokenizer),
+                            modeling.loss(prep.stats, cfg.train), cfg.train.seed)
         log.info("linear probe: the output layer fitted on the frozen features of %d training rows (%d features), L2 "
                  "penalty %g chosen by validation loss %s, %.1f s", probed["rows"], probed["features"], probed["penalty"],
                  probed["validation_loss"], probed["seconds"])

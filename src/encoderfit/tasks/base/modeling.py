@@ -57,19 +57,6 @@ class Modeling(Part):
         bias = self.output_bias(stats) if stats else None
         return pooled_classifier(args, self.task, labels, bias) or load_model(args, self.task, labels, bias)
 
-    def linear_probe(self, net, tokenizer, labels: List[str], stats: Dict[str, Any], tokenized: Dict, train) -> Dict[str, Any]:
-        """train.linear_probe: fit `net`'s output layer on the frozen features of the training rows with this task's
-        loss (models/probe.py); returns what was done, for the log."""
-        from ...core.errors import UserError
-        from ...models.loading import output_layer
-        from ...models.probe import probe_head
-
-        layer = output_layer(net, self.task.targets.num_outputs(labels))
-        if layer is None:
-            raise UserError(f"train.linear_probe: no output layer of {self.task.targets.num_outputs(labels)} outputs found in "
-                            f"{type(net).__name__}; drop train.linear_probe")
-        return probe_head(net, layer, tokenized, self.collator(tokenizer), self.loss(stats, train), train.seed)
-
     def output_bias(self, stats: Dict[str, Any]):
         """A new output layer's starting bias from the training split's statistics (None: the architecture's)."""
         return None
