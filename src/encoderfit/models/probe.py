@@ -16,15 +16,12 @@ loss; the test split is never read.
 
 from __future__ import annotations
 
-import logging
 import time
 from types import SimpleNamespace
 from typing import Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 import torch
-
-log = logging.getLogger(__name__)
 
 PENALTIES = (1e-5, 1e-4, 1e-3, 1e-2)
 """L2 penalties tried (on standardised features; the loss is a mean): sklearn's default C = 1 is 1/n, about 1e-4
