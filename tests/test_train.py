@@ -213,3 +213,28 @@ def test_cpu_training_reuses_freed_memory_instead_of_faulting_it_in_each_step(tr
     pages = 5 * 24 * 2**20 * 4 // 4096  # five steps of 96 MiB in 4 KiB pages
     assert faults["default"] > pages // 2, faults  # glibc maps each freed-and-reallocated block afresh
     assert faults["kept"] < pages // 20, faults  # kept: the same pages serve every step
+
+
+def test_bf16_on_a_cpu_is_autocast_and_the_saved_model_stays_fp32(tmp_path, tiny_model, toy_csv):
+    """--train.precision bf16 without a GPU trains under CPU autocast: the run records bf16, learns the toy task, and
+    the weights it saves (and everything that loads them) stay fp32; fp16 still needs a GPU."""
+    import torch
+    from safetensors import safe_open
+
+    from conftest import TINY_TRAIN
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU machine: bf16 there is the GPU's, tested by the default precision")
+    out = tmp_path / "bf16"
+    result = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
+                     *TINY_TRAIN, "--train.precision", "bf16")
+    assert "bf16 autocast on the CPU" in result.stderr + result.stdout
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["resolved"]["precision"] == "bf16"
+    assert json.loads((out / "metrics.json").read_text())["test"]["accuracy"] >= 0.8
+    with safe_open(str(out / "model" / "model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.float32}
+    refused = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir",
+                      str(tmp_path / "fp16"), "--train.precision", "fp16", check=False)
+    assert refused.returncode == 2 and "fp16 needs a CUDA GPU" in refused.stderr
+    assert not (tmp_path / "fp16").exists()

@@ -172,7 +172,8 @@ class TrainArgs:
     seed: int = 42
     """Seed for initialisation, shuffling and dropout."""
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    """Numeric precision. auto: bf16 on GPUs that support it, else fp32 (never autocast on CPU)."""
+    """Numeric precision. auto: bf16 on GPUs that support it, else fp32. bf16 on a CPU: autocast (weights stay fp32),
+    2-3x faster steps on CPUs with bf16 hardware (Intel AMX/AVX512-BF16); fp16 needs a GPU."""
     keep_cpu_memory: bool = True
     """Training on a CPU (Linux, glibc): keep freed memory for reuse instead of returning large blocks to the system
     each step, which costs a page fault per 4 KiB of fresh activations (1.46x faster steps for a 110M encoder at 256
