@@ -25,7 +25,7 @@ STEPS = """
 import json, resource, sys, time
 from encoderfit.core.device import keep_freed_memory
 from encoderfit.models.loading import resolve_name
-how, name, length, batch, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+how, name, length, batch, steps, precision = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
 if how == "kept":
     assert keep_freed_memory()
 import torch
@@ -39,7 +39,9 @@ labels = (torch.rand(batch, 90) < 0.02).float()
 rows = []
 for step in range(steps + 1):
     r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
-    model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss.backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):  # as the Trainer runs bf16 on a CPU
+        loss = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).loss
+    loss.backward()
     optimizer.step()
     optimizer.zero_grad()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -52,8 +54,9 @@ print(json.dumps({"seconds": sum(r[0] for r in rows) / len(rows), "system": sum(
 """
 
 
-def measure(how: str, name: str, length: int, batch: int, steps: int) -> dict:
-    out = subprocess.run([sys.executable, "-c", STEPS, how, name, str(length), str(batch), str(steps)], capture_output=True,
+def measure(how: str, name: str, length: int, batch: int, steps: int, precision: str = "fp32") -> dict:
+    """One setting in a fresh process: `how` is "default" (glibc's allocator) or "kept"; precision fp32 or bf16."""
+    out = subprocess.run([sys.executable, "-c", STEPS, how, name, str(length), str(batch), str(steps), precision], capture_output=True,
                          text=True, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 

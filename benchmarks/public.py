@@ -71,6 +71,9 @@ SETS = {
     "squad-v1.1-mpnet": ("squad-v1.1/dev-v1.1.json", ["train", "--config", "examples/squad.yaml", "--model.name_or_path",
                                                       "all-mpnet-base-v2", "--train.learning_rate", "5e-5", "--train.precision", "bf16"],
                          "f1", "F1 (EM beside it), all-mpnet-base-v2", "as above"),
+    # the example under bf16 autocast (benchmarks/cpu_bf16.py): does the faster CPU precision keep the example's quality?
+    "squad-v1.1-bf16": ("squad-v1.1/dev-v1.1.json", ["train", "--config", "examples/squad.yaml", "--train.precision", "bf16"],
+                        "f1", "F1 (EM beside it), bf16 autocast", "as above"),
     "squad-v2": ("squad-v2-half-dev/dev-v2.0.json", ["train", "--config", "examples/squad.yaml"], "f1", "F1, v2.0 (with unanswerable)",
                  "BERT-base ~76-77 F1 on the v2.0 dev set after 130k training questions (ours: 4,583, half unanswerable)"),
     "squad-v2-mpnet": ("squad-v2-half-dev/dev-v2.0.json", ["train", "--config", "examples/squad.yaml", "--model.name_or_path",
@@ -135,7 +138,7 @@ def table() -> str:
                  "reuters": lambda: f"; macro-F1 {test['f1_macro']:.3f} (baseline {base.get('f1_macro', float('nan')):.3f})",
                  "stsb": lambda: f"; base model {base['base_model']['spearman']:.3f}" if base.get("base_model") else "",
                  "conll2003": lambda: f"; entity ECE {test['calibration']['ece']:.3f} (before scaling {test['calibration'].get('ece_before', float('nan')):.3f})"}
-        note = extra.get(name.removesuffix("-mpnet").removesuffix("-no-probe"), lambda: "")()  # a variant reads like its set
+        note = extra.get(name.removesuffix("-mpnet").removesuffix("-no-probe").removesuffix("-bf16"), lambda: "")()  # a variant reads like its set
         if wall.get("wall_s"):
             minutes, seconds = divmod(int(wall["wall_s"]), 60)
             took = f"{minutes} min {seconds:02d} s ({wall['date']})"

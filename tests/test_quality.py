@@ -84,6 +84,9 @@ def test_a_new_head_starts_at_the_training_priors_and_a_kept_head_keeps_its_bias
 
     saved = load_file(multilabel_run / "model" / "model.safetensors")["classifier.bias"]
     assert np.allclose(output_layer(kept, 3).bias.detach().numpy(), saved)  # re-fine-tuning keeps the trained head
+    assert fresh.head_is_new and not kept.head_is_new  # and a linear probe leaves it as it is
+    relabelled = load_model(ModelArgs(name_or_path=str(multilabel_run / "model")), task, labels[::-1], bias)
+    assert relabelled.head_is_new  # the same size for other labels: a new head
 
 
 def test_head_learning_rate_gives_the_head_its_own_rate(toy_csv, tiny_model, tmp_path):

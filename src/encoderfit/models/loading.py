@@ -138,7 +138,9 @@ def auto_model(task):
 
 def load_model(args: ModelArgs, task, labels: List[str], bias=None):
     """The encoder with the task's output layer, labels stored as id2label/label2id (safetensors only). `bias`: the
-    output layer's starting bias when the layer is new (the task's prior log-odds), None: the architecture's zeros."""
+    output layer's starting bias when the layer is new (the task's prior log-odds), None: the architecture's zeros.
+    The model's `head_is_new` says whether its output layer was initialised here (False: a checkpoint's head for the
+    same labels, kept)."""
     base = load_config(args)
     head = task.modeling.model_kwargs(labels)
     model, loading = load_weights(
@@ -163,6 +165,7 @@ def load_model(args: ModelArgs, task, labels: List[str], bias=None):
         fresh = True
     if fresh and bias is not None:
         set_output_bias(model, bias)
+    model.head_is_new = fresh  # a head trained for these labels already is kept as loaded (and not probed again)
     return model
 
 

@@ -114,7 +114,10 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
 
     set_seed(cfg.train.seed)
     net = prep.task.modeling.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
-    if cfg.train.linear_probe and not checkpoint:  # a resumed run's checkpoint replaces the head anyway
+    if cfg.train.linear_probe and not checkpoint and not getattr(net, "head_is_new", True):
+        log.info("linear probe: skipped, %s's output layer is already trained for these labels and is kept",
+                 cfg.model.name_or_path)
+    elif cfg.train.linear_probe and not checkpoint:  # a resumed run's checkpoint replaces the head anyway
         from ..models.probe import probe_head
 
         modeling = prep.task.modeling
