@@ -30,7 +30,9 @@ VADER = ["--config", "examples/vader-movies.yaml"]
 BBC = ["--config", "examples/bbc-news.yaml"]
 STUDENT = ["--student", "all-MiniLM-L6-v2"]
 CONLL = ["--config", "examples/conll2003.yaml", "--data.source", str(ROOT.parent / "shared" / "data" / "conll2003")]
-PUBLIC = {"conll-mpnet": "conll2003-mpnet", "conll-minilm": "conll2003"}  # the same runs in benchmarks/public.py
+STSB = ["--config", "examples/stsb.yaml", "--data.source", str(ROOT / "runs" / "public" / "stsb-data")]  # public.py writes it
+PUBLIC = {"conll-mpnet": "conll2003-mpnet", "conll-minilm": "conll2003",  # the same runs in benchmarks/public.py
+          "stsb-mpnet": "stsb-mpnet", "stsb-minilm": "stsb"}
 
 # name -> (what it is, command arguments); runs later in the list read runs earlier in it
 RUNS = {
@@ -57,6 +59,13 @@ RUNS = {
     "vader-distilled-aug4-e4": ("distilled on the training split + 4 augmented variants per text, 4 epochs",
                                 ["distill", "--teacher", str(OUT / "vader-mpnet"), *STUDENT, *VADER, "--distill.compare",
                                  str(OUT / "vader-minilm"), "--distill.augment", "4", "--train.epochs", "4"]),
+    # STS-B (human similarity ratings; ../shared/data, never shipped): an embedding student. The teacher and the direct
+    # student are benchmarks/public.py's stsb-mpnet and stsb runs (run those first: they also write the data copy)
+    "stsb-mpnet": ("teacher: all-mpnet-base-v2 on the ratings (bf16 autocast)",
+                   ["train", *STSB, "--model.name_or_path", "all-mpnet-base-v2", "--train.precision", "bf16"]),
+    "stsb-minilm": ("student model on the ratings alone", ["train", *STSB]),
+    "stsb-distilled": ("distilled on the training split's sentences (MSE to the teacher's vectors)",
+                       ["distill", "--teacher", str(OUT / "stsb-mpnet"), *STUDENT, "--distill.compare", str(OUT / "stsb-minilm")]),
     "bbc-seeds3": ("teacher: a 3-seed MiniLM ensemble", ["train", *BBC, "--train.seeds", "3", "--train.ensemble", "true"]),
     "bbc-from-ensemble": ("one MiniLM distilled from the 3-seed ensemble", ["distill", "--teacher", str(OUT / "bbc-seeds3"),
                                                                             *STUDENT, *BBC]),
@@ -81,14 +90,21 @@ def run(name: str) -> None:
     (out / "wall.json").write_text(json.dumps(record) + "\n")
 
 
-def _pct(value, ci=None) -> str:
+def _pct(value, ci=None, key: str = "accuracy") -> str:
+    if key == "spearman":  # a correlation, not a share: as the public table shows it
+        shown = f"**{value:.3f}**"
+        return f"{shown} [{ci['low']:.3f}–{ci['high']:.3f}]" if ci else shown
     shown = f"**{100 * value:.2f}%**"
     return f"{shown} [{100 * ci['low']:.1f}–{100 * ci['high']:.1f}]" if ci else shown
 
 
 def _headline(test: dict) -> tuple[str, str]:
-    """The test metric a run is judged by: accuracy, or entity F1 for NER (its key, and how the table names it)."""
-    return ("accuracy", "accuracy") if "accuracy" in test else ("f1", "entity F1")
+    """The test metric a run is judged by: accuracy, Spearman for similarity, or entity F1 for NER (its key, and how
+    the table names it)."""
+    for key, title in (("accuracy", "accuracy"), ("spearman", "Spearman")):
+        if key in test:
+            return key, title
+    return "f1", "entity F1"
 
 
 def _against(section: dict) -> str:
@@ -96,7 +112,10 @@ def _against(section: dict) -> str:
         return "–"
     c = section["comparison"]
     d, m = c["verdict"]["difference"], c.get("mcnemar") or {}
-    said = f"{c['verdict']['outcome']}: {100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] points"
+    if c["verdict"].get("metric") == "spearman":  # a difference of correlations
+        said = f"{c['verdict']['outcome']}: {d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
+    else:
+        said = f"{c['verdict']['outcome']}: {100 * d['difference']:+.2f} [{100 * d['low']:+.2f}, {100 * d['high']:+.2f}] points"
     said += f", p = {d['p_value']:.2g}" if not m and d.get("p_value") is not None else ""
     return said + (f", McNemar p = {m['p_value']:.2g} ({m['model_only_right']} vs {m['baseline_only_right']})" if m else "")
 
@@ -123,8 +142,9 @@ def table() -> str:
         name_or_path = yaml.safe_load((out / "config.yaml").read_text())["model"]["name_or_path"]
         key, title = _headline(test)
         base = metrics["baseline"]
-        rows.append(f"| `{name}` | {what} | {name_or_path} | {title} {_pct(test[key], (test.get('ci') or {}).get(key))} | "
-                    f"{100 * base[key]:.2f}% ({base.get('model', 'baseline').split(' (')[0]}) | {_against(d.get('teacher'))} | {_against(d.get('direct'))} | "
+        shown = f"{base[key]:.3f}" if key == "spearman" else f"{100 * base[key]:.2f}%"
+        rows.append(f"| `{name}` | {what} | {name_or_path} | {title} {_pct(test[key], (test.get('ci') or {}).get(key), key)} | "
+                    f"{shown} ({base.get('model', 'baseline').split(' (')[0]}) | {_against(d.get('teacher'))} | {_against(d.get('direct'))} | "
                     f"{sizes} | {took} |")
     return "\n".join(rows) + (
         f"\n\nEach run alone on the machine unless said ({cpu_name()}, {os.cpu_count()} cores), torch "
