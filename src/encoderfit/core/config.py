@@ -151,7 +151,8 @@ class TrainArgs:
     """Before fine-tuning, fit the new output layer to convergence on the frozen encoder's features of the training
     split (LP-FT, Kumar et al. 2022: the task's loss plus an L2 penalty chosen on validation), then fine-tune all of
     it from there. Classification, multi-label and regression; one forward pass over the training and validation
-    splits. It replaces the output layer's weights, so it is meant for a new head."""
+    splits. It replaces a new output layer's weights; a head already trained for the same labels (a run's model
+    fine-tuned again) is kept and not probed."""
     weight_decay: float = 1e-5
     """Decoupled AdamW weight decay (the paper uses a tiny value)."""
     warmup_ratio: float = 0.1
