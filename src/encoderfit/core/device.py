@@ -24,9 +24,14 @@ def has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def pad_multiple():
-    """What batches are padded to a multiple of: 8 on a GPU (tensor cores), nothing on a CPU (every pad costs)."""
-    return 8 if has_cuda() else None
+def pad_multiple(longest: int) -> int:
+    """What a training batch whose longest row has `longest` tokens is padded to a multiple of. On a GPU 8 (tensor
+    cores). On a CPU a quarter of the largest power of two at or below `longest` (at least 8): lengths fall into four
+    buckets per doubling (at most 25% padding, about 12% on average) instead of one shape per length, because every
+    new shape leaves memory behind that a long CPU run never gets back (docs/speed.md, benchmarks/cpu_shapes.py)."""
+    if has_cuda():
+        return 8
+    return max(8, (1 << (max(longest, 1).bit_length() - 1)) // 4)
 
 
 def flash_attention_ready() -> bool:

@@ -21,7 +21,7 @@ import numpy as np
 from ..core.errors import UserError
 from ..core.tokens import IGNORE, WordScores, aligned_windows
 from . import ner_data
-from .base import Decoding, Modeling, Scoring, Targets, Task
+from .base import BucketedPadding, Decoding, Modeling, Scoring, Targets, Task
 from .ner_pages import NerPages
 from .ner_metrics import counts, entity_metrics, fit_entity_temperature, gold, predicted, prf
 from .tags import at, convert, tag_names, to_iob2
@@ -137,9 +137,7 @@ class NerModeling(Modeling):
     def collator(self, tokenizer):
         from transformers import DataCollatorForTokenClassification
 
-        from ..core.device import pad_multiple
-
-        return DataCollatorForTokenClassification(tokenizer, pad_to_multiple_of=pad_multiple())
+        return BucketedPadding(DataCollatorForTokenClassification(tokenizer))
 
     def loss(self, stats, train):
         import torch

@@ -102,12 +102,10 @@ class Modeling(Part):
         return predictor.text_logits(texts, pairs)
 
     def collator(self, tokenizer):
-        """Batches for the Trainer: each padded to its own longest row (a multiple of 8 on GPUs)."""
+        """Batches for the Trainer: each padded to its own longest row, rounded up to `core.device.pad_multiple`."""
         from transformers import DataCollatorWithPadding
 
-        from ...core.device import pad_multiple
-
-        return DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_multiple())
+        return BucketedPadding(DataCollatorWithPadding(tokenizer))
 
     def preprocess_logits(self) -> Optional[Callable]:
         """What the Trainer keeps of each evaluation batch's logits (None: all of them)."""
@@ -116,3 +114,21 @@ class Modeling(Part):
     def after_training(self, model_dir, stats: Dict[str, Any], trainer=None) -> bool:
         """Adjust the saved weights once training is over; True when they changed (the in-memory model is stale)."""
         return False
+
+
+class BucketedPadding:
+    """A transformers padding collator whose multiple is chosen per batch from its longest row
+    (`core.device.pad_multiple`): few distinct shapes, little padding."""
+
+    def __init__(self, collator):
+        self.collator = collator
+
+    def __call__(self, features):
+        from ...core.device import pad_multiple
+
+        longest = max(len(row["input_ids"]) for row in features)
+        multiple = pad_multiple(longest)
+        limit = getattr(self.collator.tokenizer, "model_max_length", None) or 0
+        within = limit > 1e6 or -(-longest // multiple) * multiple <= limit  # never past the model's positions
+        self.collator.pad_to_multiple_of = multiple if within else None
+        return self.collator(features)
