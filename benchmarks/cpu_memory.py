@@ -61,8 +61,11 @@ def measure(how: str, name: str, length: int, batch: int, steps: int, precision:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def compare(doc: str, script: str, section: str, title: str, header: str, settings, row) -> None:
+    """The command line and table both CPU step benchmarks share: for each model and length, two settings
+    (`settings`: (how, precision) pairs) measured in fresh processes; `row(first, second)` formats the table's cells
+    after the model and length; the table goes to docs/benchmarks.md's `section`."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=["all-MiniLM-L6-v2", "all-mpnet-base-v2"])
     parser.add_argument("--lengths", nargs="*", type=int, default=[64, 256])
     parser.add_argument("--batch", type=int, default=32)
@@ -74,8 +77,7 @@ def main() -> None:
     from encoderfit.core.errors import UserError
     from encoderfit.models.loading import resolve_name
 
-    rows = ["| model | tokens per text | glibc default: s per step (kernel s) | kept: s per step (kernel s) | page faults per step, default / kept | peak memory, default / kept | speed-up |",
-            "|---|---|---|---|---|---|---|"]
+    rows = [f"| model | tokens per text | {header} |", "|---|---|" + "---|" * (header.count("|") + 1)]
     for name in args.models:
         try:
             resolve_name(name)  # a packaged model: extracted once, here, not inside the timed processes
@@ -83,18 +85,24 @@ def main() -> None:
             print(f"skipped {name}: {err}")
             continue
         for length in args.lengths:
-            plain, kept = (measure(how, name, length, args.batch, args.steps) for how in ("default", "kept"))
-            rows.append(f"| {name} ({plain['params']:.1f}M) | {length} | {plain['seconds']:.2f} ({plain['system']:.2f}) | "
-                        f"{kept['seconds']:.2f} ({kept['system']:.2f}) | {plain['faults']:,.0f} / {kept['faults']:,.0f} | "
-                        f"{plain['peak_mib']:,.0f} / {kept['peak_mib']:,.0f} MiB | "
-                        f"{plain['seconds'] / kept['seconds']:.2f}x |")
+            first, second = (measure(how, name, length, args.batch, args.steps, precision) for how, precision in settings)
+            rows.append(f"| {name} ({first['params']:.1f}M) | {length} | {row(first, second)} |")
             print(rows[-1], flush=True)
     text = "\n".join(rows) + (
-        f"\n\n`python benchmarks/cpu_memory.py`: batches of {args.batch} texts of random token ids, mean of {args.steps} "
+        f"\n\n`python benchmarks/{script}`: batches of {args.batch} texts of random token ids, mean of {args.steps} "
         f"optimizer steps after a warm-up, each setting in a fresh process; {cpu_name()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, transformers {transformers.__version__}; alone on the machine.")
-    write_section("cpu-memory", "## CPU training: freed memory kept for reuse\n\n" + text)
+    write_section(section, f"## {title}\n\n" + text)
     print(text)
+
+
+def main() -> None:
+    compare(__doc__, "cpu_memory.py", "cpu-memory", "CPU training: freed memory kept for reuse",
+            "glibc default: s per step (kernel s) | kept: s per step (kernel s) | page faults per step, default / kept | "
+            "peak memory, default / kept | speed-up", [("default", "fp32"), ("kept", "fp32")],
+            lambda plain, kept: f"{plain['seconds']:.2f} ({plain['system']:.2f}) | {kept['seconds']:.2f} ({kept['system']:.2f}) | "
+                                f"{plain['faults']:,.0f} / {kept['faults']:,.0f} | {plain['peak_mib']:,.0f} / {kept['peak_mib']:,.0f} MiB | "
+                                f"{plain['seconds'] / kept['seconds']:.2f}x")
 
 
 if __name__ == "__main__":

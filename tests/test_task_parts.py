@@ -83,3 +83,22 @@ def test_the_cli_takes_each_tasks_group_and_names_the_new_flag_for_an_old_one(tm
     config.write_text(yaml.safe_dump({"ner": {"documents": True}}))
     msg = cli_fails(*base, "--config", str(config))
     assert "ner.documents: a setting of the ner task, but this run's task is classification" in msg
+
+
+def test_training_batches_are_padded_to_a_few_length_buckets_never_past_the_model(tiny_model):
+    """On a CPU a batch pads to its longest row rounded up to a quarter of the power of two below it (one shape per
+    length makes long runs' memory grow), and labels pad with it; a bucket past the model's positions is not used."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    rows = lambda *lengths, tags=False: [{"input_ids": [5] * n, "attention_mask": [1] * n, "labels": [1] * n if tags else 1}  # noqa: E731
+                                         for n in lengths]
+    plain = get_task("classification").modeling.collator(tokenizer)
+    assert plain(rows(5, 37))["input_ids"].shape == (2, 40)
+    assert plain(rows(100))["input_ids"].shape == (1, 112)
+    assert plain(rows(7, 8))["input_ids"].shape == (2, 8)
+    tokens = get_task("ner").modeling.collator(tokenizer)(rows(3, 70, tags=True))
+    assert tokens["input_ids"].shape == tokens["labels"].shape == (2, 80)
+    assert tokens["labels"][0, 3:].eq(-100).all() and tokens["attention_mask"][0].sum() == 3
+    tokenizer.model_max_length = 100
+    assert get_task("classification").modeling.collator(tokenizer)(rows(99, 4))["input_ids"].shape == (2, 99)

@@ -167,7 +167,7 @@ class EmbeddingTargets(Targets):
 
     def tokenize(self, ds, tokenizer, max_length, windows, train, role):
         """sentence-transformers tokenizes each batch itself: the text columns, in the order its losses read (a
-        distillation's rows: the text and the teacher's vector, as the label its MSE loss reads)."""
+        distillation's rows: the text and the teacher's vector, as the label its distance loss reads)."""
         if windows:
             raise UserError("model.long_texts: windows do not apply to embeddings (one vector per text); texts are truncated")
         if "teacher" in ds.column_names:
@@ -324,8 +324,8 @@ class Embedding(Task):
     embeds = True
     int8_recheck = False  # no decisions: int8 is judged by cosine to fp32 and by recall (benchmarks/embeddings.py)
     Options = EmbeddingOptions
-    distillation = None  # the student's vectors regress on the teacher's (sentence-transformers' MSE recipe)
-    distill_validation = True  # checkpoints by that MSE on the validation texts: pairs hold no teacher vectors
+    distillation = None  # the student's vectors move to the teacher's (cosine distance: EmbedDistillLoss)
+    distill_validation = True  # checkpoints by that distance on the validation texts: pairs hold no teacher vectors
     Targets = EmbeddingTargets
     Modeling = EmbeddingModeling
     Scoring = EmbeddingScoring
