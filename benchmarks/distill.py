@@ -64,7 +64,7 @@ RUNS = {
     "stsb-mpnet": ("teacher: all-mpnet-base-v2 on the ratings (bf16 autocast)",
                    ["train", *STSB, "--model.name_or_path", "all-mpnet-base-v2", "--train.precision", "bf16"]),
     "stsb-minilm": ("student model on the ratings alone", ["train", *STSB]),
-    "stsb-distilled": ("distilled on the training split's sentences (MSE to the teacher's vectors)",
+    "stsb-distilled": ("distilled on the training split's sentences (cosine distance to the teacher's centred vectors)",
                        ["distill", "--teacher", str(OUT / "stsb-mpnet"), *STUDENT, "--distill.compare", str(OUT / "stsb-minilm")]),
     "bbc-seeds3": ("teacher: a 3-seed MiniLM ensemble", ["train", *BBC, "--train.seeds", "3", "--train.ensemble", "true"]),
     "bbc-from-ensemble": ("one MiniLM distilled from the 3-seed ensemble", ["distill", "--teacher", str(OUT / "bbc-seeds3"),
