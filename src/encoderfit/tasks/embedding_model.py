@@ -141,12 +141,30 @@ def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, 
         modules = list(net)
         last = next(i for i, m in enumerate(modules) if type(m).__name__ == "Normalize")
         project = Dense(width, wanted, bias=False, activation_function=__import__("torch").nn.Identity())
-        log.info("the student's %d dimensions are projected to the teacher's %d (a Dense module)", width, wanted)
+        project.linear.weight.data = fitted_projection(modules[:last], tokenized["train"])
+        log.info("the student's %d dimensions are projected to the teacher's %d (a Dense module, started from the least-"
+                 "squares map of the student's vectors to the teacher's)", width, wanted)
         net = SentenceTransformer(modules=[*modules[:last], project, *modules[last:]], device="cpu")
         net.max_seq_length = modules[0].max_seq_length
     args = training_arguments(train, precision, workdir / "checkpoints", cls=SentenceTransformerTrainingArguments)
     return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
                                       loss=losses.EmbedDistillLoss(net, distance_metric="cosine"), callbacks=_callbacks(train, workdir / "logs", callbacks or []))
+
+
+def fitted_projection(modules, rows, most: int = 20000):
+    """The (teacher width, student width) matrix that best maps the student's pooled vectors of (up to `most` of) the
+    training texts to their teacher vectors, by ridge least squares: where the projection starts. A random start
+    scrambles what the student's vectors already say while the encoder learns to undo it (STS-B: test Spearman 0.726
+    from a random projection; the fitted map alone ranks pairs at 0.796, docs/distill.md)."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    rows = rows.select(range(min(most, len(rows))))
+    pooled = SentenceTransformer(modules=list(modules), device="cpu").encode(rows["text"], batch_size=64, convert_to_numpy=True)
+    target = np.asarray(rows["label"], dtype=np.float64)
+    gram = pooled.T.astype(np.float64) @ pooled
+    gram += 1e-3 * np.trace(gram) / len(gram) * np.eye(len(gram))  # a light ridge, relative to the vectors' scale
+    return torch.tensor(np.linalg.solve(gram, pooled.T.astype(np.float64) @ target).T, dtype=torch.float32)
 
 
 def length_grouped_sampler():
