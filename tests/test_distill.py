@@ -196,7 +196,7 @@ def test_ner_teacher_words_reach_each_student_word_once_whatever_its_tokenizer(s
 
 
 def test_an_embedding_student_of_another_width_learns_its_teachers_vectors(embedding_run, tiny_model, tmp_path):
-    """The cosine distance to the teacher's vectors: a narrower student (hidden 48) gets a projection to the teacher's 64
+    """The cosine distance to the teacher's centred vectors: a narrower student (hidden 48) gets a projection to the teacher's 64
     dimensions, its checkpoints are chosen by closeness to the teacher on validation texts, and its directory loads
     with SentenceTransformer and gives the vectors encoderfit's own inference gives."""
     from sentence_transformers import SentenceTransformer

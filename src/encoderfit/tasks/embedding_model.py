@@ -108,16 +108,11 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
 def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, callbacks: Optional[list]):
     """A student embedding model trained to reproduce a teacher's similarities through its vectors: sentence-transformers'
     EmbedDistillLoss with the cosine distance (Kim et al. 2023, EmbedDistill) to the teacher's vectors centred on their
-    mean over the training texts, validated on the validation texts' (centred on the same mean).
-
-    Why centred, and why not MSELoss (Reimers & Gurevych 2020), measured on STS-B (docs/distill.md): a fine-tuned
-    teacher's vectors share a large common direction (all-mpnet-base-v2 tuned on STS-B: mean cosine 0.62 between
-    random sentences), and matching them spends the student on that direction, which says nothing about which
-    sentences are alike: MSE (whose gradients, averaged over 768 dimensions, Adam's epsilon also stalls) gave test
-    Spearman 0.468, the cosine distance 0.706, against 0.820 for MiniLM before distillation; even the best linear map
-    from MiniLM's vectors to the teacher's ranks pairs at 0.653, and at 0.796 to the centred ones, whose own ranking
-    is the teacher's (0.873 against 0.869). A student of another width gets a linear projection to the teacher's (a
-    Dense module before Normalize), so the saved directory still loads with SentenceTransformer(DIR)."""
+    mean over the training texts (the validation texts' centred on the same mean). Not MSELoss on the raw vectors:
+    a fine-tuned teacher's vectors share one large direction, and matching it teaches nothing about which texts are
+    alike (STS-B: Spearman 0.468 with MSE, 0.832 now; docs/distill.md has each step). A student of another width gets
+    a linear projection to the teacher's (a Dense module before Normalize, started by `fitted_projection`), so the
+    saved directory still loads with SentenceTransformer(DIR)."""
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.modules import Dense
@@ -153,9 +148,9 @@ def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, 
 
 def fitted_projection(modules, rows, most: int = 20000):
     """The (teacher width, student width) matrix that best maps the student's pooled vectors of (up to `most` of) the
-    training texts to their teacher vectors, by ridge least squares: where the projection starts. A random start
-    scrambles what the student's vectors already say while the encoder learns to undo it (STS-B: test Spearman 0.726
-    from a random projection; the fitted map alone ranks pairs at 0.796, docs/distill.md)."""
+    training texts to their (centred) teacher vectors, by ridge least squares: where the projection starts. A random
+    start scrambles what the student's vectors already say while the encoder learns to undo it (STS-B: 0.726 from a
+    random start, 0.832 from this one; docs/distill.md)."""
     import torch
     from sentence_transformers import SentenceTransformer
 
