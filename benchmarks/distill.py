@@ -31,6 +31,9 @@ BBC = ["--config", "examples/bbc-news.yaml"]
 STUDENT = ["--student", "all-MiniLM-L6-v2"]
 CONLL = ["--config", "examples/conll2003.yaml", "--data.source", str(ROOT.parent / "shared" / "data" / "conll2003")]
 STSB = ["--config", "examples/stsb.yaml", "--data.source", str(ROOT / "runs" / "public" / "stsb-data")]  # public.py writes it
+# unlabelled text for the VADER student: the sdist's other human-rated snippets (Amazon reviews, tweets, NYT editorials)
+# and the near-neutral movie snippets that the recipe's labels drop (in no split); written by vader_other_texts()
+VADER_OTHER = OUT / "vader-other-texts.txt"
 PUBLIC = {"conll-mpnet": "conll2003-mpnet", "conll-minilm": "conll2003",  # the same runs in benchmarks/public.py
           "stsb-mpnet": "stsb-mpnet", "stsb-minilm": "stsb"}
 
@@ -59,6 +62,11 @@ RUNS = {
     "vader-distilled-aug4-e4": ("distilled on the training split + 4 augmented variants per text, 4 epochs",
                                 ["distill", "--teacher", str(OUT / "vader-mpnet"), *STUDENT, *VADER, "--distill.compare",
                                  str(OUT / "vader-minilm"), "--distill.augment", "4", "--train.epochs", "4"]),
+    # real unlabelled text beside the augmentations (the issue's rows use none): what a user with related text would add
+    "vader-distilled-aug4-other": ("distilled on the training split + 4 augmented variants per text + the VADER sdist's "
+                                   "other snippets, unlabelled",
+                                   ["distill", "--teacher", str(OUT / "vader-mpnet"), *STUDENT, *VADER, "--distill.compare",
+                                    str(OUT / "vader-minilm"), "--distill.augment", "4", "--distill.unlabelled", str(VADER_OTHER)]),
     # STS-B (human similarity ratings; ../shared/data, never shipped): an embedding student. The teacher and the direct
     # student are benchmarks/public.py's stsb-mpnet and stsb runs (run those first: they also write the data copy)
     "stsb-mpnet": ("teacher: all-mpnet-base-v2 on the ratings (bf16 autocast)",
@@ -72,8 +80,24 @@ RUNS = {
 }
 
 
+def vader_other_texts() -> None:
+    """VADER_OTHER: every Amazon, tweet and NYT snippet of the sdist, and the movie snippets the labelled recipe drops
+    as near-neutral; one per line (the run itself drops any validation or test text)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from encoderfit.data.recipes import vader, vader_snippets
+
+    labelled = set(vader("movies")["text"])
+    neutral = [t for t, _ in vader_snippets("movies") if t not in labelled]
+    texts = neutral + [t for corpus in ("amazon", "tweets", "nyt") for t, _ in vader_snippets(corpus)]
+    VADER_OTHER.parent.mkdir(parents=True, exist_ok=True)
+    VADER_OTHER.write_text("".join(" ".join(t.split()) + "\n" for t in texts if t.strip()), encoding="utf-8")
+    print(f"{VADER_OTHER}: {len(texts):,} texts, {len(neutral):,} of them near-neutral movie snippets", flush=True)
+
+
 def run(name: str) -> None:
     out = OUT / name
+    if str(VADER_OTHER) in RUNS[name][1]:
+        vader_other_texts()
     public = ROOT / "runs" / "public" / PUBLIC.get(name, "-")
     if (public / "wall.json").is_file():  # benchmarks/public.py ran the same command: reuse it, never train it twice
         print(f"{name}: the same run as {public}, copied", flush=True)
@@ -135,7 +159,8 @@ def table() -> str:
         wall = json.loads((out / "wall.json").read_text()) if (out / "wall.json").is_file() else {}
         test, d = metrics["test"], metrics.get("distillation") or {}
         transfer = d.get("transfer")
-        sizes = f"{transfer['total']:,} texts ({transfer['train']:,} + {transfer['augmented']:,} augmented)" if transfer else "–"
+        extra = f" + {transfer['unlabelled']:,} unlabelled" if transfer and transfer.get("unlabelled") else ""
+        sizes = f"{transfer['total']:,} texts ({transfer['train']:,}{extra} + {transfer['augmented']:,} augmented)" if transfer else "–"
         took = f"{int(wall['wall_s']) // 60} min {int(wall['wall_s']) % 60:02d} s" if wall.get("wall_s") else "–"
         took = f"at most {took} (other jobs ran beside it)" if wall.get("alone") is False else took
         took += f" ({wall['where']})" if wall.get("where") else ""  # a run copied from another machine's session
