@@ -267,6 +267,33 @@ def test_an_ensemble_of_sentence_transformers_members_averages_their_pooled_head
 # ---------------------------------------------------------------- linear probe before fine-tuning (LP-FT)
 
 
+def test_the_probe_penalty_grid_extends_past_an_edge_while_the_validation_loss_falls():
+    """fit_linear: a penalty chosen at an end of the grid is not the last word: the grid goes on tenfold past that end
+    while the validation loss keeps falling, from below and from above alike, to the same choice (a few signal
+    features among 40, 200 training rows: the best penalty is 0.1); a choice inside the grid tries nothing more."""
+    import torch
+    import torch.nn.functional as F
+
+    from encoderfit.models.probe import fit_linear
+
+    def loss(out, y):
+        return F.cross_entropy(out.logits, y)
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 40, generator=g)
+    y = (x[:, :5] @ torch.tensor([1.5, -1.0, 1.0, 0.5, -0.5]) + torch.randn(600, generator=g) > 0).long()
+
+    def fit(*penalties):
+        return fit_linear(x[:200], y[:200], x[200:], y[200:], loss, torch.zeros(2), penalties=penalties)
+
+    wide = fit(*[10.0 ** k for k in range(-6, 1)])
+    assert wide["penalty"] == 0.1, wide["validation_loss"]
+    from_below, from_above, inside = fit(1e-6, 1e-5), fit(1.0), fit(1e-2, 1e-1, 1.0)
+    assert from_below["penalty"] == from_above["penalty"] == inside["penalty"] == 0.1
+    assert sorted(from_below["validation_loss"]) == [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0]  # stopped by the loss rising
+    assert sorted(from_above["validation_loss"]) == [1e-2, 1e-1, 1.0] and len(inside["validation_loss"]) == 3
+
+
 def test_a_linear_probe_fits_the_new_head_on_frozen_features_before_fine_tuning(tiny_sentence_model, tiny_model, ner_data,
                                                                                 tmp_path):
     """train.linear_probe: the new output layer is fitted with the task's own loss on the frozen features of the

@@ -24,8 +24,12 @@ import numpy as np
 import torch
 
 PENALTIES = (1e-5, 1e-4, 1e-3, 1e-2)
-"""L2 penalties tried (on standardised features; the loss is a mean): sklearn's default C = 1 is 1/n, about 1e-4
-for 10,000 texts."""
+"""L2 penalties tried first (on standardised features; the loss is a mean): sklearn's default C = 1 is 1/n, about
+1e-4 for 10,000 texts. Where the validation loss is lowest at an end of the grid, the grid is extended past that end
+tenfold at a time while it keeps falling (by MIN_GAIN), within PENALTY_RANGE: a choice at a grid's edge says the best may lie beyond."""
+PENALTY_RANGE = (1e-8, 1.0)
+MIN_GAIN = 1e-3
+"""The extension stops once a step lowers the validation loss by less than this share of it."""
 MAX_ROWS = 100_000
 """At most this many training rows are read for the probe (a seeded sample beyond it): bounded time and memory."""
 INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
@@ -65,7 +69,8 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: tor
     mean, std = x.mean(0) if fit_bias else torch.zeros(x.shape[1]), x.std(0).clamp(min=1e-6)  # a fixed bias cannot absorb a shift
     z, z_val = (x - mean) / std, (x_val - mean) / std
     scores = {}
-    for penalty in penalties:
+
+    def fit(penalty: float) -> None:
         w = torch.zeros(bias.numel(), z.shape[1], requires_grad=True)
         b = bias.clone().float().requires_grad_(fit_bias)
         opt = torch.optim.LBFGS([w, b] if fit_bias else [w], lr=1, max_iter=max_iter, history_size=20,
@@ -81,10 +86,22 @@ def fit_linear(x: torch.Tensor, y: torch.Tensor, x_val: torch.Tensor, y_val: tor
         with torch.no_grad():
             val = float(loss(SimpleNamespace(logits=z_val @ w.T + b), y_val))
         scores[penalty] = (val, w.detach(), b.detach())
+
+    for penalty in penalties:
+        fit(penalty)
     best = min(scores, key=lambda p: scores[p][0])
+    while best in (min(scores), max(scores)):  # at an edge: one more, tenfold past it, while that lowers the loss
+        nxt = float(f"{best / 10 if best == min(scores) else best * 10:.0e}")
+        if not PENALTY_RANGE[0] <= nxt <= PENALTY_RANGE[1] or nxt in scores:
+            break
+        fit(nxt)
+        gain = 1 - scores[nxt][0] / scores[best][0] if scores[best][0] > 0 else 0.0
+        best = nxt if gain > 0 else best
+        if gain < MIN_GAIN:
+            break
     _, w, b = scores[best]
     return {"weight": w / std, "bias": b - (w / std) @ mean, "penalty": best,
-            "validation_loss": {p: round(v[0], 5) for p, v in scores.items()}}
+            "validation_loss": {p: round(v[0], 5) for p, v in sorted(scores.items())}}
 
 
 def probe_head(net, outputs: int, tokenized: Dict, collator, loss: Callable, seed: int) -> Dict:
