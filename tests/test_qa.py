@@ -162,10 +162,11 @@ def test_squad_normalisation_em_f1_and_the_null_threshold_on_hand_computed_cases
 # ---------------------------------------------------------------- a run through every stage
 
 
-def plain_transformers_answers(model_dir: Path, questions, contexts):
-    """The answers of the model directory read by plain transformers, as its docs show it (transformers 5 removed
-    the question-answering pipeline): one window per question, argmax start and end, sliced by offsets; None where
-    that argmax is no span of the context (before it, or an end before the start)."""
+def plain_transformers_answers(model_dir: Path, questions, contexts, n_best: int = 20, max_answer_tokens: int = 30):
+    """The answers of the model directory read by plain transformers, decoded as the Hugging Face course's
+    question-answering chapter does (transformers 5 removed the pipeline): one window per question, the n_best highest
+    start and end logits among the context's tokens, the best-scoring span with start <= end and at most
+    max_answer_tokens, sliced by offsets. (A bare argmax of each often lands on the question with a tiny model.)"""
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
@@ -175,10 +176,16 @@ def plain_transformers_answers(model_dir: Path, questions, contexts):
         enc = tok(question, context, truncation="only_second", return_offsets_mapping=True, return_tensors="pt")
         with torch.inference_mode():
             logits = model(**{k: v for k, v in enc.items() if k != "offset_mapping"})
-        start, end = int(logits.start_logits.argmax()), int(logits.end_logits.argmax())
-        in_context = [s == 1 for s in enc.sequence_ids(0)]
-        valid = in_context[start] and in_context[end] and start <= end
-        out.append(context[int(enc["offset_mapping"][0, start, 0]) : int(enc["offset_mapping"][0, end, 1])].strip() if valid else None)
+        start_logits, end_logits = logits.start_logits[0].tolist(), logits.end_logits[0].tolist()
+        in_context = [i for i, s in enumerate(enc.sequence_ids(0)) if s == 1]
+        starts = sorted(in_context, key=lambda i: -start_logits[i])[:n_best]
+        ends = sorted(in_context, key=lambda i: -end_logits[i])[:n_best]
+        spans = [(start_logits[a] + end_logits[b], a, b) for a in starts for b in ends if 0 <= b - a < max_answer_tokens]
+        if not spans:
+            out.append(None)
+            continue
+        _, a, b = max(spans)
+        out.append(context[int(enc["offset_mapping"][0, a, 0]) : int(enc["offset_mapping"][0, b, 1])].strip())
     return out
 
 

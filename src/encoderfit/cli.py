@@ -17,26 +17,17 @@ import inspect
 import json
 import logging
 import re
-import signal
 import sys
 import typing
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 from .core.distributed import leave
-from .core.errors import UserError, closest
+from .core.errors import Terminated, UserError, catch_signals, closest, release_signals
 
 EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 # a negative number as a flag's value: argparse reads "-1e-4" as an option unless it is joined with "="
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so the same clean-up runs as for Ctrl-C."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
 
 
 def _commands() -> Dict[str, Callable]:
@@ -259,7 +250,7 @@ def _run(argv: List[str]) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = join_negative_values(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = catch_signals()
     try:
         return _run(argv)
     except UserError as err:
@@ -272,7 +263,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print("terminated (SIGTERM)", file=sys.stderr)
         return EXIT_TERMINATED
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        release_signals(previous)
         leave()
 
 

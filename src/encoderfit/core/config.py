@@ -152,7 +152,8 @@ class TrainArgs:
     split (LP-FT, Kumar et al. 2022: the task's loss plus an L2 penalty chosen on validation), then fine-tune all of
     it from there. Classification, multi-label and regression; one forward pass over the training and validation
     splits. It replaces a new output layer's weights; a head already trained for the same labels (a run's model
-    fine-tuned again) is kept and not probed."""
+    fine-tuned again) is kept and not probed. It helps heads with many rare outputs (Reuters, debtags) and hurt the
+    VADER sentiment and regression examples (docs/training.md), so it is off unless asked."""
     weight_decay: float = 1e-5
     """Decoupled AdamW weight decay (the paper uses a tiny value)."""
     warmup_ratio: float = 0.1

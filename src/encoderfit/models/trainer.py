@@ -22,7 +22,7 @@ from ..core.checkpoints import seal
 from ..core.config import TrainArgs
 from ..core.device import has_cuda
 from ..core.distributed import barrier, is_main, world_size
-from ..core.errors import UserError
+from ..core.errors import UserError, raise_if_signalled
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,17 @@ class SealCheckpoints(TrainerCallback):
         barrier()
 
 
+class ReraiseSignals(TrainerCallback):
+    """A Ctrl-C or SIGTERM that the CLI caught but that was swallowed on its way (core.errors.raise_if_signalled)
+    stops training at the end of the step, as it would have."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        raise_if_signalled()
+
+    def on_prediction_step(self, args, state, control, **kwargs):
+        raise_if_signalled()
+
+
 class SaveEverySteps(TrainerCallback):
     """Checkpoint every N optimizer steps as well as at each evaluation (the Trainer allows only one strategy)."""
 
@@ -232,7 +243,7 @@ class SaveEverySteps(TrainerCallback):
 
 
 def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
-    callbacks = [SealCheckpoints(), *extra]
+    callbacks = [SealCheckpoints(), ReraiseSignals(), *extra]
     if train.save_steps:
         callbacks.append(SaveEverySteps(train.save_steps))
     if "tensorboard" in train.report_to and is_main():  # one event file, written by the main process only
