@@ -88,4 +88,5 @@ def test_a_ctrl_c_that_a_finalizer_swallows_is_raised_again_at_the_next_training
             ReraiseSignals().on_step_end(None, None, None)
     finally:
         release_signals(previous)
+    raise_if_signalled()  # released: a later run in this process is not stopped by an old signal
     assert swallowed, "the interrupt reached the caller directly; the finalizer did not swallow it"

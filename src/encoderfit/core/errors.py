@@ -37,8 +37,11 @@ def catch_signals() -> Dict[int, object]:
 
 
 def release_signals(previous: Dict[int, object]) -> None:
+    """Put back the handlers `catch_signals` replaced and forget the signals received (a later run in this process
+    starts clean)."""
     for sig, handler in previous.items():
         signal.signal(sig, handler)
+    _received.clear()
 
 
 def raise_if_signalled() -> None:
