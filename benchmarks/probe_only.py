@@ -17,8 +17,7 @@ import yaml
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
-from encoderfit.models.probe import probe_head  # noqa: E402
-from encoderfit.stages.training import Prepared  # noqa: E402
+from encoderfit.stages.training import Prepared, fit_probe  # noqa: E402
 
 
 def main() -> None:
@@ -30,10 +29,8 @@ def main() -> None:
     data = DataArgs(**{**cfg["data"], **({"source": args.source} if args.source else {})})
     model, train = ModelArgs(**cfg["model"]), TrainArgs(**cfg.get("train", {}))
     prep = Prepared.load(data, model, train)
-    modeling = prep.task.modeling
-    net = modeling.load_model(model, prep.splits.labels, prep.max_length, prep.stats)
-    done = probe_head(net, prep.task.targets.num_outputs(prep.splits.labels), prep.tokenized, modeling.collator(prep.tokenizer),
-                      modeling.loss(prep.stats, train), train.seed)
+    net = prep.task.modeling.load_model(model, prep.splits.labels, prep.max_length, prep.stats)
+    done = fit_probe(prep, net, train)
     print(f"{args.config}: {done['rows']:,} training rows, {done['features']} features, penalty {done['penalty']:g} chosen, "
           f"{done['seconds']:.0f} s; validation loss by penalty: {done['validation_loss']}")
 

@@ -104,6 +104,16 @@ class Trained:
     """The saved weights differ from the in-memory model (the task adjusted them, or the model is sharded)."""
 
 
+def fit_probe(prep: Prepared, net, train: TrainArgs) -> Dict:
+    """train.linear_probe: the model's new output layer fitted on the frozen features of the training split, with the
+    task's own loss (models/probe.py); what was done, for the log."""
+    from ..models.probe import probe_head
+
+    modeling = prep.task.modeling
+    return probe_head(net, prep.task.targets.num_outputs(prep.splits.labels), prep.tokenized, modeling.collator(prep.tokenizer),
+                      modeling.loss(prep.stats, train), train.seed)
+
+
 def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optional[str] = None,
                 callbacks: Optional[list] = None) -> Trained:
     """Train in `workdir`; the main process leaves model/, logs/history.json and metrics.json's train section there
@@ -118,11 +128,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         log.info("linear probe: skipped, %s's output layer is already trained for these labels and is kept",
                  cfg.model.name_or_path)
     elif cfg.train.linear_probe and not checkpoint:  # a resumed run's checkpoint replaces the head anyway
-        from ..models.probe import probe_head
-
-        modeling = prep.task.modeling
-        probed = probe_head(net, prep.task.targets.num_outputs(prep.splits.labels), prep.tokenized, modeling.collator(prep.tokenizer),
-                            modeling.loss(prep.stats, cfg.train), cfg.train.seed)
+        probed = fit_probe(prep, net, cfg.train)
         log.info("linear probe: the output layer fitted on the frozen features of %d training rows (%d features), L2 "
                  "penalty %g chosen by validation loss %s, %.1f s", probed["rows"], probed["features"], probed["penalty"],
                  probed["validation_loss"], probed["seconds"])
