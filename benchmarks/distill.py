@@ -86,7 +86,7 @@ def vader_other_texts() -> None:
     sys.path.insert(0, str(ROOT / "src"))
     from encoderfit.data.recipes import vader, vader_snippets
 
-    labelled = set(vader("movies")["text"])
+    labelled = set(vader("movies")["train"]["text"])
     neutral = [t for t, _ in vader_snippets("movies") if t not in labelled]
     texts = neutral + [t for corpus in ("amazon", "tweets", "nyt") for t, _ in vader_snippets(corpus)]
     VADER_OTHER.parent.mkdir(parents=True, exist_ok=True)
