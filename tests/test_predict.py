@@ -32,6 +32,17 @@ def test_shuffled_mixed_lengths_come_back_in_input_order(trained_run):
     np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
 
 
+def test_chunked_logits_with_a_progress_bar_equal_one_pass_and_count_every_text(trained_run, capsys):
+    texts = [f"the chef baked {'bread ' * (i % 7)}loaf {i}" for i in range(23)]
+    whole = Predictor.from_pretrained(trained_run).logits(texts)
+    chunked = Predictor.from_pretrained(trained_run, chunk_size=5)
+    np.testing.assert_allclose(chunked.logits(texts, progress="labelling"), whole, atol=1e-5)
+    bar = capsys.readouterr().err
+    assert "labelling" in bar and "23/23" in bar
+    chunked.logits(texts[:4], progress="labelling")  # within one chunk: no bar
+    assert "labelling" not in capsys.readouterr().err
+
+
 def test_single_text_gives_a_dict_and_a_list_gives_a_list(trained_run):
     clf = Predictor.from_pretrained(trained_run)
     one = clf.predict("the chef baked bread")

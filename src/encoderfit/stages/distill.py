@@ -234,7 +234,8 @@ def train_student(
         log.info("transfer set: %d training texts, %d unlabelled, %d augmented; the teacher labels them", counts["train"],
                  counts["unlabelled"], counts["augmented"])
         modeling, targets = prep.task.modeling, prep.task.targets
-        rows = modeling.distill_rows(texts, pairs, gold, words, splits.train, tutor.logits(texts, pairs, words))
+        outputs = tutor.logits(texts, pairs, words, progress="the teacher labels the transfer set")
+        rows = modeling.distill_rows(texts, pairs, gold, words, splits.train, outputs)
         prep.tokenized["train"] = targets.tokenize(rows, prep.tokenizer, prep.max_length, prep.windows, train, "train")
         if prep.task.distill_validation:  # checkpoints chosen by closeness to the teacher on the validation texts
             seen, seen_pairs, seen_words = targets.distill_texts(splits.validation)

@@ -246,11 +246,14 @@ class Predictor:
             report["windows_per_text"] = float(windows.mean()) if len(texts) else 0.0
         return report
 
-    def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, words: Optional[Sequence] = None):
+    def logits(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None, words: Optional[Sequence] = None,
+               progress: Optional[str] = None):
         """Raw outputs in input order, as the task reads them (its modeling.infer): logits of shape (n_texts,
         n_outputs); for tasks that read tokens, one object per text (NER: `tokens.WordScores`, with `words` each
-        text's word spans, default tokens.split_words; QA: the best span)."""
+        text's word spans, default tokens.split_words; QA: the best span). `progress`: a bar with this description,
+        advanced a chunk at a time, where the texts span more than one chunk."""
         import numpy as np
+        from tqdm.auto import tqdm
 
         texts = list(texts)
         pairs = list(pairs) if pairs is not None else None
@@ -261,9 +264,13 @@ class Predictor:
             raise UserError("this model was trained on single texts, not pairs: drop the second texts")
         if pairs is not None and len(pairs) != len(texts):
             raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
-        parts = [self.task.modeling.infer(self, texts[s : s + self.chunk_size], pairs[s : s + self.chunk_size] if pairs is not None else None,
-                                          None if words is None else words[s : s + self.chunk_size])
-                 for s in range(0, len(texts), self.chunk_size)]
+        parts = []
+        with tqdm(total=len(texts), desc=progress, unit="text", disable=not progress or len(texts) <= self.chunk_size) as bar:
+            for s in range(0, len(texts), self.chunk_size):
+                parts.append(self.task.modeling.infer(self, texts[s : s + self.chunk_size],
+                                                      pairs[s : s + self.chunk_size] if pairs is not None else None,
+                                                      None if words is None else words[s : s + self.chunk_size]))
+                bar.update(min(self.chunk_size, len(texts) - s))
         if parts and isinstance(parts[0], list):  # per-text objects (a task that reads tokens): one list
             return [row for part in parts for row in part]
         return np.concatenate(parts) if parts else _zeros(0, self.task.targets.num_outputs(self.labels))
