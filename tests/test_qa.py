@@ -319,7 +319,7 @@ def test_minilm_learns_squad_answers_with_wordpiece_offsets(tmp_path):
 def test_qa_cross_validation_scores_every_question_once_with_paragraphs_kept_together(tiny_model, qa_data, tmp_path):
     out = tmp_path / "cv"
     run_cli("cv", "--task", "qa", "--data.source", str(qa_data), "--model.name_or_path", str(tiny_model), "--folds", "3",
-            "--model.max_length", "48", "--model.window_overlap", "16", "--train.epochs", "4", "--train.batch_size", "16",
+            "--model.max_length", "48", "--model.window_overlap", "16", "--train.epochs", "1", "--train.batch_size", "16",
             "--train.learning_rate", "3e-3", "--output_dir", str(out))
     metrics = json.loads((out / "metrics.json").read_text())
     rows = [json.loads(line) for line in qa_data.read_text().splitlines()]
