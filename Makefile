@@ -7,7 +7,7 @@ LOCK_FLAGS = pyproject.toml --extra demo --extra dev --extra ner --extra modal -
 
 SKY := .tools/skypilot
 
-.PHONY: setup setup-sky setup-ner test test-slow upgrade lock bbc
+.PHONY: setup setup-sky setup-ner test test-slow upgrade lock bbc gpu-check
 
 # CPU torch first, pinned: any other torch spec would pull GBs of CUDA wheels.
 setup:
@@ -53,3 +53,9 @@ lock:
 
 bbc:
 	HF_HUB_OFFLINE=1 encoderfit train --config examples/bbc-news.yaml
+
+# The GPU check, prepared here: wheels of the locked packages the GPU image lacks (.gpu-wheels/, for CPython 3.12
+# manylinux x86_64), the bundle's size, and the one command to run on the GPU machine (scripts/gpu_run.sh: the suite
+# on CUDA and benchmarks/gpu.py within 8 minutes). docs/speed.md, "On a GPU".
+gpu-check:
+	PYTHON=$(PYTHON) bash scripts/gpu_check.sh

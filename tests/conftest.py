@@ -16,6 +16,13 @@ import pytest
 from running import free_port, run_cli, serving, serving_in_thread  # noqa: F401  (tests import them from here)
 
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: each worker (and every process it starts) computes on one
+    # thread, or the workers' OpenMP threads wait on each other's descheduled peers (3-10x slower on 2 cores)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    import torch
+
+    torch.set_num_threads(1)
 
 TOPICS = {
     "food": "recipe bake flavor dinner spice oven sauce chef taste garlic lunch soup".split(),
@@ -333,3 +340,40 @@ def qa_run(tmp_path_factory, tiny_model, qa_data) -> Path:
             "--train.epochs", "8", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
             "--train.logging_steps", "10")
     return out
+
+
+# ---------------------------------------------------------------- on a GPU machine (`make gpu-check`)
+def _cuda_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+GPUS = _cuda_gpus()
+ON_CUDA = GPUS > 0
+CPU_EXACT = pytest.mark.skipif(ON_CUDA, reason="compares runs bit for bit as a CPU gives them; on a GPU, bf16 autocast "
+                                               "and non-deterministic kernels differ from run to run (the CPU suite covers it)")
+
+
+def two_process_env() -> dict:
+    """The environment of a 2-process torchrun test: one GPU per process (NCCL) where the machine has two, else the
+    GPUs hidden so both processes train on the CPU over gloo (two ranks cannot share one GPU: rank 1 would ask for
+    cuda:1)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if 0 < GPUS < 2:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    return env
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _tiny_models_are_not_compiled():
+    """train.torch_compile auto compiles on a CUDA GPU; the tests train dozens of tiny models, each compile costing
+    more than it saves: off here (tests/test_gpu.py compiles on purpose, with --train.torch_compile true)."""
+    if not ON_CUDA:
+        yield
+        return
+    from encoderfit.core import device
+
+    saved, device.can_compile = device.can_compile, lambda: False
+    yield
+    device.can_compile = saved

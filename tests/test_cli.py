@@ -8,7 +8,8 @@ from conftest import run_cli
 from encoderfit import cli
 
 
-SUBCOMMANDS = ["train", "cv", "tune", "eval", "predict", "report", "export", "serve", "pretrain", "tune-pretrain", "embed", "search", "distill"]  # the CLI's contract, in help order
+SUBCOMMANDS = ["train", "cv", "tune", "eval", "predict", "report", "export", "serve", "pretrain", "tune-pretrain", "embed", "search", "distill", "monitor",
+               "feedback", "retrain"]  # the CLI's contract, in help order
 
 
 def test_every_subcommand_documents_every_parameter():

@@ -176,3 +176,44 @@ def test_the_hubs_shapes_of_conll2003_and_reuters_are_read(tmp_path):
     splits = prepare(DataArgs(source=str(tmp_path / "reuters"), join_columns=["title", "text"], label_column="topics"))
     assert splits.task == "multilabel" and "wheat" in splits.labels and len(splits.test) == 20
     assert splits.test["text"][0].startswith(splits.test["text"][0].split("\n\n")[0]) and "\n\nstory" in splits.test["text"][0]
+
+
+def test_cv_rerun_keeps_only_complete_folds_and_refuses_changed_settings(tmp_path, tiny_model):
+    """An interrupted cv (simulated: the published directory put back as its work directory, fold 2 cut off after
+    its metrics.json, before its report and card) retrains that fold and keeps fold 1; a re-run with other settings
+    is refused, naming them, and deletes nothing."""
+    import shutil
+
+    data = write_csv(tmp_path / "small.csv", make_rows(14, seed=5))
+    out = tmp_path / "cv"
+    args = ["cv", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--folds", "2", "--output_dir", str(out),
+            "--report.baseline", "false", *FAST]
+    run_cli(*args)
+    work = tmp_path / ".cv.partial"
+    out.rename(work)
+    fold1, fold2 = work / "folds" / "fold-01", work / "folds" / "fold-02"
+    (fold2 / "report.html").unlink()
+    (fold2 / "model" / "README.md").unlink()
+    assert json.loads((fold2 / "metrics.json").read_text())["test"]  # what the old check took for finished
+    kept = (fold1 / "model" / "model.safetensors").stat().st_mtime_ns
+    proc = run_cli(*args)
+    assert "fold 1/2: finished before, kept" in proc.stderr and "fold 2/2: training" in proc.stderr
+    assert (out / "folds" / "fold-02" / "report.html").is_file() and (out / "folds" / "fold-02" / "model" / "README.md").is_file()
+    assert (out / "folds" / "fold-01" / "model" / "model.safetensors").stat().st_mtime_ns == kept
+    assert not work.exists() and not list((out / "folds").glob(".*partial"))
+
+    out.rename(work)
+    changed = run_cli(*args[:-len(FAST)], *FAST[:4], "--train.learning_rate", "1e-3", *FAST[6:], check=False)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    line = changed.stderr.strip().splitlines()[-1]
+    assert "train.learning_rate was 0.003, now 0.001" in line and "--resume false" in line
+    assert (fold1 / "model" / "model.safetensors").stat().st_mtime_ns == kept and fold2.is_dir()  # nothing deleted
+    shutil.rmtree(work)
+
+
+def test_cv_that_fails_in_its_first_fold_leaves_nothing_behind(tmp_path, tiny_model):
+    data = write_csv(tmp_path / "small.csv", make_rows(14, seed=5))
+    proc = run_cli("cv", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--folds", "2",
+                   "--output_dir", str(tmp_path / "cv"), "--train.metric_for_best", "nope", *FAST, check=False)
+    assert proc.returncode == 2 and "train.metric_for_best: 'nope'" in proc.stderr.strip().splitlines()[-1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.csv"]  # no .cv.partial, no lock

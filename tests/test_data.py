@@ -204,3 +204,113 @@ def test_lee_similarity_recipe_has_every_rated_pair():
     splits = prepare(DataArgs(source="lee-similarity", label_column="score"), "similarity")
     assert sum(len(s) for s in splits.as_dict().values()) == 1225
     assert all(0 <= s <= 1 for s in splits.test["labels"])
+
+
+def make_relation_rows(n: int, seed: int) -> list[dict]:
+    """Two texts; the label is whether they are on the same topic: neither text alone says anything about it."""
+    import random
+
+    from conftest import TOPICS, make_text
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        a = rng.choice(sorted(TOPICS))
+        b = a if i % 2 else rng.choice([t for t in sorted(TOPICS) if t != a])
+        rows.append({"text": make_text(rng, a), "text_pair": make_text(rng, b), "label": "same" if a == b else "different",
+                     "note": f"entered by annotator {rng.randint(1, 9)} on day {i}"})
+    return rows
+
+
+def test_a_text_pair_column_trains_as_pairs_without_a_flag(tmp_path, tiny_model, caplog):
+    from transformers import AutoTokenizer
+
+    from conftest import read_jsonl, run_cli
+    from encoderfit.stages.rundir import RunDir
+
+    path = write_csv(tmp_path / "pairs.csv", make_relation_rows(60, seed=1), fieldnames=("text", "text_pair", "note", "label"))
+    with caplog.at_level("INFO"):
+        splits = prepare(DataArgs(source=str(path)))
+    assert "pairs: text + text_pair (inferred from the column names; --data.text_pair_column to change)" in caplog.text
+    assert "column 'note' holds text that no setting reads; --data.join_columns '[text, note]'" in caplog.text
+    assert splits.columns == {"text_pair_column": "text_pair"} and "text_pair" in splits.train.column_names
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    encoded = tokenize(splits.train, tokenizer, max_length=64)
+    assert all(ids.count(tokenizer.sep_token_id) == 2 for ids in encoded["input_ids"]), "a row without its second segment"
+
+    out = tmp_path / "run"
+    run_cli("train", "--data.source", str(path), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
+            "--train.epochs", "1", "--train.batch_size", "16", "--report.baseline", "false")
+    assert RunDir(out).config().data.text_pair_column == "text_pair"  # eval, predict and serve read the pair
+    assert RunDir(out).model.info().text_pair
+    rows = read_jsonl(run_cli("predict", str(out), "--input", str(path)).stdout)
+    assert len(rows) == 60 and rows[0]["text_pair"] == make_relation_rows(60, seed=1)[0]["text_pair"]
+    run_cli("eval", str(out))  # the run's own splits, read again from config.yaml: the same pairs (else it refuses)
+
+
+@pytest.mark.parametrize("first,second", [("sentence1", "sentence2"), ("premise", "hypothesis"), ("question1", "question2"),
+                                          ("question", "sentence"), ("sentence_A", "sentence_B")])
+def test_the_hubs_pair_column_names_are_read_as_pairs(tmp_path, caplog, first, second):
+    rows = [{first: r["text"], second: r["text_pair"], "label": r["label"]} for r in make_relation_rows(40, seed=2)]
+    with caplog.at_level("INFO"):
+        splits = prepare(DataArgs(source=str(write_csv(tmp_path / "d.csv", rows, fieldnames=(first, second, "label")))))
+    assert splits.columns == {"text_column": first, "text_pair_column": second}
+    assert splits.train.column_names == ["text", "text_pair", "labels"]
+    assert f"pairs: {first} + {second} (inferred from the column names" in caplog.text
+
+
+def test_an_unread_text_column_is_named_with_the_flag_that_reads_it(tmp_path, caplog):
+    rows = [{"text": r["text"], "summary": r["text_pair"], "id": f"r{i}", "label": r["label"]}
+            for i, r in enumerate(make_relation_rows(40, seed=3))]
+    with caplog.at_level("INFO"):
+        splits = prepare(DataArgs(source=str(write_csv(tmp_path / "d.csv", rows, fieldnames=("id", "text", "summary", "label")))))
+    assert splits.columns == {} and "text_pair" not in splits.train.column_names
+    assert ("column 'summary' holds text that no setting reads; --data.text_pair_column summary reads it as the second "
+            "text of a pair; --data.join_columns '[text, summary]' joins it into the text") in caplog.text
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "'summary'" in warned[0], warned  # not the id nor the label column
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv"])
+def test_csv_cells_none_na_null_are_text_and_only_an_empty_cell_is_missing(tmp_path, suffix):
+    words = ["None", "NA", "null", "nan", "N/A", "NULL", "n/a", "#N/A", "NaN"]
+    rows = [{"text": words[i % len(words)] if i < 18 else f"some text {i}", "label": ["None", "NA", "ok"][i % 3]}
+            for i in range(60)]
+    frame = pd.DataFrame(rows)
+    splits = prepare(DataArgs(source=str(_write(frame, tmp_path / f"d{suffix}"))))
+    assert splits.labels == ["NA", "None", "ok"]
+    every = [*splits.train["text"], *splits.validation["text"], *splits.test["text"]]
+    assert set(words) <= set(every)
+    (tmp_path / "gap.csv").write_text("text,label\nhello there,a\n,b\n")
+    from encoderfit.core.errors import UserError
+
+    with pytest.raises(UserError, match="row 2: empty text in column 'text'"):
+        prepare(DataArgs(source=str(tmp_path / "gap.csv")))
+
+
+def test_predict_keeps_csv_texts_that_pandas_would_read_as_missing(trained_run, tmp_path):
+    from conftest import read_jsonl, run_cli
+
+    (tmp_path / "in.csv").write_text("text\nNone\nNA\nthe chef baked bread\nnull\n")
+    proc = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.csv"))
+    assert [r["text"] for r in read_jsonl(proc.stdout)] == ["None", "NA", "the chef baked bread", "null"]
+    assert "skipped" not in proc.stderr
+
+
+@pytest.mark.parametrize("ending", ["\r", "\r\n", "\n"])
+def test_a_txt_file_is_split_into_lines_whatever_its_line_endings(trained_run, tmp_path, ending):
+    from conftest import read_jsonl, run_cli
+
+    texts = ["the chef baked bread", "the team won the match", "the server runs code"]
+    (tmp_path / "in.txt").write_bytes(ending.join(texts).encode() + ending.encode())
+    proc = run_cli("predict", str(trained_run), "--input", str(tmp_path / "in.txt"))
+    assert [r["text"] for r in read_jsonl(proc.stdout)] == texts
+
+
+@pytest.mark.parametrize("labels", [[0, 1, 2], ["0", "1", "food"], [True, False, True]])
+def test_jsonl_labels_of_one_kind_are_read_as_today(tmp_path, labels):
+    rows = [{"text": f"text number {i}", "label": labels[i % 3]} for i in range(60)]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    splits = prepare(DataArgs(source=str(path)))
+    assert splits.labels == sorted({str(v) for v in labels}, key=lambda s: (not s.isdigit(), int(s) if s.isdigit() else s))

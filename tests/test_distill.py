@@ -230,3 +230,33 @@ def test_an_embedding_student_of_another_width_learns_its_teachers_vectors(embed
     # the teacher's similarities, not just its vectors' common direction: texts the teacher finds alike, the student too
     upper = np.triu_indices(len(texts), 1)
     assert spearmanr((mine @ mine.T)[upper], (teacher @ teacher.T)[upper]).statistic > 0.5
+
+
+def test_distill_refusals_name_the_fix_distill_accepts(trained_run, regression_run, tiny_model, toy_csv, tmp_path):
+    """Each one line, exit 2, no traceback, nothing left in the runs folder: non-UTF-8 unlabelled text (a .txt and a
+    table), a student head that cannot be distilled, a --distill.compare run of another task (not "changed splits"),
+    and a teacher whose data changed (re-train it: not --data, which distill refuses)."""
+    bad_txt, bad_csv = tmp_path / "more.txt", tmp_path / "more.csv"
+    bad_txt.write_bytes(b"a fine first line\ncaf\xe9 in latin-1\n")
+    bad_csv.write_bytes(b"text\nfine\ncaf\xe9\n")
+    copy = tmp_path / "data.csv"
+    shutil.copy(toy_csv, copy)
+    teacher = tmp_path / "teacher"
+    run_cli("train", "--data.source", str(copy), "--model.name_or_path", str(tiny_model), "--output_dir", str(teacher),
+            "--train.epochs", "1", "--report.baseline", "false")
+    copy.write_text(copy.read_text() + "a new row about the goal and the match,sport\n")
+    runs = tmp_path / "runs"
+    base = ["distill", "--teacher", str(trained_run), "--student", str(tiny_model), "--output_dir", str(runs / "out")]
+    cases = [
+        (["--distill.unlabelled", str(bad_txt)], f"distill.unlabelled: {bad_txt}: line 2: byte 0xe9 is not valid UTF-8"),
+        (["--distill.unlabelled", str(bad_csv)], "line 3: byte 0xe9 is not valid UTF-8"),
+        (["--model.head", "embedding"], "--model.head embedding: a student is distilled with a linear head"),
+        (["--distill.compare", str(regression_run)], f"distill.compare: {regression_run} is a regression run, the teacher"),
+        (["--teacher", str(teacher)], "Re-train the teacher on the source as it is now"),
+    ]
+    for extra, said in cases:
+        failed = run_cli(*base, *extra, check=False)
+        last = failed.stderr.strip().splitlines()[-1]
+        assert failed.returncode == 2 and said in last and "Traceback" not in failed.stderr, (extra, failed.stderr[-800:])
+        assert "--data FILE" not in last and "changed" not in last.split(":")[0]
+        assert not runs.exists() or not list(runs.iterdir()), list(runs.iterdir())  # no run, no .out.partial

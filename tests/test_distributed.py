@@ -1,10 +1,9 @@
 """`torchrun --nproc_per_node 2 -m encoderfit train` (DDP over gloo on CPU) equals one process at the same global batch."""
 
-import os
 import subprocess
 import sys
 
-from conftest import load_run, max_weight_difference, steady_args
+from conftest import GPUS, load_run, max_weight_difference, steady_args, two_process_env
 
 TOLERANCE = 1e-4  # observed on CPU: 2.7e-6 (the two processes all-reduce gradients in another order)
 
@@ -15,7 +14,12 @@ def files_under(path):
 
 def test_two_processes_match_one_and_only_the_main_process_writes(steady_run, toy_csv, tiny_model, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**two_process_env(), "CUDA_VISIBLE_DEVICES": ""}  # gloo on the CPU: compared bit for bit with one CPU process
+    if GPUS:  # the reference then runs on the CPU too, in a process of its own (steady_run trained on the GPU)
+        steady_run = tmp_path / "cpu-reference"
+        single = subprocess.run([sys.executable, "-m", "encoderfit", *steady_args(toy_csv, tiny_model, steady_run)],
+                                capture_output=True, text=True, env=env, timeout=600)
+        assert single.returncode == 0, single.stderr[-3000:]
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "encoderfit", *steady_args(toy_csv, tiny_model, out)],

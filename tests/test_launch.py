@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import STEADY_TRAIN, load_run
+from conftest import CPU_EXACT, STEADY_TRAIN, load_run
 from running import run_cli
 from test_resume import sealed
 
@@ -141,6 +141,7 @@ def test_skypilot_task_loads_with_skypilots_parser_with_torchrun_nodes_and_mount
     assert "sky jobs launch --yes --name encoderfit-pretrain-runs-pt --secret WANDB_API_KEY" in proc.stdout
 
 
+@CPU_EXACT
 def test_a_preempted_skypilot_job_resumes_from_the_bucket_when_relaunched(project, tiny_model, toy_csv, steady_run, tmp_path):
     """The task's own run command, run here as one node with one process: SIGKILL it after its first sealed
     checkpoint lands in the bucket directory, run it again, and it resumes and ends as an uninterrupted run does."""
@@ -234,3 +235,98 @@ def test_pull_copies_a_run_directory_or_one_file_into_place(trained_run, tmp_pat
     assert json.loads(one.read_text()) == {"accuracy": 1.0}
     with pytest.raises(UserError, match="is not in the runs volume"):
         download(FolderVolume(volume), "proj/runs/missing", tmp_path / "x")
+
+
+# Paths a careless or hostile user could give: each must reach the remote command as the same string, and run nothing
+HOSTILE = ["runs/$(touch pwned)/y", 'a"""; import os; os.system("touch pwned") #', "runs/it's \"quoted\"/y",
+           "runs/two\nlines/y", "runs/`touch pwned`/y", "runs/x; touch pwned; y/z"]
+
+
+def no_pwned(*roots: Path) -> None:
+    assert not [p for root in roots for p in root.rglob("pwned")], "a generated file ran a command"
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_skypilot_task_keeps_a_hostile_output_dir_as_data_when_its_run_script_runs(project, tmp_path, hostile):
+    """The task is parsed back (YAML, SkyPilot's parser when installed), both scripts pass `bash -n`, and the run
+    script itself runs here with a stand-in Python that records its arguments: the path arrives whole, its folder
+    is made, and no command hidden in it runs."""
+    bucket = tmp_path / "bucket"
+    run_cli("launch", "skypilot", "--runs_mount", str(bucket), "--dry_run", "true", "--", "train", "--config", "recipe.yaml",
+            "--output_dir", hostile, cwd=project)
+    (path,) = (project / ".encoderfit" / "launch").glob("*/sky.yaml")
+    task = yaml.safe_load(path.read_text())
+    if SKY_PYTHON.is_file():
+        assert sky_task(path)["run"] == task["run"]
+    for script in (task["setup"], task["run"]):
+        check = subprocess.run(["bash", "-n"], input=script, capture_output=True, text=True)
+        assert check.returncode == 0, check.stderr
+    record = tmp_path / "argv.json"
+    stub = tmp_path / "stub-python"
+    stub.write_text(f"#!{sys.executable}\nimport json, sys\njson.dump(sys.argv[1:], open({str(record)!r}, 'w'))\n")
+    stub.chmod(0o755)
+    env = {**os.environ, "ENCODERFIT_PYTHON": str(stub), "SKYPILOT_NUM_NODES": "1", "SKYPILOT_NODE_RANK": "0",
+           "SKYPILOT_NODE_IPS": "127.0.0.1", "SKYPILOT_NUM_GPUS_PER_NODE": "1"}
+    ran = subprocess.run(["bash", "-c", task["run"]], cwd=project, env=env, capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    no_pwned(project, tmp_path)
+    argv = json.loads(record.read_text())
+    remote = f"{bucket}/proj/{hostile}"
+    assert argv[-2:] == ["--output_dir", remote] and argv[argv.index("encoderfit") + 1:-2] == ["train", "--config", "recipe.yaml"]
+    assert os.path.isdir(os.path.dirname(remote))
+
+
+def import_app(app_file: Path, monkeypatch):
+    """The generated module's top level run as `modal run` runs it (with Modal's library, or a stand-in for it where
+    Modal is not installed)."""
+    import ast
+    from unittest import mock
+
+    tree = ast.parse(app_file.read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "system"]
+    if importlib.util.find_spec("modal") is None:
+        monkeypatch.setitem(sys.modules, "modal", mock.MagicMock())
+    spec = importlib.util.spec_from_file_location("launched_app", app_file)
+    app = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(app)
+    return tree, app
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+def test_modal_app_keeps_a_hostile_output_dir_as_data_when_imported(project, tmp_path, monkeypatch, hostile):
+    run_cli("launch", "modal", "--dry_run", "true", "--", "train", "--config", "recipe.yaml", "--output_dir", hostile,
+            cwd=project)
+    (app_file,) = (project / ".encoderfit" / "launch").glob("*/modal_app.py")
+    sandbox = tmp_path / "sandbox"
+    sandbox.mkdir()
+    monkeypatch.chdir(sandbox)
+    import ast
+
+    tree, app = import_app(app_file, monkeypatch)
+    no_pwned(project, sandbox)
+    assert hostile not in (ast.get_docstring(tree) or "")
+    assert app.OUTPUT == hostile and app.COMMAND[-2:] == ["--output_dir", f"/runs/proj/{hostile}"]
+    assert app.RUN_AGAIN == ["modal", "run", str(app_file)]
+
+
+def test_launch_distill_uploads_the_teachers_run_and_data(project, trained_run, tiny_model, toy_csv):
+    proc = run_cli("launch", "modal", "--dry_run", "true", "--", "distill", "--teacher", str(trained_run), "--student",
+                   str(tiny_model), "--output_dir", "runs/student", cwd=project)
+    uploads = json.loads(next(line for line in proc.stdout.splitlines() if line.startswith("uploads: "))[len("uploads: "):])
+    assert {str(trained_run), str(tiny_model), str(toy_csv)} <= set(uploads)  # the teacher's data: distill reads it again
+
+
+def test_launch_distill_refuses_what_distill_refuses_with_its_message(project, trained_run, tiny_model, tmp_path):
+    from test_errors import quick_qa_run
+
+    qa_run = quick_qa_run(tmp_path, tiny_model)  # a QA run, which distill refuses as a teacher
+    local = run_cli("distill", "--teacher", str(qa_run), "--student", str(tiny_model), "--output_dir", "runs/s",
+                    check=False, cwd=project)
+    assert local.returncode == 2
+    message = local.stderr.strip().splitlines()[-1].removeprefix("error: ")
+    assert "is a qa run" in message
+    assert message in launch_fails(project, "modal", "--dry_run", "true", "--", "distill", "--teacher", str(qa_run),
+                                   "--student", str(tiny_model), "--output_dir", "runs/s")
+    head = launch_fails(project, "skypilot", "--dry_run", "true", "--", "distill", "--teacher", str(trained_run),
+                        "--student", str(tiny_model), "--model.head", "embedding", "--output_dir", "runs/s")
+    assert "--model.head embedding: a student is distilled with a linear head" in head

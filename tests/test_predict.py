@@ -22,6 +22,12 @@ def test_length_batches_cover_every_index_once_within_budget():
     assert longest == sorted(longest, reverse=True)
 
 
+def tolerance(predictor) -> float:
+    """How far one text's logits may move with the batch it is in: float noise on a CPU; on a GPU, bf16 autocast (8
+    mantissa bits) and TF32 products whose kernels depend on the batch's shape."""
+    return 1e-4 if str(predictor.device).startswith("cpu") else 5e-2
+
+
 def test_shuffled_mixed_lengths_come_back_in_input_order(trained_run):
     rng = random.Random(1)
     words = "goal team chef oven cloud server the a of and very".split()
@@ -29,14 +35,14 @@ def test_shuffled_mixed_lengths_come_back_in_input_order(trained_run):
     clf = Predictor.from_pretrained(trained_run, max_tokens=256)
     batched = clf.logits(texts)
     one_by_one = np.stack([clf.logits([t])[0] for t in texts])
-    np.testing.assert_allclose(batched, one_by_one, atol=1e-4)
+    np.testing.assert_allclose(batched, one_by_one, atol=tolerance(clf))
 
 
 def test_chunked_logits_with_a_progress_bar_equal_one_pass_and_count_every_text(trained_run, capsys):
     texts = [f"the chef baked {'bread ' * (i % 7)}loaf {i}" for i in range(23)]
     whole = Predictor.from_pretrained(trained_run).logits(texts)
     chunked = Predictor.from_pretrained(trained_run, chunk_size=5)
-    np.testing.assert_allclose(chunked.logits(texts, progress="labelling"), whole, atol=1e-5)
+    np.testing.assert_allclose(chunked.logits(texts, progress="labelling"), whole, atol=tolerance(chunked))
     bar = capsys.readouterr().err
     assert "labelling" in bar and "23/23" in bar
     chunked.logits(texts[:4], progress="labelling")  # within one chunk: no bar

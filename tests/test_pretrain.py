@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import TOPICS, load_run, make_text, max_weight_difference, run_cli, write_csv
+from conftest import CPU_EXACT, TOPICS, load_run, make_text, max_weight_difference, run_cli, two_process_env, write_csv
 from test_resume import kill_after
 
 SMALL = '{"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 128}'
@@ -182,6 +182,7 @@ def test_other_stages_say_what_to_do_with_a_pretraining_run(mlm_run):
     assert proc.returncode == 2 and "mlm" in proc.stderr
 
 
+@CPU_EXACT
 @pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT", "SIGTERM"])
 def test_a_killed_pretraining_resumes_and_ends_where_an_uninterrupted_one_does(mlm_run, corpus_file, tmp_path, sig):
     import signal
@@ -291,7 +292,6 @@ def test_bad_pretraining_input_is_one_line_exit_2_and_leaves_nothing(case, corpu
 def test_two_processes_pretrain_with_one_writer(mlm_run, corpus_file, tmp_path):
     """torchrun DDP over gloo: each process masks its half of every batch with its own generator, so the run is not
     bitwise the one-process run; it must train (loss falls), write once, and leave the same files."""
-    import os
     import subprocess
     import sys
 
@@ -300,7 +300,7 @@ def test_two_processes_pretrain_with_one_writer(mlm_run, corpus_file, tmp_path):
     out = tmp_path / "ddp"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "encoderfit",
                            *pretrain_args(corpus_file, out)], capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+                          env=two_process_env())  # one GPU each, or gloo on the CPU where there are fewer than two
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert files_under(out) == files_under(mlm_run) and not list(tmp_path.glob(".*"))
     metrics = json.loads((out / "metrics.json").read_text())

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import load_run, max_weight_difference, run_cli, steady_args
+from conftest import CPU_EXACT, load_run, max_weight_difference, run_cli, steady_args
+
+pytestmark = CPU_EXACT
 
 TOLERANCE = 1e-5  # observed on CPU: 0.0
 

@@ -85,10 +85,18 @@ def test_the_cli_takes_each_tasks_group_and_names_the_new_flag_for_an_old_one(tm
     assert "ner.documents: a setting of the ner task, but this run's task is classification" in msg
 
 
-def test_training_batches_are_padded_to_a_few_length_buckets_never_past_the_model(tiny_model):
-    """On a CPU a batch pads to its longest row rounded up to a quarter of the power of two below it (one shape per
-    length makes long runs' memory grow), and labels pad with it; a bucket past the model's positions is not used."""
+def test_training_batches_are_padded_to_a_few_length_buckets_never_past_the_model(tiny_model, monkeypatch):
+    """On a CPU (and on a GPU under torch.compile) a batch pads to its longest row rounded up to a quarter of the power
+    of two below it (one shape per length makes long runs' memory grow, and costs a compiled model a graph), and
+    labels pad with it; a bucket past the model's positions is not used. On a GPU without compile: multiples of 8."""
     from transformers import AutoTokenizer
+
+    from encoderfit.core import device
+
+    if device.has_cuda():
+        monkeypatch.setattr(device, "_compiling", False)
+        assert device.pad_multiple(37) == 8 and device.padded_length(37) == 40
+        monkeypatch.setattr(device, "_compiling", True)  # the buckets below: as on a CPU
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model)
     rows = lambda *lengths, tags=False: [{"input_ids": [5] * n, "attention_mask": [1] * n, "labels": [1] * n if tags else 1}  # noqa: E731

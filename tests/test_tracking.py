@@ -130,3 +130,116 @@ def test_a_pretraining_run_is_tracked_in_mlflow_with_its_curve_perplexity_and_mo
     assert len(mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "loss")) >= 2
     files = {f.path for f in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "model")}
     assert {"model/model.safetensors", "model/tokenizer.json"} <= files
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, then let go."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Answering:
+    """A real HTTP server on loopback that answers every request with one status (a proxy, a server that is not
+    MLflow, a W&B that refuses the key)."""
+
+    def __init__(self, status: int, body: bytes = b'{"error": "no"}'):
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def refused(tmp_path, tiny_model, toy_csv, tracker: str) -> str:
+    """A run with --train.report_to [TRACKER] that must stop in one line, exit 2, with nothing left behind."""
+    import time
+
+    started = time.monotonic()
+    proc = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir",
+                   str(tmp_path / "runs" / "t"), "--train.epochs", "1", "--train.report_to", f"[{tracker}]", check=False,
+                   cwd=tmp_path)
+    seconds = time.monotonic() - started
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())  # no run, no .t.partial
+    return proc.stderr.strip().splitlines()[-1] + f"  [{seconds:.1f} s]"
+
+
+@pytest.fixture
+def no_tracker_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL", "MLFLOW_TRACKING_URI", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+
+
+def test_an_mlflow_server_that_does_not_answer_stops_the_run_at_once(no_tracker_env, monkeypatch, tmp_path, tiny_model, toy_csv):
+    port = closed_port()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    line = refused(tmp_path, tiny_model, toy_csv, "mlflow")
+    assert f"MLflow server at http://127.0.0.1:{port} does not answer" in line and "unset MLFLOW_TRACKING_URI" in line
+    assert float(line.rsplit("[", 1)[1].split()[0]) < 10  # MLflow's own client retries for minutes
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("htp://host:5000", "MLflow has no tracking store for 'htp:'"),
+    ("http://[::1", "is not a valid URI"),
+    ("http://", "names no host"),
+    ("{file}", "is a file, but MLflow keeps a folder of runs there"),
+    ("{file}/mlruns", "is a file, not a directory"),
+    ("sqlite:///{file}/mlflow.db", "is a file, not a directory"),
+    ("sqlite:///{file}", "is not an SQLite database"),
+])
+def test_a_malformed_mlflow_tracking_uri_is_one_line(no_tracker_env, monkeypatch, tmp_path, tiny_model, toy_csv, uri, says):
+    file = tmp_path / "notes.txt"
+    file.write_text("not a folder, not a database\n")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri.format(file=file))
+    line = refused(tmp_path, tiny_model, toy_csv, "mlflow")
+    assert "MLFLOW_TRACKING_URI" in line and says in line
+
+
+def test_a_server_that_is_not_mlflow_fails_in_one_line_and_leaves_no_partial_run(no_tracker_env, monkeypatch, tmp_path, tiny_model, toy_csv):
+    """It answers (so the check before training passes), but MLflow cannot open a run there: the run directory
+    already being built is removed."""
+    with Answering(404) as server:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+        line = refused(tmp_path, tiny_model, toy_csv, "mlflow")
+    assert f"MLflow ({server.url}) could not start a run" in line
+
+
+def test_wandb_online_without_a_key_or_a_reachable_server_or_with_a_refused_key_stops_at_once(no_tracker_env, monkeypatch, tmp_path, tiny_model, toy_csv):
+    line = refused(tmp_path, tiny_model, toy_csv, "wandb")
+    assert "no W&B API key" in line and "WANDB_MODE=offline" in line
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123456789abcdef01234567")
+    port = closed_port()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    line = refused(tmp_path, tiny_model, toy_csv, "wandb")
+    assert f"cannot reach W&B at http://127.0.0.1:{port}" in line and "WANDB_MODE=offline" in line
+    assert float(line.rsplit("[", 1)[1].split()[0]) < 10
+    with Answering(401) as server:
+        monkeypatch.setenv("WANDB_BASE_URL", server.url)
+        line = refused(tmp_path, tiny_model, toy_csv, "wandb")
+    assert f"W&B at {server.url} refused the API key (HTTP 401)" in line and "WANDB_API_KEY" in line

@@ -9,7 +9,8 @@ from .core.errors import UserError  # noqa: E402
 _API = {"Predictor": "stages.predict", "Classifier": "stages.predict", "fit": "stages.train", "cross_validate": "stages.crossval", "tune": "stages.tune", "evaluate": "stages.evaluate",
         "export": "stages.export", "report": "stages.report", "serve": "serving.app", "pretrain": "pretraining.run", "tune_pretrain": "pretraining.tune", "CorpusArgs": "pretraining.corpus",
         "TokenizerArgs": "pretraining.tokenizer", "PretrainModelArgs": "pretraining.config", "MlmArgs": "pretraining.config", "distill": "stages.distill", "DistillArgs": "core.config",
-        "launch_modal": "launch.on_modal", "launch_skypilot": "launch.on_skypilot"}
+        "launch_modal": "launch.on_modal", "launch_skypilot": "launch.on_skypilot", "monitor": "stages.monitor",
+        "feedback": "stages.feedback", "retrain": "stages.retrain", "PredictionLog": "stages.predlog"}
 
 
 def __getattr__(name):
@@ -21,4 +22,4 @@ def __getattr__(name):
 
 
 __all__ = ["Predictor", "Classifier", "UserError", "fit", "cross_validate", "tune", "evaluate", "export", "report", "serve", "pretrain", "tune_pretrain", "CorpusArgs",
-           "TokenizerArgs", "PretrainModelArgs", "MlmArgs", "distill", "DistillArgs", "launch_modal", "launch_skypilot", "__version__"]
+           "TokenizerArgs", "PretrainModelArgs", "MlmArgs", "distill", "DistillArgs", "launch_modal", "launch_skypilot", "monitor", "feedback", "retrain", "PredictionLog", "__version__"]

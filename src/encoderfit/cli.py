@@ -43,9 +43,13 @@ def _commands() -> Dict[str, Callable]:
     from .stages.train import fit
     from .stages.tune import tune
     from .pretraining.tune import tune_pretrain
+    from .stages.feedback import feedback
+    from .stages.monitor import monitor
+    from .stages.retrain import retrain
 
     return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
-            "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student}
+            "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student,
+            "monitor": monitor, "feedback": feedback, "retrain": retrain}
 
 
 def build_parser(commands: Dict[str, Callable], prog: str = "encoderfit", skip: frozenset = frozenset()):
@@ -162,9 +166,9 @@ def describe(tp) -> str:
     if origin is typing.Union:
         allowed = [a for a in args if a is not type(None)]
         literals = [v for a in allowed if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
-        if literals and len(literals) == sum(len(typing.get_args(a)) for a in allowed):
+        if literals and all(typing.get_origin(a) is typing.Literal for a in allowed):
             return "one of: " + ", ".join(map(str, literals)) + (", null" if type(None) in args else "")
-        return " or ".join(describe(a) for a in allowed) + (" or null" if type(None) in args else "")
+        return " or ".join(describe(a).removeprefix("one of: ") for a in allowed) + (" or null" if type(None) in args else "")
     if origin in (dict, typing.Dict) or tp is dict:
         return 'a mapping, as JSON or YAML (e.g. \'{"name": {"low": 1, "high": 2}}\')'
     if origin in (list, typing.List) or tp is list:
@@ -243,8 +247,8 @@ def _run(argv: List[str]) -> int:
     groups = task_groups(commands[command])
     if groups:
         kwargs["options"] = _task_options(kwargs, groups)
-    commands[command](**kwargs)
-    return 0
+    result = commands[command](**kwargs)
+    return int(getattr(result, "exit_code", 0))  # monitor (an alarm: 3) and retrain (kept the old model: 4) say so
 
 
 def main(argv: Optional[List[str]] = None) -> int:

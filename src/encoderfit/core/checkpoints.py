@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Optional
 
@@ -24,10 +25,21 @@ MANIFEST = "encoderfit-complete.json"
 _STEP = re.compile(r"^checkpoint-(\d+)$")
 
 
+def _hashes(files: List[Path]) -> List[str]:
+    """Each file's SHA-256, the files read at the same time (hashlib releases the GIL on large blocks): a checkpoint's
+    weights and optimizer state (~0.6 and ~1.1 GB for a 150M encoder) take as long as the larger alone."""
+    if len(files) < 2:
+        return [sha256(p) for p in files]
+    with ThreadPoolExecutor(max_workers=min(8, len(files))) as pool:
+        return list(pool.map(sha256, files))
+
+
 def seal(checkpoint: Path) -> None:
-    """Record every file of a fully written checkpoint; the manifest is what marks it complete."""
+    """Record every file of a fully written checkpoint; the manifest is what marks it complete. Each file is hashed
+    once, here, right after it was written; only a resume reads it again (`problem`)."""
     files = sorted(p for p in checkpoint.rglob("*") if p.is_file() and p.name != MANIFEST)
-    manifest = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": sha256(p)} for p in files}
+    manifest = {str(p.relative_to(checkpoint)): {"bytes": p.stat().st_size, "sha256": digest}
+                for p, digest in zip(files, _hashes(files))}
     write_json(checkpoint / MANIFEST, {"files": manifest})
 
 
@@ -46,7 +58,9 @@ def problem(checkpoint: Path) -> Optional[str]:
             return f"{name} is missing"
         if path.stat().st_size != expected["bytes"]:
             return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
-        if sha256(path) != expected["sha256"]:
+    names = list(files)
+    for name, digest in zip(names, _hashes([checkpoint / n for n in names])):
+        if digest != files[name]["sha256"]:
             return f"{name} does not match its checksum"
     return None
 

@@ -10,7 +10,7 @@ import dataclasses
 import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import List, Literal, Optional, Union
 
 from .errors import UserError
 
@@ -34,7 +34,8 @@ class DataArgs:
     text_column: str = "text"
     """Column holding the text to classify."""
     text_pair_column: Optional[str] = None
-    """Optional second text column, for sentence-pair tasks (NLI, paraphrase)."""
+    """Optional second text column, for sentence-pair tasks (NLI, paraphrase). Default: inferred from well-known
+    names (text_pair beside text; sentence1/sentence2, premise/hypothesis ... when there is no text column), logged."""
     join_columns: Optional[List[str]] = None
     """Build the text from these columns, joined by a blank line, empty ones skipped (e.g. [title, text]: a headline
     and its body); predict joins the same columns of a table input."""
@@ -138,6 +139,11 @@ class TrainArgs:
     batch_size: int = 16
     """Training examples per optimizer step, over all processes: with N processes (torchrun) each takes
     batch_size / N, so the same config gives the same optimisation on 1 or N devices."""
+    max_batch_tokens: Optional[int] = None
+    """Form training batches by tokens instead of texts: each batch holds as many texts of similar length as fit in
+    this many tokens per process (padded tokens; with train.packing, real tokens), so short texts come many to a batch
+    and long ones few; batch_size is then unused. The loss stays the mean over the step's examples. null: batches of
+    batch_size texts."""
     eval_batch_size: int = 64
     """Examples per batch when evaluating during training."""
     gradient_accumulation_steps: int = 1
@@ -215,10 +221,15 @@ class TrainArgs:
     """Log loss and learning rate every N steps."""
     report_to: List[str] = field(default_factory=lambda: ["tensorboard"])
     """Loggers: any of tensorboard, wandb, mlflow (the latter two need their packages); [] for none."""
-    num_workers: int = 0
-    """Data-loader worker processes."""
-    torch_compile: bool = False
-    """Compile the model with torch.compile (GPU with triton; slower to start, faster per step)."""
+    num_workers: Optional[int] = None
+    """Data-loader worker processes that collate batches while the model computes. Default: min(4, CPU cores - 1) on
+    a CUDA GPU (kept alive between epochs), 0 on a CPU."""
+    torch_compile: Union[Literal["auto"], bool] = "auto"
+    """Compile the model with torch.compile (inductor, mode "default"; slower to start, faster per step). auto: on a
+    CUDA GPU with triton, off on a CPU."""
+    packing: Union[Literal["auto"], bool] = "auto"
+    """Padding-free: each batch's real tokens packed back to back, attention kept to each sequence (docs/speed.md),
+    in training and in predict. auto: on for ModernBERT and BERT-family encoders, padded batches for the others."""
     fsdp: bool = False
     """Shard model, gradients and optimizer state over the GPUs with FSDP2 (launch with torchrun or accelerate)."""
     fsdp_config: Optional[dict] = None
@@ -247,7 +258,9 @@ class TrainArgs:
         _require(self.keep_checkpoints >= 1, f"train.keep_checkpoints must be at least 1 (got {self.keep_checkpoints})")
         _require(self.seeds >= 1, f"train.seeds must be at least 1 (got {self.seeds})")
         _require(not self.ensemble or self.seeds > 1, "train.ensemble needs train.seeds > 1 (the members to ensemble)")
-        _require(self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")
+        _require(self.num_workers is None or self.num_workers >= 0, f"train.num_workers must be >= 0 (got {self.num_workers})")
+        _require(self.max_batch_tokens is None or self.max_batch_tokens >= 64,
+                 f"train.max_batch_tokens must be at least 64 tokens (got {self.max_batch_tokens}); null turns it off")
         _require(
             self.early_stopping_patience is None or self.early_stopping_patience >= 1,
             f"train.early_stopping_patience must be at least 1 (got {self.early_stopping_patience})",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -147,9 +148,10 @@ def decode_utf8(raw: bytes, where: str) -> str:
 
 
 def split_lines(text: str) -> List[str]:
-    """The lines of a text file: split at \\n (and \\r\\n) only, never at the form feeds, U+2028 and other separators
-    that str.splitlines also breaks at (they can sit inside one line, and would shift every line after them)."""
-    lines = text.split("\n")
+    """The lines of a text file: split at the newlines of any platform (\\n, \\r\\n, and \\r alone, as old Macs wrote
+    them: Python's universal newlines) only, never at the form feeds, U+2028 and other separators that str.splitlines
+    also breaks at (they can sit inside one line, and would shift every line after them)."""
+    lines = re.split("\r\n|\r|\n", text)
     if lines[-1] == "":
         lines.pop()
-    return [line[:-1] if line.endswith("\r") else line for line in lines]
+    return lines

@@ -26,9 +26,12 @@ from .recipes import RECIPES
 log = logging.getLogger(__name__)
 
 TEXT, PAIR, LABEL = "text", "text_pair", "labels"
+CSV_CELLS = {"keep_default_na": False, "na_values": [""]}
+"""Only an empty CSV/TSV cell is missing: `None`, `NA`, `null`, `nan`, `N/A` are text (a class, a sentence), not the
+missing values pandas reads them as by default."""
 FORMATS = {  # extension -> (datasets builder, builder options)
-    ".csv": ("csv", {}),
-    ".tsv": ("csv", {"delimiter": "\t"}),
+    ".csv": ("csv", CSV_CELLS),
+    ".tsv": ("csv", {**CSV_CELLS, "delimiter": "\t"}),
     ".json": ("json", {}),
     ".jsonl": ("json", {}),
     ".parquet": ("parquet", {}),
@@ -215,6 +218,10 @@ def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
     if len(ds) == 0:
         raise UserError(f"{where}: no rows; it must hold at least one example")
     ds = ds.select_columns(list(wanted)).rename_columns({k: v for k, v in wanted.items() if k != v})
+    if need_labels and type(ds.features[LABEL]).__name__ == "Json":  # JSON rows whose labels are of several kinds
+        from .columns import check_label_kinds
+
+        check_label_kinds(list(ds[LABEL]), data.label_column, where)
     for name, column in ((TEXT, data.text_column), (PAIR, data.text_pair_column)):
         if name in ds.column_names:
             for i, value in enumerate(ds[name]):

@@ -27,6 +27,7 @@ DISTRIBUTED = ("train", "distill", "pretrain")  # started with torchrun over the
 # options whose values may name local files or directories (else a hub name, a recipe or a corpus name)
 PATH_OPTIONS = ("data.source", "data", "distill.unlabelled", "distill.compare", "teacher", "run", "corpus.sources", "tokenizer.path",
                 "train.deepspeed", "model.name_or_path", "student", "space")
+RUN_OPTIONS = ("teacher", "distill.compare")  # run directories whose training data the command reads again
 FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".yaml", ".yml", ".conll", ".iob", ".bio", ".gz",
                  ".zip", ".bz2", ".xz", ".xml", ".sgm", ".arrow", ".md"}
 LAUNCH_DIR = Path(".encoderfit") / "launch"  # in the project: each launch's generated app or task, by name
@@ -118,17 +119,32 @@ def config_files(argv: List[str]) -> List[str]:
     return files
 
 
-def local_inputs(config: Dict, argv: List[str], project: Path) -> List[Path]:
-    """The local files and directories the command reads; a path that does not exist here is a clear error."""
-    found: List[Tuple[str, Path]] = [("--config", project / f) for f in config_files(argv)]
-    for option in PATH_OPTIONS:
+def _run_data(config: Dict, project: Path) -> Iterator[Tuple[str, str]]:
+    """(where, source) of the data a run named by RUN_OPTIONS was trained on (a teacher's: distill re-reads it), as
+    its config.yaml records it."""
+    from ..stages.rundir import RunDir
+
+    for option in RUN_OPTIONS:
         for value in _values(config, option):
-            path = (project / Path(value).expanduser()).resolve()
-            if path.exists():
-                found.append((option, path))
-            elif looks_local(value):
-                raise UserError(f"launch: {option} names {value}, which does not exist here; fix the path (nothing "
-                                "was submitted)")
+            run = project / Path(value).expanduser()
+            if RunDir.is_run(run):
+                source = RunDir(run).config().data.source
+                if source:
+                    yield f"{option} {value}: its data.source", str(source)
+
+
+def local_inputs(config: Dict, argv: List[str], project: Path) -> List[Path]:
+    """The local files and directories the command reads (a teacher run's data too); a path that does not exist here
+    is a clear error."""
+    found: List[Tuple[str, Path]] = [("--config", project / f) for f in config_files(argv)]
+    named = [(option, value) for option in PATH_OPTIONS for value in _values(config, option)]
+    for option, value in named + list(_run_data(config, project)):
+        path = (project / Path(value).expanduser()).resolve()
+        if path.exists():
+            found.append((option, path))
+        elif looks_local(value):
+            raise UserError(f"launch: {option} names {value}, which does not exist here; fix the path (nothing "
+                            "was submitted)")
     for option, path in found:
         if not path.exists():
             raise UserError(f"launch: {option} names {path}, which does not exist here; nothing was submitted")
@@ -153,15 +169,14 @@ def output_of(command: str, config: Dict, project: Path) -> Tuple[Path, str]:
 
 
 def needed_secrets(report_to: List[str], env: Dict[str, str]) -> List[str]:
-    """The variables the remote run needs from here; a tracker without its credentials is a clear error."""
-    if "wandb" in report_to and env.get("WANDB_MODE") != "offline" and not env.get("WANDB_API_KEY"):
-        raise UserError("launch: --train.report_to wandb needs WANDB_API_KEY in the environment (`wandb login` "
-                        "prints where to find it); nothing was submitted")
-    if "mlflow" in report_to:
-        uri = env.get("MLFLOW_TRACKING_URI", "")
-        if not uri or uri.startswith(("sqlite:", "file:", "./", "/")) or "://" not in uri:
-            raise UserError("launch: --train.report_to mlflow needs MLFLOW_TRACKING_URI set to a tracking server the "
-                            f"remote machine can reach (http(s)://..., databricks); got {uri or 'nothing'}")
+    """The variables the remote run needs from here; a tracker without its credentials is a clear error (the trackers'
+    own check, stages/tracking.py, for a run elsewhere)."""
+    from ..stages.tracking import check_trackers
+
+    try:
+        check_trackers(report_to, env, remote=True)
+    except UserError as err:
+        raise UserError(f"launch: {err}; nothing was submitted") from None
     return [name for name in SECRETS if env.get(name)]
 
 
@@ -176,6 +191,13 @@ def parse_job(command: List[str], project: Optional[Path] = None, env: Optional[
         raise UserError(f"launch: cannot run `{command[0]}` remotely{closest(command[0], list(COMMANDS))}; one of: "
                         f"{', '.join(COMMANDS)}")
     config = resolve_config(command, project)
+    if command[0] == "distill":  # distill's own checks (the teacher, the student's settings), as it makes them here
+        from ..stages.distill import check_config
+
+        try:
+            check_config(config, project)
+        except UserError as err:
+            raise UserError(f"launch: `encoderfit distill` would fail: {err}; nothing was submitted") from None
     output, flag = output_of(command[0], config, project)
     job = Job(command[0], list(command[1:]), config, project, local_inputs(config, command[1:], project), output, flag)
     job.secrets = needed_secrets(job.report_to, env)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -33,8 +34,9 @@ RUNS_ROOT, CACHE_ROOT, SOURCE_ROOT = "/runs", "/cache", "/opt/encoderfit"
 
 TEMPLATE = '''"""Modal app written by `encoderfit launch modal` (encoderfit {version}).
 
-Run it again with `modal run {detach_flag}{path}`; `encoderfit launch pull {output}` copies the run back.
-Secrets are read from your environment when it runs ({secret_names}); none is stored here.
+Run it again with `modal run` on this file (RUN_AGAIN); `encoderfit launch pull OUTPUT` copies the run back.
+Secrets are read from your environment when it runs (SECRETS names them); none is stored here.
+Every value below is a Python literal (repr): a path or argument is data here, never code.
 """
 
 import os
@@ -60,6 +62,8 @@ SECRETS = {secrets!r}
 COMMAND = {command!r}
 DISTRIBUTED = {distributed!r}
 DETACH = {detach!r}
+OUTPUT = {output!r}  # where the run comes back to, relative to WORKDIR
+RUN_AGAIN = {run_again!r}
 
 image = (
     modal.Image.debian_slim(python_version=PYTHON)
@@ -137,8 +141,8 @@ def render(job: Job, gpu: str, timeout: int, retries: int, detach: bool, runs_vo
                   uploads=[(str(p), str(p)) for p in job.inputs], workdir=str(job.project), runs_volume=runs_volume,
                   runs_root=RUNS_ROOT, cache_volume=cache_volume, cache_root=CACHE_ROOT, secrets=job.secrets,
                   command=job.remote_argv(RUNS_ROOT), distributed=job.command in DISTRIBUTED, detach=detach,
-                  source_root=SOURCE_ROOT, path=path, output=os.path.relpath(job.output, job.project),
-                  detach_flag="--detach " if detach else "", secret_names=", ".join(job.secrets) or "none")
+                  source_root=SOURCE_ROOT, output=os.path.relpath(job.output, job.project),
+                  run_again=["modal", "run", *(["--detach"] if detach else []), str(path)])
     return TEMPLATE.format(**values)
 
 
@@ -180,7 +184,7 @@ def launch_modal(command: List[str], gpu: str = "A100-40GB", timeout: int = 24 *
                     "gpu": "{}:{}".format(*parse_gpu(gpu)), "timeout_s": timeout, "retries": retries,
                     "volumes": {RUNS_ROOT: runs_volume, CACHE_ROOT: cache_volume},
                     "secrets (names only)": job.secrets, "uploads": [str(p) for p in job.inputs],
-                    "command": " ".join(job.remote_argv(RUNS_ROOT)), "comes back to": str(job.output)}))
+                    "command": shlex.join(job.remote_argv(RUNS_ROOT)), "comes back to": str(job.output)}))
     if dry_run:
         return path
     code = subprocess.call([sys.executable, "-m", "modal", "run", *(["--detach"] if detach else []), str(path)], cwd=job.project)
@@ -228,11 +232,15 @@ def download(volume, key: str, target: Path) -> Path:
         return target
     work = partial_dir(target)
     shutil.rmtree(work, ignore_errors=True)
-    for entry in files:
-        local = work / os.path.relpath(entry.path.strip("/"), key.strip("/"))
-        local.parent.mkdir(parents=True, exist_ok=True)
-        with open(local, "wb") as f:
-            volume.read_file_into_fileobj(entry.path, f)
+    try:
+        for entry in files:
+            local = work / os.path.relpath(entry.path.strip("/"), key.strip("/"))
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "wb") as f:
+                volume.read_file_into_fileobj(entry.path, f)
+    except BaseException:  # an interrupted or failed copy leaves nothing half-copied
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     if target.exists():
         shutil.rmtree(target)
     publish_dir(work, target)

@@ -86,7 +86,7 @@ def run_script(job: Job, runs_mount: str) -> str:
     output = f"{runs_mount.rstrip('/')}/{job.key}"
     argv = " ".join(shlex.quote(a) for a in job.remote_argv(runs_mount))
     lines = ["set -euo pipefail", 'PY="${ENCODERFIT_PYTHON:-$HOME/encoderfit-env/bin/python}"  # setup\'s environment',
-             f'mkdir -p "{posixpath.dirname(output)}"']
+             f"mkdir -p {shlex.quote(posixpath.dirname(output))}"]  # every user value shell-quoted
     if job.command in DISTRIBUTED:
         lines += ['MASTER_ADDR=$(echo "$SKYPILOT_NODE_IPS" | head -n1)',
                   '"$PY" -m torch.distributed.run --nnodes "$SKYPILOT_NUM_NODES" --node_rank '
@@ -185,7 +185,7 @@ def launch_skypilot(command: List[str], gpus: str = "H100:1", nodes: int = 1, cl
     submit = [sky or "sky", "jobs", "launch", "--yes", "--name", job.name, *[a for s in job.secrets for a in ("--secret", s)], str(path)]
     print(describe({"task": str(path), "nodes": nodes, "gpus per node": accelerators, "cloud": cloud or "cheapest",
                     "spot": spot, "bucket": f"{bucket} at {runs_mount}", "secrets (names only)": job.secrets,
-                    "command": " ".join(job.remote_argv(runs_mount)), "submit": " ".join(submit),
+                    "command": shlex.join(job.remote_argv(runs_mount)), "submit": shlex.join(submit),
                     "resume after preemption": "automatic (managed job); or run the submit command again"}))
     if dry_run:
         print(path.read_text())

@@ -118,8 +118,15 @@ def probe_head(net, outputs: int, tokenized: Dict, collator, loss: Callable, see
     train = tokenized["train"]
     if len(train) > MAX_ROWS:
         train = train.shuffle(seed=seed).select(range(MAX_ROWS))
-    x, y = head_features(net, layer, train, collator)
-    x_val, y_val = head_features(net, layer, tokenized["validation"], collator)
+    from ..core.device import process_device
+
+    home = next(net.parameters()).device
+    net.to(process_device())  # the features on the GPU training will use (the Trainer would move it there next anyway)
+    try:
+        x, y = head_features(net, layer, train, collator)
+        x_val, y_val = head_features(net, layer, tokenized["validation"], collator)
+    finally:
+        net.to(home)
     has_bias = layer.bias is not None
     bias = layer.bias.detach().float().cpu() if has_bias else torch.zeros(layer.out_features)
     fitted = fit_linear(x, y, x_val, y_val, loss, bias, fit_bias=has_bias)

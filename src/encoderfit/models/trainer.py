@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -20,9 +21,10 @@ from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_group
 
 from ..core.checkpoints import seal
 from ..core.config import TrainArgs
-from ..core.device import has_cuda
+from ..core.device import has_cuda, loader_workers, pick_compile
 from ..core.distributed import barrier, is_main, world_size
 from ..core.errors import UserError, raise_if_signalled
+from .batching import EpochToBatches, TokenBudgetBatches, budget_loader, token_budget
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,10 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, grea
     else:
         strategy, every = "epoch", None
     metric = "eval_loss" if train.metric_for_best == "loss" else f"eval_{train.metric_for_best}"
+    if train.max_batch_tokens and cls.__module__.startswith("sentence_transformers"):
+        raise UserError("train.max_batch_tokens: this task trains with sentence-transformers' trainer, which batches by "
+                        "texts; drop train.max_batch_tokens and set train.batch_size")
+    workers = loader_workers(train.num_workers)
     if train.fsdp and (world_size() < 2 or not has_cuda()):  # accelerate shards on GPUs only
         raise UserError(f"train.fsdp: FSDP needs GPUs and a multi-process launch (torchrun --nproc_per_node N); this run has "
                         f"{world_size()} process(es){'' if has_cuda() else ' and no GPU'}: drop train.fsdp here")
@@ -81,8 +87,12 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, grea
         logging_first_step=True,
         report_to=[r for r in train.report_to if r != "tensorboard"] or "none",
         length_column_name="length",
-        dataloader_num_workers=train.num_workers,
-        torch_compile=train.torch_compile,
+        logging_nan_inf_filter=False,  # True reads the loss back every step: a host sync that stalls a GPU's queue
+        dataloader_num_workers=workers,  # collation in worker processes while the GPU computes (CUDA default)
+        dataloader_persistent_workers=workers > 0,  # kept between epochs and evaluations, not restarted
+        dataloader_pin_memory=has_cuda(),
+        accelerator_config={"non_blocking": has_cuda()},  # host-to-device copies from pinned memory, asynchronous
+        torch_compile=pick_compile(train.torch_compile),
         fsdp=train.fsdp,
         fsdp_config=train.fsdp_config,
         deepspeed=train.deepspeed,
@@ -105,12 +115,48 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
         return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
 
 
+class Timings(TrainerCallback):
+    """Seconds spent evaluating and writing checkpoints during training (the Trainer's train_runtime includes both):
+    from the end of the step before each to its end, so training throughput can be reported apart."""
+
+    def __init__(self):
+        self.evaluation_s = self.checkpoint_s = 0.0
+        self.last = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.last = time.perf_counter()
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.evaluation_s += self._since()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.checkpoint_s += self._since()
+
+    def _since(self) -> float:
+        now, before = time.perf_counter(), self.last
+        self.last = now
+        return now - before if before is not None else 0.0
+
+    def summary(self) -> Dict[str, float]:
+        return {"evaluation_s": round(self.evaluation_s, 2), "checkpoint_s": round(self.checkpoint_s, 2)}
+
+
 class EncoderTrainer(Trainer):
-    def __init__(self, *args, lengths, derive=None, head_learning_rate=None, **kwargs):
+    def __init__(self, *args, lengths, derive=None, head_learning_rate=None, budget: Optional[TokenBudgetBatches] = None,
+                 **kwargs):
         self.head_learning_rate = head_learning_rate  # before the Trainer's own set-up, which may build the optimizer
         super().__init__(*args, **kwargs)
         self.lengths = list(lengths)  # read before the Trainer drops the columns the model does not take
         self.derive = derive  # the task's metrics computed from the others (perplexity from the loss)
+        self.budget = budget  # train.max_batch_tokens: batches by tokens (models/batching.py)
+        if budget is not None:
+            self.add_callback(EpochToBatches(budget))
+        self.timings = Timings()
+        self.add_callback(self.timings)
+
+    def get_train_dataloader(self):
+        """With train.max_batch_tokens: token-budget batches (models/batching.py) instead of batch_size rows."""
+        return super().get_train_dataloader() if self.budget is None else budget_loader(self, self.budget)
 
     def create_optimizer(self, model=None):
         """AdamW as the Trainer builds it; with train.head_learning_rate, the task head's parameters (outside the
@@ -284,4 +330,5 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
         callbacks=_callbacks(train, workdir / "logs", callbacks or []),
         lengths=tokenized["train"]["length"],
         head_learning_rate=train.head_learning_rate,
+        budget=token_budget(train, tokenized["train"]["length"], tokenizer, net),
     )

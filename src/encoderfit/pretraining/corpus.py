@@ -60,11 +60,11 @@ def _read_text_file(path: Path) -> str:
 
 
 def split_documents(text: str, how: str) -> List[str]:
-    if how == "lines":
-        from ..core.files import split_lines
+    from ..core.files import split_lines
 
+    if how == "lines":
         return [line.strip() for line in split_lines(text) if line.strip()]
-    return [" ".join(block.split()) for block in text.replace("\r\n", "\n").split("\n\n") if block.strip()]
+    return [" ".join(block.split()) for block in "\n".join(split_lines(text)).split("\n\n") if block.strip()]
 
 
 def _is_text_file(path: Path) -> bool:

@@ -111,8 +111,9 @@ def pretrain(
             workdir.mkdir(parents=True)
             cfg.save(workdir)
         barrier()
-        trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
+        trackers = Trackers([], workdir, out.name)
         try:
+            trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
             tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
             checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
             results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)

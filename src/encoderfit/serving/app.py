@@ -28,6 +28,7 @@ from ..core.errors import UserError
 from ..stages.predict import Predictor
 from .batching import Batcher, ClientGone, Metrics, Overloaded
 from .http import Limits, _error, check_texts, client_gone
+from .logged import Busy, add_log_routes
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
@@ -76,6 +77,14 @@ class PredictRequest(BaseModel):
             if bad is not None:
                 raise ValueError(f"{where}.{bad}: a string is expected")
         return [r[names[0]] for r in rows], ([r[names[1]] for r in rows] if paired else None)
+
+    def where(self, names: Tuple[str, str]):
+        """The request's own name for its text i (k 0) or the pair of it (k 1): "pairs.0.1", "inputs.2.context"."""
+        if self.pairs is not None:
+            return lambda i, k: f"pairs.{i}.{k}"
+        if self.texts is not None or self.text is not None:
+            return lambda i, k: f"texts.{i}" if self.texts is not None else "text"
+        return lambda i, k: f"inputs.{i}.{names[k]}" if self.inputs is not None else names[k]
 
 
 def route_template(app: FastAPI, scope) -> str:
@@ -136,17 +145,22 @@ def overloaded(message: str) -> JSONResponse:
 def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
                max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True, docs: bool = True,
                allowed_hosts: Optional[List[str]] = None, index=None, max_queue: int = 128,
-               max_batch_tokens: Optional[int] = None) -> FastAPI:
+               max_batch_tokens: Optional[int] = None, prediction_log=None) -> FastAPI:
     """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `allowed_hosts`: Host
     header names accepted (None: any). `index`: a search.SearchIndex that POST /v1/search answers from (embedding
-    models). `max_queue`, `max_batch_tokens`: as `serve`'s options."""
+    models). `max_queue`, `max_batch_tokens`: as `serve`'s options. `prediction_log`: a logged.ServedLog that every
+    answered prediction is committed to before its answer (serve --log)."""
     metrics = Metrics()
     batcher = Batcher(predictor, metrics, max_wait_ms, max_batch_texts, batching, max_queue, max_batch_tokens)
 
     async def lifespan(app):
         batcher.start()
+        if prediction_log is not None:
+            prediction_log.start(metrics.registry)
         yield
         await batcher.stop()
+        if prediction_log is not None:
+            prediction_log.stop()
 
     app = FastAPI(title="encoderfit", version=str(info.get("encoderfit_version", "")), lifespan=lifespan,
                   docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
@@ -227,13 +241,23 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         if (pairs is not None) != predictor.info.text_pair:
             wanted = '"pairs": [[a, b], ...]' if predictor.info.text_pair else '"texts" or "text"'
             return _error(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")
-        refused = check_texts(texts, pairs, limits)
+        refused = check_texts(texts, pairs, limits, where=body.where(predictor.task.inputs))
         if refused is not None:
             return refused
-        results = await batcher.predict(texts, pairs, lambda: client_gone(request))
+        try:
+            results = await batcher.predict(texts, pairs, lambda: client_gone(request))
+        except UserError as err:  # input this model cannot read (a QA question over half its max_length): the client's to fix
+            return _error(422, str(err))
         for r in results:
             metrics.observe(predictor.task.decoding.signals(r))
+        if prediction_log is not None:  # committed before the answer: an answered request is in the log
+            try:
+                results = await prediction_log.record(texts, pairs, results)
+            except Busy as err:
+                return overloaded(str(err))
         return {"results": results}
+
+    add_log_routes(app, prediction_log, predictor, overloaded)
 
     if predictor.task.embeds:
         from .search import add_embedding_routes
@@ -296,6 +320,10 @@ def serve(
     allowed_hosts: Optional[List[str]] = None,
     corpus: Optional[Path] = None,
     index: Optional[Path] = None,
+    log: Optional[Path] = None,
+    log_texts: bool = False,
+    log_max_mb: float = 1024.0,
+    log_max_days: float = 30.0,
 ) -> None:
     """Serve a trained run over HTTP: POST /v1/predict, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
 
@@ -327,6 +355,12 @@ def serve(
         corpus: Embedding models: documents to search (as `encoderfit search --corpus`; its index is built or reused
             at start), answered at POST /v1/search.
         index: With corpus: the index directory. Default: RUN/indexes/<corpus file name>.
+        log: Prediction log (SQLite) to append every answered prediction to, committed before the answer, with an
+            "id" in each result that POST /v1/feedback takes; `encoderfit monitor` reads it (docs/monitoring.md).
+        log_texts: Keep the texts in the log too (needed for the embedding drift test, the texts least like
+            training, and retraining on feedback given by id).
+        log_max_mb: Most megabytes the log keeps; the oldest predictions are deleted beyond it.
+        log_max_days: Most days a logged row is kept.
     """
     import uvicorn
 
@@ -335,6 +369,9 @@ def serve(
                         "must be >= 1, max_wait_ms >= 0")
     if not 1 <= port <= 65535:
         raise UserError(f"--port: {port} is not a TCP port; use 1-65535")
+    from .ports import check_port
+
+    check_port(host, port)  # a busy port fails now, not after loading the model (and again below, before "serving on")
     api_key = api_key or os.environ.get(API_KEY_ENV) or None
     if allowed_hosts is None and host in LOOPBACK:
         allowed_hosts = list(LOOPBACK)
@@ -346,7 +383,17 @@ def serve(
         from ..stages.search import check_corpus
 
         check_corpus(Path(corpus))  # a missing corpus fails now, not after loading the model
+    logged = None
+    if log is not None:
+        from ..stages.predlog import PredictionLog
+
+        PredictionLog(Path(log), log_max_mb, log_max_days).close()  # a bad path fails now, not after loading the model
     predictor = Predictor.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
+    if log is not None:
+        from ..stages.rundir import locate
+        from .logged import ServedLog
+
+        logged = ServedLog(Path(log), predictor, log_texts, log_max_mb, log_max_days, locate(Path(run))[1].fingerprint())
     searched = None
     if corpus is not None:
         from ..stages.search import index_for
@@ -354,10 +401,12 @@ def serve(
         searched = index_for(predictor, Path(run), Path(corpus), backend, index=index, index_flag="--index")
     app = create_app(predictor, model_info(Path(run), predictor, backend), Limits(max_texts, max_chars, max_body_bytes),
                      api_key, max_wait_ms, max_batch_texts, batching, docs=not api_key if docs is None else docs,
-                     allowed_hosts=allowed_hosts, index=searched, max_queue=max_queue, max_batch_tokens=max_batch_tokens)
-    log.info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",
+                     allowed_hosts=allowed_hosts, index=searched, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
+                     prediction_log=logged)
+    check_port(host, port)
+    logging.getLogger(__name__).info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",
              "; API key required" if api_key else "")
     try:
         uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
-        log.info("server stopped; it keeps no state, so nothing was lost")
+        logging.getLogger(__name__).info("server stopped; it keeps no state, so nothing was lost")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -29,19 +29,23 @@ async def client_gone(request: Request) -> None:
         await asyncio.sleep(0.1)  # a server that repeats body messages must not spin
 
 
-def check_texts(texts: List[str], pairs: Optional[List[str]], limits: Limits, field: str = "texts") -> Optional[JSONResponse]:
-    """The error response for texts the server refuses (none, too many, empty, too long, not Unicode), or None."""
+def check_texts(texts: List[str], pairs: Optional[List[str]], limits: Limits, field: str = "texts",
+                where: Optional[Callable[[int, int], str]] = None) -> Optional[JSONResponse]:
+    """The error response for texts the server refuses (none, too many, empty, too long, not Unicode), or None.
+    `where(i, k)`: the request's name for text i (k 0) or its pair (k 1), e.g. "inputs.0.context"; default
+    "texts.i" / "pairs.i"."""
     if not texts or len(texts) > limits.max_texts:
         return _error(422, f"{field}: send between 1 and {limits.max_texts} texts")
-    for name, items in ((field, texts), ("pairs", pairs or [])):
+    for k, (name, items) in enumerate(((field, texts), ("pairs", pairs or []))):
         for i, text in enumerate(items):
+            at = where(i, k) if where is not None else f"{name}.{i}"
             if not text.strip():
-                return _error(422, f"{name}.{i}: empty text")
+                return _error(422, f"{at}: empty text")
             if len(text) > limits.max_chars:
-                return _error(413, f"{name}.{i}: {len(text)} characters, over the limit of {limits.max_chars}")
+                return _error(413, f"{at}: {len(text)} characters, over the limit of {limits.max_chars}")
             bad = unencodable(text)
             if bad is not None:
-                return _error(422, f"{name}.{i}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
+                return _error(422, f"{at}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
     return None
 
 

@@ -5,8 +5,9 @@ All labelled examples (train, validation and test alike) are cut into K folds by
 (its validation split made from them, as `train` makes one), so every example is scored exactly once by a model
 that never saw it. The baseline is fitted on the same K training sets. Metrics, bootstrap intervals and the paired
 comparison with the baseline are then computed over all out-of-fold predictions: on BBC News, 2,127 articles
-instead of a 213-article test split. Each fold is a complete run directory (folds/fold-NN, with its report); a
-re-run of the same command keeps the folds already finished. No model is shipped: train one with `encoderfit train`.
+instead of a 213-article test split. Each fold is a complete run directory (folds/fold-NN, with its report), built
+hidden and renamed into place when complete; a re-run of the same command keeps the folds already finished, and a
+re-run with other settings is refused, naming them (as train refuses to resume another config). No model is shipped: train one with `encoderfit train`.
 """
 
 from __future__ import annotations
@@ -70,21 +71,46 @@ def _fold_splits(task, parts, i: int, data: DataArgs, labels: List[str], name: s
 
 
 def _finished(fold_dir: Path) -> bool:
-    return (fold_dir / RunDir.METRICS).is_file() and "test" in RunDir(fold_dir).metrics()
+    """A fold kept by a re-run: a complete run directory (RunDir.complete: report and card written too)."""
+    return fold_dir.is_dir() and RunDir(fold_dir).complete()
 
 
 def _run_fold(fold_splits: Splits, model: ModelArgs, train: TrainArgs, report: ReportArgs, data: DataArgs, fold_dir: Path) -> None:
+    """Train and evaluate one fold in its hidden work directory, renamed to `fold_dir` only when complete."""
     from .predict import Predictor
 
     prep = Prepared.from_splits(fold_splits, model, train)
     cfg = prep.config(data, model, train, report)
-    shutil.rmtree(fold_dir, ignore_errors=True)
-    fold_dir.mkdir(parents=True)
-    trained = train_model(prep, cfg, fold_dir)
+    work = partial_dir(fold_dir)
+    for stale in (fold_dir, work):
+        shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir(parents=True)
+    trained = train_model(prep, cfg, work)
     model_obj = None if trained.stale else trained.trainer.model
-    run = RunDir(fold_dir)
-    predictor = Predictor(model_obj, prep.tokenizer, run.model.info()) if model_obj is not None else Predictor.from_pretrained(fold_dir)
+    run = RunDir(work)
+    predictor = Predictor(model_obj, prep.tokenizer, run.model.info()) if model_obj is not None else Predictor.from_pretrained(work)
     evaluate_run(run, cfg, predictor, fold_splits, review_train=False)  # the training texts' review: for a shipped run
+    publish_dir(work, fold_dir)
+
+
+def _continues(workdir: Path, settings: Dict, resume: Optional[bool]) -> bool:
+    """Whether the folds finished in `workdir` are kept: only for the same settings (train's rule: a changed config
+    is refused, naming what changed, rather than its folds deleted without a word)."""
+    finished = [f for f in sorted((workdir / FOLDS).glob("fold-*")) if _finished(f)] if workdir.is_dir() else []
+    if resume is False or not finished:
+        if resume:
+            raise UserError(f"--resume: no interrupted cross-validation to resume in {workdir}; run without --resume")
+        return False
+    try:
+        before = _read(workdir / "cv.json")
+    except (OSError, ValueError):
+        before = None
+    changes = ["its cv.json is missing or unreadable"] if before is None else config_changes(before, _plain(settings))
+    if changes:
+        raise UserError(f"{workdir} holds {len(finished)} finished fold(s) of a cross-validation with other settings "
+                        f"({'; '.join(changes[:5])}{'; ...' if len(changes) > 5 else ''}); run the same settings to continue "
+                        "it, or pass --resume false to discard its folds and start over")
+    return True
 
 
 def cross_validate(
@@ -97,6 +123,7 @@ def cross_validate(
     folds: int = 10,
     output_dir: Path = Path("runs/cv"),
     overwrite: bool = False,
+    resume: Optional[bool] = None,
 ) -> Path:
     """K-fold cross-validation: every example scored once, out of fold, against the baseline's out-of-fold predictions.
 
@@ -115,6 +142,8 @@ def cross_validate(
         folds: Number of folds K (2 or more): each model trains on (K-1)/K of the examples.
         output_dir: The cross-validation directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
+        resume: Keep the folds an interrupted run of the same settings finished. Default (null): when its settings are
+            the same (other settings are refused, naming them); true: insist; false: discard them and start over.
     """
     started = time.time()
     if folds < 2:
@@ -125,7 +154,8 @@ def cross_validate(
     if not is_main():
         raise UserError("encoderfit cv runs in one process; launch it without torchrun")
     with exclusive(out, overwrite=overwrite):
-        splits = prepare(data, task, options)
+        splits = prepare(data, task, options, holdout=False)  # pooled and cut into folds below
+        data = splits.resolve(data)  # the columns inferred, for every fold's config
         chosen = get_task(splits.task, "train", splits.options)
         if chosen.cross_validation:
             raise UserError(f"encoderfit cv: {chosen.name} runs are not cross-validated: {chosen.cross_validation}")
@@ -134,40 +164,59 @@ def cross_validate(
         pool = concatenate_datasets([splits.train, splits.validation, splits.test])
         pool = pool.add_column(ROW, list(range(len(pool))))
         if len(pool) < 4 * folds:
+            most = len(pool) // 4
+            fix = f"lower --folds to {most} or fewer" if most >= 2 else "add examples (at least 8 for 2 folds)"
             raise UserError(f"{data.source}: {len(pool)} examples are too few for {folds} folds (each fold's model needs "
-                            "training, validation and test examples); lower --folds")
+                            f"training, validation and test examples: at least 4 examples per fold); {fix}")
         parts = fold_parts(chosen, pool, folds, data.split_seed)
         workdir = partial_dir(out)
         settings = {"data": data, "model": model, "train": train, "folds": folds, **chosen.options_dict()}
         saved = workdir / "cv.json"
-        if workdir.is_dir() and not (saved.is_file() and not config_changes(_plain(settings), _read(saved))):
+        if workdir.is_dir() and not _continues(workdir, settings, resume):
             shutil.rmtree(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         write_json(saved, _plain(settings))
         roles = ("validation", "test", *((BASELINE_SPLIT,) if report.baseline else ()))
         pooled: Dict[str, List[Predictions]] = {role: [] for role in roles}
         rows, per_fold = [], []
-        for i in range(folds):
-            fold_dir = workdir / FOLDS / f"fold-{i + 1:02d}"
-            fold_splits, held = _fold_splits(chosen, parts, i, data, splits.labels, splits.task)
-            if _finished(fold_dir):
-                log.info("fold %d/%d: finished before, kept", i + 1, folds)
-            else:
-                log.info("fold %d/%d: training on %d examples, validating on %d, scoring %d", i + 1, folds,
-                         len(fold_splits.train), len(fold_splits.validation), len(fold_splits.test))
-                _run_fold(fold_splits, model, train, report, data, fold_dir)
-            run = RunDir(fold_dir)
-            for role in pooled:
-                got = run.predictions(role, chosen, splits.labels)
-                if got is None:
-                    raise UserError(f"{fold_dir}: no {role} predictions; delete the folder and run the same command again")
-                pooled[role].append(got)
-            rows += held
-            metrics = run.metrics()
-            primary = chosen.summary[0][0]
-            per_fold.append({"fold": i + 1, "examples": len(fold_splits.test), primary: metrics["test"].get(primary),
-                             f"baseline_{primary}": (metrics.get("baseline") or {}).get(primary)})
-        return _pool(chosen, pooled, rows, per_fold, workdir, out, splits.labels, data, model, train, report, started)
+        try:
+            for i in range(folds):
+                fold_dir = workdir / FOLDS / f"fold-{i + 1:02d}"
+                fold_splits, held = _fold_splits(chosen, parts, i, data, splits.labels, splits.task)
+                if _finished(fold_dir):
+                    log.info("fold %d/%d: finished before, kept", i + 1, folds)
+                else:
+                    log.info("fold %d/%d: training on %d examples, validating on %d, scoring %d", i + 1, folds,
+                             len(fold_splits.train), len(fold_splits.validation), len(fold_splits.test))
+                    _run_fold(fold_splits, model, train, report, data, fold_dir)
+                run = RunDir(fold_dir)
+                for role in pooled:
+                    got = run.predictions(role, chosen, splits.labels)
+                    if got is None:
+                        raise UserError(f"{fold_dir}: no {role} predictions; delete the folder and run the same command again")
+                    pooled[role].append(got)
+                rows += held
+                metrics = run.metrics()
+                primary = chosen.summary[0][0]
+                per_fold.append({"fold": i + 1, "examples": len(fold_splits.test), primary: metrics["test"].get(primary),
+                                 f"baseline_{primary}": (metrics.get("baseline") or {}).get(primary)})
+            return _pool(chosen, pooled, rows, per_fold, workdir, out, splits.labels, data, model, train, report, started)
+        except BaseException:
+            _abandon(workdir)
+            raise
+
+
+def _abandon(workdir: Path) -> None:
+    """After a failure or an interrupt: keep the finished folds for the next run of the same command, else leave
+    nothing behind (a fold's own work directory never survives)."""
+    for work in (workdir / FOLDS).glob(".fold-*.partial"):
+        shutil.rmtree(work, ignore_errors=True)
+    finished = [f for f in (workdir / FOLDS).glob("fold-*") if _finished(f)]
+    if finished:
+        log.warning("cross-validation stopped; %d finished fold(s) kept in %s: run the same command again to continue",
+                    len(finished), workdir)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _plain(settings: Dict) -> Dict:

@@ -22,14 +22,14 @@ from typing import Dict, List, Optional, Tuple
 from ..core.config import DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.distributed import is_main
 from ..core.errors import UserError
-from ..core.files import exclusive
+from ..core.files import decode_utf8, exclusive, split_lines
 from ..data.sources import load_source
 from .evaluate import check_same_splits
 from .rundir import RunDir
 from .splits import Splits, prepare
 from .train import check_start, train_run
 from .training import Prepared
-from ..tasks import get_task
+from ..tasks import get_task, task_for
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,58 @@ def teacher_run(teacher: Optional[Path], task: Optional[str], data: DataArgs, op
     return run, cfg, kind
 
 
+TEACHER_FIX = ("Re-train the teacher on the source as it is now: a student learns on its teacher's splits (distill "
+               "takes no --data)")
+COMPARE_FIX = "Compare with a run trained on the teacher's splits (`encoderfit train` with the teacher's config)"
+
+
+def check_request(teacher: Optional[Path], task: Optional[str], data: DataArgs, options: Optional[Dict[str, dict]],
+                  model: ModelArgs, train: TrainArgs, compare: Optional[Path] = None):
+    """Every check `encoderfit distill` makes before any work (the teacher, the data, the student's settings, the run
+    to compare with); `launch` runs it too, so a command refused here is refused before anything is submitted.
+    Returns teacher_run's answer."""
+    if train.linear_probe:
+        raise UserError("train.linear_probe: a student learns from its teacher's outputs, not from a probe on gold labels; drop it")
+    run, cfg, kind = teacher_run(teacher, task, data, options)
+    student = task_for(cfg.task, model, cfg.options)
+    if student.distillation:
+        raise UserError(f"--model.head {model.head}: {student.distillation}")
+    if compare is not None:
+        other = RunDir(Path(compare)).config()
+        if other.task != cfg.task or other.labels != cfg.labels:
+            what = f"a {other.task} run" if other.task != cfg.task else f"a run of other labels ({', '.join(other.labels[:5])})"
+            raise UserError(f"distill.compare: {compare} is {what}, the teacher {teacher} a {cfg.task} run; give a run "
+                            "trained on the teacher's data and splits (`encoderfit train` with the teacher's config)")
+    return run, cfg, kind
+
+
+def check_config(config: Dict, project: Path) -> None:
+    """check_request on a resolved config (the mapping `encoderfit distill ... --print_config` prints), its relative
+    paths read from `project`."""
+    from ..tasks import OPTIONS
+
+    options = {}
+    for group, kind in OPTIONS.items():
+        defaults = vars(kind())
+        given = {k: v for k, v in (config.get(group) or {}).items() if k in defaults and v != defaults[k]}
+        if given:
+            options[group] = given
+    elsewhere = project.resolve() != Path.cwd().resolve()
+
+    def path(value) -> Optional[Path]:  # as given (and named so in messages) when read from the project itself
+        return None if not value else project / value if elsewhere and not Path(value).is_absolute() else Path(value)
+
+    check_request(path(config.get("teacher")), config.get("task"), DataArgs(**(config.get("data") or {})), options,
+                  ModelArgs(**(config.get("model") or {})), TrainArgs(**(config.get("train") or {})),
+                  path((config.get("distill") or {}).get("compare")))
+
+
 def unlabelled_texts(args: DistillArgs, held_out: set) -> List[str]:
     """The texts of --distill.unlabelled (every split of the source), without the run's validation and test texts
     and without repeats."""
     path = Path(args.unlabelled)
     if path.suffix.lower() == ".txt" and path.is_file():
-        texts = path.read_text(encoding="utf-8").splitlines()
+        texts = split_lines(decode_utf8(path.read_bytes(), f"distill.unlabelled: {path}"))
     else:
         texts = []
         for name, ds in load_source(args.unlabelled).items():
@@ -214,17 +260,16 @@ def train_student(
     from .predict import Predictor
 
     started = time.time()
-    if train.linear_probe:
-        raise UserError("train.linear_probe: a student learns from its teacher's outputs, not from a probe on gold labels; drop it")
-    teacher_dir, teacher_cfg, kind = teacher_run(teacher, task, data, options)
+    teacher_dir, teacher_cfg, kind = check_request(teacher, task, data, options, model, train, distill.compare)
     model = replace(model, name_or_path=student or model.name_or_path,
                     max_length=model.max_length or teacher_cfg.resolved.get("max_length"))
     out = check_start(output_dir, overwrite, train)
     with exclusive(out, enabled=is_main(), overwrite=overwrite):
-        splits = prepare(teacher_cfg.data, teacher_cfg.task, teacher_cfg.options)
-        check_same_splits(teacher, teacher_cfg.resolved.get("splits"), splits.fingerprints())
+        splits = prepare(teacher_cfg.data, teacher_cfg.task, teacher_cfg.options, settle=False)
+        check_same_splits(teacher, teacher_cfg.resolved.get("splits"), splits.fingerprints(), TEACHER_FIX)
         if distill.compare:  # before hours of training: the run to compare with must have the same splits
-            check_same_splits(distill.compare, RunDir(Path(distill.compare)).config().resolved.get("splits"), splits.fingerprints())
+            check_same_splits(distill.compare, RunDir(Path(distill.compare)).config().resolved.get("splits"),
+                              splits.fingerprints(), COMPARE_FIX)
         teacher_tokenizer = load_tokenizer(ModelArgs(name_or_path=str(teacher_dir.model.path)))
         mask = teacher_tokenizer.mask_token
         texts, pairs, gold, counts, words = transfer_set(kind, splits, distill, mask)

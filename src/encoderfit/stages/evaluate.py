@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import logging
+import re
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -17,7 +19,7 @@ from typing import Callable, Dict, List, Optional
 from ..core.config import ReportOverrides
 from ..core.runconfig import RunConfig
 from ..core.errors import UserError
-from ..core.files import atomic_file, check_writable, write_json
+from ..core.files import atomic_file, check_output_file, check_writable, write_json
 from .rundir import Predictions, RunDir
 from ..tasks import get_task
 from .verdict import BASELINE_SPLIT, analyse, intervals, predict_split, split_predictions
@@ -34,10 +36,12 @@ def write_review(path: Path, rows: List[Dict]) -> None:
         writer.writerows({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
 
-def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: bool = True) -> Dict:
+def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: bool = True,
+                 baseline_fit: Optional[Callable[[], Dict]] = None) -> Dict:
     """Full evaluation of a run on its own splits: predictions/, the head in model/encoderfit.json, metrics.json,
     label_noise.csv (where the task has a review, unless `review_train` is false), report.html and model/README.md.
-    Used by `train`, `eval` and each fold of `cv`."""
+    Used by `train`, `eval` and each fold of `cv`. `baseline_fit`: the baseline already being fitted (train starts it
+    beside training: stages/background.py); default: fitted here."""
     from .report import write_report
 
     task = get_task(cfg.task, "eval", cfg.options)
@@ -51,7 +55,7 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: b
     predictor.info.head = head
     baseline = None
     if cfg.report.baseline:
-        fitted = task.scoring.baseline(splits, cfg.labels, cfg)
+        fitted = baseline_fit() if baseline_fit is not None else task.scoring.baseline(splits, cfg.labels, cfg)
         test = preds["test"]
         baseline = (Predictions(test.texts, test.pairs, test.targets, fitted["logits"]), fitted["head"])
         run.write_predictions(BASELINE_SPLIT, baseline[0], task, cfg.labels, "tfidf-baseline")
@@ -73,7 +77,10 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: b
     return results
 
 
-def check_same_splits(run: Path, trained: Optional[Dict], now: Dict) -> None:
+EVAL_FIX = "Evaluate a fixed copy with --data FILE, or re-train on the source as it is now"
+
+
+def check_same_splits(run: Path, trained: Optional[Dict], now: Dict, fix: str = EVAL_FIX) -> None:
     """Refuse to evaluate on splits other than the ones the run was trained with (the source changed under it: a
     re-read apt index, a new hub revision, an edited file): test texts could now be training texts, and the head
     would be refitted on other validation data without a word. Runs from before 0.2.1 recorded no fingerprints."""
@@ -86,8 +93,17 @@ def check_same_splits(run: Path, trained: Optional[Dict], now: Dict) -> None:
                for role in ("train", "validation", "test") if role in trained and trained[role]["sha256"] != now[role]["sha256"]]
     if changed:
         raise UserError(f"{run}: the run's data source no longer gives the splits it was trained on ({'; '.join(changed)}): "
-                        "its test examples may now be training examples. Evaluate a fixed copy with --data FILE, or "
-                        "re-train on the source as it is now")
+                        f"its test examples may now be training examples. {fix}")
+
+
+@contextmanager
+def eval_flags():
+    """The data checks name train's flags for the columns (--data.text_pair_column); eval's own are --text_column,
+    --text_pair_column and --label_column: their messages name those."""
+    try:
+        yield
+    except UserError as err:
+        raise UserError(re.sub(r"--data\.(text_column|text_pair_column|label_column)\b", r"--\1", str(err))) from None
 
 
 def evaluate(
@@ -131,12 +147,16 @@ def evaluate(
                    label_column=label_column or cfg.data.label_column)
     if data is None and split not in ("validation", "test"):
         raise UserError(f"--split: '{split}' must be validation or test for the run's own data")
-    check_writable(Path(output) if output else rundir / RunDir.METRICS, "--output" if output else "run")
+    if output:  # a directory there would be found only after the whole evaluation
+        check_output_file(Path(output), "--output", f"{split}.json")
+    else:
+        check_writable(rundir / RunDir.METRICS, "run")
     predictor = Predictor.from_pretrained(run, device=device)
     if predictor.labels != cfg.labels:
         raise UserError(f"{run}: the model's labels differ from config.yaml's; the run directory is inconsistent")
     if data is None:
-        splits = prepare(args, cfg.task, cfg.options)
+        with eval_flags():
+            splits = prepare(args, cfg.task, cfg.options, settle=False)
         check_same_splits(run, cfg.resolved.get("splits"), splits.fingerprints())
         results = evaluate_run(rundir, replace(cfg, data=args), predictor, splits)
         rundir.save_config(cfg)
@@ -147,8 +167,9 @@ def evaluate(
     if name is None:
         raise UserError(f"--split: no split '{split}' in {data}; splits are {list(loaded)}")
     where = f"{data} [{name}]"
-    ds = task.targets.canonical(loaded[name], args, where)
-    ds = task.targets.encode(ds, task.targets.read_targets(ds, args, where), cfg.labels, where)
+    with eval_flags():
+        ds = task.targets.canonical(loaded[name], args, where)
+        ds = task.targets.encode(ds, task.targets.read_targets(ds, args, where), cfg.labels, where)
     preds = predict_split(predictor, ds)
     results = analyse(task, {name: preds}, cfg, predictor.head)
     results[name].setdefault("ci", intervals(task, preds, cfg.labels, predictor.head))  # whatever the split is called

@@ -114,7 +114,7 @@ def _validation_texts(run: Optional[RunDir], task: Task, labels: List[str]) -> T
 
         cfg = run.config()
         try:
-            ds = prepare(cfg.data, cfg.task, cfg.options).validation
+            ds = prepare(cfg.data, cfg.task, cfg.options, settle=False).validation
             ds = ds.select(range(min(RECHECK_TEXTS, len(ds))))
             pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
             return list(ds["text"]), pairs, f"{cfg.data.source} validation split"

@@ -117,7 +117,7 @@ class Predictor:
 
     def __init__(self, model, tokenizer, info: ModelInfo, device=None, max_tokens: Optional[int] = None,
                  max_batch_size: Optional[int] = None, chunk_size: int = 8192, calibrated: bool = True,
-                 abstain: bool = False, recheck: Optional[Tuple[Any, float]] = None):
+                 abstain: bool = False, recheck: Optional[Tuple[Any, float]] = None, precision: str = "auto"):
         self.task = get_task(info.task, "predict", info.options)
         check_options(self.task, calibrated, abstain)
         self.info, self.calibrated, self.abstain = info, calibrated, abstain
@@ -133,10 +133,12 @@ class Predictor:
         self.max_batch_size = max_batch_size or (CPU_MAX_BATCH if cpu else GPU_MAX_BATCH)
         self.chunk_size = chunk_size
         self.recheck = recheck  # (exact model, margin): rows whose decision margin is under it are run again
+        self.precision = inference_precision(precision, self.device, self.onnx)
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
-                        abstain: bool = False, backend: str = "torch", int8_recheck: bool = True, **kwargs) -> "Predictor":
+                        abstain: bool = False, backend: str = "torch", int8_recheck: bool = True,
+                        packing: Optional[Union[bool, str]] = None, **kwargs) -> "Predictor":
         """Load from a run directory, its model/ directory, or an exported onnx/ directory.
 
         calibrated: apply the temperature fitted on validation (classification).
@@ -144,15 +146,18 @@ class Predictor:
         backend: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized one); see `encoderfit export`.
         int8_recheck: with onnx-int8, run the texts whose int8 decision margin is under the margin fitted at export
             (onnx/int8_recheck.json) again through the fp32 file, so near-ties keep the fp32 decision.
+        packing: padding-free batches (auto, true, false; models/packing.py). Default: the run's train.packing, or auto.
         """
         from ..models.loading import load_for_inference, load_tokenizer
+        from ..models.packing import enable_packing
 
         if backend not in BACKENDS:
             raise UserError(f"--backend: '{backend}' is not one of {list(BACKENDS)}")
         if backend == "torch":
-            directory = locate(path)[1]
+            run, directory = locate(path)
             info = directory.info()
             model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task, "predict"), info.members, device)
+            enable_packing(model, packing if packing is not None else run.config().train.packing if run is not None else "auto")
         else:
             directory = _onnx_dir(path, backend)
             info, dev = directory.info(), "cpu"
@@ -265,7 +270,8 @@ class Predictor:
         if pairs is not None and len(pairs) != len(texts):
             raise UserError(f"got {len(texts)} texts but {len(pairs)} text pairs; pass one pair per text")
         parts = []
-        with tqdm(total=len(texts), desc=progress, unit="text", disable=not progress or len(texts) <= self.chunk_size) as bar:
+        with tqdm(total=len(texts), desc=progress, unit="text", disable=not progress or len(texts) <= self.chunk_size) as bar, \
+                autocast(self.precision, self.device):
             for s in range(0, len(texts), self.chunk_size):
                 parts.append(self.task.modeling.infer(self, texts[s : s + self.chunk_size],
                                                       pairs[s : s + self.chunk_size] if pairs is not None else None,
@@ -307,6 +313,31 @@ class Predictor:
 
 
 Classifier = Predictor  # the name before multi-label and regression arrived
+
+
+def inference_precision(requested: str, device, onnx: bool = False) -> str:
+    """fp32 or bf16 for a Predictor. auto: bf16 autocast on a CUDA GPU that does bf16 natively (a run trained in fp32
+    passes "fp32"), fp32 everywhere else: on a CPU nothing changes (and ONNX runs its own precision)."""
+    from ..core.device import cuda_bf16_native
+
+    if requested not in ("auto", "fp32", "bf16"):
+        raise UserError(f"precision: '{requested}' is not one of auto, fp32, bf16")
+    if onnx:
+        return "fp32"
+    if requested == "auto":
+        return "bf16" if str(device).startswith("cuda") and cuda_bf16_native() else "fp32"
+    return requested
+
+
+def autocast(precision: str, device):
+    """bf16 autocast on the predictor's device (logits come back as fp32), or nothing."""
+    import contextlib
+
+    if precision != "bf16":
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
 
 
 def _zeros(rows: int, columns: int):

@@ -44,6 +44,11 @@ def read_inputs(source: str, text_column: str, text_pair_column: Optional[str] =
     for column, flag in ((text_column, "--text_column"), (text_pair_column, "--text_pair_column")):
         if column and column not in table.column_names:
             raise UserError(f"{path}: no column '{column}'; columns are {table.column_names}; set {flag}")
+    for column in (text_column, text_pair_column):  # as training refuses them (a number is not a context to answer from)
+        bad = next(((i, v) for i, v in enumerate(table[column] if column else ()) if v is not None and not isinstance(v, str)), None)
+        if bad is not None:
+            raise UserError(f"{path}: row {bad[0] + 1}: column '{column}' holds {type(bad[1]).__name__} ({str(bad[1])[:40]}), not "
+                            "text, as training would refuse it; write it as a string or remove the row")
     texts = ["" if t is None else str(t) for t in table[text_column]]
     pairs = ["" if t is None else str(t) for t in table[text_pair_column]] if text_pair_column else None
     return texts, pairs
@@ -65,6 +70,9 @@ def one_pair(question: Optional[str], context: Optional[str], input: str, inputs
         text = decode_utf8(sys.stdin.buffer.read(), "stdin")
     else:
         path = Path(context)
+        if path.is_dir():
+            raise UserError(f"--context: {context} is a directory; give the file holding the context (or '-' to read it "
+                            "from stdin)")
         if not path.is_file():
             raise UserError(f"--context: file '{context}' does not exist; give the file holding the context (or '-' to "
                             "read it from stdin)")
@@ -96,9 +104,12 @@ def write_predictions(rows: Iterator[Dict], task, labels: List[str], handle, fmt
     first, second = task.inputs
     if fmt == "csv":
         writer = csv.writer(handle)
-        writer.writerow([first, *([second] if pairs else []), *task.decoding.csv_header(labels)])
-        for row in rows:
-            writer.writerow([row[first], *([row[second]] if pairs else []), *task.decoding.csv_row(row, labels)])
+        rows = iter(rows)
+        head = next(rows, None)
+        ids = head is not None and "id" in head  # logged (--log): the id feedback names comes first
+        writer.writerow([*(["id"] if ids else []), first, *([second] if pairs else []), *task.decoding.csv_header(labels)])
+        for row in ([head] if head is not None else []) + list(rows):
+            writer.writerow([*([row["id"]] if ids else []), row[first], *([row[second]] if pairs else []), *task.decoding.csv_row(row, labels)])
     else:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -118,6 +129,8 @@ def predict(
     int8_recheck: bool = True,
     question: Optional[str] = None,
     context: Optional[str] = None,
+    log: Optional[Path] = None,
+    log_texts: bool = False,
 ) -> Optional[Path]:
     """Predict with a trained run: one JSONL (or CSV) row per text with the task's result (a label with its
     probabilities, a set of labels, or a score with its interval).
@@ -141,6 +154,9 @@ def predict(
         int8_recheck: With onnx-int8, run near-ties (int8 decision margin under the one fitted at export) again in fp32.
         question: QA: one question to answer on the context of --context (instead of --input).
         context: QA: the file holding the context of --question ('-' for stdin).
+        log: Prediction log (SQLite) to append these predictions to, as `serve --log` does; each output row gets the
+            "id" that `encoderfit feedback` takes (docs/monitoring.md).
+        log_texts: Keep the texts in the log too.
     """
     if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
@@ -163,15 +179,27 @@ def predict(
         texts, pairs = one_pair(question, context, input, (first, second) if info.text_pair else (first,))
     else:
         texts, pairs = read_inputs(input, text_column, text_pair_column, saved.join_columns if saved else None)
+    given = len(texts)
     texts, pairs = drop_empty(texts, pairs)
+    if given and not texts:  # else an empty output file (or nothing on stdout) and exit 0, as if all went well
+        raise UserError(f"--input: every one of its {given} row(s) is empty; nothing to predict (give texts, or check "
+                        f"--text_column{'/--text_pair_column' if pairs is not None else ''})")
+    if log is not None:
+        from .predlog import PredictionLog
+
+        store = PredictionLog(Path(log))  # a bad path fails before the model loads
     model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                       backend=backend, int8_recheck=int8_recheck)
     results = model.predict(texts, pairs) if texts else []
+    if log is not None and results:
+        from .predlog import log_batch
+
+        results = log_batch(store, model, directory, texts, pairs, results, log_texts)
     rows = _rows(texts, pairs, results, model.task.inputs)
     if output is None:
         write_predictions(rows, model.task, model.labels, sys.stdout, fmt, pairs is not None)
         return None
     with atomic_file(Path(output)) as handle:
         write_predictions(rows, model.task, model.labels, handle, fmt, pairs is not None)
-    log.info("wrote %d predictions to %s", len(texts), output)
+    logging.getLogger(__name__).info("wrote %d predictions to %s", len(texts), output)  # `log` is the --log path here
     return Path(output)

@@ -183,6 +183,20 @@ class RunDir:
     def write_metrics(self, metrics: Dict) -> None:
         write_json(self.path / self.METRICS, metrics)
 
+    def missing(self) -> List[str]:
+        """What this directory lacks of a finished run: its config, model, metrics with the test section, validation
+        and test predictions, report and model card (evaluate_run writes the report and then the card last); [] when
+        it is complete. A run interrupted between two of these writes is not complete."""
+        files = [CONFIG_FILE, f"{self.MODEL}/{ModelDir.INFO}", self.METRICS, *(f"{self.PREDICTIONS}/{s}.parquet" for s in
+                 ("validation", "test")), self.REPORT, f"{self.MODEL}/{ModelDir.CARD}"]
+        missing = [name for name in files if not (self.path / name).is_file()]
+        if self.METRICS not in missing and "test" not in self.metrics():
+            missing.append("metrics.json's test section")
+        return missing
+
+    def complete(self) -> bool:
+        return not self.missing()
+
     def history(self) -> List[Dict]:
         return _read_json(self.history_file) if self.history_file.is_file() else []
 

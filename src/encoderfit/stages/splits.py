@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..core.config import DataArgs
@@ -34,6 +34,12 @@ class Splits:
     task: str
     options: Dict[str, dict] = field(default_factory=dict)
     """The task's own settings ({task: {setting: value}}) the splits were read with."""
+    columns: Dict[str, str] = field(default_factory=dict)
+    """Column settings inferred from the data ({"text_pair_column": "text_pair"}), for the run's config to record."""
+
+    def resolve(self, data: DataArgs) -> DataArgs:
+        """`data` with the inferred column settings: what the run's config.yaml records, so later stages read the same."""
+        return replace(data, **self.columns)
 
     def as_dict(self) -> Dict[str, Dataset]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
@@ -86,10 +92,16 @@ def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str], rows: Optio
         )
 
 
-def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[str, dict]] = None) -> Splits:
+def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[str, dict]] = None, *,
+            settle: bool = True, holdout: bool = True) -> Splits:
     """Load `data.source`, validate it, settle the task (inferred from the labels when None) with its own settings
-    (`options`: {task: {setting: value}}), encode the targets and return train/validation/test splits."""
-    from ..tasks import Task, get_task, resolve_task
+    (`options`: {task: {setting: value}}), encode the targets and return train/validation/test splits.
+
+    settle: infer unset columns from the data (a pair from well-known column names; Splits.columns) and warn of text
+    columns no setting reads; False for a run's recorded settings (eval, export, a distillation's teacher).
+    holdout: make the validation/test splits the source lacks; False leaves every example in train (and those splits
+    empty): for a caller that pools the splits and cuts its own (cv)."""
+    from ..tasks import Task, get_task, resolve_task, suggest_task
 
     loaded = load_source(data.source, data.config_name)
     if data.train_split not in loaded:
@@ -103,6 +115,11 @@ def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[s
             names[role] = next((a for a in aliases if a in loaded), role)
     where = {role: f"{data.source} [{name}]" for role, name in names.items()}
     requested = get_task(task, "train", options or {}) if task else None  # a task may read its own shapes of data (token lists, spans)
+    settled = (requested or Task()).targets.settle_columns(loaded[names["train"]], data, where["train"]) if settle else data
+    columns = {k: getattr(settled, k) for k in ("text_column", "text_pair_column") if getattr(settled, k) != getattr(data, k)}
+    data = settled
+    if not task:  # QA rows (question, context) without --task: say --task qa, not a column
+        suggest_task(loaded[names["train"]].column_names, data.text_column, where["train"])
     raw = {role: (requested or Task()).targets.canonical(join_columns(loaded[name], data.join_columns, data.text_column, where[role]),
                                                  data, where[role]) for role, name in names.items() if name in loaded}
     chosen = resolve_task(task, raw["train"], data.label_separator, data.label_column, options)
@@ -112,7 +129,10 @@ def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[s
     splits = {role: chosen.targets.encode(ds, targets[role], labels, where[role]) for role, ds in raw.items()}
 
     missing = [role for role in ("validation", "test") if role not in splits]
-    if missing:
+    if missing and not holdout:
+        splits["train"] = _dedupe(splits["train"]) if data.dedupe else splits["train"]
+        splits.update({role: splits["train"].select([]) for role in missing})
+    elif missing:
         pool = _dedupe(splits["train"]) if data.dedupe else splits["train"]
         _check_holdout_sizes(len(pool), data, missing, len(splits["train"]))
         sizes = {"validation": data.validation_size, "test": data.test_size}
@@ -135,6 +155,6 @@ def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[s
     if data.max_train_samples and data.max_train_samples < len(splits["train"]):
         splits["train"] = splits["train"].shuffle(seed=data.split_seed).select(range(data.max_train_samples))
     for role, ds in splits.items():
-        if len(ds) == 0:
+        if len(ds) == 0 and (holdout or role not in missing):
             raise UserError(f"{data.source}: the {role} split is empty; provide more data or change data.{role}_size")
-    return Splits(labels=labels, task=chosen.name, options=chosen.options_dict(), **splits)
+    return Splits(labels=labels, task=chosen.name, options=chosen.options_dict(), columns=columns, **splits)

@@ -13,7 +13,9 @@ directory (logs/trackers.json). Each tracker reads its usual environment variabl
   MLflow: MLFLOW_TRACKING_URI (e.g. sqlite:///mlflow.db, http://host:5000; default ./mlruns),
        MLFLOW_EXPERIMENT_NAME (default "encoderfit").
 Only the main process of a multi-process launch tracks. Secrets are read from the environment by the trackers
-themselves, never logged.
+themselves, never logged. Before any work, check_trackers tries what each tracker needs (W&B's key against its
+server, MLflow's URI and server, each within seconds), so a closed port or a refused key is one line, not minutes of
+retries; `launch` makes the same check for a run elsewhere.
 """
 
 from __future__ import annotations
@@ -25,11 +27,144 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..core.distributed import is_main
+from ..core.errors import UserError
 from ..core.runconfig import flat
 
 log = logging.getLogger(__name__)
 TRACKERS = ("wandb", "mlflow")
 IDS = Path("logs") / "trackers.json"  # in the run's work directory: the tracker runs to continue on resume
+CHECK_TIMEOUT = 5.0  # seconds a tracker's server has to answer before training starts
+WANDB_OFFLINE = ("offline", "disabled", "dryrun")
+# MLflow's own tracking stores (plugins add theirs under the entry point group "mlflow.tracking_store")
+MLFLOW_SCHEMES = ("http", "https", "file", "sqlite", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc")
+OFFLINE_HINT = "or set WANDB_MODE=offline to log here (`wandb sync` uploads the run later)"
+
+
+def check_trackers(report_to: List[str], env: Optional[Dict[str, str]] = None, remote: bool = False,
+                   timeout: float = CHECK_TIMEOUT) -> None:
+    """Before any work, in one line each: the trackers of --train.report_to can be used. W&B online needs an API key
+    (and, here, its server must accept it); MLflow's MLFLOW_TRACKING_URI must be well formed, its folder or database
+    file writable, its server answering. `remote`: for a run on another machine (`encoderfit launch`), which gets
+    only the environment's variables and needs a server: the form of the settings is checked, nothing is probed."""
+    env = dict(os.environ if env is None else env)
+    if "wandb" in report_to:
+        _check_wandb(env, remote, timeout)
+    if "mlflow" in report_to:
+        _check_mlflow(env, remote, timeout)
+
+
+def _check_wandb(env: Dict[str, str], remote: bool, timeout: float) -> None:
+    if env.get("WANDB_MODE", "").lower() in WANDB_OFFLINE:
+        return
+    base = (env.get("WANDB_BASE_URL") or "https://api.wandb.ai").rstrip("/")
+    key = env.get("WANDB_API_KEY") or (None if remote else _netrc_key(base))
+    if remote:
+        if not key:
+            raise UserError("--train.report_to wandb needs WANDB_API_KEY in the environment (`wandb login` prints where "
+                            "to find it)")
+        return
+    if not key:
+        raise UserError(f"--train.report_to wandb: no W&B API key (WANDB_API_KEY, or `wandb login`); set one, {OFFLINE_HINT}")
+    import base64
+    import urllib.request
+
+    auth = base64.b64encode(f"api:{key}".encode()).decode()
+    request = urllib.request.Request(f"{base}/graphql", data=json.dumps({"query": "query { viewer { id } }"}).encode(),
+                                     headers={"Authorization": f"Basic {auth}", "Content-Type": "application/json"})
+    status, body = _ask(request, timeout, f"--train.report_to wandb: cannot reach W&B at {base}",
+                        f"check the network (or WANDB_BASE_URL), {OFFLINE_HINT}")
+    try:
+        viewer = (json.loads(body or b"{}").get("data") or {}).get("viewer")
+    except ValueError:
+        viewer = None
+    if status in (401, 403) or (status == 200 and not viewer):
+        raise UserError(f"--train.report_to wandb: W&B at {base} refused the API key (HTTP {status}); check WANDB_API_KEY "
+                        f"(`wandb login --relogin`), {OFFLINE_HINT}")
+
+
+def _netrc_key(base: str) -> Optional[str]:
+    """The key `wandb login` saved in ~/.netrc for the W&B host."""
+    import netrc
+    from urllib.parse import urlparse
+
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC")).authenticators(urlparse(base).hostname or "")
+    except (OSError, netrc.NetrcParseError):
+        return None
+    return entry[2] if entry else None
+
+
+def _ask(request, timeout: float, unreachable: str, hint: str):
+    """(HTTP status, body) of one request with a short timeout; a server that does not answer is a UserError."""
+    import socket
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.read(1 << 20)
+    except urllib.error.HTTPError as err:  # it answered
+        return err.code, err.read(1 << 20)
+    except (urllib.error.URLError, socket.timeout, OSError, ValueError) as err:
+        reason = getattr(err, "reason", None) or err
+        raise UserError(f"{unreachable} within {timeout:g} s ({reason}); {hint}") from None
+
+
+def _check_mlflow(env: Dict[str, str], remote: bool, timeout: float) -> None:
+    from urllib.parse import urlparse
+
+    uri = env.get("MLFLOW_TRACKING_URI", "").strip()
+    if remote:
+        if not uri or uri.startswith(("sqlite:", "file:", "./", "/")) or "://" not in uri:
+            raise UserError("--train.report_to mlflow needs MLFLOW_TRACKING_URI set to a tracking server the remote machine "
+                            f"can reach (http(s)://..., databricks); got {uri or 'nothing'}")
+        return
+    if not uri:
+        return  # MLflow's default: ./mlruns
+    fix = "set it to http(s)://HOST:PORT, sqlite:///mlflow.db or a folder"
+    try:
+        parsed = urlparse(uri)
+    except ValueError as err:
+        raise UserError(f"MLFLOW_TRACKING_URI {uri!r} is not a valid URI ({err}); {fix}") from None
+    scheme = parsed.scheme.lower()
+    if len(scheme) == 1:  # a Windows drive letter: a folder
+        scheme = ""
+    from importlib.metadata import entry_points
+
+    if scheme and scheme not in MLFLOW_SCHEMES and scheme not in {e.name for e in entry_points(group="mlflow.tracking_store")}:
+        raise UserError(f"MLFLOW_TRACKING_URI {uri!r}: MLflow has no tracking store for '{scheme}:'; {fix}")
+    if scheme in ("http", "https"):
+        if not parsed.hostname:
+            raise UserError(f"MLFLOW_TRACKING_URI {uri!r} names no host; {fix}")
+        import urllib.request
+
+        _ask(urllib.request.Request(uri.rstrip("/") + "/health"), timeout, f"MLFLOW_TRACKING_URI: the MLflow server at {uri} "
+             "does not answer", "start it or fix the address, or unset MLFLOW_TRACKING_URI to track in ./mlruns")
+    elif scheme in ("", "file", "sqlite"):
+        _check_store_path(uri, scheme, parsed.path)
+
+
+def _check_store_path(uri: str, scheme: str, path: str) -> None:
+    """A folder of runs (a path or file:) or an SQLite database file (sqlite:///) that can be written."""
+    from ..core.files import check_writable
+
+    if scheme == "sqlite":
+        if not uri.lower().startswith("sqlite:///"):
+            raise UserError(f"MLFLOW_TRACKING_URI {uri!r}: an SQLite store is sqlite:///relative.db or sqlite:////absolute.db")
+        target = Path(uri[len("sqlite:///"):])
+        if target.is_dir():
+            raise UserError(f"MLFLOW_TRACKING_URI {uri!r}: {target} is a directory, not a database file; name a file, e.g. "
+                            f"sqlite:///{target / 'mlflow.db'}")
+        if target.is_file() and target.stat().st_size and target.open("rb").read(16) != b"SQLite format 3\x00":
+            raise UserError(f"MLFLOW_TRACKING_URI {uri!r}: {target} is not an SQLite database; name a new file or MLflow's "
+                            "database")
+    else:
+        target = Path(path if scheme == "file" else uri).expanduser()
+        if target.exists() and not target.is_dir():
+            raise UserError(f"MLFLOW_TRACKING_URI {uri!r}: {target} is a file, but MLflow keeps a folder of runs there; "
+                            "name a folder, or sqlite:///mlflow.db")
+    if not target.exists():
+        check_writable(target, "MLFLOW_TRACKING_URI")
 
 
 def final_figures(results: Dict) -> Dict[str, float]:
@@ -78,14 +213,30 @@ class Trackers:
             return trackers
         ids_file = workdir / IDS
         before = json.loads(ids_file.read_text()) if ids_file.is_file() else {}
+        try:
+            trackers._open(config, name, before)
+        except Exception as err:  # the tracker's own errors (refused key, unusable store): one line, its runs closed
+            cls([n for n in trackers.names if n in trackers.ids], workdir, name).fail()  # those that opened
+            where = {"wandb": "W&B", "mlflow": f"MLflow ({os.environ.get('MLFLOW_TRACKING_URI') or './mlruns'})"}
+            failed = next((n for n in ("wandb", "mlflow") if n in trackers.names and n not in trackers.ids), trackers.names[0])
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+            raise UserError(f"--train.report_to {failed}: {where[failed]} could not start a run: {first}; fix its settings "
+                            f"(see docs/launch.md), or drop {failed} from --train.report_to") from None
+        ids_file.parent.mkdir(parents=True, exist_ok=True)
+        ids_file.write_text(json.dumps(trackers.ids))
+        log.info("tracking in %s", ", ".join(f"{k} run {v}" for k, v in trackers.ids.items()))
+        return trackers
+
+    def _open(self, config: Dict, name: str, before: Dict) -> None:
+        """Each tracker's run opened (ids recorded as each one opens)."""
         tags = {"encoderfit.task": str(config.get("task")), "encoderfit.model": str((config.get("model") or {}).get("name_or_path"))}
-        if "wandb" in trackers.names:
+        if "wandb" in self.names:
             import wandb
 
             run = wandb.init(project=os.environ.get("WANDB_PROJECT", "encoderfit"), name=name, id=before.get("wandb"),
                              resume="allow", job_type="train", config=parameters(config), tags=sorted(tags.values()))
-            trackers.ids["wandb"] = run.id
-        if "mlflow" in trackers.names:
+            self.ids["wandb"] = run.id
+        if "mlflow" in self.names:
             import mlflow
 
             if os.environ.get("MLFLOW_TRACKING_URI"):  # the environment names the store of this run (as the CLI reads it)
@@ -96,11 +247,7 @@ class Trackers:
                 mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME", "encoderfit"))
                 run = mlflow.start_run(run_name=name, tags=tags)
                 mlflow.log_params(parameters(config))
-            trackers.ids["mlflow"] = run.info.run_id
-        ids_file.parent.mkdir(parents=True, exist_ok=True)
-        ids_file.write_text(json.dumps(trackers.ids))
-        log.info("tracking in %s", ", ".join(f"{k} run {v}" for k, v in trackers.ids.items()))
-        return trackers
+            self.ids["mlflow"] = run.info.run_id
 
     def finish(self, results: Dict, run_dir: Path, predictor: bool = True) -> None:
         """Log the evaluated run: figures, verdict, model (for MLflow a pyfunc model where `predictor`, else the

@@ -23,7 +23,8 @@ from ..core.distributed import barrier, is_main, join, share
 from ..core.errors import UserError
 from ..core.files import check_writable, exclusive, partial_dir, publish_dir
 from .rundir import ModelDir, RunDir
-from .tracking import Trackers
+from .background import baseline_beside_training
+from .tracking import Trackers, check_trackers
 from ..tasks import LABELLED
 from .training import Prepared, resume_point, train_model
 
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 TaskName = Literal[tuple(LABELLED)]  # the registry's fine-tuning tasks: --task's choices (mlm: `encoderfit pretrain`)
 
 # Settings that may change between an interrupted run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.logging_steps", "train.save_steps",
+RESUMABLE_CHANGES = {"report", "train.report_to", "train.num_workers", "train.torch_compile", "train.logging_steps", "train.save_steps",
                      "train.keep_checkpoints", "train.eval_batch_size"}
 
 
@@ -107,12 +108,13 @@ def check_start(output_dir: Path, overwrite: bool, train: TrainArgs) -> Path:
         raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
     check_writable(out, "output_dir")
     train.check_runnable()
+    check_trackers(train.report_to)  # a server that does not answer, a refused key: before any work, in seconds
     join()
     return out
 
 
 def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=None,
-               more: Optional[Callable[[RunDir, Dict], Dict]] = None) -> Dict:
+               more: Optional[Callable[[RunDir, Dict], Dict]] = None, baseline_fit: Optional[Callable[[], Dict]] = None) -> Dict:
     """Evaluate the trained model in `workdir` (in memory when given, else from model/) and publish it as `out`.
     `more(run, results)` adds sections to the results (a distilled student's tests against its teacher) before the
     metrics, report and card are written for the last time."""
@@ -122,8 +124,10 @@ def finish_run(prep: Prepared, cfg: RunConfig, workdir: Path, out: Path, model=N
     from ..core.tables import print_evaluation
 
     run = RunDir(workdir)
-    predictor = Predictor(model, prep.tokenizer, run.model.info()) if model is not None else Predictor.from_pretrained(workdir)
-    results = evaluate_run(run, cfg, predictor, prep.splits)
+    precision = "fp32" if prep.precision == "fp32" else "auto"  # a run trained in fp32 predicts in fp32; else bf16 on a GPU
+    predictor = (Predictor(model, prep.tokenizer, run.model.info(), precision=precision) if model is not None
+                 else Predictor.from_pretrained(workdir, precision=precision))
+    results = evaluate_run(run, cfg, predictor, prep.splits, baseline_fit=baseline_fit)
     if more is not None:
         results.update(more(run, results))
         run.write_metrics(results)
@@ -190,8 +194,10 @@ def train_run(prep: Prepared, cfg: RunConfig, out: Path, resume: Optional[bool],
         workdir.mkdir(parents=True)
         cfg.save(workdir)  # what a later run compares itself with before resuming
     barrier()
-    trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
+    trackers = Trackers([], workdir, out.name)
+    baseline = baseline_beside_training(prep.task, prep.splits, cfg, prep.max_length) if is_main() else None  # on a GPU: a thread, now
     try:
+        trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)  # on failure: nothing left behind
         if keep and trained_already(workdir):
             log.info("%s holds a trained model whose evaluation did not finish: evaluating it", workdir)
             cfg, model = RunConfig.load(workdir), None
@@ -205,7 +211,7 @@ def train_run(prep: Prepared, cfg: RunConfig, out: Path, resume: Optional[bool],
             model = None if trained.stale else trained.trainer.model
         if not is_main():
             return
-        results = finish_run(prep, cfg, workdir, out, model, more)
+        results = finish_run(prep, cfg, workdir, out, model, more, baseline.result if baseline else None)
     except BaseException as err:
         if is_main():
             trackers.fail()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -20,6 +20,7 @@ from ..core.distributed import is_main
 from ..core.errors import UserError
 from ..core.files import write_json
 from ..models.loading import load_config, load_tokenizer, resolve_max_length
+from ..models.packing import enable_packing
 from .rundir import ModelInfo, RunDir
 from .splits import Splits, prepare
 from ..tasks import Task, task_for
@@ -67,6 +68,9 @@ class Prepared:
         precision = pick_precision(train.precision)
         chosen = task_for(splits.task, model, splits.options)
         if train.linear_probe and not chosen.modeling.probes:
+            if model.head != "linear":  # the task itself probes; this head is fitted its own way
+                raise UserError(f"train.linear_probe: model.head {model.head} fits its head on the tuned embeddings after "
+                                "training, so there is no output layer to probe first; drop one of the two")
             raise UserError(f"train.linear_probe: the {chosen.name} task has no per-text output layer to probe; drop it")
         if train.metric_for_best not in chosen.metrics_for_best:  # before the model loads: the task knows its metrics
             raise UserError(f"train.metric_for_best: '{train.metric_for_best}' is not a metric of the {chosen.name} task; "
@@ -79,8 +83,13 @@ class Prepared:
         windowed = model.long_texts == "windows" or chosen.always_windows
         overlap = model.window_overlap
         if windowed and model.long_texts != "windows" and overlap >= max_length // 2:  # windows the task asked for: a fitting overlap
+            if overlap != ModelArgs.window_overlap:  # one the user chose is refused, not replaced
+                raise UserError(f"model.window_overlap {overlap} must be under half of max_length {max_length} (the "
+                                f"{chosen.name} task reads long texts in overlapping windows); e.g. --model.window_overlap {max_length // 4}")
             overlap = max_length // 4
-            log.info("%s task: long texts are read in windows of %d tokens, overlapping by %d", chosen.name, max_length, overlap)
+            log.info("%s task: long texts are read in windows of %d tokens, overlapping by %d (the default model.window_overlap "
+                     "%d is not under half of max_length; config.yaml records %d)", chosen.name, max_length, overlap,
+                     model.window_overlap, overlap)
         windows = {"overlap": overlap, "aggregation": model.window_aggregation} if windowed else None
         if windows and overlap >= max_length // 2:
             raise UserError(f"model.window_overlap {model.window_overlap} must be under half of max_length {max_length}")
@@ -93,8 +102,10 @@ class Prepared:
         return cls(splits, chosen, tokenizer, max_length, precision, tokenized, stats, windows)
 
     def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
-        return RunConfig(data=data, model=model, train=train, report=report, task=self.task.name, labels=self.splits.labels,
-                         options=self.task.options_dict())
+        if self.windows and self.windows["overlap"] != model.window_overlap:  # the overlap used, not the default it replaced
+            model = replace(model, window_overlap=self.windows["overlap"])
+        return RunConfig(data=self.splits.resolve(data), model=model, train=train, report=report, task=self.task.name,
+                         labels=self.splits.labels, options=self.task.options_dict())
 
 
 @dataclass
@@ -124,6 +135,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
 
     set_seed(cfg.train.seed)
     net = prep.task.modeling.load_model(cfg.model, prep.splits.labels, prep.max_length, prep.stats)
+    packed = enable_packing(net, cfg.train.packing, cfg.model.attn_implementation)  # models/packing.py; logs the path
     if cfg.train.linear_probe and not checkpoint and not getattr(net, "head_is_new", True):
         log.info("linear probe: skipped, %s's output layer is already trained for these labels and is kept",
                  cfg.model.name_or_path)
@@ -166,6 +178,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
         "device": str(trainer.args.device),
         "processes": trainer.args.world_size,
         "engine": engine,
+        "packing": packed,
         "examples": {k: len(v) for k, v in prep.splits.as_dict().items()},
         "splits": prep.splits.fingerprints(),  # eval re-reads the source only while it gives these same splits
         "target_stats": prep.stats,
@@ -175,6 +188,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
     run.save_config(cfg)
     run.write_metrics({"train": {
         "train_runtime_s": round(result.metrics.get("train_runtime", 0.0), 1),
+        **(trainer.timings.summary() if hasattr(trainer, "timings") else {}),  # evaluation_s, checkpoint_s: inside it
         "steps": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "final_train_loss": next((h["loss"] for h in reversed(trainer.state.log_history) if "loss" in h), None),

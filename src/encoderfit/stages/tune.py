@@ -233,6 +233,9 @@ def start_search(out: Path, overwrite: bool, trials: int, train: TrainArgs, spac
         raise UserError(f"output_dir: {out} already exists; pass --overwrite true to replace it, or choose another --output_dir")
     check_writable(out, "output_dir")
     train.check_runnable()
+    from .tracking import check_trackers
+
+    check_trackers(train.report_to)
     space = dict(space)
     check_space(space, tunable)
     return out, space, out.parent / f"{out.name}-tune"

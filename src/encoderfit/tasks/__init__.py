@@ -87,8 +87,19 @@ def resolve_task(requested: Optional[str], ds, separator: Optional[str], column:
     return TASKS[name].configured(options)
 
 
+def suggest_task(columns, text_column: str, where: str) -> None:
+    """Without --task: refuse data that has no text column but has the columns a task names its texts by (QA's
+    question and context), pointing at that task rather than at a column."""
+    if text_column in columns:
+        return
+    for name, task in TASKS.items():
+        if task.inputs != Task.inputs and set(task.inputs) <= set(columns):
+            raise UserError(f"{where}: no column '{text_column}', but columns {', '.join(task.inputs)} are what the {name} task "
+                            f"reads; pass --task {name} (or set --data.text_column for another task)")
+
+
 OPTIONS: Dict[str, type] = {name: task.Options for name, task in TASKS.items() if task.Options is not None}
 """Task name -> the dataclass of its config group (`--ner.documents`): the CLI adds one group per entry."""
 
 
-__all__ = ["HEADS", "LABELLED", "OPTIONS", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task", "task_for"]
+__all__ = ["HEADS", "LABELLED", "OPTIONS", "TASKS", "Task", "check_options", "get_task", "infer_task", "resolve_task", "suggest_task", "task_for"]

@@ -14,7 +14,7 @@ from typing import Dict, List
 import numpy as np
 
 from ..core.errors import UserError
-from .base import Decoding, Modeling, Scoring, Targets, Task, tfidf_features
+from .base import Decoding, Modeling, Scoring, Targets, Task, fit_each, tfidf_features
 from .classification_pages import ClassificationPages
 
 log = logging.getLogger(__name__)
@@ -165,6 +165,12 @@ class ClassificationModeling(Modeling):
 
 
 class ClassificationScoring(Scoring):
+    agreement_metric = "accuracy"
+
+    def confidence_correct(self, preds, labels, head):
+        probs = self.task.decoding.probabilities(preds.logits, head)
+        return probs.max(1), probs.argmax(1) == np.asarray(preds.targets)
+
     def trainer_metrics(self, labels, stats):
         from sklearn.metrics import accuracy_score, f1_score
 
@@ -228,10 +234,12 @@ class ClassificationScoring(Scoring):
         started = time.time()
         x = tfidf_features(splits)
         y = {role: np.asarray(ds["labels"]) for role, ds in splits.as_dict().items()}
-        best = None
-        for c in C_GRID:
+        def fit(c):
             clf = LogisticRegression(C=c, max_iter=2000).fit(x["train"], y["train"])
-            f1 = f1_score(y["validation"], clf.predict(x["validation"]), average="macro")
+            return f1_score(y["validation"], clf.predict(x["validation"]), average="macro"), c, clf
+
+        best = None
+        for f1, c, clf in fit_each(fit, C_GRID):  # the C values at once
             if best is None or f1 > best[0]:
                 best = (f1, c, clf)
         f1, c, clf = best
@@ -317,6 +325,11 @@ class ClassificationDecoding(Decoding):
 
     def signals(self, result):
         return {"labels": [result["label"]], "confidence": result["score"], "abstained": result["label"] == UNKNOWN}
+
+    def feedback_value(self, value, labels):
+        if not isinstance(value, str) or value not in labels:
+            raise ValueError(f"label {value!r} is not one of the model's labels {labels}")
+        return value
 
 
 class Classification(Task):

@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from ..core.device import process_device
 from ..core.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,8 @@ def load_sentence_model(args, max_length: int):
     path = resolve_name(args.name_or_path)
     # attention dropout as model.attention_dropout says (0: PyTorch's fused attention, 2x faster on CPU than BERT's 0.1)
     dropout = {k: v for k, v in config_overrides(args, load_config(args)).items() if k in ATTENTION_DROPOUT_KEYS}
-    kwargs = {"trust_remote_code": args.trust_remote_code, "revision": args.revision, "device": "cpu",
+    device = str(process_device())  # where it trains or encodes (a base-model baseline): the GPU where there is one
+    kwargs = {"trust_remote_code": args.trust_remote_code, "revision": args.revision, "device": device,
               "model_kwargs": {"use_safetensors": True}, "config_kwargs": dropout}
     try:
         if is_sentence_model(path) or not Path(path).is_dir():
@@ -43,7 +45,7 @@ def load_sentence_model(args, max_length: int):
             remote = {"trust_remote_code": True} if args.trust_remote_code else {}
             body = Transformer(path, model_kwargs={"use_safetensors": True, **remote}, processor_kwargs=dict(remote),
                                config_kwargs={**remote, **dropout})
-            model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu")
+            model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device=device)
     except (OSError, ValueError) as err:
         raise _hub_error(args.name_or_path, err) from None
     if not any(type(m).__name__ == "Normalize" for m in model):
@@ -139,7 +141,7 @@ def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, 
         project.linear.weight.data = fitted_projection(modules[:last], tokenized["train"])
         log.info("the student's %d dimensions are projected to the teacher's %d (a Dense module, started from the least-"
                  "squares map of the student's vectors to the teacher's)", width, wanted)
-        net = SentenceTransformer(modules=[*modules[:last], project, *modules[last:]], device="cpu")
+        net = SentenceTransformer(modules=[*modules[:last], project, *modules[last:]], device=str(process_device()))
         net.max_seq_length = modules[0].max_seq_length
     args = training_arguments(train, precision, workdir / "checkpoints", cls=SentenceTransformerTrainingArguments)
     return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
@@ -155,7 +157,7 @@ def fitted_projection(modules, rows, most: int = 20000):
     from sentence_transformers import SentenceTransformer
 
     rows = rows.select(range(min(most, len(rows))))
-    pooled = SentenceTransformer(modules=list(modules), device="cpu").encode(rows["text"], batch_size=64, convert_to_numpy=True)
+    pooled = SentenceTransformer(modules=list(modules), device=str(process_device())).encode(rows["text"], batch_size=64, convert_to_numpy=True)
     target = np.asarray(rows["label"], dtype=np.float64)
     gram = pooled.T.astype(np.float64) @ pooled
     gram += 1e-3 * np.trace(gram) / len(gram) * np.eye(len(gram))  # a light ridge, relative to the vectors' scale

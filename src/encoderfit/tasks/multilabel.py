@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..core.errors import UserError
-from .base import Decoding, Modeling, Scoring, Targets, Task, tfidf_features
+from .base import Decoding, Modeling, Scoring, Targets, Task, fit_each, tfidf_features
 from .multilabel_pages import MultilabelPages
 
 log = logging.getLogger(__name__)
@@ -188,6 +188,8 @@ class MultilabelModeling(Modeling):
 
 
 class MultilabelScoring(Scoring):
+    agreement_metric = "subset_accuracy"
+
     def trainer_metrics(self, labels, stats):
         from sklearn.metrics import f1_score
 
@@ -225,13 +227,15 @@ class MultilabelScoring(Scoring):
         x = tfidf_features(splits)
         y = {role: np.asarray(ds["labels"]) for role, ds in splits.as_dict().items()}
         trainable = y["train"].sum(0) > 0  # a label never positive in train cannot be fitted: it is never predicted
-        best = None
-        for c in C_GRID:
+        def fit(c):
             clf = OneVsRestClassifier(LogisticRegression(C=c, max_iter=1000, solver="liblinear")).fit(x["train"], y["train"][:, trainable])
             probs = np.zeros_like(y["validation"], dtype=np.float64)
             probs[:, trainable] = clf.predict_proba(x["validation"])
             head = fit_thresholds(probs, y["validation"], labels)
-            f1 = multilabel_metrics(y["validation"], probs, threshold_vector(head, labels), labels)["f1_micro"]
+            return multilabel_metrics(y["validation"], probs, threshold_vector(head, labels), labels)["f1_micro"], c, clf, head
+
+        best = None
+        for f1, c, clf, head in fit_each(fit, C_GRID):  # the C values at once
             if best is None or f1 > best[0]:
                 best = (f1, c, clf, head)
         f1, c, clf, head = best
@@ -302,6 +306,20 @@ class MultilabelDecoding(Decoding):
 
     def signals(self, result):
         return {"labels": result["labels"]}
+
+    def monitored(self, result):
+        return {"label": "|".join(sorted(result["labels"])), "score": None, "confidence": None,
+                "detail": {"probabilities": result["probabilities"]}}
+
+    def feedback_value(self, value, labels):
+        names = value.split("|") if isinstance(value, str) else value
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError("send the labels as a list of names (or one string joined by '|'; [] or '' for none)")
+        names = sorted({n for n in names if n})
+        unknown = [n for n in names if n not in labels]
+        if unknown:
+            raise ValueError(f"label(s) {unknown} are not among the model's labels {labels}")
+        return names
 
 
 class Multilabel(Task):

@@ -2,8 +2,10 @@
 
 Data: SQuAD JSON (v1.1, v2.0) or flat rows with question, context and answers ({text: [...], answer_start: [...]},
 as the hub's rajpurkar/squad ships them; empty lists: unanswerable). An answer_start that does not slice its text out
-of the context is moved to the text when it occurs once within REPAIR_CHARS of it, else refused with the row named.
-Splits are made by article (the `title` column, else the context), so no paragraph is in two splits.
+of the context is moved to the text when it occurs once within REPAIR_CHARS of it (qa_data.py), else refused with the
+row named.
+Splits are made by article (the `title` column, else the context), so no paragraph is in two splits, with the
+answerable share alike in each (qa_data.py).
 
 Model: AutoModelForQuestionAnswering. Question and context are read as a pair (question first, the context cut into
 windows of max_length tokens that overlap by model.window_overlap, as transformers' run_qa.py does); a window that
@@ -27,12 +29,12 @@ import numpy as np
 from ..core.errors import UserError, closest
 from . import qa_metrics as qm
 from .base import Decoding, Modeling, Scoring, Targets, Task
+from .qa_data import describe, locate, read_answers, split_by_article
 from .qa_pages import QaPages
 from .qa_spans import Span, answer_tokens, answers, check_questions, encode_windows, find_spans, span_logits
 
 log = logging.getLogger(__name__)
 MAX_CONTEXT_CHARS = 100_000  # a context is a paragraph or a page; past this it is a whole book: split it first
-REPAIR_CHARS = 100
 SHOWN_DIFFERENCES = 10  # questions shown that only the model (or only the baseline) answers exactly
 
 
@@ -80,23 +82,17 @@ class QaTargets(Targets):
         if need_labels:
             answer_column = _column(ds, data.label_column if data.label_column != "label" else None, "answers", ("label",), where,
                                     "label_column")
-            columns["labels"] = list(ds[answer_column])
-        columns["group"] = list(ds["title"]) if "title" in ds.column_names else columns["text_pair"]
+            columns["labels"] = [read_answers(v, where, i, answer_column) for i, v in enumerate(ds[answer_column])]
+        titles = list(ds["title"]) if "title" in ds.column_names else [None] * len(ds)  # the article; else the paragraph
+        columns["group"] = [str(t) if t is not None and str(t).strip() else c for t, c in zip(titles, columns["text_pair"])]
         return Dataset.from_dict(columns)
 
     def read_targets(self, ds, data, where):
         out, repaired = [], 0
-        for i, (value, context) in enumerate(zip(ds["labels"], ds["text_pair"])):
-            value = value or {}
-            if not isinstance(value, dict):
-                raise UserError(f"{where}: row {i + 1}: answers must be {{\"text\": [...], \"answer_start\": [...]}} (got "
-                                f"{type(value).__name__}); an unanswerable question has empty lists")
-            texts, starts = list(value.get("text") or []), list(value.get("answer_start") or [])
-            if len(texts) != len(starts):
-                raise UserError(f"{where}: row {i + 1}: {len(texts)} answer texts but {len(starts)} answer_start values; give one each")
+        for i, (value, context) in enumerate(zip(ds["labels"], ds["text_pair"])):  # answers read by canonical
             fixed = []
-            for text, start in zip(texts, starts):
-                start, moved = _locate(str(text), int(start), context, where, i)
+            for text, start in zip(value["text"], value["answer_start"]):
+                start, moved = locate(str(text), int(start), context, where, i)
                 repaired += moved
                 fixed.append((str(text), start))
             out.append({"text": [t for t, _ in fixed], "start": [s for _, s in fixed]})
@@ -114,22 +110,12 @@ class QaTargets(Targets):
         return ds.remove_columns("labels").add_column("labels", targets)
 
     def holdout(self, ds, size, seed, single_note):
-        """Whole articles (or, without titles, whole contexts) go to one side."""
-        groups: Dict[str, List[int]] = {}
-        for i, group in enumerate(ds["group"]):
-            groups.setdefault(group, []).append(i)
-        order = list(groups.values())
-        if len(order) < 2:
-            raise UserError("qa: every question is about one article; a split by article needs at least two (add a "
-                            "title column that tells them apart, or give validation and test files)")
-        np.random.default_rng(seed).shuffle(order)
-        held, target = [], size * len(ds)
-        for rows in order[:-1]:  # the last group stays on the kept side
-            if len(held) >= target:
-                break
-            held.extend(rows)
-        kept = sorted(set(range(len(ds))) - set(held))
-        return ds.select(kept), ds.select(sorted(held))
+        """Whole articles (or, without titles, whole contexts) go to one side, the answerable share alike on both
+        (qa_data.split_by_article)."""
+        groups, answerable = list(ds["group"]), [bool(t["text"]) for t in ds["labels"]]
+        kept, held = split_by_article(groups, answerable, size, seed)
+        log.info("split by article: kept %s; held out %s", describe(kept, groups, answerable), describe(held, groups, answerable))
+        return ds.select(kept), ds.select(held)
 
     def num_outputs(self, labels):
         return 1
@@ -162,30 +148,6 @@ class QaTargets(Targets):
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names)
 
-
-def _locate(text: str, start: int, context: str, where: str, i: int):
-    """(start, moved): the answer's character start, checked against the context (moved to the text's one nearby
-    occurrence when it is off)."""
-    if not text.strip():
-        raise UserError(f"{where}: row {i + 1}: an empty answer text; an unanswerable question has no answers at all")
-    if 0 <= start and context[start : start + len(text)] == text:
-        return start, False
-    lo = max(0, start - REPAIR_CHARS)
-    found = [lo + j for j in _occurrences(context[lo : max(0, start) + len(text) + REPAIR_CHARS], text)]
-    if len(found) == 1:
-        return found[0], True
-    if not 0 <= start < len(context):
-        raise UserError(f"{where}: row {i + 1}: answer_start {start} is outside the context ({len(context)} characters); fix the row")
-    raise UserError(f"{where}: row {i + 1}: the answer '{text[:60]}' is not at answer_start {start} "
-                    f"({'nowhere' if text not in context else 'not once'} near it in the context); fix answer_start or the text")
-
-
-def _occurrences(haystack: str, needle: str) -> List[int]:
-    out, k = [], haystack.find(needle)
-    while k >= 0:
-        out.append(k)
-        k = haystack.find(needle, k + 1)
-    return out
 
 
 class QaModeling(Modeling):
@@ -228,17 +190,25 @@ class QaModeling(Modeling):
         return find_spans(predictor, list(texts), list(pairs), options.n_best, options.max_answer_tokens)
 
 
-def null_head(spans: List[Span], targets) -> Dict:
+def null_head(spans: List[Span], targets, model: bool = True) -> Dict:
     """The head: the no-answer threshold with the best F1 on these (validation) spans, or none when every question
-    has an answer."""
+    has an answer. A model (not the baseline) whose threshold answers none or all of them is warned about."""
     references = [t["text"] for t in targets]
     rows = qm.per_question([s.text for s in spans], references)
     if rows["has_answer"].all():
         return {"null_threshold": None}
-    threshold, f1 = qm.best_null_threshold(np.asarray([s.margin for s in spans]), rows, rows["f1"])
+    margins = np.asarray([s.margin for s in spans])
+    threshold, f1 = qm.best_null_threshold(margins, rows, rows["f1"])
+    answered = float(np.mean(margins > threshold))
     log.info("no-answer threshold %.3f (the span is given when its score beats the no-answer score by more): "
-             "validation F1 %.2f", threshold, 100 * f1)
-    return {"null_threshold": threshold, "validation_f1": 100 * f1}
+             "validation F1 %.2f, %.1f%% of its questions answered", threshold, 100 * f1, 100 * answered)
+    if model and answered in (0.0, 1.0):
+        log.warning("warning: the best no-answer threshold on validation answers %s of its %d questions (%d answerable): "
+                    "the no-answer score does not tell answerable questions from the others (their spans score F1 %.1f "
+                    "when every question is answered); more training questions or epochs may teach it",
+                    "none" if answered == 0 else "all", len(spans), int(rows["has_answer"].sum()),
+                    100 * float(rows["f1"][rows["has_answer"]].mean()))
+    return {"null_threshold": threshold, "validation_f1": 100 * f1, "validation_answered": 100 * answered}
 
 
 class QaScoring(Scoring):
@@ -247,6 +217,9 @@ class QaScoring(Scoring):
 
     def fit_head(self, validation, labels, cfg):
         return null_head(validation.logits, validation.targets)
+
+    def head_summary(self, head, analysed):
+        return {"head": dict(head)}  # metrics.json's `head`, which the report and the card read
 
     def analyse(self, preds, labels, head, cfg):
         given = answers(preds.logits, head)
@@ -303,7 +276,7 @@ class QaScoring(Scoring):
             for question, context in zip(ds["text"], ds["text_pair"]):
                 value, start, end = qm.sliding_window(question, context)
                 spans[role].append(Span(value, 0.0, start, end, context[start:end], 0.0))
-        head = null_head(spans["validation"], splits.validation["labels"])
+        head = null_head(spans["validation"], splits.validation["labels"], model=False)
         test_references = [t["text"] for t in splits.test["labels"]]
         result = qm.summary(qm.per_question(answers(spans["test"], head), test_references))
         result.update({"model": "sliding window (Rajpurkar et al. 2016): question words near each span of up to 4 words",

@@ -63,7 +63,10 @@ class QaPages(Pages):
                       f"{p.get('NoAns_f1', float('nan')):.1f}"] for p in test.get("threshold_curve", [])]
             sections.append(
                 "<h2>Unanswerable questions (test)</h2><p>A span is given when its score beats the no-answer score by more "
-                f"than the threshold fitted on validation ({'none' if threshold is None else f'{threshold:.3f}'}): "
+                f"than the threshold fitted on validation ({'none' if threshold is None else f.num(threshold, 'head.null_threshold', '.3f')}"
+                + (f", which answered {f.num(head['validation_answered'], 'head.validation_answered', '.0f')}% of the validation "
+                   "questions" if "validation_answered" in head else "")
+                + "): "
                 f"answerable questions F1 {f.num(test['HasAns_f1'], 'test.HasAns_f1', '.1f')} "
                 f"({test['HasAns_total']}), unanswerable {f.num(test['NoAns_f1'], 'test.NoAns_f1', '.1f')} ({test['NoAns_total']}). "
                 "Test scores at other thresholds (chosen here on test, so for reading only):</p>"

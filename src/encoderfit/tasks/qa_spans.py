@@ -44,8 +44,10 @@ def check_questions(tokenizer, questions: List[str], max_length: int, role: str)
     questions = [q.lstrip() for q in questions]
     for i, ids in enumerate(tokenizer(questions, add_special_tokens=False)["input_ids"]):
         if len(ids) > limit:
+            fix = ("shorten it: this model reads questions of at most {} tokens".format(limit) if role == "input" else
+                   "shorten it or raise --model.max_length")
             raise UserError(f"{role}: a question of {len(ids)} tokens ('{questions[i][:60]}...'), more than half of "
-                            f"model.max_length {max_length}; shorten it or raise --model.max_length")
+                            f"model.max_length {max_length}; {fix}")
 
 
 def _context_range(sequence_ids) -> tuple:

@@ -283,6 +283,15 @@ class RegressionDecoding(Decoding):
     def signals(self, result):
         return {"score": result["score"]}
 
+    def monitored(self, result):
+        width = result["high"] - result["low"] if "high" in result and "low" in result else None
+        return {"label": None, "score": result["score"], "confidence": None, "detail": {"width": width} if width is not None else None}
+
+    def feedback_value(self, value, labels):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"label {value!r} is not a number; send the true value as a JSON number")
+        return float(value)
+
 
 class Regression(Task):
     name = "regression"

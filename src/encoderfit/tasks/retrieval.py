@@ -15,6 +15,10 @@ from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from ..core.device import keep_jax_on_cpu
+
+keep_jax_on_cpu()  # bm25s (imported below, when BM25 runs) imports JAX where it is installed
+
 CURVE_KS = (1, 2, 3, 5, 10, 20, 50, 100)
 CHUNK = 1024  # queries scored at once (a chunk x corpus matrix of floats)
 

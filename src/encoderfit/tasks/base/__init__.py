@@ -4,8 +4,8 @@ from .decoding import Decoding
 from .modeling import BucketedPadding, Modeling
 from .pages import Pages
 from .part import Part, Result
-from .scoring import Scoring, tfidf_features
+from .scoring import Scoring, fit_each, tfidf_features
 from .targets import Targets
 from .task import Task, check_options
 
-__all__ = ["BucketedPadding", "Decoding", "Modeling", "Pages", "Part", "Result", "Scoring", "Targets", "Task", "check_options", "tfidf_features"]
+__all__ = ["BucketedPadding", "Decoding", "Modeling", "Pages", "Part", "Result", "Scoring", "Targets", "Task", "check_options", "fit_each", "tfidf_features"]

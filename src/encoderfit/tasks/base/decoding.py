@@ -60,3 +60,17 @@ class Decoding(Part):
         """What the server's monitoring records for one result: any of labels (counted), confidence (a probability),
         score (a predicted number), abstained (bool)."""
         return {}
+
+    def monitored(self, result: Result) -> Dict[str, Any]:
+        """What the prediction log keeps of one result (stages/predlog.py): label (the decision as one string, or
+        None), score (a predicted number, or None), confidence (the calibrated probability that the decision is right,
+        or None) and detail (a small JSON-able dict, or None). Default: from `signals`."""
+        signals = self.signals(result)
+        labels = signals.get("labels")
+        return {"label": "|".join(labels) if labels is not None else None, "score": signals.get("score"),
+                "confidence": signals.get("confidence"), "detail": None}
+
+    def feedback_value(self, value: Any, labels: List[str]) -> Any:
+        """A corrected decision as a person sends it (`POST /v1/feedback`, `encoderfit feedback`) -> the JSON value the
+        prediction log keeps and `targets.targets_from_json` reads back; a ValueError says what is wrong with it."""
+        raise ValueError(f"the {self.task.name} task takes no feedback labels yet")

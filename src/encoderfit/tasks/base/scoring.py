@@ -52,6 +52,15 @@ class Scoring(Part):
         """An exact test of the model against the baseline on the same examples, where the task has one."""
         return None
 
+    agreement_metric: Optional[str] = None
+    """The test metric that the share of logged decisions equal to their feedback labels estimates (classification:
+    accuracy), for `encoderfit monitor`; None: the task's decisions are not compared with feedback that way."""
+
+    def confidence_correct(self, preds, labels: List[str], head: Dict[str, Any]) -> Optional[Tuple[Any, Any]]:
+        """(calibrated confidence of each decision, whether it is right) on a labelled split: what label-free accuracy
+        estimates are fitted on (`encoderfit monitor`); None where the task has no such confidence."""
+        return None
+
     def greater_is_better(self, metric: str) -> bool:
         return metric not in self.task.lower_is_better
 
@@ -59,6 +68,17 @@ class Scoring(Part):
         """Training examples worth a person's look (suspected label noise), or None when the task has none.
         `predictions()` gives the training split's predictions (computed, or reused, only when called)."""
         return None
+
+
+def fit_each(fit: Callable[[Any], Any], values: Sequence[Any]) -> List[Any]:
+    """[fit(v) for v in values], the values fitted at the same time in threads (joblib; scikit-learn's liblinear and
+    SciPy's sparse products release the GIL): a baseline's grid of C values takes about as long as its slowest fit."""
+    import os
+
+    from joblib import Parallel, delayed
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return Parallel(n_jobs=max(1, min(len(values), cores)), prefer="threads")(delayed(fit)(v) for v in values)
 
 
 def tfidf_features(splits, roles: Sequence[str] = ("train", "validation", "test")):

@@ -15,6 +15,16 @@ class Targets(Part):
 
         return canonical(ds, data, where, need_labels)
 
+    def settle_columns(self, ds, data, where: str):
+        """The data settings with the columns a run reads settled from the training split `ds` (raw columns): by
+        default a pair inferred from well-known column names, and a warning for text columns no setting reads. A task
+        that reads its own shapes of data (its own `canonical`) finds its columns there: `data` as given."""
+        if type(self).canonical is not Targets.canonical:
+            return data
+        from ...data.columns import settle_columns
+
+        return settle_columns(ds, data, where)
+
     def distill_texts(self, ds):
         """What a teacher labels for a student, from a split's rows: (texts, their pairs or None, their word spans or
         None where the task does not label words). Default: each row's text (and pair), one output per row."""
