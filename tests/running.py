@@ -95,6 +95,21 @@ def serving_in_thread(run: Path, **app_options):
         thread.join(timeout=20)
 
 
+def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 90) -> None:
+    """Until the server process at `url` answers /health (fails if it exits or takes over `seconds`)."""
+    import httpx
+
+    deadline = time.time() + seconds
+    while True:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.3)
+        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
+        assert time.time() < deadline, "server did not start"
+
+
 @contextlib.contextmanager
 def serving(run: Path, *args: str):
     """`encoderfit serve RUN ARGS` in a subprocess on a free loopback port, until the block ends; yields its URL."""
@@ -104,16 +119,8 @@ def serving(run: Path, *args: str):
     cmd = [sys.executable, "-m", "encoderfit", "serve", str(run), "--port", str(port), *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
     try:
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.time() < deadline, "server did not start"
+        wait_until_up(url, proc)
         yield url
     finally:
         proc.terminate()

@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import pytest
+import yaml
 
 from conftest import run_cli
 from encoderfit.core.device import padded_length
@@ -121,7 +122,8 @@ def test_budget_training_through_the_cli_learns_and_says_how_it_batched(toy_csv,
                    "--train.epochs", "3", "--train.learning_rate", "3e-3", "--train.max_batch_tokens", "256",
                    "--report.baseline", "false")
     said = next(line for line in proc.stderr.splitlines() if line.startswith("token-budget batches:"))
-    assert " under 256 " in said and ("real tokens" in said) == ("padding-free: on" in proc.stderr)  # packed: real tokens
+    packed = yaml.safe_load((out / "config.yaml").read_text())["resolved"]["packing"]
+    assert " under 256 " in said and ("real tokens" in said) == bool(packed)  # packed: a budget of real tokens
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.8
     assert {"evaluation_s", "checkpoint_s"} <= set(metrics["train"])  # reported apart from the training steps

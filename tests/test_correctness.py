@@ -87,7 +87,7 @@ def test_weighted_cross_entropy_is_normalised_alike_in_training_and_evaluation()
 
 def test_multilabel_thresholds_are_read_by_name_whatever_the_saved_order():
     from encoderfit.tasks import get_task
-    from encoderfit.tasks.multilabel import fit_thresholds, threshold_vector
+    from encoderfit.tasks.multilabel.task import fit_thresholds, threshold_vector
 
     task, labels = get_task("multilabel"), ["a", "b", "c"]
     rng = np.random.default_rng(0)

@@ -70,7 +70,7 @@ def test_data_documents_reads_each_conll_document_as_one_text(tmp_path):
     with its neighbouring sentences), their words and tags in order; the entities are the same."""
     from encoderfit.core.config import DataArgs
     from encoderfit.stages.splits import prepare
-    from encoderfit.tasks.ner_metrics import gold
+    from encoderfit.tasks.ner.metrics import gold
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -111,7 +111,7 @@ def test_entity_scores_are_calibrated_on_validation(ner_run):
     """The NER head is a temperature fitted on validation against whether each entity is exactly right; predict
     reports entity scores at it (never other entities), and the report gives ECE before and after."""
     from encoderfit import Predictor
-    from encoderfit.tasks.ner_metrics import fit_entity_temperature, scored_entities
+    from encoderfit.tasks.ner.metrics import fit_entity_temperature, scored_entities
 
     info = json.loads((ner_run / "model" / "encoderfit.json").read_text())
     head = info["head"]

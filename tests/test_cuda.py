@@ -16,7 +16,7 @@ CUDA_ONLY = pytest.mark.skipif(not ON_CUDA, reason="needs a CUDA GPU (make gpu-c
 
 JAX_ENV = """
 import os, sys
-import encoderfit.tasks.retrieval  # what imports bm25s, which imports JAX
+import encoderfit.tasks.embedding.retrieval  # what imports bm25s, which imports JAX
 print(os.environ.get("JAX_PLATFORMS"), os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE"))
 """
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import EMBED_TRAIN, TOPICS, make_search_rows, make_text, read_jsonl, run_cli, serving_in_thread, write_jsonl
 
-from encoderfit.tasks.retrieval import embedding_ranks, filtered_ranks, metrics_of
+from encoderfit.tasks.embedding.retrieval import embedding_ranks, filtered_ranks, metrics_of
 
 
 def losses(run) -> list[float]:
@@ -214,7 +214,7 @@ def test_contrastive_pairs_are_balanced_and_logistic_head_matches_sklearn():
     from sklearn.linear_model import LogisticRegression
 
     from encoderfit.core.calibration import softmax
-    from encoderfit.tasks.setfit import contrastive_pairs, fit_logistic
+    from encoderfit.tasks.classification.setfit import contrastive_pairs, fit_logistic
 
     texts, labels = [f"t{i}" for i in range(12)], [i % 3 for i in range(12)]
     pairs = contrastive_pairs(texts, labels, 4, seed=0)

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from conftest import FILLER, TOPICS, free_port, make_rows, run_cli, serving, write_csv
+from running import wait_until_up
 from encoderfit.stages.predlog import PredictionLog, new_id
 
 KEY = "k-123"
@@ -92,14 +93,8 @@ def test_sigkill_mid_load_keeps_every_acknowledged_prediction(trained_run, tmp_p
                              "--log_max_mb", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-            assert proc.poll() is None and time.time() < deadline, "server did not start"
+        wait_until_up(url, proc)
+        deadline = time.time()
         acked, lock, stop = [], threading.Lock(), threading.Event()
 
         def client():

@@ -14,7 +14,7 @@ from conftest import make_ner_rows, run_cli, write_jsonl
 
 from encoderfit.core.config import DataArgs
 from encoderfit.stages.splits import prepare
-from encoderfit.tasks.tags import convert, detect, entities
+from encoderfit.tasks.ner.tags import convert, detect, entities
 
 GOLD = Path(__file__).parent / "data" / "gold-entities.jsonl"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -84,7 +84,7 @@ def test_vocab_size_must_be_a_multiple_of_64_and_leave_room_for_the_special_toke
 def test_packing_fills_every_block_without_padding_and_keeps_the_stream_in_order(mlm_run):
     from transformers import AutoTokenizer
 
-    from encoderfit.tasks.mlm import pack
+    from encoderfit.tasks.mlm.task import pack
 
     tok = AutoTokenizer.from_pretrained(mlm_run / "model")
     docs = toy_documents(50, 2)
@@ -109,7 +109,7 @@ def test_validation_documents_are_held_out_whole_and_duplicates_dropped(tmp_path
 def test_masking_rate_and_80_10_10_replacement(mlm_run):
     from transformers import AutoTokenizer
 
-    from encoderfit.tasks.mlm import MaskingCollator, pack
+    from encoderfit.tasks.mlm.task import MaskingCollator, pack
 
     tok = AutoTokenizer.from_pretrained(mlm_run / "model")
     blocks, _ = pack(toy_documents(400, 4), tok, 32, "toy")

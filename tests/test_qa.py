@@ -16,7 +16,7 @@ from encoderfit.stages.predict import Predictor
 from encoderfit.stages.rundir import ModelInfo
 from encoderfit.stages.splits import prepare
 from encoderfit.tasks import get_task
-from encoderfit.tasks import qa_metrics as qm
+from encoderfit.tasks.qa import metrics as qm
 from test_errors import cli_fails
 
 
@@ -295,7 +295,7 @@ def test_the_public_squad_files_read_as_published():
 @pytest.mark.slow
 def test_minilm_learns_squad_answers_with_wordpiece_offsets(tmp_path):
     """The packaged MiniLM (uncased WordPiece, token type ids) on 400 SQuAD questions, one epoch: the whole run works
-    on a real tokenizer and its answers are exact slices of their contexts (quality: benchmarks/public.py)."""
+    on a real tokenizer and its answers are exact slices of their contexts (quality: benchmarks/quality/public.py)."""
     source = SHARED / "squad-v1.1" / "dev-v1.1.json"
     if not source.is_file():
         pytest.skip(f"the SQuAD v1.1 copy is absent ({source}); see ../shared/data/README.md")

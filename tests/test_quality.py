@@ -54,7 +54,7 @@ def test_sparse_multilabel_beats_the_prior_and_starts_from_it(sparse_run):
 
 
 def test_thresholds_reach_every_cut_point():
-    from encoderfit.tasks.multilabel import best_threshold, fit_thresholds
+    from encoderfit.tasks.multilabel.task import best_threshold, fit_thresholds
 
     # a label whose scores all lie below 0.02 (the old grid's floor) is still separable
     probs = np.array([0.001, 0.002, 0.003, 0.011, 0.012, 0.013, 0.014, 0.015])
@@ -187,7 +187,7 @@ def test_a_sentence_encoder_trains_without_attention_dropout_unless_asked(tiny_s
     """Embedding and similarity runs load through sentence-transformers; model.attention_dropout applies there too
     (BERT's 0.1 knocks PyTorch's CPU attention off its fused kernel: about 2x slower steps)."""
     from encoderfit.core.config import ModelArgs
-    from encoderfit.tasks.embedding_model import load_sentence_model
+    from encoderfit.tasks.embedding.model import load_sentence_model
 
     def dropout(**kwargs):
         model = load_sentence_model(ModelArgs(name_or_path=str(tiny_sentence_model), **kwargs), 64)
@@ -214,7 +214,7 @@ def test_cross_validation_of_a_pooled_sentence_transformers_model(tiny_sentence_
 def test_the_length_grouped_sampler_covers_every_pair_once_in_batches_of_similar_length():
     from datasets import Dataset
 
-    from encoderfit.tasks.embedding_model import length_grouped_sampler
+    from encoderfit.tasks.embedding.model import length_grouped_sampler
 
     rng = random.Random(0)
     texts = [" ".join(["w"] * rng.randint(1, 60)) for _ in range(403)]
@@ -234,7 +234,7 @@ def test_the_length_grouped_sampler_covers_every_pair_once_in_batches_of_similar
 def test_the_length_grouped_sampler_pickles_with_the_training_arguments():
     import pickle
 
-    from encoderfit.tasks import embedding_model
+    from encoderfit.tasks.embedding import model as embedding_model
 
     cls = embedding_model.length_grouped_sampler()
     assert pickle.loads(pickle.dumps(cls)) is cls

@@ -11,7 +11,7 @@ import yaml
 
 from encoderfit import cli
 from encoderfit.stages.predict import Predictor
-from encoderfit.tasks.classification import UNKNOWN
+from encoderfit.tasks.classification.task import UNKNOWN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

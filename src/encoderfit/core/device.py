@@ -57,7 +57,7 @@ def pad_multiple(longest: int) -> int:
     cores), unless the model is compiled. On a CPU, and on a GPU under torch.compile, a quarter of the largest power
     of two at or below `longest` (at least 8): lengths fall into four buckets per doubling (at most 25% padding, about
     12% on average) instead of one shape per length, because every new shape leaves memory behind that a long CPU run
-    never gets back (docs/speed.md, benchmarks/cpu_shapes.py), and costs a compiled model a new graph."""
+    never gets back (docs/speed.md, benchmarks/speed/cpu_shapes.py), and costs a compiled model a new graph."""
     if has_cuda() and not _compiling:
         return 8
     return max(8, (1 << (max(longest, 1).bit_length() - 1)) // 4)
@@ -179,7 +179,7 @@ def pick_device(requested: Optional[str] = None):
 
 def cpu_bf16_native() -> bool:
     """The CPU multiplies bf16 in hardware (Intel AMX or AVX512-BF16, read from /proc/cpuinfo): oneDNN then runs
-    autocast's bf16 matrix products 2-3x faster than fp32 (benchmarks/cpu_bf16.py). False where it cannot tell."""
+    autocast's bf16 matrix products 2-3x faster than fp32 (benchmarks/speed/cpu_bf16.py). False where it cannot tell."""
     try:
         with open("/proc/cpuinfo") as info:
             flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
@@ -216,7 +216,7 @@ def keep_freed_memory(device_type: str = "cpu", wanted: bool = True) -> bool:
     """CPU training under glibc (Linux): keep freed memory in the process for the next step. glibc maps each block
     over 32 MiB afresh and unmaps it when freed, so every step's large activations (a batch of 32 x 256 tokens in a
     110M encoder: ~100 MiB each) arrive as new zeroed pages, one page fault per 4 KiB: measured here, nearly half of an
-    all-mpnet-base-v2 step was spent in the kernel (benchmarks/cpu_memory.py). With mmap off and no trimming, freed
+    all-mpnet-base-v2 step was spent in the kernel (benchmarks/speed/cpu_memory.py). With mmap off and no trimming, freed
     blocks are reused; the process keeps its peak memory until it exits. Once per process; False where it cannot apply
     (not `wanted`: --train.keep_cpu_memory false; training on a GPU; not glibc)."""
     global _kept

@@ -1,6 +1,6 @@
 """CoNLL files, the token-per-line format of NER data: a token and its tag per line (the first and the last column;
 others ignored), a blank line between sentences, -DOCSTART- lines between documents. A data source format like
-CSV or JSONL (sources.py reads it); the NER task turns its rows into words and tags (tasks/ner_data.py)."""
+CSV or JSONL (sources.py reads it); the NER task turns its rows into words and tags (tasks/ner/data.py)."""
 
 from __future__ import annotations
 

@@ -183,7 +183,7 @@ def pooling_mode(config: Dict) -> Optional[str]:
     return chosen[0] if len(chosen) == 1 and chosen[0] in ("cls", "mean", "max") else None
 
 
-HEAD_FILE = "classifier.safetensors"  # a SetFit model's logistic-regression head on the embeddings (tasks/setfit.py)
+HEAD_FILE = "classifier.safetensors"  # a SetFit model's logistic-regression head on the embeddings (tasks/classification/setfit.py)
 
 
 def _dense_layer(model_dir: Path, path: str):

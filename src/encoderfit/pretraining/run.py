@@ -120,7 +120,7 @@ def pretrain(
             if not is_main():
                 return out
             shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
-            from ..tasks.mlm_pages import write_pages
+            from ..tasks.mlm.pages import write_pages
 
             write_pages(RunDir(workdir), cfg, results)
             publish_dir(workdir, out)
@@ -151,7 +151,7 @@ class Packed:
 
     @classmethod
     def build(cls, cfg: PretrainConfig, tok, train_docs: List[str], validation_docs: List[str]) -> "Packed":
-        from ..tasks.mlm import mask_once, pack
+        from ..tasks.mlm.task import mask_once, pack
 
         block = cfg.mlm.block_size
         train_blocks, train_tokens = pack(train_docs, tok, block, f"corpus {cfg.corpus.sources} (training documents)")
@@ -169,7 +169,7 @@ def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, che
     import transformers
     from transformers import set_seed
 
-    from ..tasks.mlm import unigram_baseline
+    from ..tasks.mlm.task import unigram_baseline
     from ..models.trainer import build_trainer
 
     block = cfg.mlm.block_size
@@ -206,7 +206,7 @@ def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, che
                     "device": str(trainer.args.device), "processes": trainer.args.world_size,
                     "versions": {"encoderfit": __version__, "transformers": transformers.__version__, "torch": str(torch.__version__)}}
     run.save_config(cfg)
-    from ..tasks.mlm_pages import masked_examples
+    from ..tasks.mlm.pages import masked_examples
 
     return {
         "validation": {"loss": evaluation["eval_loss"], "perplexity": evaluation["eval_perplexity"],

@@ -74,7 +74,7 @@ def tune_pretrain(
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
     from .run import Packed, mlm_task, run_tokenizer, train_mlm
-    from ..tasks.mlm_pages import write_pages
+    from ..tasks.mlm.pages import write_pages
 
     if train.seeds > 1:
         raise UserError("train.seeds: pre-training trains one model per trial; drop --train.seeds")

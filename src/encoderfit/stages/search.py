@@ -31,7 +31,7 @@ from .rundir import locate
 
 log = logging.getLogger(__name__)
 # Exact search until the vectors take this much memory, HNSW from there. Exact search reads every vector once a query
-# (memory-bound: measured on a 2-core CPU, benchmarks/embeddings.py, docs/benchmarks.md, 384 dimensions: 0.3 ms at
+# (memory-bound: measured on a 2-core CPU, benchmarks/speed/embeddings.py, docs/benchmarks.md, 384 dimensions: 0.3 ms at
 # 10,000 documents, 3.3 ms at 50,000, 7 ms at 100,000, 22 ms at 300,000), HNSW ~1-3 ms but it costs a graph build
 # (9 s for 57k real embeddings, 5 min for 300k random ones) and recall (99% of the exact top 10 on the real ones, 24%
 # on random 300k). 256 MiB (~175,000 documents of 384 dimensions, ~87,000 of 768) keeps an exact query near 12 ms.

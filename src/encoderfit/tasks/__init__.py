@@ -11,15 +11,15 @@ from typing import Dict, Optional
 
 from ..core.errors import UserError, closest
 from .base import Task, check_options
-from .classification import Classification
-from .embedding import Embedding
-from .mlm import MaskedLM
-from .multilabel import Multilabel
-from .ner import TokenClassification
-from .qa import QuestionAnswering
-from .regression import Regression
-from .setfit import EmbeddingHeadClassification
-from .similarity import Similarity
+from .classification.task import Classification
+from .embedding.task import Embedding
+from .mlm.task import MaskedLM
+from .multilabel.task import Multilabel
+from .ner.task import TokenClassification
+from .qa.task import QuestionAnswering
+from .regression.task import Regression
+from .classification.setfit import EmbeddingHeadClassification
+from .similarity.task import Similarity
 
 log = logging.getLogger(__name__)
 

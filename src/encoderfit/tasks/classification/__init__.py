@@ -1,0 +1,1 @@
+"""classification: one class per text or pair; SetFit (model.head embedding)."""

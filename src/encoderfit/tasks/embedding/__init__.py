@@ -1,0 +1,1 @@
+"""sentence embeddings for search: sentence-transformers model and trainer, retrieval metrics."""

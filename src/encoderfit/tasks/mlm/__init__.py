@@ -1,0 +1,1 @@
+"""masked-LM pre-training: packing, masking, metrics, unigram baseline."""

@@ -1,0 +1,1 @@
+"""multi-label: a set of labels per text."""

@@ -1,0 +1,1 @@
+"""named entities (token classification): words, documents, tag schemes, entity metrics, the CRF baseline."""

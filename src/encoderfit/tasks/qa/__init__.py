@@ -1,0 +1,1 @@
+"""extractive question answering: windows, spans, no-answer decision, SQuAD metrics."""

@@ -1,0 +1,1 @@
+"""regression: a number per text, with a conformal interval."""

@@ -1,0 +1,1 @@
+"""similarity: cosine that follows rated pairs."""
