@@ -370,11 +370,11 @@ def test_cuda_varlen_equals_the_repadded_reference(window):
 
 def test_cpu_packed_rows_take_a_few_lengths_with_little_filler():
     lengths = [packing.packed_length(t) for t in range(1, 20000)]
-    assert all(t <= n <= max(t * 1.125, t + 8) for t, n in zip(range(1, 20000), lengths))
-    assert len(set(lengths)) < 120  # 8 per doubling, not one per batch
+    assert all(t <= n <= max(t * 1.0625, t + 8) for t, n in zip(range(1, 20000), lengths))
+    assert len(set(lengths)) < 200  # 16 per doubling, not one per batch
     mask = torch.ones(3, 40, dtype=torch.long)
     mask[0, 25:] = 0
-    packer = packing.Packer(mask)  # 105 real tokens, filled to 112 by a filler sequence that is never read back
-    assert (packer.total, packer.extra) == (105, 7) and packer.cu_seqlens.tolist() == [0, 25, 65, 105, 112]
+    packer = packing.Packer(mask)  # 105 real tokens, filled to 108 by a filler sequence that is never read back
+    assert (packer.total, packer.extra) == (105, 3) and packer.cu_seqlens.tolist() == [0, 25, 65, 105, 108]
     ids = torch.arange(120).view(3, 40)
     assert torch.equal(packer.scatter(packer.gather(ids).unsqueeze(-1)).squeeze(-1), ids * mask)
