@@ -374,7 +374,7 @@ def test_cpu_packed_rows_take_a_few_lengths_with_little_filler():
     assert len(set(lengths)) < 200  # 16 per doubling, not one per batch
     mask = torch.ones(3, 40, dtype=torch.long)
     mask[0, 25:] = 0
-    packer = packing.Packer(mask)  # 105 real tokens, filled to 108 by a filler sequence that is never read back
-    assert (packer.total, packer.extra) == (105, 3) and packer.cu_seqlens.tolist() == [0, 25, 65, 105, 108]
+    packer = packing.Packer(mask)  # 105 real tokens, filled to 112 (steps of at least 8) by a filler sequence never read back
+    assert (packer.total, packer.extra) == (105, 7) and packer.cu_seqlens.tolist() == [0, 25, 65, 105, 112]
     ids = torch.arange(120).view(3, 40)
     assert torch.equal(packer.scatter(packer.gather(ids).unsqueeze(-1)).squeeze(-1), ids * mask)
