@@ -33,15 +33,31 @@ def fake_row(i, text):
             "label": "a", "score": None, "confidence": 0.9, "detail": None, "text": text, "text_pair": None}
 
 
-def test_log_stays_within_its_size_bound_and_reads_with_pandas(tmp_path):
+@pytest.mark.parametrize("text_chars, chunks", [(1000, 140), (0, 500)])
+def test_log_stays_within_its_size_bound_and_reads_with_pandas(tmp_path, text_chars, chunks):
+    # ~4 MB into a 1 MB log, with texts and without (small rows: the random-id index is then a large share of the
+    # file, and deleting rows rewrites most of its pages through the write-ahead file: 113% of the bound before)
     path = tmp_path / "log.db"
     store = PredictionLog(path, max_mb=1)
-    for chunk in range(140):  # ~4.2 MB of rows into a 1 MB log
-        store.append([fake_row(i, "x" * 1000 + str(chunk)) for i in range(30)])
-        size = sum(p.stat().st_size for p in tmp_path.iterdir() if p.name in ("log.db", "log.db-wal"))
-        assert size <= 2 ** 20, f"{size} bytes after {chunk + 1} batches"
+    largest, done = [0], threading.Event()
+
+    def watch():  # sizes are sampled while rows are deleted too, not only between appends
+        while not done.is_set():
+            size = sum(p.stat().st_size for p in tmp_path.iterdir() if p.name in ("log.db", "log.db-wal") and p.exists())
+            largest[0] = max(largest[0], size)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        for chunk in range(chunks):
+            store.append([fake_row(i, "x" * text_chars + str(chunk)) for i in range(30)])
+    finally:
+        done.set()
+        watcher.join()
+    assert largest[0] <= 2 ** 20, f"{largest[0]} bytes at most"
     frame = store.frame()
-    assert 0 < len(frame) < 1000 and frame["text"].str.endswith("139").any()  # the newest kept, the oldest gone
+    assert 0 < len(frame) < chunks * 30 and frame["text"].str.endswith(str(chunks - 1)).any()  # the newest kept, the oldest gone
+    assert not frame["text"].str.fullmatch("x*0").any()
     assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     store.close()
 
@@ -161,6 +177,9 @@ def test_monitor_quiet_in_distribution_alarm_on_shift_feedback_from_a_file(train
     report = json.loads((tmp_path / "m1" / "monitor.json").read_text())
     assert report["rows"] == 120 and report["alarms"] == [] and set(report["tests"]) >= {"length", "label_shares", "confidence", "embeddings"}
     assert report["feedback"]["n"] == 30 and report["feedback"]["value"] == 1.0  # the labels given were the model's own
+    reference = report["accuracy"]["reference"]  # ATC/CBPE fitted on both labelled held-out splits
+    test_n = json.loads((trained_run / "metrics.json").read_text())["test"]["n"]
+    assert reference["splits"] == ["validation", "test"] and reference["n"] > test_n
     assert report["accuracy"]["atc"]["low"] <= report["accuracy"]["atc"]["estimate"] <= report["accuracy"]["atc"]["high"]
     html = (tmp_path / "m1" / "monitor.html").read_text()
     assert "No alarm" in html and "data:image/png;base64" in html
@@ -193,3 +212,25 @@ def test_each_task_reads_feedback_labels_its_own_way():
     result = {"label": "sport", "score": 0.9, "probabilities": {"food": 0.05, "sport": 0.9, "tech": 0.05}}
     assert get_task("classification").decoding.monitored(result) == {"label": "sport", "score": None, "confidence": 0.9, "detail": None}
     assert get_task("regression").decoding.monitored({"score": 1.5, "low": 1.0, "high": 2.5})["detail"] == {"width": 1.5}
+
+
+def test_monitor_counts_the_feedback_of_the_windows_predictions_only(tmp_path):
+    # A window's feedback accuracy is about the predictions made in it, however late their labels came: an old
+    # batch of wrong predictions must not raise an alarm on every later window (found on the VADER shift run).
+    from encoderfit.stages.monitor import _feedback
+    from encoderfit.tasks import get_task
+
+    store = PredictionLog(tmp_path / "log.db")
+    early, late = [fake_row(i, f"early {i}") for i in range(40)], [fake_row(i, f"late {i}") for i in range(40)]
+    for row in late:
+        row["time"] += 100
+    store.append(early + late)
+    store.add_feedback([{"id": r["id"], "label": "b", "text": None, "text_pair": None, "source": "test"} for r in early])  # all wrong
+    store.add_feedback([{"id": r["id"], "label": "a", "text": None, "text_pair": None, "source": "test"} for r in late])  # all right
+    task, metrics = get_task("classification"), {"test": {"accuracy": 0.9, "n": 1000}}
+    for since, until, right in ((None, None, 0.5), (late[0]["time"] - 1, None, 1.0), (None, late[0]["time"] - 1, 0.0)):
+        alarms = []
+        out = _feedback(store, "m", task, metrics, 0.01, 0.05, alarms, since, until)
+        assert out["n"] == (80 if since is None and until is None else 40) and out["value"] == right
+        assert bool(alarms) == (right < 0.8)
+    store.close()

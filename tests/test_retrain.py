@@ -43,6 +43,7 @@ def test_retrain_promotes_when_better_and_keeps_the_old_model_otherwise(trained_
     assert section["promoted"] and section["feedback_used"] == {"training": 60, "held_out": 60, "repeat": 3, "start": "deployed",
                                                                 "deployed": str(trained_run.resolve())}
     assert section["feedback"]["outcome"] == "better" and section["test"]["outcome"] != "worse"
+    assert "on the held-out feedback" in section["feedback"]["sentence"] and "on test" not in section["feedback"]["sentence"]
 
     noise = logged_feedback(trained_run, tmp_path, "noise", new_rows(20, seed=2, noise=True))
     proc = run_cli("retrain", str(pointer), "--feedback", str(noise), "--output_dir", str(tmp_path / "r2"), *args, check=False)

@@ -4,6 +4,7 @@ and NYT editorial snippets (positive/negative as in the movie task).
 
     python benchmarks/quality/monitor_shift.py --run runs/vader-movies --out results/monitor_shift.json   # the full benchmark
     python benchmarks/quality/monitor_shift.py --smoke                                                    # minutes, tiny sizes
+    python benchmarks/quality/monitor_shift.py --table results/monitor_shift.json                         # its tables again
 
 It measures:
 1. drift alarms: `encoderfit monitor` on each shifted domain (p < 0.01 wanted) and on `--nulls` random in-domain samples
@@ -36,6 +37,12 @@ import httpx
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 CLI = [sys.executable, "-m", "encoderfit"]
+STARTED = time.perf_counter()
+
+
+def say(what: str) -> None:
+    """Progress on stderr, with the minutes since the start (the full run takes tens of minutes)."""
+    print(f"[{(time.perf_counter() - STARTED) / 60:5.1f} min] {what}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
@@ -73,12 +80,14 @@ class Server:
 def send(url: str, texts, clients: int = 8, per_request: int = 4):
     """Every text through /v1/predict, `per_request` a request, from `clients` threads: [(id, label)] in text order."""
     chunks = [texts[i:i + per_request] for i in range(0, len(texts), per_request)]
+    local = threading.local()  # one keep-alive client per thread: a client per request would time the client, not the server
 
     def one(chunk):
-        with httpx.Client(timeout=120) as http:
-            r = http.post(url + "/v1/predict", json={"texts": chunk})
-            r.raise_for_status()
-            return [(x.get("id"), x["label"]) for x in r.json()["results"]]  # ids only from a server with --log
+        if not hasattr(local, "http"):
+            local.http = httpx.Client(timeout=120)
+        r = local.http.post(url + "/v1/predict", json={"texts": chunk})
+        r.raise_for_status()
+        return [(x.get("id"), x["label"]) for x in r.json()["results"]]  # ids only from a server with --log
 
     with ThreadPoolExecutor(clients) as pool:
         return [row for rows in pool.map(one, chunks) for row in rows]
@@ -114,10 +123,15 @@ def domain(name: str):
 def summary(figures: dict, truth: float) -> dict:
     acc = figures.get("accuracy") or {}
     emb = figures["tests"].get("embeddings") or {}
-    return {"alarm": figures["exit_code"] == 3, "alarms": figures["alarms"], "rows": figures["rows"],
+    drift = [name for name, t in figures["tests"].items() if t and t.get("alarm")]
+    return {"alarm": figures["exit_code"] == 3, "drift_alarms": drift, "alarms": figures["alarms"], "rows": figures["rows"],
             "p": {k: (t or {}).get("p_value") for k, t in figures["tests"].items()}, "domain_auc": emb.get("domain_auc"),
             "true_accuracy": truth, "atc": (acc.get("atc") or {}).get("estimate"), "cbpe": (acc.get("cbpe") or {}).get("estimate"),
-            "atc_error": None if not acc else acc["atc"]["estimate"] - truth, "cbpe_error": None if not acc else acc["cbpe"]["estimate"] - truth}
+            "atc_error": None if not acc else acc["atc"]["estimate"] - truth,
+            "cbpe_error": None if not acc else acc["cbpe"]["estimate"] - truth,
+            "atc_interval": None if not acc else [acc["atc"]["low"], acc["atc"]["high"]],
+            "cbpe_interval": None if not acc else [acc["cbpe"]["low"], acc["cbpe"]["high"]],
+            "reference": acc.get("reference"), "feedback": figures.get("feedback")}
 
 
 def retrain(run: Path, log: Path, out: Path, extra) -> dict:
@@ -137,27 +151,44 @@ def unseen_comparison(old: Path, new: Path, texts, gold) -> dict:
             "mcnemar": mcnemar_exact(right["new"], right["old"])}
 
 
-def load_and_kill(run: Path, work: Path, requests: int, clients: int, max_mb: float) -> dict:
-    """Throughput without and with the log, then SIGKILL mid-load: every acknowledged id in the log once."""
-    text = ["a gripping, lovely film", "the plot drags and the jokes fall flat", "not bad at all"]
-    speed = {}
-    for old in (*work.glob("speed.db*"), *work.glob("killed.db*")):
-        old.unlink()
-    for name, args in (("off", []), ("on", ["--log", str(work / "speed.db")])):
-        server = Server(run, *args)
-        started = time.perf_counter()
-        send(server.url, text * (requests // 3), clients, per_request=1)
-        speed[name] = (requests // 3 * 3) / (time.perf_counter() - started)
-        server.stop()
-    log = work / "killed.db"
-    server = Server(run, "--log", str(log), "--log_max_mb", str(max_mb))
+TEXTS = ["a gripping, lovely film", "the plot drags and the jokes fall flat", "not bad at all"]
+
+
+def log_bytes(work: Path, name: str) -> int:
+    """The log's database and write-ahead file together (what --log_max_mb bounds)."""
+    return sum(p.stat().st_size for p in work.glob(f"{name}*") if p.is_file() and not p.name.endswith("-shm"))
+
+
+def throughput(run: Path, work: Path, requests: int, clients: int, rounds: int = 2) -> dict:
+    """Requests per second (one text each, `clients` keep-alive clients) without and with the log, alternating
+    off/on `rounds` times so that a drift of the machine's speed falls on both."""
+    done = {"off": [0, 0.0], "on": [0, 0.0]}
+    per_round = requests // rounds // 3 * 3
+    for r in range(rounds):
+        for name in ("off", "on"):
+            for old in work.glob("speed.db*"):
+                old.unlink()
+            server = Server(run, *(["--log", str(work / "speed.db")] if name == "on" else []))
+            started = time.perf_counter()
+            send(server.url, TEXTS * (per_round // 3), clients, per_request=1)
+            done[name][0] += per_round
+            done[name][1] += time.perf_counter() - started
+            server.stop()
+    rate = {name: n / seconds for name, (n, seconds) in done.items()}
+    return {"requests_per_s_off": rate["off"], "requests_per_s_on": rate["on"], "ratio": rate["on"] / rate["off"],
+            "requests_each": done["on"][0], "rounds": rounds}
+
+
+def hammer(url: str, clients: int, until, watch=None) -> tuple:
+    """`clients` threads posting one text a request until `until(acknowledged)` is true: (the acknowledged ids in order,
+    the event that stops the threads, the threads)."""
     acked, lock, stop = [], threading.Lock(), threading.Event()
 
     def client():
         with httpx.Client(timeout=30) as http:
             while not stop.is_set():
                 try:
-                    r = http.post(server.url + "/v1/predict", json={"texts": [random.choice(text)]})
+                    r = http.post(url + "/v1/predict", json={"texts": [random.choice(TEXTS)]})
                 except httpx.HTTPError:
                     return
                 if r.status_code == 200:
@@ -167,8 +198,20 @@ def load_and_kill(run: Path, work: Path, requests: int, clients: int, max_mb: fl
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
         t.start()
-    while len(acked) < requests // 2:
+    while not until(len(acked)):
+        if watch:
+            watch()
         time.sleep(0.01)
+    return acked, stop, threads
+
+
+def killed(run: Path, work: Path, requests: int, clients: int, max_mb: float) -> dict:
+    """SIGKILL mid-load (after half of `requests` answered): every acknowledged id in the log once, the file intact."""
+    for old in work.glob("killed.db*"):
+        old.unlink()
+    log = work / "killed.db"
+    server = Server(run, "--log", str(log), "--log_max_mb", str(max_mb))
+    acked, stop, threads = hammer(server.url, clients, lambda n: n >= requests // 2)
     server.stop(signal.SIGKILL)
     stop.set()
     for t in threads:
@@ -176,10 +219,75 @@ def load_and_kill(run: Path, work: Path, requests: int, clients: int, max_mb: fl
     with sqlite3.connect(log) as conn:
         intact = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         ids = [r[0] for r in conn.execute("SELECT id FROM predictions")]
-    size = sum(p.stat().st_size for p in work.glob("killed.db*") if not p.name.endswith("-shm"))
-    return {"requests_per_s_off": speed["off"], "requests_per_s_on": speed["on"], "ratio": speed["on"] / speed["off"],
-            "acknowledged": len(acked), "logged": len(ids), "missing": len(set(acked) - set(ids)), "duplicates": len(ids) - len(set(ids)),
-            "intact": intact, "bytes": size, "bound_bytes": int(max_mb * 2 ** 20)}
+    return {"acknowledged": len(acked), "logged": len(ids), "missing": len(set(acked) - set(ids)),
+            "duplicates": len(ids) - len(set(ids)), "intact": intact, "bytes": log_bytes(work, "killed.db"),
+            "bound_bytes": int(max_mb * 2 ** 20)}
+
+
+def bounded(run: Path, work: Path, requests: int, clients: int, max_mb: float) -> dict:
+    """`requests` requests into a log bounded well under their size: its size, sampled as it is written, stays in the
+    bound, and the rows kept are the newest."""
+    for old in work.glob("bounded.db*"):
+        old.unlink()
+    log, largest = work / "bounded.db", [0]
+    server = Server(run, "--log", str(log), "--log_max_mb", str(max_mb))
+    watch = lambda: largest.__setitem__(0, max(largest[0], log_bytes(work, "bounded.db")))  # noqa: E731
+    acked, stop, threads = hammer(server.url, clients, lambda n: n >= requests, watch)
+    stop.set()
+    for t in threads:
+        t.join()
+    server.stop()
+    watch()
+    with sqlite3.connect(log) as conn:
+        intact = conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        kept = {r[0] for r in conn.execute("SELECT id FROM predictions")}
+    order = {i: n for n, i in enumerate(acked)}
+    oldest_kept = min((order[i] for i in kept if i in order), default=len(acked))
+    return {"acknowledged": len(acked), "kept": len(kept), "intact": intact, "largest_bytes": largest[0],
+            "final_bytes": log_bytes(work, "bounded.db"), "bound_bytes": int(max_mb * 2 ** 20),
+            # concurrent answers commit and arrive in slightly different orders: count deletions beyond that slack
+            "deleted_newer_than_a_kept_row": sum(1 for n, i in enumerate(acked) if n > oldest_kept + clients and i not in kept)}
+
+
+def table(results: dict) -> str:
+    """The results as the markdown tables of docs/monitoring.md."""
+    pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
+    span = lambda r, k: f"{pct(r[k][0])}-{pct(r[k][1])}"  # noqa: E731
+    lines = ["| window (500 texts) | drift alarm (tests that fired) | smallest p | domain AUC | true accuracy | ATC (95% CI) | "
+             "ATC error | CBPE (95% CI) | CBPE error |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, r in results["windows"].items():
+        lines.append(f"| {name} | {'yes' if r['drift_alarms'] else 'no'} ({', '.join(r['drift_alarms']) or '-'}) | "
+                     f"{min(p for p in r['p'].values() if p is not None):.2g} | {r['domain_auc']:.3f} | {pct(r['true_accuracy'])} | "
+                     f"{pct(r['atc'])} ({span(r, 'atc_interval')}) | {100 * r['atc_error']:+.1f} | {pct(r['cbpe'])} "
+                     f"({span(r, 'cbpe_interval')}) | {100 * r['cbpe_error']:+.1f} |")
+    nulls = results["nulls"]
+    err = lambda k: [100 * r[k] for r in nulls]  # noqa: E731
+    covered = sum(r["atc_interval"][0] <= r["true_accuracy"] <= r["atc_interval"][1] for r in nulls)
+    lines.append(f"| {len(nulls)} in-domain samples | {results['false_drift_alarms']} of {len(nulls)} "
+                 f"(any alarm: {results['false_alarms']}) | {min(min(p for p in r['p'].values() if p is not None) for r in nulls):.2g} "
+                 f"(the smallest of all) | {min(r['domain_auc'] for r in nulls):.3f}-{max(r['domain_auc'] for r in nulls):.3f} | "
+                 f"{pct(min(r['true_accuracy'] for r in nulls))}-{pct(max(r['true_accuracy'] for r in nulls))} | "
+                 f"interval covers the truth {covered} of {len(nulls)} | mean {sum(err('atc_error')) / len(nulls):+.1f}, "
+                 f"most {max(err('atc_error'), key=abs):+.1f} | | mean {sum(err('cbpe_error')) / len(nulls):+.1f}, "
+                 f"most {max(err('cbpe_error'), key=abs):+.1f} |")
+    rt, noise, log = results["retrain"], results["retrain_noise"], results["log"]
+    unseen = rt["unseen"]
+    lines += ["", f"- retrain after {rt['feedback_used']['training'] + rt['feedback_used']['held_out']} labels: promoted = "
+              f"{rt['promoted']}; {rt['reason']} On {unseen['n']} unseen texts of the domain: {pct(unseen['old_accuracy'])}% -> "
+              f"{pct(unseen['new_accuracy'])}% (McNemar p = {unseen['mcnemar']['p_value']:.2g}).",
+              f"- retrain after {noise['feedback_used']['training'] + noise['feedback_used']['held_out']} random labels: promoted = "
+              f"{noise['promoted']}; {noise['reason']}"]
+    t, k, b = log["throughput"], log["killed"], log["bounded"]
+    lines += [f"- throughput, one text a request, {t['requests_each']} requests each way in {t['rounds']} alternating rounds: "
+              f"{t['requests_per_s_off']:.0f} req/s without the log, {t['requests_per_s_on']:.0f} with it ({t['ratio']:.2f}x).",
+              f"- SIGKILL mid-load: {k['acknowledged']} acknowledged, {k['logged']} logged, {k['missing']} missing, "
+              f"{k['duplicates']} duplicated, integrity {'ok' if k['intact'] else 'FAILED'}, {k['bytes'] / 2 ** 20:.2f} MB "
+              f"(bound {k['bound_bytes'] / 2 ** 20:.0f} MB).",
+              f"- {b['acknowledged']} requests into a {b['bound_bytes'] / 2 ** 20:.0f} MB log: largest size seen "
+              f"{b['largest_bytes'] / 2 ** 20:.2f} MB ({100 * b['largest_bytes'] / b['bound_bytes']:.0f}% of the bound), "
+              f"{b['kept']} newest rows kept, {b['deleted_newer_than_a_kept_row']} deleted out of turn, integrity "
+              f"{'ok' if b['intact'] else 'FAILED'}."]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -197,7 +305,11 @@ def main() -> None:
     parser.add_argument("--domains", default="tweets,amazon,nyt")
     parser.add_argument("--retrain_domain", default="tweets")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the script runs")
+    parser.add_argument("--table", type=Path, help="print the markdown tables of a results JSON written before, and stop")
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return
     if args.smoke:
         args.sample, args.nulls, args.feedback, args.requests, args.clients, args.permutations = 60, 2, 40, 300, 8, 200
         args.domains = "tweets"
@@ -219,6 +331,7 @@ def main() -> None:
     results = {"run": str(run), "sample": args.sample, "windows": {}, "nulls": []}
     log = args.work / "traffic.db"
     log.unlink(missing_ok=True)
+    say(f"sending {args.nulls} in-domain windows and {args.domains} ({args.sample} texts each) through the server")
     server = Server(run, "--log", str(log), "--log_texts", "true")
     try:
         spans = {}
@@ -233,17 +346,21 @@ def main() -> None:
             spans[name] = window(server.url, texts[name][0][:args.sample], texts[name][1][:args.sample])
         target = args.retrain_domain
         fb_texts, fb_gold = texts[target][0][args.sample:args.sample + args.feedback], texts[target][1][args.sample:args.sample + args.feedback]
-        ids = [i for i, _ in send(server.url, fb_texts)]
+        since, until, truth, ids = window(server.url, fb_texts, fb_gold)
         with httpx.Client(timeout=60) as http:
             for i, label in zip(ids, fb_gold):
                 http.post(server.url + "/v1/feedback", json={"id": i, "label": label}).raise_for_status()
+        spans[f"{target}-feedback"] = (since, until, truth, ids)  # the feedback's window: accuracy on its labels
     finally:
         server.stop()
     for name, (since, until, truth, _) in spans.items():
+        say(f"monitor: {name}")
         row = summary(monitor(run, log, since, until, args.work / "monitor" / name, args.permutations), truth)
         (results["nulls"].append(row) if name.startswith("movies-") else results["windows"].__setitem__(name, row))
     results["false_alarms"] = sum(r["alarm"] for r in results["nulls"])
+    results["false_drift_alarms"] = sum(bool(r["drift_alarms"]) for r in results["nulls"])
     unseen = slice(args.sample + args.feedback, None)
+    say(f"retrain after {args.feedback} {target} labels")
     results["retrain"] = retrain(run, log, args.work / "retrained", [])
     results["retrain"]["unseen"] = unseen_comparison(run, args.work / "retrained", texts[target][0][unseen][:2000], texts[target][1][unseen][:2000])
     noise_log = args.work / "noise.db"
@@ -257,13 +374,20 @@ def main() -> None:
                 http.post(server.url + "/v1/feedback", json={"id": i, "label": rng.choice(cfg.labels)}).raise_for_status()
     finally:
         server.stop()
+    say(f"retrain after {args.noise} random labels")
     results["retrain_noise"] = retrain(run, noise_log, args.work / "retrained-noise", [])
-    results["log"] = load_and_kill(run, args.work, args.requests, args.clients, max_mb=64)
+    say(f"the log under load: {args.requests} requests from {args.clients} clients, then SIGKILL")
+    results["log"] = {"throughput": throughput(run, args.work, args.requests, args.clients),
+                      "killed": killed(run, args.work, args.requests, args.clients, max_mb=64)}
+    say(f"the log under a 1 MB bound: {args.requests} requests")
+    results["log"]["bounded"] = bounded(run, args.work, args.requests, args.clients, max_mb=1)
     text = json.dumps(results, indent=1, default=str)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
     print(text)
+    print(table(results))
+    say("done")
 
 
 if __name__ == "__main__":

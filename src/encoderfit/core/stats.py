@@ -86,9 +86,10 @@ def paired_bootstrap(metric: Callable[[np.ndarray, str], float], n: int, resampl
 
 
 def verdict(difference: Dict, greater_is_better: bool, metric: str, p_value: Optional[float] = None, alpha: float = 0.05,
-            baseline: str = "TF-IDF baseline", plain: str = "a bag of words") -> Dict:
+            baseline: str = "TF-IDF baseline", plain: str = "a bag of words", on: str = "test") -> Dict:
     """better / worse / not distinguishable, from the interval of the difference (and a test's p when given),
-    with a sentence that says so in plain words (`baseline` and `plain` name the baseline formally and plainly)."""
+    with a sentence that says so in plain words (`baseline` and `plain` name the baseline formally and plainly, `on`
+    the examples compared)."""
     low, high = difference["low"], difference["high"]
     if not greater_is_better:
         low, high = -high, -low
@@ -97,9 +98,10 @@ def verdict(difference: Dict, greater_is_better: bool, metric: str, p_value: Opt
     shown = f"{metric} difference {difference['difference']:+.4f} (95% CI {difference['low']:+.4f} to {difference['high']:+.4f})"
     p_text = f", p = {p_value:.3g}" if p_value is not None else ""
     sentence = {
-        "better": f"The model is better than the {baseline} on test: {shown}{p_text}.",
-        "worse": f"The model is worse than the {baseline} on test: {shown}{p_text}. The {plain.split(' ', 1)[1]} is the one to ship.",
-        "not distinguishable": f"The {baseline} is as good on this test set: the model and {plain} cannot be told "
+        "better": f"The model is better than the {baseline} on {on}: {shown}{p_text}.",
+        "worse": f"The model is worse than the {baseline} on {on}: {shown}{p_text}. The {plain.split(' ', 1)[1]} is the one to ship.",
+        "not distinguishable": f"The {baseline} is as good on {'this test set' if on == 'test' else on}: the model and "
+                               f"{plain} cannot be told "
                                f"apart ({shown}{p_text}). Ship the transformer only for reasons the test set does not measure.",
     }[outcome]
     return {"outcome": outcome, "sentence": sentence, "metric": metric, "difference": difference, "p_value": p_value}

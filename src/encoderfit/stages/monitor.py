@@ -120,7 +120,7 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
         logger.warning("%d logged predictions in the window came from another model than %s's; they are left out", others, run.path)
     val = run.require_predictions("validation", task, cfg.labels)
     metrics = run.metrics()
-    out["feedback"] = _feedback(store, fingerprint, task, metrics, alpha, max_drop, out["alarms"])
+    out["feedback"] = _feedback(store, fingerprint, task, metrics, alpha, max_drop, out["alarms"], since, until)
     if len(frame) < min_rows:
         out["status"] = f"too few predictions: {len(frame)} of this model in the window, at least {min_rows} needed (--min_rows)"
         return out
@@ -147,7 +147,8 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
         t["alarm"] = t["p_value"] < threshold
         if t["alarm"]:
             out["alarms"].append(f"{name} drift: p = {t['p_value']:.3g} < {threshold:.3g} (alpha {alpha:g} / {len(ran)} tests)")
-    out["accuracy"] = _accuracy(task, val, cfg.labels, head, frame, metrics, max_drop, out["alarms"])
+    splits = {"validation": val, "test": run.predictions("test", task, cfg.labels)}
+    out["accuracy"] = _accuracy(task, splits, cfg.labels, head, frame, metrics, max_drop, out["alarms"])
     out["over_time"] = _over_time(frame, cfg.labels)
     out["histograms"] = {"length": [lengths, frame["tokens"].tolist()],
                          "confidence": [[s["confidence"] for s in seen], frame["confidence"].tolist()] if "confidence" in tests else None}
@@ -177,15 +178,21 @@ def _embedding_test(run: RunDir, val, frame, max_rows: int, permutations: int, o
     return test
 
 
-def _accuracy(task, val, labels, head, frame, metrics: Dict, max_drop: float, alarms: List[str]) -> Optional[Dict]:
-    pairs = task.scoring.confidence_correct(val, labels, head)
-    if pairs is None or frame["confidence"].isna().any():
+def _accuracy(task, splits: Dict, labels, head, frame, metrics: Dict, max_drop: float, alarms: List[str]) -> Optional[Dict]:
+    """ATC and CBPE on the window. Their reference is every labelled held-out split the run kept (validation and test):
+    validation alone chose the checkpoint (and the temperature), which makes it optimistic, and a reference twice
+    the size halves the variance of ATC's threshold."""
+    pairs = {name: task.scoring.confidence_correct(p, labels, head) for name, p in splits.items() if p is not None}
+    pairs = {name: pair for name, pair in pairs.items() if pair is not None}
+    if not pairs or frame["confidence"].isna().any():
         return None
-    estimates = drift.accuracy_estimates(pairs[0], pairs[1], frame["confidence"].to_numpy())
+    confidence = np.concatenate([np.asarray(c, np.float64) for c, _ in pairs.values()])
+    correct = np.concatenate([np.asarray(ok, bool) for _, ok in pairs.values()])
+    estimates = drift.accuracy_estimates(confidence, correct, frame["confidence"].to_numpy())
     key = task.scoring.agreement_metric
     test = (metrics.get("test") or {}).get(key)
     estimates["test"] = {"metric": key, "value": test, "ci": ((metrics.get("test") or {}).get("ci") or {}).get(key)}
-    estimates["validation"] = float(np.mean(pairs[1]))
+    estimates["reference"] = {"splits": list(pairs), "n": int(len(correct)), "accuracy": float(correct.mean())}
     if test is not None and estimates["atc"]["high"] < test - max_drop:
         alarms.append(f"estimated accuracy (ATC) {estimates['atc']['estimate']:.3f} (95% CI up to {estimates['atc']['high']:.3f}) "
                       f"is more than {max_drop:g} under the test {key} {test:.3f}")
@@ -193,11 +200,17 @@ def _accuracy(task, val, labels, head, frame, metrics: Dict, max_drop: float, al
 
 
 def _feedback(store: PredictionLog, fingerprint: str, task, metrics: Dict, alpha: float, max_drop: float,
-              alarms: List[str]) -> Dict:
-    rows = store.labelled()
-    rows = rows[(rows["model"] == fingerprint) & rows["predicted"].notna()]
+              alarms: List[str], since: Optional[float] = None, until: Optional[float] = None) -> Dict:
+    """Accuracy on the feedback labels of this model's predictions made in the window (by prediction time, however
+    late the label came), against the test figure."""
+    labelled = store.labelled()
+    rows = labelled[(labelled["model"] == fingerprint) & labelled["predicted"].notna()]
+    if since is not None:
+        rows = rows[rows["predicted_time"] >= since]
+    if until is not None:
+        rows = rows[rows["predicted_time"] < until]
     key = task.scoring.agreement_metric
-    out = {"labels": int(len(store.labelled())), "matched": int(len(rows)), "metric": key}
+    out = {"labels": int(len(labelled)), "matched": int(len(rows)), "metric": key}
     test = metrics.get("test") or {}
     if key is None or not len(rows) or test.get(key) is None:
         return out

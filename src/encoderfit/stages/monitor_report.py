@@ -70,6 +70,10 @@ def _accuracy(figures: Dict) -> str:
     rows = [["ATC (average thresholded confidence)", f.num_ci(acc["atc"]["estimate"], "accuracy.atc.estimate", acc["atc"])],
             ["mean calibrated confidence (CBPE)", f.num_ci(acc["cbpe"]["estimate"], "accuracy.cbpe.estimate", acc["cbpe"])],
             [f"test {test['metric']} (labelled)", f.num_ci(test["value"], "accuracy.test.value", test.get("ci"))]]
+    ref = acc.get("reference")
+    if ref:
+        rows.append([f"estimates fitted on ({' + '.join(ref['splits'])}, {ref['n']} labelled examples)",
+                     f.num(ref["accuracy"], "accuracy.reference.accuracy")])
     fb = figures.get("feedback") or {}
     if fb.get("value") is not None:
         rows.append([f"on {fb['n']} feedback labels", f.num(fb["value"], "feedback.value") +

@@ -8,8 +8,9 @@ feedback arrives; pandas (`read_sql`) and DuckDB (`sqlite_scan`) read it as it i
     predictions(id PRIMARY KEY, time, model, source, tokens, unknown, label, score, confidence, detail, text, text_pair)
     feedback(id PRIMARY KEY, time, label, text, text_pair, source)      label: the JSON of the corrected target
 
-Bounded: rows older than `max_days` are deleted, and when the data passes 75% of `max_mb` the oldest predictions
-are deleted down to 55% of it and the file shrinks (incremental vacuum); the write-ahead file is checkpointed at a
+Bounded: rows older than `max_days` are deleted, and when the data passes 65% of `max_mb` the oldest predictions
+are deleted down to 45% of it, 5% of `max_mb` at a time, each step's pages checkpointed out of the write-ahead file
+and the file shrunk (incremental vacuum); the write-ahead file is checkpointed at a
 twentieth of `max_mb` and truncated to a tenth, so the database and its write-ahead file stay under `max_mb` together
 (a reader holding an old snapshot open can hold a checkpoint back meanwhile). The writer thread (`LogWriter`) commits whatever has queued up as one transaction
 (group commit), so a commit per request costs little under load.
@@ -43,7 +44,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
 COLUMNS = ("id", "time", "model", "source", "tokens", "unknown", "label", "score", "confidence", "detail", "text", "text_pair")
 VERSION = "1"
-TRIM_AT, TRIM_TO = 0.75, 0.55  # shares of max_mb: trimming starts above the first and stops under the second
+TRIM_AT, TRIM_TO = 0.65, 0.45  # shares of max_mb: trimming starts above the first and stops under the second (the
+# margin is for the write-ahead file: deleting rows touches most pages of the random-id index, written there first)
+TRIM_STEP = 0.05  # share of max_mb deleted at a time (the write-ahead file holds one step's pages, then is truncated)
 AGE_CHECK_S = 60.0
 
 
@@ -173,17 +176,26 @@ class PredictionLog:
             cutoff = now - self.max_age
             self.transaction(lambda c: (c.execute("DELETE FROM predictions WHERE time < ?", (cutoff,)),
                                         c.execute("DELETE FROM feedback WHERE time < ?", (cutoff,))))
-        page, pages, free = (self.conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count"))
-        used = (pages - free) * page
-        if used > TRIM_AT * self.max_bytes:
-            rows = self.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
-            drop = max(1, int(rows * (1 - TRIM_TO * self.max_bytes / used)))
+        used = self._used()
+        if used <= TRIM_AT * self.max_bytes:
+            return
+        dropped = 0
+        while used > TRIM_TO * self.max_bytes:  # in steps of TRIM_STEP of the bound: each step's pages pass through the
+            rows = self.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]  # write-ahead file, truncated after it
+            if not rows:
+                break
+            drop = max(1, int(rows * min(used - TRIM_TO * self.max_bytes, TRIM_STEP * self.max_bytes) / used))
             self.transaction(lambda c: (
                 c.execute("DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions ORDER BY time LIMIT ?)", (drop,)),
                 c.execute("DELETE FROM feedback WHERE text IS NULL AND id NOT IN (SELECT id FROM predictions)")))
             self.conn.execute("PRAGMA incremental_vacuum").fetchall()  # one page per row read: read them all
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            log.info("prediction log %s: %d oldest predictions deleted to stay under %.1f MB", self.path, drop, self.max_bytes / 2 ** 20)
+            dropped, used = dropped + drop, self._used()
+        log.info("prediction log %s: %d oldest predictions deleted to stay under %.1f MB", self.path, dropped, self.max_bytes / 2 ** 20)
+
+    def _used(self) -> int:
+        page, pages, free = (self.conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count"))
+        return (pages - free) * page
 
     # ---- reading
 
@@ -203,12 +215,14 @@ class PredictionLog:
 
     def labelled(self):
         """Every feedback label with its prediction where the log has one: DataFrame of id, label (JSON), text,
-        text_pair (the feedback's own, else the logged one), predicted (the logged decision), score, time."""
+        text_pair (the feedback's own, else the logged one), predicted (the logged decision), score, model, time (of the
+        feedback), predicted_time (of the prediction)."""
         import pandas as pd
 
         return pd.read_sql_query(
             "SELECT f.id AS id, f.label AS label, COALESCE(f.text, p.text) AS text, COALESCE(f.text_pair, p.text_pair) "
-            "AS text_pair, p.label AS predicted, p.score AS score, p.model AS model, f.time AS time FROM feedback f "
+            "AS text_pair, p.label AS predicted, p.score AS score, p.model AS model, f.time AS time, p.time AS predicted_time "
+            "FROM feedback f "
             "LEFT JOIN predictions p ON p.id = f.id ORDER BY f.time", self.conn)
 
 

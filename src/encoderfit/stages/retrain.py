@@ -202,7 +202,8 @@ def _decide(task, deployed: RunDir, new: RunDir, labels, texts, pairs, targets, 
     if old_test is None or old_test.texts != new_test.texts:
         old_test = predict_split(old_model, splits.test)
     names = ("deployed model", "the deployed model")
-    feedback = compare(task, on_feedback["new"], on_feedback["old"], labels, new_head, old_head, against=names)["verdict"]
+    feedback = compare(task, on_feedback["new"], on_feedback["old"], labels, new_head, old_head, against=names,
+                       on="the held-out feedback")["verdict"]
     test = compare(task, new_test, old_test, labels, new_head, old_head, against=names)["verdict"]
     shown = lambda v: (f"{v['metric']} {v['difference']['difference']:+.4f} (95% CI {v['difference']['low']:+.4f} to "  # noqa: E731
                        f"{v['difference']['high']:+.4f}{', p = %.3g' % v['p_value'] if v.get('p_value') is not None else ''})")

@@ -49,10 +49,11 @@ def intervals(task: Task, preds: Predictions, labels: List[str], head: Dict) -> 
 
 
 def compare(task: Task, model: Predictions, base: Predictions, labels: List[str], head: Dict, base_head: Dict,
-            against: Optional[tuple] = None) -> Dict:
+            against: Optional[tuple] = None, on: str = "test") -> Dict:
     """The model against the baseline on the same test examples: paired bootstrap differences of the main metrics,
     the task's exact test (McNemar for classification) and the verdict on the primary metric, in plain words.
-    `against`: (formal, plain) names of another model compared the same way (a distilled student's teacher)."""
+    `against`: (formal, plain) names of another model compared the same way (a distilled student's teacher); `on`:
+    the examples compared, as the sentence names them."""
     from ..core.stats import paired_bootstrap, verdict
 
     mine, strata = task.scoring.interval_metrics(model, labels, head)
@@ -64,8 +65,9 @@ def compare(task: Task, model: Predictions, base: Predictions, labels: List[str]
     exact = task.scoring.paired_test(model, base, labels, head, base_head)
     primary = task.summary[0][0]
     p_value = exact[task.exact_test]["p_value"] if exact and task.exact_test else differences[primary]["p_value"]
-    return {"differences": differences, **(exact or {}), "verdict": verdict(differences[primary], task.scoring.greater_is_better(primary),
-                                                                           primary, p_value, **dict(zip(("baseline", "plain"), against or (task.baseline_name, task.baseline_plain))))}
+    names = dict(zip(("baseline", "plain"), against or (task.baseline_name, task.baseline_plain)))
+    return {"differences": differences, **(exact or {}),
+            "verdict": verdict(differences[primary], task.scoring.greater_is_better(primary), primary, p_value, **names, on=on)}
 
 
 def analyse(task: Task, preds: Dict[str, Predictions], cfg: RunConfig, head: Dict, baseline: Optional[tuple] = None) -> Dict:
