@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import make_ner_rows, run_cli, write_jsonl
-from test_errors import cli_fails
+from failing import cli_fails
 
 from encoderfit.core.config import DataArgs
 from encoderfit.stages.splits import prepare

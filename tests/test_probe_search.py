@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import free_port, run_cli
-from test_errors import cli_fails
+from failing import cli_fails
 from test_probe import TEN
 
 from encoderfit import cli

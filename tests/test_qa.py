@@ -16,7 +16,7 @@ from encoderfit.stages.rundir import ModelInfo
 from encoderfit.stages.splits import prepare
 from encoderfit.tasks import get_task
 from encoderfit.tasks.qa import metrics as qm
-from test_errors import cli_fails
+from failing import cli_fails
 
 
 def squad_json(path: Path, qas_extra=None) -> Path:

@@ -11,7 +11,7 @@ from conftest import make_qa_rows, write_jsonl
 from encoderfit.core.config import DataArgs
 from encoderfit.core.errors import UserError
 from encoderfit.stages.splits import prepare
-from test_errors import cli_fails
+from failing import cli_fails
 
 def squad_file(path: Path, version: str, *qas) -> Path:
     """A one-paragraph SQuAD file with these questions (dicts merged into a question about 'Denver Broncos'; a key

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_cli, serving_in_thread, write_jsonl
 from encoderfit.stages.predict import Predictor
-from test_errors import cli_fails
+from failing import cli_fails
 
 # ---------------------------------------------------------------- a SQuAD 2.0 model that answers (issue 44)
 

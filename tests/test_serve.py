@@ -223,7 +223,7 @@ def test_host_header_must_name_this_server(server):
 
 def test_allowed_host_patterns():
     from encoderfit.core.errors import UserError
-    from encoderfit.serving.app import host_patterns
+    from encoderfit.serving.http import host_patterns
 
     assert host_patterns(["LocalHost", "::1", "[::1]", "*.example.com", "*"]) == ["localhost", "[::1]", "[::1]", "*.example.com", "*"]
     for bad in ("api.*.com", "*example.com"):

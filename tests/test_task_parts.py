@@ -12,7 +12,7 @@ from encoderfit.core.errors import UserError
 from encoderfit.core.runconfig import RunConfig
 from encoderfit.tasks import HEADS, OPTIONS, TASKS, get_task
 from encoderfit.tasks.base import Decoding, Modeling, Pages, Scoring, Targets, Task
-from test_errors import cli_fails
+from failing import cli_fails
 
 PARTS = {"targets": Targets, "modeling": Modeling, "scoring": Scoring, "decoding": Decoding, "pages": Pages}
 

@@ -21,14 +21,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Match
 
 from ..core.errors import UserError
 from ..stages.predict import Predictor
 from .batching import Batcher, ClientGone, Metrics, Overloaded
-from .http import Limits, _error, check_texts, client_gone
-from .logged import Busy, add_log_routes
+from .http import HostCheck, Limits, _error, check_texts, client_gone, host_patterns
+from .logged import Busy, add_log_routes, check_log, served_log
 
 log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("page.html")
@@ -95,45 +94,6 @@ def route_template(app: FastAPI, scope) -> str:
         if match != Match.NONE:
             return getattr(route, "path", "other")
     return "other"
-
-
-def host_patterns(names: List[str]) -> List[str]:
-    """--allowed_hosts as TrustedHostMiddleware takes them: lower case, IPv6 literals in brackets ("[::1]"), "*" for
-    any name, "*.example.com" for its subdomains."""
-    patterns = []
-    for name in names:
-        bare = name.strip().lower().strip("[]")
-        if "*" in bare[1:] or (bare.startswith("*") and bare != "*" and not bare.startswith("*.")):
-            raise UserError(f"--allowed_hosts: '{name}' is not a host name; a wildcard must be like '*.example.com' (or '*': any)")
-        patterns.append(f"[{bare}]" if ":" in bare else bare)
-    return patterns
-
-
-class HostCheck:
-    """Whether a request's Host header names this server (against DNS rebinding), as Starlette's
-    TrustedHostMiddleware decides it: a malformed header such as '127.0.0.1:1@evil.com' fails too. The server answers
-    a refusal itself, in its JSON error shape, before reading the body or the API key."""
-
-    PASSED = "encoderfit.host_passed"
-
-    def __init__(self, allowed_hosts: List[str]):
-        self.allowed = allowed_hosts
-        self.middleware = TrustedHostMiddleware(self._passed, allowed_hosts=allowed_hosts, www_redirect=False)
-
-    @classmethod
-    async def _passed(cls, scope, receive, send):
-        scope[cls.PASSED] = True
-
-    async def passes(self, scope) -> bool:
-        async def discard(message):  # the middleware's own plain-text refusal
-            pass
-
-        await self.middleware(scope, None, discard)
-        return scope.pop(self.PASSED, False)
-
-    def refusal(self, host: str) -> JSONResponse:
-        return _error(400, f"Host header '{host}' is not served here; allowed: {', '.join(self.allowed)} "
-                           "(start the server with --allowed_hosts to add names)")
 
 
 def overloaded(message: str) -> JSONResponse:
@@ -383,17 +343,10 @@ def serve(
         from ..stages.search import check_corpus
 
         check_corpus(Path(corpus))  # a missing corpus fails now, not after loading the model
-    logged = None
     if log is not None:
-        from ..stages.predlog import PredictionLog
-
-        PredictionLog(Path(log), log_max_mb, log_max_days).close()  # a bad path fails now, not after loading the model
+        check_log(Path(log), log_max_mb, log_max_days)  # a bad path fails now, not after loading the model
     predictor = Predictor.from_pretrained(run, backend=backend, abstain=abstain, int8_recheck=int8_recheck)
-    if log is not None:
-        from ..stages.rundir import locate
-        from .logged import ServedLog
-
-        logged = ServedLog(Path(log), predictor, log_texts, log_max_mb, log_max_days, locate(Path(run))[1].fingerprint())
+    logged = served_log(Path(log), Path(run), predictor, log_texts, log_max_mb, log_max_days) if log is not None else None
     searched = None
     if corpus is not None:
         from ..stages.search import index_for

@@ -1,5 +1,6 @@
 """What every route of the server shares: the request limits, the one shape of an error response, the checks on
-texts a route receives, and noticing a client that went away. app.py's routes and search.py's use them."""
+texts a route receives, noticing a client that went away, and the Host header check (--allowed_hosts). app.py's
+routes and search.py's use them."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from typing import Callable, List, Optional
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from ..core.errors import UserError
 
 
 @dataclass
@@ -56,3 +60,42 @@ def unencodable(text: str) -> Optional[int]:
         return None
     except UnicodeEncodeError as err:
         return err.start
+
+
+def host_patterns(names: List[str]) -> List[str]:
+    """--allowed_hosts as TrustedHostMiddleware takes them: lower case, IPv6 literals in brackets ("[::1]"), "*" for
+    any name, "*.example.com" for its subdomains."""
+    patterns = []
+    for name in names:
+        bare = name.strip().lower().strip("[]")
+        if "*" in bare[1:] or (bare.startswith("*") and bare != "*" and not bare.startswith("*.")):
+            raise UserError(f"--allowed_hosts: '{name}' is not a host name; a wildcard must be like '*.example.com' (or '*': any)")
+        patterns.append(f"[{bare}]" if ":" in bare else bare)
+    return patterns
+
+
+class HostCheck:
+    """Whether a request's Host header names this server (against DNS rebinding), as Starlette's
+    TrustedHostMiddleware decides it: a malformed header such as '127.0.0.1:1@evil.com' fails too. The server answers
+    a refusal itself, in its JSON error shape, before reading the body or the API key."""
+
+    PASSED = "encoderfit.host_passed"
+
+    def __init__(self, allowed_hosts: List[str]):
+        self.allowed = allowed_hosts
+        self.middleware = TrustedHostMiddleware(self._passed, allowed_hosts=allowed_hosts, www_redirect=False)
+
+    @classmethod
+    async def _passed(cls, scope, receive, send):
+        scope[cls.PASSED] = True
+
+    async def passes(self, scope) -> bool:
+        async def discard(message):  # the middleware's own plain-text refusal
+            pass
+
+        await self.middleware(scope, None, discard)
+        return scope.pop(self.PASSED, False)
+
+    def refusal(self, host: str) -> JSONResponse:
+        return _error(400, f"Host header '{host}' is not served here; allowed: {', '.join(self.allowed)} "
+                           "(start the server with --allowed_hosts to add names)")

@@ -63,6 +63,18 @@ class Window:
         return sum(label in v.split("|") for v in values) / len(values) if values else float("nan")
 
 
+def check_log(path: Path, max_mb: float, max_days: float) -> None:
+    """A bad --log path or bound, as a one-line error before the model loads."""
+    PredictionLog(path, max_mb, max_days).close()
+
+
+def served_log(path: Path, run: Path, predictor, keep_texts: bool, max_mb: float, max_days: float) -> "ServedLog":
+    """The log of `serve RUN --log PATH`, its rows stamped with RUN's model fingerprint."""
+    from ..stages.rundir import locate
+
+    return ServedLog(path, predictor, keep_texts, max_mb, max_days, locate(run)[1].fingerprint())
+
+
 class ServedLog:
     """The server's prediction log: the store, its writer thread, the token figures, the model's fingerprint."""
 
