@@ -120,8 +120,8 @@ def domain_classifier(reference: np.ndarray, current: np.ndarray, folds: int = 5
 
 
 def atc_threshold(confidence: Sequence[float], correct: Sequence[bool]) -> float:
-    """ATC's threshold, fitted on labelled (validation) examples: the share of confidences above it equals the
-    accuracy there (Garg et al. 2022, eq. 1, with the maximum softmax probability as the score)."""
+    """ATC's threshold, fitted on labelled held-out examples (monitor: validation and test): the share of confidences
+    above it equals the accuracy there (Garg et al. 2022, eq. 1, with the maximum softmax probability as the score)."""
     c = np.sort(np.asarray(confidence, dtype=np.float64))
     accuracy = float(np.mean(correct))
     if accuracy >= 1:
@@ -132,8 +132,8 @@ def atc_threshold(confidence: Sequence[float], correct: Sequence[bool]) -> float
 def accuracy_estimates(confidence: Sequence[float], correct: Sequence[bool], current: Sequence[float],
                        resamples: int = 1000, seed: int = SEED, level: float = 0.95) -> Dict:
     """Accuracy on unlabelled traffic from its confidences: {atc, cbpe} each {estimate, low, high}. ATC: the share of
-    current confidences above the threshold fitted on (confidence, correct) validation pairs; CBPE: the mean
-    (calibrated) confidence. Intervals: percentile bootstrap resampling validation and traffic alike (ATC's
+    current confidences above the threshold fitted on (confidence, correct) held-out pairs; CBPE: the mean
+    (calibrated) confidence. Intervals: percentile bootstrap resampling the held-out pairs and traffic alike (ATC's
     threshold refitted each time)."""
     ref_c, ref_ok = np.asarray(confidence, np.float64), np.asarray(correct, bool)
     cur = np.asarray(current, np.float64)
