@@ -306,3 +306,9 @@ def test_two_processes_pretrain_with_one_writer(mlm_run, corpus_file, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation"]["loss"] < metrics["baseline"]["loss"] and metrics["train"]["steps"] == 40
     assert "processes: 2" in (out / "config.yaml").read_text() and proc.stderr.count("pre-trained model written") == 1
+
+
+def test_packing_asked_of_pretraining_is_said_not_dropped(corpus_file, tmp_path):
+    # pre-training blocks are full already; `--train.packing true` is named in the log as unused, not ignored silently
+    proc = run_cli(*pretrain_args(corpus_file, tmp_path / "run", "--train.max_steps", "2", "--train.packing", "true"))
+    assert "train.packing: not used by pre-training" in proc.stderr, proc.stderr[-2000:]

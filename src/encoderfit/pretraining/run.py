@@ -178,6 +178,9 @@ def train_mlm(cfg: PretrainConfig, task, tok, packed: Packed, workdir: Path, che
     net, how = build_model(cfg.model, tok, block)
     log.info("model: %s; %.1fM parameters; corpus: %d training blocks of %d tokens (%d tokens), %d held-out blocks",
              how, net.num_parameters() / 1e6, len(train_blocks), block, packed.train_tokens, len(validation_blocks))
+    if cfg.train.packing in (True, "true"):  # said, not dropped silently
+        log.info("train.packing: not used by pre-training: its documents are concatenated into full blocks of %d tokens, "
+                 "so there is no padding to remove", block)
     precision = pick_precision(cfg.train.precision)
     from ..core.distributed import rank
 
