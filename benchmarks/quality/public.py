@@ -122,11 +122,12 @@ def _fmt(value, ci=None) -> str:
 
 
 def published_rows() -> dict:
-    """The rows docs/results.md has now, by set: a set without a run here keeps its row (a machine that re-ran one set
-    must not wipe the others)."""
+    """The rows of docs/results.md's public table now, by set: a set without a run here keeps its row (a machine that
+    re-ran one set must not wipe the others)."""
     doc = ROOT / "docs" / "results.md"
     text = doc.read_text() if doc.is_file() else ""
-    return {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("| ") and line.count("|") > 7}
+    section = text.partition("<!-- public-table -->")[2].partition("<!-- /public-table -->")[0]
+    return {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| ") and line.count("|") > 7}
 
 
 def table() -> str:

@@ -101,8 +101,7 @@ def verdict(difference: Dict, greater_is_better: bool, metric: str, p_value: Opt
         "better": f"The model is better than the {baseline} on {on}: {shown}{p_text}.",
         "worse": f"The model is worse than the {baseline} on {on}: {shown}{p_text}. The {plain.split(' ', 1)[1]} is the one to ship.",
         "not distinguishable": f"The {baseline} is as good on {'this test set' if on == 'test' else on}: the model and "
-                               f"{plain} cannot be told "
-                               f"apart ({shown}{p_text}). Ship the transformer only for reasons the test set does not measure.",
+                               f"{plain} cannot be told apart ({shown}{p_text}). Ship the transformer only for reasons the test set does not measure.",
     }[outcome]
     return {"outcome": outcome, "sentence": sentence, "metric": metric, "difference": difference, "p_value": p_value}
 

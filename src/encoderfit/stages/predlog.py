@@ -9,11 +9,11 @@ feedback arrives; pandas (`read_sql`) and DuckDB (`sqlite_scan`) read it as it i
     feedback(id PRIMARY KEY, time, label, text, text_pair, source)      label: the JSON of the corrected target
 
 Bounded: rows older than `max_days` are deleted, and when the data passes 65% of `max_mb` the oldest predictions
-are deleted down to 45% of it, 5% of `max_mb` at a time, each step's pages checkpointed out of the write-ahead file
-and the file shrunk (incremental vacuum); the write-ahead file is checkpointed at a
-twentieth of `max_mb` and truncated to a tenth, so the database and its write-ahead file stay under `max_mb` together
-(a reader holding an old snapshot open can hold a checkpoint back meanwhile). The writer thread (`LogWriter`) commits whatever has queued up as one transaction
-(group commit), so a commit per request costs little under load.
+are deleted down to 45% of it, 5% of `max_mb` at a time, each step checkpointed out of the write-ahead file and the
+file shrunk (incremental vacuum); the write-ahead file is also checkpointed at a twentieth of `max_mb` and truncated
+to a tenth, so the database and its write-ahead file stay under `max_mb` together (a reader holding an old snapshot
+open can hold a checkpoint back meanwhile). The writer thread (`LogWriter`) commits whatever has queued up as one
+transaction (group commit), so a commit per request costs little under load.
 """
 
 from __future__ import annotations
