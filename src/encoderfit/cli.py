@@ -31,6 +31,7 @@ NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _commands() -> Dict[str, Callable]:
+    from .stages.compress import compress_run
     from .stages.crossval import cross_validate
     from .stages.distill import train_student
     from .stages.evaluate import evaluate
@@ -49,7 +50,7 @@ def _commands() -> Dict[str, Callable]:
 
     return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
             "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student,
-            "monitor": monitor, "feedback": feedback, "retrain": retrain}
+            "monitor": monitor, "feedback": feedback, "retrain": retrain, "compress": compress_run}
 
 
 def build_parser(commands: Dict[str, Callable], prog: str = "encoderfit", skip: frozenset = frozenset()):

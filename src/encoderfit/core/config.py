@@ -364,3 +364,31 @@ class DistillArgs:
         unknown = [a for a in self.augmentations if a not in AUGMENTATIONS]
         _require(not unknown and bool(self.augmentations),
                  f"distill.augmentations: {unknown or 'none given'}; choose from {list(AUGMENTATIONS)}")
+
+
+@dataclass
+class CompressArgs:
+    """How `encoderfit compress` prunes a run's encoder: a speed target, or the sizes to keep."""
+
+    target_speedup: Optional[float] = None
+    """The speed-up to reach, by the cost model (attention + FFN multiply-adds per layer at the data's mean length):
+    turned into a number of layers and an FFN width, said in the log. Or give layers/ffn."""
+    layers: Optional[int] = None
+    """Layers to keep (those whose removal moves the validation outputs least go first). Default: all."""
+    ffn: Optional[int] = None
+    """FFN neurons to keep in every layer (the new intermediate_size; the most important on the training split).
+    Default: all."""
+    heads: Optional[int] = None
+    """Attention heads to keep: refused for BERT, MPNet and ModernBERT, whose configs cannot express it."""
+    sample: int = 512
+    """Texts measured: validation texts for the layer choice, training texts for the FFN neuron importance."""
+
+    def __post_init__(self) -> None:
+        _require(self.target_speedup is None or self.target_speedup > 1,
+                 f"compress.target_speedup must be above 1 (got {self.target_speedup})")
+        _require(self.target_speedup is None or (self.layers is None and self.ffn is None),
+                 "compress.target_speedup plans the layers and the FFN width itself: drop --compress.layers/--compress.ffn, "
+                 "or drop the target")
+        _require(self.layers is None or self.layers >= 1, f"compress.layers must be at least 1 (got {self.layers})")
+        _require(self.ffn is None or self.ffn >= 1, f"compress.ffn must be at least 1 (got {self.ffn})")
+        _require(self.sample >= 8, f"compress.sample must be at least 8 texts (got {self.sample})")

@@ -22,7 +22,7 @@ import yaml
 from ..core.errors import UserError, closest
 
 # what a launch can run: the commands that write a run (or its evaluation/export) and gain from a GPU
-COMMANDS = ("train", "cv", "tune", "distill", "pretrain", "tune-pretrain", "eval", "export")
+COMMANDS = ("train", "cv", "tune", "distill", "pretrain", "tune-pretrain", "eval", "export", "compress")
 DISTRIBUTED = ("train", "distill", "pretrain")  # started with torchrun over the GPUs (and nodes) it is given
 # options whose values may name local files or directories (else a hub name, a recipe or a corpus name)
 PATH_OPTIONS = ("data.source", "data", "distill.unlabelled", "distill.compare", "teacher", "run", "corpus.sources", "tokenizer.path",
