@@ -9,7 +9,7 @@ from encoderfit import cli
 
 
 SUBCOMMANDS = ["train", "cv", "tune", "eval", "predict", "report", "export", "serve", "pretrain", "tune-pretrain", "embed", "search", "distill", "monitor",
-               "feedback", "retrain"]  # the CLI's contract, in help order
+               "feedback", "retrain", "compress"]  # the CLI's contract, in help order
 
 
 def test_every_subcommand_documents_every_parameter():
