@@ -74,11 +74,16 @@ def paired_bootstrap(metric: Callable[[np.ndarray, str], float], n: int, resampl
     """The difference metric(model) - metric(baseline) on the same resampled examples: its point value, percentile
     interval and a two-sided bootstrap p-value: twice the share of resamples on the far side of 0, counted as
     (k + 1) / (resamples + 1) (Davison & Hinkley 1997), so it is never 0: with 1,000 resamples the smallest p is 0.002.
-    `metric(indices, who)` computes the metric of `who` ("model" or "baseline") on those examples."""
+    `metric(indices, who)` computes the metric of `who` ("model" or "baseline") on those examples. When it is
+    undefined (nan) on every resample (a Pearson r of all-equal values), the difference, interval and p are None and
+    "undefined" says so: there is nothing to compare."""
     everything = np.arange(n)
     point = metric(everything, "model") - metric(everything, "baseline")
     draws = np.array([metric(idx, "model") - metric(idx, "baseline") for idx in bootstrap_indices(n, resamples, seed, strata, clusters)])
     draws = draws[np.isfinite(draws)]
+    if not len(draws):
+        return {"difference": float(point) if np.isfinite(point) else None, "low": None, "high": None, "level": level,
+                "resamples": resamples, "p_value": None, "undefined": True}
     low, high = np.quantile(draws, [(1 - level) / 2, 1 - (1 - level) / 2])
     far = min(int((draws <= 0).sum()), int((draws >= 0).sum()))
     return {"difference": float(point), "low": float(low), "high": float(high), "level": level, "resamples": resamples,
@@ -91,6 +96,10 @@ def verdict(difference: Dict, greater_is_better: bool, metric: str, p_value: Opt
     with a sentence that says so in plain words (`baseline` and `plain` name the baseline formally and plainly, `on`
     the examples compared)."""
     low, high = difference["low"], difference["high"]
+    if low is None:  # the metric is undefined on these examples for one model or both (paired_bootstrap)
+        return {"outcome": "not distinguishable", "metric": metric, "difference": difference, "p_value": None,
+                "sentence": f"The model and the {baseline} cannot be compared on {on}: {metric} is undefined there (all "
+                            "values, or all of one model's outputs, are equal)."}
     if not greater_is_better:
         low, high = -high, -low
     significant = p_value is None or p_value < alpha

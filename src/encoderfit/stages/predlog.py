@@ -230,13 +230,15 @@ def insert_predictions(conn: sqlite3.Connection, rows: List[Dict]) -> None:
     conn.executemany(f"INSERT INTO predictions VALUES ({', '.join('?' * len(COLUMNS))})", [tuple(r[c] for c in COLUMNS) for r in rows])
 
 
-def insert_feedback(conn: sqlite3.Connection, rows: List[Dict]) -> List[bool]:
+def insert_feedback(conn: sqlite3.Connection, rows: List[Dict], model: Optional[str] = None) -> List[bool]:
+    """`model` (a fingerprint): a text joins that model's own newest prediction of it only."""
     out = []
     for row in rows:
         given = row.get("id")
         if given is None and row.get("text") is not None:  # a text given without an id: its logged prediction, if any
-            found = conn.execute("SELECT id FROM predictions WHERE text = ? AND text_pair IS ? ORDER BY time DESC LIMIT 1",
-                                 (row["text"], row.get("text_pair"))).fetchone()
+            own, args = (" AND model = ?", (model,)) if model is not None else ("", ())
+            found = conn.execute(f"SELECT id FROM predictions WHERE text = ? AND text_pair IS ?{own} ORDER BY time DESC LIMIT 1",
+                                 (row["text"], row.get("text_pair"), *args)).fetchone()
             given = found[0] if found else None
         if given is not None and conn.execute("SELECT 1 FROM predictions WHERE id = ?", (given,)).fetchone() is None:
             out.append(False)

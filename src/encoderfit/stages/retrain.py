@@ -5,16 +5,21 @@ significantly worse on the test split (docs/monitoring.md).
 
 Training, checkpoints, resuming, the evaluation and the run directory are a normal run's (train.py's `train_run`):
 only the training rows differ. Feedback texts that are in the validation or test split are left out of training,
-so the test comparison stays fair.
+so the test comparison stays fair. The new run's default name is derived from its inputs (the deployed model, the
+feedback, the settings), so running the same command again after an interrupt resumes it.
+
+Nothing is trained before every output is known to be safe: the new run never replaces the deployed run (or a
+directory holding it) or the pointer, and the pointer is moved only from RUN itself (a pointer serving another run
+is refused) to the promoted run.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Literal, Optional
@@ -22,7 +27,7 @@ from typing import Dict, Literal, Optional
 import numpy as np
 
 from ..core.errors import UserError
-from ..core.files import exclusive
+from ..core.files import check_writable, exclusive
 from .evaluate import check_same_splits
 from .predlog import PredictionLog
 from .rundir import Predictions, RunDir
@@ -53,14 +58,18 @@ class RetrainResult:
 
 def read_feedback(path: Path, task, labels, text_pair: bool):
     """The log's feedback labels that have a text (the feedback's own or the logged one): (texts, pairs, values)."""
-    store = PredictionLog(path, flag="--feedback", create=False)
+    store = PredictionLog(path, flag="--feedback", readonly=True)
     try:
         rows = store.labelled()
     finally:
         store.close()
     usable = rows["text"].notna() & (rows["text_pair"].notna() if text_pair else True)
-    if (~usable).any():
-        log.warning("%d feedback labels have no text in the log (the server ran without --log_texts): left out", int((~usable).sum()))
+    if rows["text"].isna().any():
+        log.warning("%d feedback labels have no text in the log (the server ran without --log_texts): left out", int(rows["text"].isna().sum()))
+    if text_pair and (rows["text"].notna() & rows["text_pair"].isna()).any():
+        log.warning("%d feedback labels have a text but not its second text, which this model reads (give feedback by the "
+                    "prediction's id, or with the pair: `encoderfit feedback` reads the run's pair column): left out",
+                    int((rows["text"].notna() & rows["text_pair"].isna()).sum()))
     rows = rows[usable].drop_duplicates(subset=["text", "text_pair"], keep="last").reset_index(drop=True)
     if len(rows) < MIN_FEEDBACK:
         raise UserError(f"--feedback: {path} holds {len(rows)} usable feedback labels (with their texts); at least "
@@ -86,12 +95,55 @@ def _dataset(task, features, texts, pairs, values, labels):
     return Dataset.from_dict(columns).cast(features)
 
 
-def _pointer(run: Path, pointer: Optional[Path]) -> Path:
+def check_pointer(run: Path, pointer: Optional[Path], deployed: Path) -> Path:
+    """The pointer to move on promotion, checked before any work: a symbolic link to the deployed run (or a path to
+    create one at) in a writable directory. A pointer serving another run is refused: its model was not retrained."""
     chosen = Path(pointer) if pointer is not None else (Path(run) if Path(run).is_symlink() else Path(run).parent / "latest")
     if chosen.exists() and not chosen.is_symlink():
         raise UserError(f"--pointer: {chosen} exists and is not a symbolic link; name another path for the pointer to "
                         "the promoted run (default: RUN's parent/latest)")
+    if chosen.is_symlink() and Path(os.path.realpath(chosen)) != deployed:
+        target = Path(os.path.realpath(chosen))
+        raise UserError(f"--pointer: {chosen} points to {target}{'' if target.exists() else ' (missing)'}, not to the run "
+                        f"being retrained ({deployed}); promoting would replace that deployed model with a retrain of "
+                        f"another. Retrain what it serves (encoderfit retrain {chosen} ...), or name another --pointer")
+    if not chosen.parent.is_dir():
+        raise UserError(f"--pointer: directory {chosen.parent} does not exist; create it, or name another --pointer")
+    check_writable(chosen, "--pointer")
     return chosen
+
+
+def check_output(out: Path, deployed: Path, pointer: Path) -> None:
+    """Before any work: the new run's directory is neither the deployed run, nor inside it or above it, nor the
+    pointer (publishing a run there would replace the deployed model or turn the link into a directory)."""
+    where = out.resolve()
+    if out.is_symlink() or out.absolute() == pointer.absolute():
+        what = "the --pointer" if out.absolute() == pointer.absolute() else f"a symbolic link (to {where})"
+        raise UserError(f"--output_dir: {out} is {what}; the retrained run is a new directory: name another --output_dir "
+                        "(default: beside RUN, named by its inputs)")
+    if where == deployed or deployed in where.parents or where in deployed.parents:
+        what = "the deployed run" if where == deployed else "inside the deployed run" if deployed in where.parents else "above the deployed run"
+        raise UserError(f"--output_dir: {out} is {what} {deployed}; writing the retrained run there would replace the "
+                        "deployed model: name another --output_dir (default: beside RUN, named by its inputs)")
+
+
+def default_output(deployed: RunDir, inputs: Dict) -> Path:
+    """RUN-retrained-DIGEST beside RUN, DIGEST from the inputs: the same command finds its interrupted run again."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+    return deployed.path.parent / f"{re.sub(r'-retrained-[0-9a-f-]+$', '', deployed.path.name)}-retrained-{digest}"
+
+
+def check_comparable(task, preds: Predictions, labels, head: Dict, values) -> None:
+    """Before training: the deployed model's primary metric is defined on the held-out feedback (a Pearson r of
+    all-equal values is not), or no model could be compared with it there."""
+    metric = task.summary[0][0]
+    functions = task.scoring.interval_metrics(preds, labels, head)[0]
+    if metric in functions and not np.isfinite(functions[metric](np.arange(len(preds.texts)))):
+        same = len({json.dumps(v) for v in values}) == 1
+        why = (f"the {len(values)} held-out feedback labels are all {values[0]!r}" if same else
+               f"the deployed model gives the {len(values)} held-out feedback texts the same output")
+        raise UserError(f"retrain: {metric} is undefined on the held-out feedback ({why}), so no model can be compared "
+                        "with the deployed one there; collect feedback with varied labels first. Nothing was trained")
 
 
 def promote(pointer: Path, target: Path) -> None:
@@ -125,7 +177,8 @@ def retrain(
         run: The deployed run directory (or the `latest` pointer to it).
         feedback: The prediction log holding the feedback labels (`POST /v1/feedback`, `encoderfit feedback`).
         start: deployed: fine-tune the deployed model further; base: start again from the run's base model.
-        output_dir: The new run directory. Default: beside RUN, named RUN-retrained-DATE-TIME.
+        output_dir: The new run directory (not RUN, nor the pointer). Default: beside RUN, named
+            RUN-retrained-DIGEST from its inputs, so the same command resumes an interrupted retrain.
         pointer: The symbolic link moved to the new run when it is promoted. Default: RUN itself when it is a link,
             else RUN's parent/latest (`encoderfit serve runs/latest`).
         holdout: Share of the feedback held out of training, on which old and new are compared.
@@ -146,34 +199,50 @@ def retrain(
     task = get_task(cfg.task, "train", cfg.options)
     if type(task.decoding).feedback_value is Decoding.feedback_value:  # the task reads no feedback labels
         raise UserError(f"retrain: the {cfg.task} task takes no feedback labels yet")
-    pointer = _pointer(Path(run), pointer)
+    pointer = check_pointer(Path(run), pointer, deployed.path)
+    if output_dir is not None:
+        check_output(Path(output_dir), deployed.path, pointer)
     texts, pairs, values = read_feedback(Path(feedback), task, cfg.labels, deployed.model.info().text_pair)
     order = np.random.default_rng(seed).permutation(len(texts))
     held = order[: max(1, round(holdout * len(texts)))]
     taught = order[len(held):]
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(output_dir) if output_dir else deployed.path.parent / f"{re.sub(r'-retrained-[0-9-]+$', '', deployed.path.name)}-retrained-{stamp}"
+    inputs = {"deployed": deployed.model.fingerprint(), "feedback": [texts, pairs, values], "start": start, "holdout": holdout,
+              "repeat": repeat, "epochs": epochs, "learning_rate": learning_rate, "seed": seed}
+    out = Path(output_dir) if output_dir else default_output(deployed, inputs)
+    check_output(out, deployed.path, pointer)
+    if output_dir is None and out.exists() and not overwrite:
+        done = RunDir(out).metrics().get("retrain", {}) if (out / RunDir.METRICS).is_file() else {}
+        raise UserError(f"retrain: {out} is this same retrain (the same deployed model, feedback and settings), finished "
+                        f"already{' and promoted' if done.get('promoted') else ' and kept out' if done else ''}; pass "
+                        "--overwrite true to train it again, or retrain once more feedback has come in")
     model = replace(cfg.model, name_or_path=str(deployed.model.path)) if start == "deployed" else cfg.model
     train = replace(cfg.train, **{k: v for k, v in (("epochs", epochs), ("learning_rate", learning_rate)) if v is not None})
     check_start(out, overwrite, train)
+    pick = lambda rows, idx: [rows[i] for i in idx] if rows is not None else None  # noqa: E731
+    held_targets = task.targets.targets_from_json(pick(values, held), cfg.labels, "feedback")
+    from .predict import Predictor
+
+    old_model = Predictor.from_pretrained(deployed.path)
+    old_on_feedback = Predictions(pick(texts, held), pick(pairs, held), held_targets,
+                                  task.scoring.outputs(old_model, pick(texts, held), pick(pairs, held)))
+    check_comparable(task, old_on_feedback, cfg.labels, deployed.model.info().head or {}, pick(values, held))
+    previous = Path(os.path.realpath(pointer)) if pointer.is_symlink() else None
     with exclusive(out, overwrite=overwrite):
         splits = prepare(cfg.data, cfg.task, cfg.options)
         recorded = cfg.resolved.get("splits")  # a retrained run's training split holds its feedback: held-out splits only
         check_same_splits(deployed.path, {k: v for k, v in recorded.items() if k != "train"} if recorded else None, splits.fingerprints())
         kept = set(splits.validation["text"]) | set(splits.test["text"])
         taught = [i for i in taught if texts[i] not in kept]
-        pick = lambda rows, idx: [rows[i] for i in idx] if rows is not None else None  # noqa: E731
         added = _dataset(task, splits.train.features, pick(texts, taught), pick(pairs, taught), pick(values, taught), cfg.labels)
         grown = concatenate_datasets([splits.train] + [added] * repeat)
         log.info("retraining from %s on %d training examples + %d feedback labels (x%d); %d feedback labels held out",
                  "the deployed model" if start == "deployed" else cfg.model.name_or_path, len(splits.train), len(taught), repeat, len(held))
         prep = Prepared.from_splits(replace(splits, train=grown), model, train)
         new_cfg = prep.config(cfg.data, model, train, cfg.report)
-        held_targets = task.targets.targets_from_json(pick(values, held), cfg.labels, "feedback")
         decision: Dict = {}
 
         def more(new: RunDir, results: Dict) -> Dict:
-            decision.update(_decide(task, deployed, new, cfg.labels, pick(texts, held), pick(pairs, held), held_targets, splits))
+            decision.update(_decide(task, deployed, new, cfg.labels, old_model, old_on_feedback, splits))
             decision["feedback_used"] = {"training": len(taught), "held_out": len(held), "repeat": repeat, "start": start,
                                          "deployed": str(deployed.path)}
             return {"retrain": decision}
@@ -181,22 +250,25 @@ def retrain(
         train_run(prep, new_cfg, out, None, more)
     if decision["promoted"]:
         promote(pointer, out)
-        log.info("promoted: %s now points to %s. %s", pointer, out, decision["reason"])
+        log.info("promoted: %s now points to %s (before: %s). %s", pointer, out.resolve(), previous or "no pointer",
+                 decision["reason"])
     else:
-        log.warning("kept the deployed model (%s); the new run is in %s. %s", deployed.path, out, decision["reason"])
+        log.warning("kept the deployed model (%s): %s; the new run is in %s. %s", deployed.path,
+                    f"{pointer} still points to it" if previous else f"no pointer was made at {pointer}", out, decision["reason"])
     return RetrainResult(out, decision["promoted"], decision["reason"], {k: decision[k] for k in ("feedback", "test")})
 
 
-def _decide(task, deployed: RunDir, new: RunDir, labels, texts, pairs, targets, splits) -> Dict:
+def _decide(task, deployed: RunDir, new: RunDir, labels, old_model, old_on_feedback: Predictions, splits) -> Dict:
     """New against deployed on the held-out feedback and on the test split (paired, the task's exact test): promoted
     only when better on the first and not worse on the second."""
     from .predict import Predictor
     from .verdict import compare, predict_split
 
     old_head, new_head = deployed.model.info().head or {}, new.model.info().head or {}
-    old_model, new_model = Predictor.from_pretrained(deployed.path), Predictor.from_pretrained(new.path)
-    on_feedback = {who: Predictions(texts, pairs, targets, task.scoring.outputs(m, texts, pairs)) for who, m in
-                   (("old", old_model), ("new", new_model))}
+    new_model = Predictor.from_pretrained(new.path)
+    texts, pairs = old_on_feedback.texts, old_on_feedback.pairs
+    on_feedback = {"old": old_on_feedback,
+                   "new": Predictions(texts, pairs, old_on_feedback.targets, task.scoring.outputs(new_model, texts, pairs))}
     old_test = deployed.predictions("test", task, labels)
     new_test = new.predictions("test", task, labels)
     if old_test is None or old_test.texts != new_test.texts:
@@ -205,7 +277,8 @@ def _decide(task, deployed: RunDir, new: RunDir, labels, texts, pairs, targets, 
     feedback = compare(task, on_feedback["new"], on_feedback["old"], labels, new_head, old_head, against=names,
                        on="the held-out feedback")["verdict"]
     test = compare(task, new_test, old_test, labels, new_head, old_head, against=names)["verdict"]
-    shown = lambda v: (f"{v['metric']} {v['difference']['difference']:+.4f} (95% CI {v['difference']['low']:+.4f} to "  # noqa: E731
+    shown = lambda v: (f"{v['metric']} undefined for one of the models" if v["difference"]["low"] is None else  # noqa: E731
+                       f"{v['metric']} {v['difference']['difference']:+.4f} (95% CI {v['difference']['low']:+.4f} to "
                        f"{v['difference']['high']:+.4f}{', p = %.3g' % v['p_value'] if v.get('p_value') is not None else ''})")
     better, worse = feedback["outcome"] == "better", test["outcome"] == "worse"
     if better and not worse:

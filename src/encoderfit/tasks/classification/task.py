@@ -327,6 +327,7 @@ class ClassificationDecoding(Decoding):
         return {"labels": [result["label"]], "confidence": result["score"], "abstained": result["label"] == UNKNOWN}
 
     def feedback_value(self, value, labels):
+        value = value.strip() if isinstance(value, str) else value  # " food " is food, as training reads it
         if not isinstance(value, str) or value not in labels:
             raise ValueError(f"label {value!r} is not one of the model's labels {labels}")
         return value

@@ -315,7 +315,7 @@ class MultilabelDecoding(Decoding):
         names = value.split("|") if isinstance(value, str) else value
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ValueError("send the labels as a list of names (or one string joined by '|'; [] or '' for none)")
-        names = sorted({n for n in names if n})
+        names = sorted({n.strip() for n in names if n.strip()})  # " food " is food, as training reads it
         unknown = [n for n in names if n not in labels]
         if unknown:
             raise ValueError(f"label(s) {unknown} are not among the model's labels {labels}")
