@@ -191,3 +191,87 @@ def test_bad_compress_input_is_one_line_and_writes_nothing(trained_run, tmp_path
     (gone / "config.yaml").write_text(cfg)
     data.unlink()
     refused(str(gone), "--compress.layers", "1", match=str(data))
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_sentence_model(tmp_path_factory, tiny_model):
+    """A 2-layer BERT (random init, the tiny BPE tokenizer) as a sentence-transformers directory with mean pooling: a
+    MiniLM-like base, which encoderfit fine-tunes as a pooled classifier (models/pooling.py)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    home = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         intermediate_size=64, max_position_embeddings=128)).save_pretrained(home / "hf")
+    tokenizer.save_pretrained(home / "hf")
+    body = Transformer(str(home / "hf"))
+    SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device="cpu").save(str(home / "st"))
+    return home / "st"
+
+
+def test_a_pooled_classifier_of_the_same_labels_starts_from_its_own_head(tiny_bert_sentence_model, tmp_path):
+    """The pruned student of a pooled (sentence-transformers) classifier run must not start under a random head."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    from encoderfit.core.config import ModelArgs
+    from encoderfit.models.pooling import pooled_classifier
+    from encoderfit.tasks import get_task
+
+    st = SentenceTransformer(str(tiny_bert_sentence_model), device="cpu")
+    torch.manual_seed(1)
+    st.append(Dense(32, 3, bias=True, activation_function=torch.nn.Identity()))
+    st.save(str(tmp_path / "clf"))
+    labels = ["food", "sport", "tech"]
+    (tmp_path / "clf" / "encoderfit.json").write_text(json.dumps({"task": "classification", "max_length": 64, "labels": labels}))
+    task = get_task("classification")
+    model = pooled_classifier(ModelArgs(name_or_path=str(tmp_path / "clf")), task, labels)
+    assert torch.equal(model.head.weight, st[2].linear.weight) and not model.head_is_new
+    other = pooled_classifier(ModelArgs(name_or_path=str(tmp_path / "clf")), task, ["a", "b", "c"])
+    assert not torch.equal(other.head.weight, st[2].linear.weight) and other.head_is_new
+
+
+def test_a_bert_sentence_model_run_is_compressed_from_its_own_head(tiny_bert_sentence_model, toy_csv, tmp_path):
+    """The MiniLM path (BertModel in a sentence-transformers directory, fine-tuned as a pooled classifier): the layer
+    chosen by measurement goes, the student starts from the run's head, and the compressed run predicts."""
+    from sentence_transformers import SentenceTransformer
+
+    from encoderfit.stages.predict import Predictor
+
+    run = tmp_path / "bert"
+    run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_bert_sentence_model), "--output_dir",
+            str(run), *RECOVER)
+    out = tmp_path / "small"
+    log = run_cli("compress", str(run), "--compress.target_speedup", "1.4", "--output_dir", str(out), *RECOVER).stderr
+    assert "own linear head, trained for these labels, is kept" in log and "plan (target_speedup 1.4)" in log
+    plan = json.loads((out / "metrics.json").read_text())["compression"]["plan"]
+    assert plan["speedup"] >= 1.4 and len(plan["layer_choice"]) == 3 - plan["layers"]
+    encoder = SentenceTransformer(str(out / "model"), device="cpu")[0].auto_model
+    assert encoder.config.num_hidden_layers == plan["layers"] and encoder.config.intermediate_size == plan["intermediate_size"]
+    assert Predictor.from_pretrained(out).predict("goal team match")["label"] in ("food", "sport", "tech")
+
+
+@pytest.mark.parametrize("fixture", ["multilabel_run", "regression_run", "ner_run", "embedding_run"])
+def test_every_task_with_a_per_text_or_per_token_head_is_compressed(fixture, request, tmp_path):
+    from encoderfit.stages.predict import Predictor
+
+    run = request.getfixturevalue(fixture)
+    out = tmp_path / "small"
+    run_cli("compress", str(run), "--compress.layers", "1", "--compress.ffn", "32", "--output_dir", str(out),
+            "--train.epochs", "1", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--report.baseline", "false")
+    section = json.loads((out / "metrics.json").read_text())["compression"]
+    assert section["plan"]["kept_layers"] == [0] and section["table"][1]["against_original"]["outcome"]
+    assert section["parameters"]["compressed"] < section["parameters"]["original"]
+    assert Predictor.from_pretrained(out).predict("alice lives in paris today") is not None
+
+
+def test_a_qa_run_is_refused_in_one_line(trained_run, tmp_path):
+    """A QA run (here a run directory whose config says qa: the refusal comes before its model is read)."""
+    qa_run = tmp_path / "qa"
+    shutil.copytree(trained_run, qa_run)
+    (qa_run / "config.yaml").write_text((qa_run / "config.yaml").read_text().replace("task: classification", "task: qa"))
+    err = cli_fails("compress", str(qa_run), "--compress.layers", "1", "--output_dir", str(tmp_path / "out"))
+    assert "qa run" in err and "distillation" in err and not (tmp_path / "out").exists()

@@ -87,7 +87,29 @@ def pooled_classifier(args, task, labels: List[str], bias=None):
     log.info("head: a linear layer on the %s-pooled sentence vector (%s), not the architecture's [CLS] pooler; the model is "
              "saved as a sentence-transformers directory", mode,
              "--model.classifier_pooling" if args.classifier_pooling else "the checkpoint's own pooling")
-    return PooledClassifier.build(encoder, mode, outputs, bias)
+    model = PooledClassifier.build(encoder, mode, outputs, bias)
+    trained = checkpoint_head(path, labels, outputs)
+    if trained is not None:  # a pooled classifier of these labels (a pruned run's model, `encoderfit compress`)
+        model.head.load_state_dict(trained.state_dict())
+        log.info("head: %s's own linear head, trained for these labels, is kept", args.name_or_path)
+    model.head_is_new = trained is None
+    return model
+
+
+def checkpoint_head(model_dir, labels: List[str], outputs: int):
+    """A sentence-transformers classifier directory's own linear head (its Dense module, not a projection) when its
+    encoderfit.json says it was trained for these labels; else None."""
+    model_dir = Path(model_dir)
+    info = model_dir / "encoderfit.json"  # stages/rundir.py's ModelDir.INFO
+    if not is_sentence_model(model_dir) or not info.is_file():
+        return None
+    if list(json.loads(info.read_text(encoding="utf-8")).get("labels") or []) != list(labels):
+        return None
+    setting = pooling_of(model_dir)
+    if not setting.get("dense") or setting.get("projects"):
+        return None
+    layer = _dense_layer(model_dir, setting["dense"])
+    return layer if layer.out_features == outputs else None
 
 
 class PooledClassifier(torch.nn.Module):

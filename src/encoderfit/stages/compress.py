@@ -157,6 +157,14 @@ def parameters(model_dir: Path) -> int:
     return total
 
 
+def recovery_settings(trained: TrainArgs, given: TrainArgs) -> TrainArgs:
+    """The run's own training settings, one model (no seeds or ensemble, no probe: the head is the run's), with the
+    settings given on the command line (those that differ from the defaults) over them."""
+    default = TrainArgs()
+    changed = {k: v for k, v in vars(given).items() if v != getattr(default, k)}
+    return replace(trained, **{"seeds": 1, "ensemble": False, "linear_probe": None, **changed})
+
+
 def compress_run(
     run: Path,
     compress: CompressArgs = CompressArgs(),
@@ -178,7 +186,7 @@ def compress_run(
         compress: What to prune: a target speed-up, or the layers and FFN width to keep.
         distill: The recovery's distillation settings (--distill.augment, --distill.unlabelled: more text for the
             original run to label).
-        train: The recovery's training settings. Default: the run's own.
+        train: The recovery's training settings: the run's own, with those given here over them.
         report: Evaluation settings, as for train.
         quantize: int8: also export the compressed run (and the original, for the table) as int8 ONNX, parity checked.
         output_dir: The run directory to write.
@@ -200,7 +208,7 @@ def compress_run(
                         "(train it with --train.seeds 1)")
     if compress.heads is not None:
         raise UserError(pruning.HEADS_NOT_EXPRESSIBLE)
-    recovery = train if train != TrainArgs() else replace(cfg.train, seeds=1, ensemble=False, linear_probe=None)
+    recovery = recovery_settings(cfg.train, train)
     model = replace(cfg.model, name_or_path=str(source.model.path))
     check_request(Path(run), None, DataArgs(), None, model, recovery)
     out = check_start(output_dir, overwrite, recovery)

@@ -71,8 +71,7 @@ def comparison(source: RunDir, compressed: RunDir, splits, quantize: Optional[st
 
     cfg = compressed.config()
     labels = cfg.labels
-    texts = [str(t) for t in splits.validation["text"]]
-    pairs = list(splits.validation["text_pair"]) if "text_pair" in splits.validation.column_names else None
+    texts, pairs, _ = compressed_task(compressed).targets.distill_texts(splits.validation)  # as the model reads them
     models = [("original", source.path, "torch"), ("compressed", compressed.path, "torch")]
     if quantize == "int8":
         export(compressed.path, quantize="int8")  # RUN/onnx, parity checked against PyTorch
@@ -101,6 +100,13 @@ def comparison(source: RunDir, compressed: RunDir, splits, quantize: Optional[st
                  f"  vs original {vs['difference']['difference']:+.4f} ({vs['outcome']})" if vs else "")
     return {"table": rows, "size_mb": {"original": rows[0]["size_mb"], "compressed": rows[1]["size_mb"]},
             "speed_note": "measured by the command on this machine, on the validation texts"}
+
+
+def compressed_task(run: RunDir):
+    from ..tasks import get_task
+
+    cfg = run.config()
+    return get_task(cfg.task, options=cfg.options)
 
 
 def _interval(ci: Dict) -> str:
