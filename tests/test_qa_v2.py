@@ -10,6 +10,7 @@ import pytest
 
 from conftest import run_cli, serving_in_thread, write_jsonl
 from encoderfit.stages.predict import Predictor
+from encoderfit.tasks.qa import answerability
 from failing import cli_fails
 
 # ---------------------------------------------------------------- a SQuAD 2.0 model that answers (issue 44)
@@ -95,8 +96,10 @@ def test_unanswerable_questions_get_a_threshold_used_by_predict_serve_and_export
     rows = v2_rows(8, seed=98)
     model = Predictor.from_pretrained(run)
     mine = model.predict([r["question"] for r in rows], [r["context"] for r in rows])
-    threshold = info["head"]["null_threshold"]
-    assert all((r["answer"] is None) == (r["no_answer_margin"] <= threshold) for r in mine)
+    rule = info["head"]["answerability"]  # the answer rule fitted on validation decides (tests/test_qa_answerability.py)
+    scores = answerability.decision_scores(np.asarray([r["no_answer_margin"] for r in mine]),
+                                           np.asarray([r["answerability_logit"] for r in mine]), rule)
+    assert [r["answer"] is None for r in mine] == list(scores <= rule["threshold"])
     with serving_in_thread(run) as url:
         served = httpx.post(url + "/v1/predict", json={"inputs": [{"question": r["question"], "context": r["context"]} for r in rows]},
                             timeout=30)

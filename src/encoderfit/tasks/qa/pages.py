@@ -58,15 +58,23 @@ class QaPages(Pages):
             + f.table(["answer words", "questions", "EM", "F1"], _rows(test["by_answer_words"], f, "test.by_answer_words"), (0,)),
         ]
         if "HasAns_f1" in test:
-            threshold = head.get("null_threshold")
+            threshold, rule = head.get("null_threshold"), head.get("answerability")
             curve = [[f"{p['threshold']:.3f}", f"{p['exact_match']:.1f}", f"{p['f1']:.1f}", f"{p.get('HasAns_f1', float('nan')):.1f}",
                       f"{p.get('NoAns_f1', float('nan')):.1f}"] for p in test.get("threshold_curve", [])]
+            said = (f"A span is given when (1 &minus; w) &times; the answerability head's logit + w &times; the span's margin over "
+                    f"the no-answer score (both standardised on validation), w = {f.num(rule['weight'], 'head.answerability.weight', '.2f')} "
+                    "chosen on validation, is above the threshold fitted there "
+                    f"({f.num(rule['threshold'], 'head.answerability.threshold', '.3f')}, which answered "
+                    f"{f.num(rule['validation_answered'], 'head.answerability.validation_answered', '.0f')}% of the validation questions; "
+                    "loaded by plain transformers, without the head, the null-score rule's threshold fitted beside it is "
+                    f"{f.num(threshold, 'head.null_threshold', '.3f')})"
+                    if rule else
+                    "A span is given when its score beats the no-answer score by more than the threshold fitted on validation "
+                    f"({'none' if threshold is None else f.num(threshold, 'head.null_threshold', '.3f')}"
+                    + (f", which answered {f.num(head['validation_answered'], 'head.validation_answered', '.0f')}% of the validation "
+                       "questions" if "validation_answered" in head else "") + ")")
             sections.append(
-                "<h2>Unanswerable questions (test)</h2><p>A span is given when its score beats the no-answer score by more "
-                f"than the threshold fitted on validation ({'none' if threshold is None else f.num(threshold, 'head.null_threshold', '.3f')}"
-                + (f", which answered {f.num(head['validation_answered'], 'head.validation_answered', '.0f')}% of the validation "
-                   "questions" if "validation_answered" in head else "")
-                + "): "
+                f"<h2>Unanswerable questions (test)</h2><p>{said}: "
                 f"answerable questions F1 {f.num(test['HasAns_f1'], 'test.HasAns_f1', '.1f')} "
                 f"({test['HasAns_total']}), unanswerable {f.num(test['NoAns_f1'], 'test.NoAns_f1', '.1f')} ({test['NoAns_total']}). "
                 "Test scores at other thresholds (chosen here on test, so for reading only):</p>"
@@ -97,6 +105,20 @@ class QaPages(Pages):
 
     def card_sections(self, metrics: Dict, cfg) -> List[str]:
         threshold = (metrics.get("head") or {}).get("null_threshold")
+        rule = (metrics.get("head") or {}).get("answerability")
+        if rule:
+            return ["## Answers",
+                    "The answer is a span of the context: the best start and end tokens over overlapping windows of the "
+                    "context (question first), sliced from the context by character offsets. Whether to answer at all is "
+                    "decided with an answerability head trained beside the span head (a linear layer on the first token's "
+                    "and the mean of the sequence's vectors, in `answerability.safetensors`). No answer is given when (1 - w) x "
+                    "its logit + w x the span's margin over the no-answer score, both standardised on validation, is "
+                    f"{rule['threshold']:.3f} or less, with w = {rule['weight']:.2f} (both fitted on validation for the best F1; saved "
+                    "in encoderfit.json's head). The directory is a plain `AutoModelForQuestionAnswering` with its "
+                    "tokenizer (transformers 5 has no question-answering pipeline); loaded that way, without the head, "
+                    "only the null-score rule is available: no answer when the best span's score beats the [CLS] "
+                    f"start + end score by {threshold:.3f} or less (encoderfit's own rule scores better on validation "
+                    "when it chose w < 1)."]
         return [
             "## Answers",
             "The answer is a span of the context: the best start and end tokens over overlapping windows of the context "

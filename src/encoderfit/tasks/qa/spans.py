@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ...core.errors import UserError
+from .answerability import answered_mask
 
 QUESTION_SHARE = 0.5  # a question may take at most this share of max_length tokens (the rest is for the context)
 
@@ -25,7 +26,8 @@ def encode_windows(tokenizer, questions: List[str], contexts: List[str], max_len
 @dataclass
 class Span:
     """A question's best span: its score (start + end logits) against the no-answer score, where it is in the context
-    (characters), its text and its probability (start x end probabilities in its window)."""
+    (characters), its text, its probability (start x end probabilities in its window) and the answerability head's
+    logit (the largest over the windows; NaN for a model without the head)."""
 
     score: float
     null_score: float
@@ -33,6 +35,7 @@ class Span:
     end: int
     text: str
     probability: float
+    answer_logit: float = math.nan
 
     @property
     def margin(self) -> float:
@@ -92,9 +95,12 @@ def find_spans(predictor, questions: List[str], contexts: List[str], n_best: int
         predictor.run_tokens(predictor.model, enc, keys, lengths, range(len(lengths)), tokens)
     best: List[Optional[Span]] = [None] * len(questions)
     null = [math.inf] * len(questions)
+    answerable = [-math.inf if tokens and tokens[0].shape[1] > 2 else math.nan] * len(questions)
     for w, i in enumerate(source):
         start_logits, end_logits = tokens[w][:, 0].astype(np.float64), tokens[w][:, 1].astype(np.float64)
         null[i] = min(null[i], float(start_logits[0] + end_logits[0]))
+        if tokens[w].shape[1] > 2:  # the answerability head's logit, the same at every token of the window
+            answerable[i] = max(answerable[i], float(tokens[w][0, 2]))
         first, last = _context_range(sequence_ids[w])
         if first is None:
             continue
@@ -117,6 +123,7 @@ def find_spans(predictor, questions: List[str], contexts: List[str], n_best: int
     for i, span in enumerate(best):
         span = span or Span(-math.inf, 0.0, 0, 0, "", 0.0)
         span.null_score = null[i] if math.isfinite(null[i]) else 0.0
+        span.answer_logit = answerable[i]
         out.append(span)
     return out
 
@@ -130,10 +137,14 @@ def _trimmed(context: str, start: int, end: int) -> tuple:
     return start, end
 
 
+def answered(spans: List[Span], head: Dict) -> np.ndarray:
+    """Whether each question is answered under the head (answerability.answered_mask)."""
+    return answered_mask([s.margin for s in spans], [s.answer_logit for s in spans], head)
+
+
 def answers(spans: List[Span], head: Dict) -> List[str]:
-    """Each question's answer under the head: its span's text, or "" (no answer) under the null threshold."""
-    t = head.get("null_threshold")
-    return [s.text if (t is None or s.margin > t) and math.isfinite(s.score) else "" for s in spans]
+    """Each question's answer under the head: its span's text, or "" (no answer)."""
+    return [s.text if given else "" for s, given in zip(spans, answered(spans, head))]
 
 
 def _logsumexp(values: np.ndarray) -> float:
@@ -142,8 +153,9 @@ def _logsumexp(values: np.ndarray) -> float:
 
 
 def span_logits(model):
-    """The question-answering model with one output `.logits`, [start, end] per token (batch, sequence, 2): how
-    predict, serve and the ONNX export read every token-level model. A model already wrapped is returned as it is."""
+    """The question-answering model with one output `.logits`, [start, end] per token (batch, sequence, 2), and a
+    third channel with the answerability head's logit at every token where the model has the head: how predict,
+    serve and the ONNX export read every token-level model. A model already wrapped is returned as it is."""
     import torch
 
     if getattr(model, "span_logits", False):
@@ -159,6 +171,9 @@ def span_logits(model):
 
         def forward(self, **inputs):
             out = self.model(**inputs)
-            return type("Output", (), {"logits": torch.stack([out.start_logits, out.end_logits], dim=-1)})()
+            channels = [out.start_logits, out.end_logits]
+            if getattr(out, "answer_logits", None) is not None:
+                channels.append(out.answer_logits[:, None].to(out.start_logits.dtype).expand_as(out.start_logits))
+            return type("Output", (), {"logits": torch.stack(channels, dim=-1)})()
 
     return Wrapped()

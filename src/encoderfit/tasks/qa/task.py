@@ -29,9 +29,10 @@ import numpy as np
 from ...core.errors import UserError, closest
 from . import metrics as qm
 from ..base import Decoding, Modeling, Scoring, Targets, Task
+from . import answerability
 from .data import describe, locate, read_answers, split_by_article
 from .pages import QaPages
-from .spans import Span, answer_tokens, answers, check_questions, encode_windows, find_spans, span_logits
+from .spans import Span, answer_tokens, answered, answers, check_questions, encode_windows, find_spans, span_logits
 
 log = logging.getLogger(__name__)
 MAX_CONTEXT_CHARS = 100_000  # a context is a paragraph or a page; past this it is a whole book: split it first
@@ -120,6 +121,10 @@ class QaTargets(Targets):
     def num_outputs(self, labels):
         return 1
 
+    def summarize_targets(self, targets, labels):
+        """How many training questions are unanswerable: with any, the model gets its answerability head."""
+        return {"questions": len(targets), "unanswerable": sum(1 for t in targets if not t["text"])}
+
     def targets_array(self, values):
         return list(values)
 
@@ -154,16 +159,24 @@ class QaModeling(Modeling):
     def model_kwargs(self, labels):
         return {}  # the architecture's start and end logits
 
+    def load_model(self, args, labels, max_length, stats=None):
+        """The question-answering model; with unanswerable training questions, with its answerability head
+        (answerability.py)."""
+        model = super().load_model(args, labels, max_length, stats)
+        return answerability.build_model(model) if (stats or {}).get("unanswerable") else model
+
     def loss(self, stats, train):
         import torch
 
         def loss(outputs, labels, num_items_in_batch=None):
             # cross-entropy of the answer's start and end tokens, summed over the step's windows; the Trainer counts
-            # both labels of every window in num_items_in_batch, so this is the mean of (start + end) / 2
+            # both labels of every window in num_items_in_batch, so this is the mean of (start + end) / 2; with the
+            # answerability head, plus its binary cross-entropy per window
             start = torch.nn.functional.cross_entropy(outputs.start_logits.float(), labels[:, 0], reduction="sum")
             end = torch.nn.functional.cross_entropy(outputs.end_logits.float(), labels[:, 1], reduction="sum")
             n = num_items_in_batch if num_items_in_batch is not None else 2 * labels.shape[0]
-            return (start + end) / n
+            head = answerability.head_loss(outputs, labels)
+            return (start + end) / n + answerability.ANSWERABILITY_WEIGHT * head / (n / 2)
 
         return loss
 
@@ -173,7 +186,12 @@ class QaModeling(Modeling):
         return lambda logits, labels: torch.zeros(1)  # the Trainer keeps the loss only; spans are found by eval
 
     def inference_model(self, model, model_dir):
-        return self.logits_model(model)
+        return self.logits_model(answerability.load_head(model, model_dir))
+
+    def after_training(self, model_dir, stats, trainer=None):
+        if trainer is not None and hasattr(trainer.model, "answerability"):
+            answerability.save_head(model_dir, trainer)  # the weights are the same; only their files are arranged
+        return False
 
     def logits_model(self, model):
         return span_logits(model)
@@ -192,7 +210,8 @@ class QaModeling(Modeling):
 
 def null_head(spans: List[Span], targets, model: bool = True) -> Dict:
     """The head: the no-answer threshold with the best F1 on these (validation) spans, or none when every question
-    has an answer. A model (not the baseline) whose threshold answers none or all of them is warned about."""
+    has an answer; with the answerability head, the answer rule fitted beside it (answerability.fit_decision), which
+    then decides. A model (not the baseline) whose rule answers none or all of them is warned about."""
     references = [t["text"] for t in targets]
     rows = qm.per_question([s.text for s in spans], references)
     if rows["has_answer"].all():
@@ -202,13 +221,26 @@ def null_head(spans: List[Span], targets, model: bool = True) -> Dict:
     answered = float(np.mean(margins > threshold))
     log.info("no-answer threshold %.3f (the span is given when its score beats the no-answer score by more): "
              "validation F1 %.2f, %.1f%% of its questions answered", threshold, 100 * f1, 100 * answered)
+    rule = answerability.fit_decision(margins, np.asarray([s.answer_logit for s in spans]), rows, qm.best_null_threshold)
+    if rule is not None:
+        answered = rule["validation_answered"] / 100
     if model and answered in (0.0, 1.0):
         log.warning("warning: the best no-answer threshold on validation answers %s of its %d questions (%d answerable): "
                     "the no-answer score does not tell answerable questions from the others (their spans score F1 %.1f "
                     "when every question is answered); more training questions or epochs may teach it",
                     "none" if answered == 0 else "all", len(spans), int(rows["has_answer"].sum()),
                     100 * float(rows["f1"][rows["has_answer"]].mean()))
-    return {"null_threshold": threshold, "validation_f1": 100 * f1, "validation_answered": 100 * answered}
+    return {"null_threshold": threshold, "validation_f1": 100 * f1, "validation_answered": 100 * float(np.mean(margins > threshold)),
+            **({"answerability": rule} if rule is not None else {})}
+
+
+def decision_scores(spans: List[Span], head: Dict) -> np.ndarray:
+    """Each question's score under the head's answer rule (answerability.decision_scores), or its span margin."""
+    margins = np.asarray([s.margin for s in spans], dtype=float)
+    rule = head.get("answerability")
+    if not rule:
+        return margins
+    return answerability.decision_scores(margins, np.asarray([s.answer_logit for s in spans], dtype=float), rule)
 
 
 class QaScoring(Scoring):
@@ -237,10 +269,10 @@ class QaScoring(Scoring):
                                    "start": preds.logits[i].start, "end": preds.logits[i].end, "answers": list(references[i]),
                                    "probability": float(probability[i])} for i in wrong]
         if not rows["has_answer"].all() and rows["has_answer"].any():
-            margins = np.asarray([s.margin for s in preds.logits])
-            grid = np.quantile(margins[np.isfinite(margins)], np.linspace(0.02, 0.98, 25))
+            scores = decision_scores(preds.logits, head)  # the rule's score (the margin without the head)
+            grid = np.quantile(scores[np.isfinite(scores)], np.linspace(0.02, 0.98, 25))
             out["threshold_curve"] = [{"threshold": float(t), **qm.summary(qm.per_question(
-                [s.text if s.margin > t else "" for s in preds.logits], references))} for t in grid]
+                [s.text if v > t else "" for s, v in zip(preds.logits, scores)], references))} for t in grid]
         return out
 
     def interval_metrics(self, preds, labels, head):
@@ -287,30 +319,33 @@ class QaScoring(Scoring):
 
 class QaDecoding(Decoding):
     def logits_to_columns(self, spans):
-        return {"span": [[s.score, s.null_score, float(s.start), float(s.end), s.probability] for s in spans],
+        return {"span": [[s.score, s.null_score, float(s.start), float(s.end), s.probability, s.answer_logit] for s in spans],
                 "answer_text": [s.text for s in spans]}
 
     def logits_from_columns(self, rows, labels, where):
         if "span" not in rows:
             raise UserError(f"{where}: no span column; re-run `encoderfit eval` on the run")
-        return [Span(v[0], v[1], int(v[2]), int(v[3]), text, v[4]) for v, text in zip(rows["span"], rows["answer_text"])]
+        return [Span(v[0], v[1], int(v[2]), int(v[3]), text, v[4], *(v[5:6] or [math.nan]))
+                for v, text in zip(rows["span"], rows["answer_text"])]
 
     def decode(self, logits, labels, head, calibrated=True, abstain=False):
-        t = head.get("null_threshold")
         out = []
-        for s in logits:
-            answered = (t is None or s.margin > t) and math.isfinite(s.score)
-            out.append({"answer": s.text if answered else None, "start": s.start if answered else None,
-                        "end": s.end if answered else None, "score": s.probability,
-                        "no_answer_margin": s.margin if math.isfinite(s.margin) else None})
+        for s, given in zip(logits, answered(logits, head)):
+            out.append({"answer": s.text if given else None, "start": s.start if given else None,
+                        "end": s.end if given else None, "score": s.probability,
+                        "no_answer_margin": s.margin if math.isfinite(s.margin) else None,
+                        **({"answerability_logit": s.answer_logit} if math.isfinite(s.answer_logit) else {})})
         return out
 
     def decision_margin(self, logits, head):
-        t = head.get("null_threshold")
+        rule, t = head.get("answerability"), head.get("null_threshold")
+        if rule:
+            return np.abs(decision_scores(logits, head) - rule["threshold"])
         return np.asarray([abs(s.margin - t) if t is not None else np.inf for s in logits])
 
     def compare(self, reference, got, head):
-        diffs = [max(abs(a.score - b.score), abs(a.null_score - b.null_score)) for a, b in zip(reference, got)
+        diffs = [max(abs(a.score - b.score), abs(a.null_score - b.null_score),
+                     abs(a.answer_logit - b.answer_logit) if math.isfinite(a.answer_logit) else 0.0) for a, b in zip(reference, got)
                  if math.isfinite(a.score) and math.isfinite(b.score)]
         same = [(a.start, a.end) == (b.start, b.end) for a, b in zip(reference, got)]
         decided = [x == y for x, y in zip(answers(reference, head), answers(got, head))]
