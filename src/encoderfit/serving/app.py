@@ -324,7 +324,8 @@ def serve(
     """
     import uvicorn
 
-    if min(max_texts, max_chars, max_body_bytes, max_batch_texts, max_queue, max_batch_tokens or 1) < 1 or max_wait_ms < 0:
+    budget = 1 if max_batch_tokens is None else max_batch_tokens  # 0 is refused as -3 is, not read as "the default"
+    if min(max_texts, max_chars, max_body_bytes, max_batch_texts, max_queue, budget) < 1 or max_wait_ms < 0:
         raise UserError("serve: max_texts, max_chars, max_body_bytes, max_batch_texts, max_batch_tokens and max_queue "
                         "must be >= 1, max_wait_ms >= 0")
     if not 1 <= port <= 65535:

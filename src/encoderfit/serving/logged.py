@@ -69,10 +69,12 @@ def check_log(path: Path, max_mb: float, max_days: float) -> None:
 
 
 def served_log(path: Path, run: Path, predictor, keep_texts: bool, max_mb: float, max_days: float) -> "ServedLog":
-    """The log of `serve RUN --log PATH`, its rows stamped with RUN's model fingerprint."""
+    """The log of `serve RUN --log PATH`, its rows stamped with the fingerprint of the model served (an ONNX export's:
+    the model it was exported from, stages/rundir.py)."""
     from ..stages.rundir import locate
 
-    return ServedLog(path, predictor, keep_texts, max_mb, max_days, locate(run)[1].fingerprint())
+    source = getattr(predictor, "source", None) or locate(run)[1]
+    return ServedLog(path, predictor, keep_texts, max_mb, max_days, source.fingerprint())
 
 
 class ServedLog:

@@ -228,6 +228,7 @@ def export(
         if (source / ModelDir.CARD).is_file():
             shutil.copy(source / ModelDir.CARD, target / ModelDir.CARD)
         write_json(target / ModelDir.PARITY, {**check, "inputs": names, "opset": opset})
+        write_json(target / ModelDir.EXPORTED_FROM, {"model_sha256": source.fingerprint(), "model_dir": str(source.path.resolve())})
         publish_dir(work, out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)

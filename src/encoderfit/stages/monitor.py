@@ -22,7 +22,7 @@ import numpy as np
 
 from ..core import drift
 from ..core.errors import UserError
-from ..core.files import atomic_file, write_json
+from ..core.files import atomic_file, check_writable, write_json
 from .predlog import PredictionLog, TokenStats
 from .rundir import RunDir
 from ..tasks import get_task
@@ -45,8 +45,9 @@ class MonitorResult:
         return EXIT_ALARM if self.alarms else 0
 
 
-def parse_since(value: Optional[str], now: float) -> Optional[float]:
-    """'24h', '7d', '30m', '2w' (that long ago) or an ISO date/time ('2026-12-01', '2026-12-01T08:00') -> epoch seconds."""
+def parse_since(value: Optional[str], now: float, flag: str = "--since") -> Optional[float]:
+    """'24h', '7d', '30m', '2w' (that long ago) or an ISO date/time ('2026-12-01', '2026-12-01T08:00') -> epoch seconds.
+    `flag`: the option the value came from, named when it is neither."""
     if value is None:
         return None
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*", value)
@@ -55,8 +56,24 @@ def parse_since(value: Optional[str], now: float) -> Optional[float]:
     try:
         return datetime.fromisoformat(value).timestamp()
     except ValueError:
-        raise UserError(f"--since: '{value}' is neither a duration (30m, 24h, 7d, 2w) nor a date (2026-12-01 or "
+        raise UserError(f"{flag}: '{value}' is neither a duration (30m, 24h, 7d, 2w) nor a date (2026-12-01 or "
                         "2026-12-01T08:00)") from None
+
+
+def encoder_body(model):
+    """The encoder under a task head and under the wrappers inference puts round it (QA's span logits, a pooled
+    sentence-transformers module, models/pooling.py): the transformers model whose outputs hold `last_hidden_state`,
+    or None where there is none to find."""
+    from transformers import PreTrainedModel
+
+    for _ in range(4):
+        if isinstance(model, PreTrainedModel):
+            return model.base_model  # the model itself when it is a bare encoder
+        inner = getattr(model, "encoder", None)
+        model = inner if inner is not None else getattr(model, "model", None)
+        if model is None:
+            return None
+    return None
 
 
 def sentence_vectors(predictor, texts: List[str], pairs: Optional[List[str]]):
@@ -69,9 +86,7 @@ def sentence_vectors(predictor, texts: List[str], pairs: Optional[List[str]]):
 
     if predictor.task.embeds:
         return np.asarray(predictor.logits(texts, pairs))
-    model = predictor.model  # a transformers model, or a pooled sentence-transformers one (models/pooling.py)
-    base = None if predictor.onnx else next((getattr(model, a) for a in ("base_model", "encoder", "model") if
-                                             getattr(model, a, None) is not None), None)
+    base = None if predictor.onnx else encoder_body(predictor.model)
     if base is None:
         return None
     enc = encode_texts(predictor.tokenizer, texts, pairs, predictor.max_length)
@@ -81,12 +96,27 @@ def sentence_vectors(predictor, texts: List[str], pairs: Optional[List[str]]):
     with torch.inference_mode():
         for batch in length_batches(lengths, predictor.max_tokens, predictor.max_batch_size):
             inputs = {k: torch.from_numpy(v).to(predictor.device) for k, v in predictor._pad(enc, keys, batch).items()}
-            hidden = base(**inputs).last_hidden_state.float()
+            hidden = getattr(base(**inputs), "last_hidden_state", None)
+            if hidden is None:
+                return None
+            hidden = hidden.float()
             mask = inputs["attention_mask"].unsqueeze(-1).float()
             pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
             out = np.empty((len(texts), pooled.shape[1]), np.float32) if out is None else out
             out[batch] = pooled
     return out
+
+
+def _abstained(frame) -> int:
+    """Logged rows answered with an abstention (UNKNOWN): `Decoding.monitored` marks them in `detail` and keeps the
+    model's own top label in `label`, so label shares compare like with like against validation, where none abstains."""
+    count = 0
+    for detail in frame["detail"].dropna():
+        try:
+            count += json.loads(detail).get("abstained") is True
+        except (ValueError, AttributeError):  # a hand-edited detail: not an abstention mark
+            continue
+    return count
 
 
 def _sample(n: int, most: int, seed: int = 0) -> np.ndarray:
@@ -115,7 +145,7 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
     out: Dict = {"run": str(run.path), "log": str(store.path), "model_sha256": fingerprint, "rows": len(frame),
                  "other_models_rows": others, "since": since, "until": until, "alpha": alpha, "max_drop": max_drop,
                  "window": [float(frame["time"].min()), float(frame["time"].max())] if len(frame) else None, "tests": {},
-                 "alarms": []}
+                 "abstained": _abstained(frame), "alarms": []}
     if others:
         logger.warning("%d logged predictions in the window came from another model than %s's; they are left out", others, run.path)
     val = run.require_predictions("validation", task, cfg.labels)
@@ -135,11 +165,8 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
         tests["label_shares"] = drift.label_shift([s["label"] for s in seen], list(frame["label"]), cfg.labels)
     if seen[0]["confidence"] is not None and frame["confidence"].notna().all():
         tests["confidence"] = drift.ks([s["confidence"] for s in seen], frame["confidence"])
-    texts = frame["text"].notna().all()
-    if embeddings and texts:
-        tests["embeddings"] = _embedding_test(run, val, frame, max_rows, permutations, out)
-    elif embeddings:
-        out["embeddings_skipped"] = "the log holds no texts: start the server with --log_texts for the embedding test"
+    if embeddings:
+        tests["embeddings"] = _texts_test(run, val, frame, min_rows, max_rows, permutations, out)
     ran = {k: t for k, t in tests.items() if t and t.get("p_value") is not None}
     threshold = alpha / max(1, len(ran))
     out["threshold"] = threshold
@@ -155,13 +182,30 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
     return out
 
 
+def _texts_test(run: RunDir, val, frame, min_rows: int, max_rows: int, permutations: int, out: Dict) -> Optional[Dict]:
+    """The embedding test on the window's rows that hold their texts (and second texts, for a pair model); the
+    others (logged without --log_texts) are counted, and with fewer than `min_rows` such rows the test is skipped."""
+    held = frame["text"].notna() & (frame["text_pair"].notna() if val.pairs is not None else True)
+    have, n = int(held.sum()), len(frame)
+    if have < min_rows:
+        held_what = ("no logged row in the window holds its text" if not have else
+                     f"only {have} of the {n} logged rows in the window hold their texts (at least {min_rows} needed, --min_rows)")
+        out["embeddings_skipped"] = f"{held_what}: start the server (or predict) with --log_texts for the embedding test"
+        return None
+    if have < n:
+        out["embeddings_rows"] = (f"the embedding test ran on the {have} of {n} rows that hold their texts (the others "
+                                  "were logged without --log_texts)")
+        logger.info("%s", out["embeddings_rows"])
+    return _embedding_test(run, val, frame[held].reset_index(drop=True), max_rows, permutations, out)
+
+
 def _embedding_test(run: RunDir, val, frame, max_rows: int, permutations: int, out: Dict) -> Optional[Dict]:
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(run.path)
     ref = _sample(len(val.texts), max_rows, 1)
     cur = _sample(len(frame), max_rows, 2)
-    pairs = frame["text_pair"].tolist() if frame["text_pair"].notna().all() and val.pairs is not None else None
+    pairs = frame["text_pair"].tolist() if val.pairs is not None else None
     a = sentence_vectors(predictor, [val.texts[i] for i in ref], [val.pairs[i] for i in ref] if pairs is not None else None)
     b = sentence_vectors(predictor, [frame["text"][i] for i in cur], [pairs[i] for i in cur] if pairs is not None else None)
     if a is None or b is None:
@@ -233,6 +277,17 @@ def _over_time(frame, labels: List[str], bins: int = 20) -> Dict:
             "confidence": [float(s["confidence"].mean()) if s["confidence"].notna().any() else None for s in slices]}
 
 
+def check_output_dir(out: Path) -> None:
+    """--output (a directory for monitor.html and monitor.json) refused at once, before any work, when it cannot be
+    written: a file there, or under a file, or a place this user cannot write."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--output: {out} is a file; give a directory for monitor.html and monitor.json, e.g. {out.parent / 'monitor'}")
+    for name in ("monitor.html", "monitor.json"):
+        if (out / name).is_dir():
+            raise UserError(f"--output: {out / name} is a directory; remove it or give another --output directory")
+    check_writable(out / "monitor.html" if out.is_dir() else out, "--output")
+
+
 def monitor(
     run: Path,
     log: Optional[Path] = None,
@@ -275,13 +330,14 @@ def monitor(
     rundir = RunDir(Path(run).resolve())
     rundir.config()
     now = time.time()
-    start, end = parse_since(since, now), parse_since(until, now) if until is not None else None
-    store = PredictionLog(Path(log), create=False)
+    start, end = parse_since(since, now), parse_since(until, now, "--until")
+    out = Path(output) if output is not None else rundir.path / "monitor"
+    check_output_dir(out)
+    store = PredictionLog(Path(log), readonly=True)  # read-only: monitor changes nothing in the log
     try:
         figures = compute(rundir, store, start, end, alpha, max_drop, min_rows, max_rows, permutations, embeddings)
     finally:
         store.close()
-    out = Path(output) if output is not None else rundir.path / "monitor"
     out.mkdir(parents=True, exist_ok=True)
     with atomic_file(out / "monitor.html") as handle:
         handle.write(render(figures))

@@ -89,6 +89,8 @@ def render(figures: Dict) -> str:
     window = figures.get("window") or [None, None]
     cards = [("predictions in the window", f.num(figures["rows"], "rows", "d")),
              ("feedback labels", f.num((figures.get("feedback") or {}).get("matched"), "feedback.matched", "d"))]
+    if figures.get("abstained"):  # their label shares are the model's own top labels (monitor._abstained)
+        cards.append(("answered UNKNOWN (abstained)", f.num(figures["abstained"], "abstained", "d")))
     if figures.get("accuracy"):
         cards.append(("estimated accuracy (ATC)", f.num(figures["accuracy"]["atc"]["estimate"], "accuracy.atc.estimate")))
         cards.append((f"test {figures['accuracy']['test']['metric']}", f.num(figures["accuracy"]["test"]["value"], "accuracy.test.value")))
@@ -100,7 +102,7 @@ def render(figures: Dict) -> str:
         f" (alpha {f.esc(figures['alpha'])} over the tests run)</p>", verdict,
         "<div class=cards>" + "".join(f"<div class=card>{t}<b>{v}</b></div>" for t, v in cards) + "</div>",
         "<h2>Drift tests (logged traffic against the validation split)</h2>" + _tests(figures),
-        (f"<p class=muted>{f.esc(figures['embeddings_skipped'])}</p>" if figures.get("embeddings_skipped") else ""),
+        "".join(f"<p class=muted>{f.esc(figures[k])}</p>" for k in ("embeddings_skipped", "embeddings_rows") if figures.get(k)),
         _accuracy(figures),
         _over_time(figures.get("over_time")),
         _histograms(hist.get("length"), "length in tokens", "tokens"),

@@ -134,6 +134,7 @@ class Predictor:
         self.chunk_size = chunk_size
         self.recheck = recheck  # (exact model, margin): rows whose decision margin is under it are run again
         self.precision = inference_precision(precision, self.device, self.onnx)
+        self.source: Optional[ModelDir] = None  # the directory from_pretrained loaded: its fingerprint stamps logged rows
 
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], device: Optional[str] = None, calibrated: bool = True,
@@ -165,7 +166,9 @@ class Predictor:
             if int8_recheck and backend == "onnx-int8":
                 kwargs.setdefault("recheck", _int8_recheck(directory))
             model = OnnxModel(directory.onnx_file(backend == "onnx-int8"), spin=kwargs.get("recheck") is None)
-        return cls(model, tokenizer, info, dev, calibrated=calibrated, abstain=abstain, **kwargs)
+        predictor = cls(model, tokenizer, info, dev, calibrated=calibrated, abstain=abstain, **kwargs)
+        predictor.source = directory
+        return predictor
 
     @property
     def labels(self) -> List[str]:

@@ -190,11 +190,17 @@ def predict(
         store = PredictionLog(Path(log))  # a bad path fails before the model loads
     model = Predictor.from_pretrained(run, device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain,
                                       backend=backend, int8_recheck=int8_recheck)
-    results = model.predict(texts, pairs) if texts else []
+    logits = model.logits(texts, pairs) if texts else None
+    decode = model.task.decoding.decode
+    results = decode(logits, model.labels, model.head, model.calibrated, model.abstain) if texts else []
     if log is not None and results:
         from .predlog import log_batch
 
-        results = log_batch(store, model, directory, texts, pairs, results, log_texts)
+        # the log keeps calibrated confidences, as monitor's reference has them (an UNKNOWN is marked by the task's
+        # Decoding.monitored, its top label kept), whatever this output shows
+        logged = results if model.calibrated else decode(logits, model.labels, model.head)
+        ids = [r["id"] for r in log_batch(store, model, model.source or directory, texts, pairs, logged, log_texts)]
+        results = [{"id": i, **r} for i, r in zip(ids, results)]
     rows = _rows(texts, pairs, results, model.task.inputs)
     if output is None:
         write_predictions(rows, model.task, model.labels, sys.stdout, fmt, pairs is not None)

@@ -84,6 +84,7 @@ class ModelDir:
     FP32, INT8 = "model.onnx", "model.int8.onnx"
     RECHECK = "int8_recheck.json"
     PARITY = "parity.json"
+    EXPORTED_FROM = "exported_from.json"  # an ONNX export: the fingerprint of the model it was exported from
 
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -120,6 +121,12 @@ class ModelDir:
         members = self.info().members if (self.path / self.INFO).is_file() else []
         if not members:
             files = [p for p in self.path.rglob("*.safetensors") if "members" not in p.relative_to(self.path).parts]
+            if not files and (self.path / self.EXPORTED_FROM).is_file():  # an ONNX export: the model it came from
+                recorded = _read_json(self.path / self.EXPORTED_FROM)
+                if isinstance(recorded, dict) and isinstance(recorded.get("model_sha256"), str):
+                    return recorded["model_sha256"]
+            if not files:  # an export from before the record: its own ONNX files, so no two exports share a fingerprint
+                files = [f for f in (self.onnx_file(False), self.onnx_file(True)) if f.is_file()]
             if len(files) == 1 and files[0].name == self.WEIGHTS:
                 return sha256(files[0])
             return _digest(self.path, files)  # a sentence-transformers directory: its modules' weights too

@@ -326,6 +326,14 @@ class ClassificationDecoding(Decoding):
     def signals(self, result):
         return {"labels": [result["label"]], "confidence": result["score"], "abstained": result["label"] == UNKNOWN}
 
+    def monitored(self, result):
+        """The model's own top label, also when the answer was UNKNOWN (marked in detail): monitor compares the
+        logged label shares with validation's, decoded without abstention."""
+        probs = result["probabilities"]
+        top = max(probs, key=probs.get)  # the first of equal ones, as decode's argmax
+        return {"label": top, "score": None, "confidence": result["score"],
+                "detail": {"abstained": True} if result["label"] == UNKNOWN else None}
+
     def feedback_value(self, value, labels):
         value = value.strip() if isinstance(value, str) else value  # " food " is food, as training reads it
         if not isinstance(value, str) or value not in labels:
