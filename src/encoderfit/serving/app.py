@@ -282,8 +282,8 @@ def serve(
     index: Optional[Path] = None,
     log: Optional[Path] = None,
     log_texts: bool = False,
-    log_max_mb: float = 1024.0,
-    log_max_days: float = 30.0,
+    log_max_mb: Optional[float] = None,
+    log_max_days: Optional[float] = None,
 ) -> None:
     """Serve a trained run over HTTP: POST /v1/predict, GET /health, /v1/model, /metrics, /docs, and a try-it page at /.
 
@@ -319,8 +319,11 @@ def serve(
             "id" in each result that POST /v1/feedback takes; `encoderfit monitor` reads it (docs/monitoring.md).
         log_texts: Keep the texts in the log too (needed for the embedding drift test, the texts least like
             training, and retraining on feedback given by id).
-        log_max_mb: Most megabytes the log keeps; the oldest predictions are deleted beyond it.
-        log_max_days: Most days a logged row is kept.
+        log_max_mb: Most megabytes the log keeps (database and write-ahead file together); the oldest predictions
+            are deleted beyond it, and a stored text is cut to a hundredth of it. Default: the bound stored in the log
+            (1024 for a new log); given, it is stored there, and every writer keeps it from then on.
+        log_max_days: Most days a logged row is kept. Default: the bound stored in the log (30 for a new log); given,
+            it is stored there, as log_max_mb.
     """
     import uvicorn
 

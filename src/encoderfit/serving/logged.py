@@ -2,15 +2,18 @@
 `POST /v1/feedback` for corrected labels, and Prometheus gauges of the latest predictions (label shares, confidence,
 length, unknown tokens) for dashboards and alerts between `encoderfit monitor` runs.
 
-The guarantee: a 200 from /v1/predict means its rows are committed (the writer thread commits whatever requests are
-waiting as one transaction, so concurrent requests share a commit); a request whose rows cannot be written gets a 503
-(the log is behind) or a 500, never an unlogged answer. Each result carries its "id", which feedback names.
+The guarantee: a 200 from /v1/predict means its rows are committed to the file at the --log path (the writer thread
+commits whatever requests are waiting together, stages/predlog_writer.py; a log removed meanwhile is created anew
+first); a request whose rows cannot be written gets a 503 (the log is behind) or a 500, never an unlogged answer,
+and one request's bad rows fail only that request. What SQLite cannot store (an id or label that is not valid
+Unicode) is refused with a 422 before it is queued. Each result carries its "id", which feedback names.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import logging
 import threading
 from pathlib import Path
@@ -19,8 +22,9 @@ from typing import Any, Dict, List, Optional
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 
-from ..stages.predlog import Busy, LogWriter, PredictionLog, TokenStats, new_id, prediction_rows
-from .http import _error
+from ..stages.predlog import PredictionLog, TokenStats, new_id, prediction_rows
+from ..stages.predlog_writer import Busy, LogWriter
+from .http import _error, unencodable
 
 log = logging.getLogger(__name__)
 WINDOW = 1000  # predictions the gauges summarise
@@ -63,12 +67,13 @@ class Window:
         return sum(label in v.split("|") for v in values) / len(values) if values else float("nan")
 
 
-def check_log(path: Path, max_mb: float, max_days: float) -> None:
-    """A bad --log path or bound, as a one-line error before the model loads."""
+def check_log(path: Path, max_mb: Optional[float], max_days: Optional[float]) -> None:
+    """A bad --log path or bound, as a one-line error before the model loads (a new log is created, with the bounds)."""
     PredictionLog(path, max_mb, max_days).close()
 
 
-def served_log(path: Path, run: Path, predictor, keep_texts: bool, max_mb: float, max_days: float) -> "ServedLog":
+def served_log(path: Path, run: Path, predictor, keep_texts: bool, max_mb: Optional[float],
+               max_days: Optional[float]) -> "ServedLog":
     """The log of `serve RUN --log PATH`, its rows stamped with the fingerprint of the model served (an ONNX export's:
     the model it was exported from, stages/rundir.py)."""
     from ..stages.rundir import locate
@@ -80,8 +85,8 @@ def served_log(path: Path, run: Path, predictor, keep_texts: bool, max_mb: float
 class ServedLog:
     """The server's prediction log: the store, its writer thread, the token figures, the model's fingerprint."""
 
-    def __init__(self, path: Path, predictor, keep_texts: bool = False, max_mb: float = 1024.0, max_days: float = 30.0,
-                 fingerprint: str = "", max_pending: int = 1024):
+    def __init__(self, path: Path, predictor, keep_texts: bool = False, max_mb: Optional[float] = None,
+                 max_days: Optional[float] = None, fingerprint: str = "", max_pending: int = 1024):
         self.store = PredictionLog(path, max_mb, max_days)
         self.predictor, self.keep_texts, self.fingerprint = predictor, keep_texts, fingerprint
         self.stats = TokenStats(predictor.tokenizer)
@@ -129,6 +134,9 @@ def add_log_routes(app: FastAPI, served: Optional[ServedLog], predictor, busy) -
     async def feedback(body: FeedbackRequest, request: Request):
         if served is None:
             return _error(404, "feedback needs the prediction log: start the server with --log PATH")
+        refused = not_storable(body.id, "id") or not_storable(json.dumps(body.label, ensure_ascii=False), "label")
+        if refused is not None:  # before the queue: SQLite cannot store it, and the message must not echo it
+            return refused
         try:
             label = predictor.task.decoding.feedback_value(body.label, predictor.labels)
         except ValueError as err:
@@ -140,3 +148,11 @@ def add_log_routes(app: FastAPI, served: Optional[ServedLog], predictor, busy) -
         if not stored[0]:
             return _error(404, f"id '{body.id[:80]}' is not in the prediction log; send the id a /v1/predict answer gave")
         return {"id": body.id, "label": label, "stored": True}
+
+
+def not_storable(text: str, field: str):
+    """The 422 for a field that UTF-8 cannot encode (a lone surrogate such as "\\ud800"), or None."""
+    bad = unencodable(text)
+    if bad is None:
+        return None
+    return _error(422, f"{field}: holds a lone surrogate (such as \\ud800), not valid Unicode; send UTF-8 text")

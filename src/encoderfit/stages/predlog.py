@@ -8,46 +8,43 @@ feedback arrives; pandas (`read_sql`) and DuckDB (`sqlite_scan`) read it as it i
     predictions(id PRIMARY KEY, time, model, source, tokens, unknown, label, score, confidence, detail, text, text_pair)
     feedback(id PRIMARY KEY, time, label, text, text_pair, source)      label: the JSON of the corrected target
 
-Bounded: rows older than `max_days` are deleted, and when the data passes 65% of `max_mb` the oldest predictions
-are deleted down to 45% of it, 5% of `max_mb` at a time, each step checkpointed out of the write-ahead file and the
-file shrunk (incremental vacuum); the write-ahead file is also checkpointed at a twentieth of `max_mb` and truncated
-to a tenth, so the database and its write-ahead file stay under `max_mb` together (a reader holding an old snapshot
-open can hold a checkpoint back meanwhile). The writer thread (`LogWriter`) commits whatever has queued up as one
-transaction (group commit), so a commit per request costs little under load.
+Bounded (the bounds are kept in the log's `meta` table, stages/predlog_file.py): rows older than `max_days` are
+deleted, and when the data passes 65% of `max_mb` the oldest predictions are deleted down to 45% of it, 5% of
+`max_mb` at a time, each step checkpointed out of the write-ahead file and the file shrunk (incremental vacuum); the
+write-ahead file is also checkpointed at a twentieth of `max_mb` and truncated to a tenth. What one commit writes
+passes through the write-ahead file first, so rows are committed at most a twentieth of `max_mb` at a time, room is
+made before rows that would pass the 65% go in, and a stored text is cut to a hundredth of `max_mb`: the database and
+its write-ahead file stay under `max_mb` together (a reader holding an old snapshot open can hold a checkpoint back
+meanwhile). A log file removed (or replaced) while it is written is noticed after each commit: a new log is created
+at the path and the commit written again, before any answer leaves. The writer thread of a server
+(stages/predlog_writer.py) commits whatever has queued up as one transaction (group commit).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import json
 import logging
-import queue
+import os
 import sqlite3
-import threading
 import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..core.errors import UserError
+from .predlog_file import COLUMNS, bad_row, fit_wal, is_locked, locked, open_reader, open_writer, settle_bounds, stored_bounds
+from .predlog_file import DEFAULT_DAYS, DEFAULT_MB
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (id TEXT PRIMARY KEY, time REAL NOT NULL, model TEXT, source TEXT,
-    tokens INTEGER, unknown REAL, label TEXT, score REAL, confidence REAL, detail TEXT, text TEXT, text_pair TEXT);
-CREATE INDEX IF NOT EXISTS predictions_time ON predictions(time);
-CREATE TABLE IF NOT EXISTS feedback (id TEXT PRIMARY KEY, time REAL NOT NULL, label TEXT NOT NULL, text TEXT,
-    text_pair TEXT, source TEXT);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
-COLUMNS = ("id", "time", "model", "source", "tokens", "unknown", "label", "score", "confidence", "detail", "text", "text_pair")
-VERSION = "1"
 TRIM_AT, TRIM_TO = 0.65, 0.45  # shares of max_mb: trimming starts above the first and stops under the second (the
 # margin is for the write-ahead file: deleting rows touches most pages of the random-id index, written there first)
 TRIM_STEP = 0.05  # share of max_mb deleted at a time (the write-ahead file holds one step's pages, then is truncated)
-AGE_CHECK_S = 60.0
+AGE_CHECK_S = 60.0  # how often rows are aged out, and the bounds read again from the log (another writer may set them)
+COMMIT_SHARE = 0.05  # most of max_mb one commit writes (a larger one is split): it passes through the write-ahead file
+TEXT_SHARE = 0.01  # most of max_mb one stored text takes (a longer one is cut, and the log says so)
+ROW_BYTES = 240  # a row's size in the file besides its texts (id twice, with the primary-key index; the figures)
 
 
 def new_id() -> str:
@@ -104,50 +101,55 @@ def prediction_rows(task, results: List[Dict], texts: Sequence[str], pairs: Opti
 
 
 class PredictionLog:
-    """One prediction log file: opened (created with its schema, or checked), written in transactions, kept within
-    its bounds, read back."""
+    """One prediction log file: opened (checked first, created only where it may be, read-only for readers), written
+    in transactions, kept within its bounds (stored in the log), read back. `max_mb`, `max_days`: the bounds a
+    writer names (stored in the log); None: the log's own (the defaults for a new log)."""
 
-    def __init__(self, path: Path, max_mb: float = 1024.0, max_days: float = 30.0, flag: str = "--log", create: bool = True):
-        self.path, self.flag = Path(path), flag
-        if max_mb <= 0 or max_days <= 0:
-            raise UserError(f"{flag}_max_mb and {flag}_max_days must be positive (got {max_mb:g}, {max_days:g})")
-        self.max_bytes, self.max_age = int(max_mb * 2 ** 20), max_days * 86400.0
-        if self.path.is_dir():
-            raise UserError(f"{flag}: {self.path} is a directory; give a file name such as {self.path / 'predictions.db'}")
-        if not self.path.exists() and not create:
-            raise UserError(f"{flag}: {self.path} does not exist; start the server with --log {self.path} (or predict --log) first")
-        if not self.path.parent.is_dir():
-            raise UserError(f"{flag}: directory {self.path.parent} does not exist; create it or choose another path")
-        self.conn = self._open()
+    def __init__(self, path: Path, max_mb: Optional[float] = None, max_days: Optional[float] = None, flag: str = "--log",
+                 create: bool = True, readonly: bool = False):
+        self.path, self.flag, self.create, self.readonly = Path(path), flag, create and not readonly, readonly
+        if (max_mb is not None and max_mb <= 0) or (max_days is not None and max_days <= 0):
+            raise UserError(f"{flag}_max_mb and {flag}_max_days must be positive (got {max_mb}, {max_days})")
         self.aged = 0.0
+        self.conn: Optional[sqlite3.Connection] = None
+        self._open(max_mb, max_days)
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, max_mb: Optional[float], max_days: Optional[float]) -> None:
+        if self.readonly:
+            self.conn, meta = open_reader(self.path, self.flag)
+            mb, days = stored_bounds(meta, self.path, self.flag)
+            mb, days = mb or DEFAULT_MB, days or DEFAULT_DAYS
+        else:
+            conn, meta = open_writer(self.path, self.flag, self.create)
+            try:
+                mb, days = settle_bounds(conn, meta, self.path, self.flag, max_mb, max_days)
+            except BaseException:
+                conn.close()
+                raise
+            self.conn = conn
+        self.identity = self._identity()
+        self._bounds(mb, days)
+
+    def _bounds(self, max_mb: float, max_days: float) -> None:
+        self.max_bytes, self.max_age = int(max_mb * 2 ** 20), max_days * 86400.0
+        if not self.readonly:
+            fit_wal(self.conn, self.max_bytes)
+
+    def _identity(self) -> Optional[Tuple[int, int]]:
         try:
-            conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect on a new file only: before the tables
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            page = conn.execute("PRAGMA page_size").fetchone()[0]
-            limit = max(self.max_bytes // 10, 64 * 1024)
-            conn.execute(f"PRAGMA journal_size_limit={limit}")
-            conn.execute(f"PRAGMA wal_autocheckpoint={max(8, limit // page // 2)}")
-            conn.executescript(SCHEMA)
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('version', ?)", (VERSION,))
-            have = [r[1] for r in conn.execute("PRAGMA table_info(predictions)")]
-        except sqlite3.DatabaseError as err:
-            raise UserError(f"{self.flag}: {self.path} is not a prediction log ({err}); give a new file name") from None
-        if mode.lower() != "wal" or tuple(have) != COLUMNS:
-            raise UserError(f"{self.flag}: {self.path} is not a prediction log written by encoderfit (its predictions "
-                            f"table has columns {have}); give a new file name")
-        return conn
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
 
     def close(self) -> None:
-        self.conn.close()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     # ---- writing (one thread at a time per object: the LogWriter's, or the caller's)
 
-    def transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+    def _commit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             out = work(self.conn)
@@ -157,9 +159,37 @@ class PredictionLog:
         self.conn.execute("COMMIT")
         return out
 
+    def transaction(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
+        """`work(conn)` in one transaction, committed; then the file is checked to be still the one at the path: a log
+        removed or replaced meanwhile (its commits would go to a file nobody can read) is created anew and the work
+        done again there, before the caller acknowledges anything."""
+        if self.conn is None:  # an earlier re-creation failed: try again
+            self._open(self.max_bytes / 2 ** 20, self.max_age / 86400.0)
+        out = self._commit(work)
+        if self.identity is not None and self._identity() == self.identity:
+            return out
+        log.warning("prediction log %s was removed or replaced while written: a new log is created there (with the "
+                    "same bounds) and the last commit written to it", self.path)
+        self.close()
+        self._open(self.max_bytes / 2 ** 20, self.max_age / 86400.0)  # a missing directory: UserError, the caller fails
+        out = self._commit(work)
+        if self._identity() != self.identity:
+            raise OSError(f"the prediction log {self.path} was removed again while it was written")
+        return out
+
     def append(self, rows: List[Dict]) -> None:
-        """Insert prediction rows, committed before returning; then keep the bounds."""
-        self.transaction(lambda c: insert_predictions(c, rows))
+        """Insert prediction rows, committed before returning (a twentieth of max_mb a commit, room made first);
+        then keep the bounds. A failure takes back the rows committed so far."""
+        self.fit_texts(rows)
+        done: List[str] = []
+        try:
+            for part in split_rows(rows, self.commit_bytes()):
+                self.make_room(rows_bytes(part))
+                self.transaction(lambda c: insert_predictions(c, part))
+                done.extend(r["id"] for r in part)
+        except BaseException:
+            self.forget(done)
+            raise
         self.keep_bounds()
 
     def add_feedback(self, rows: List[Dict]) -> List[bool]:
@@ -169,29 +199,74 @@ class PredictionLog:
         self.keep_bounds()
         return out
 
+    def forget(self, ids: List[str]) -> None:
+        """Prediction rows of a request that failed after part of it was committed: deleted (best effort)."""
+        try:
+            for start in range(0, len(ids), 500):
+                part = ids[start:start + 500]
+                self.transaction(lambda c: c.execute(f"DELETE FROM predictions WHERE id IN ({', '.join('?' * len(part))})", part))
+        except Exception:
+            log.exception("taking back %d prediction rows of a failed write failed; they stay in %s", len(ids), self.path)
+
+    def commit_bytes(self) -> int:
+        """Most bytes of rows one commit writes."""
+        return max(int(COMMIT_SHARE * self.max_bytes), 16 * 1024)
+
+    def fit_texts(self, rows: List[Dict]) -> int:
+        """Texts longer than a hundredth of max_mb cut to that many bytes (in place; said in the log); how many."""
+        most, cut = max(int(TEXT_SHARE * self.max_bytes), 1024), 0
+        for row in rows:
+            for key in ("text", "text_pair"):
+                value = row.get(key)
+                if isinstance(value, str) and len(value) > most // 4:
+                    raw = value.encode("utf-8", "replace")
+                    if len(raw) > most:
+                        row[key] = raw[:most].decode("utf-8", "ignore")
+                        cut += 1
+        if cut:
+            log.warning("prediction log %s: %d text(s) longer than %d kB (a hundredth of %s_max_mb %g) stored cut to that "
+                        "length", self.path, cut, most // 1024, self.flag, self.max_bytes / 2 ** 20)
+        return cut
+
+    def make_room(self, incoming: int) -> None:
+        """Before rows of `incoming` bytes go in: the oldest deleted if they would take the data past 65% of max_mb."""
+        if self._used() + incoming > TRIM_AT * self.max_bytes:
+            self._trim(TRIM_TO * self.max_bytes - incoming)
+
     def keep_bounds(self) -> None:
         now = time.time()
         if now - self.aged > AGE_CHECK_S:
             self.aged = now
+            self._reread_bounds()
             cutoff = now - self.max_age
             self.transaction(lambda c: (c.execute("DELETE FROM predictions WHERE time < ?", (cutoff,)),
                                         c.execute("DELETE FROM feedback WHERE time < ?", (cutoff,))))
-        used = self._used()
-        if used <= TRIM_AT * self.max_bytes:
-            return
-        dropped = 0
-        while used > TRIM_TO * self.max_bytes:  # in steps of TRIM_STEP of the bound: each step's pages pass through the
+        if self._used() > TRIM_AT * self.max_bytes:
+            self._trim(TRIM_TO * self.max_bytes)
+
+    def _reread_bounds(self) -> None:
+        """The bounds the log holds now (a writer started since with other ones stored them)."""
+        meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        mb, days = stored_bounds(meta, self.path, self.flag)
+        if mb is not None and days is not None and (int(mb * 2 ** 20), days * 86400.0) != (self.max_bytes, self.max_age):
+            log.info("prediction log %s: its bounds are now %g MB and %g days (stored by another writer)", self.path, mb, days)
+            self._bounds(mb, days)
+
+    def _trim(self, target: float) -> None:
+        used, dropped = self._used(), 0
+        while used > max(target, 0):  # in steps of TRIM_STEP of the bound: each step's pages pass through the
             rows = self.conn.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]  # write-ahead file, truncated after it
             if not rows:
                 break
-            drop = max(1, int(rows * min(used - TRIM_TO * self.max_bytes, TRIM_STEP * self.max_bytes) / used))
+            drop = max(1, int(rows * min(used - max(target, 0), TRIM_STEP * self.max_bytes) / used))
             self.transaction(lambda c: (
                 c.execute("DELETE FROM predictions WHERE rowid IN (SELECT rowid FROM predictions ORDER BY time LIMIT ?)", (drop,)),
                 c.execute("DELETE FROM feedback WHERE text IS NULL AND id NOT IN (SELECT id FROM predictions)")))
             self.conn.execute("PRAGMA incremental_vacuum").fetchall()  # one page per row read: read them all
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             dropped, used = dropped + drop, self._used()
-        log.info("prediction log %s: %d oldest predictions deleted to stay under %.1f MB", self.path, dropped, self.max_bytes / 2 ** 20)
+        if dropped:
+            log.info("prediction log %s: %d oldest predictions deleted to stay under %.1f MB", self.path, dropped, self.max_bytes / 2 ** 20)
 
     def _used(self) -> int:
         page, pages, free = (self.conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_size", "page_count", "freelist_count"))
@@ -199,10 +274,30 @@ class PredictionLog:
 
     # ---- reading
 
-    def frame(self, table: str = "predictions", since: Optional[float] = None, until: Optional[float] = None):
-        """A table as a pandas DataFrame, rows by time (those from `since` to `until`, epoch seconds)."""
+    def _query(self, sql: str, args=()):
         import pandas as pd
 
+        try:
+            return pd.read_sql_query(sql, self.conn, params=list(args))
+        except Exception as err:  # pandas wraps sqlite3's errors in its own
+            if is_locked(err):
+                raise locked(self.path, self.flag) from None
+            raise
+
+    def check_rows(self, table: str, where: str = "", args: tuple = ()) -> None:
+        """UserError naming the first row (id and column) that a hand edit left unreadable."""
+        try:
+            problem = bad_row(self.conn, table, where, args)
+        except sqlite3.OperationalError as err:
+            if is_locked(err):
+                raise locked(self.path, self.flag) from None
+            raise
+        if problem is not None:
+            raise UserError(f"{self.flag}: {self.path}: {problem[1]} (edited by hand?); correct that value, or delete the "
+                            f"row: sqlite3 {self.path} \"DELETE FROM {table} WHERE id = '{problem[0]}'\"")
+
+    def frame(self, table: str = "predictions", since: Optional[float] = None, until: Optional[float] = None):
+        """A table as a pandas DataFrame, rows by time (those from `since` to `until`, epoch seconds)."""
         where, args = [], []
         if since is not None:
             where.append("time >= ?")
@@ -210,20 +305,41 @@ class PredictionLog:
         if until is not None:
             where.append("time < ?")
             args.append(until)
+        self.check_rows(table, " AND ".join(where), tuple(args))
         sql = f"SELECT * FROM {table}" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY time"
-        return pd.read_sql_query(sql, self.conn, params=args)
+        return self._query(sql, args)
 
     def labelled(self):
         """Every feedback label with its prediction where the log has one: DataFrame of id, label (JSON), text,
         text_pair (the feedback's own, else the logged one), predicted (the logged decision), score, model, time (of the
         feedback), predicted_time (of the prediction)."""
-        import pandas as pd
-
-        return pd.read_sql_query(
+        self.check_rows("feedback")
+        self.check_rows("predictions", "id IN (SELECT id FROM feedback)")
+        return self._query(
             "SELECT f.id AS id, f.label AS label, COALESCE(f.text, p.text) AS text, COALESCE(f.text_pair, p.text_pair) "
             "AS text_pair, p.label AS predicted, p.score AS score, p.model AS model, f.time AS time, p.time AS predicted_time "
             "FROM feedback f "
-            "LEFT JOIN predictions p ON p.id = f.id ORDER BY f.time", self.conn)
+            "LEFT JOIN predictions p ON p.id = f.id ORDER BY f.time")
+
+
+def rows_bytes(rows: List[Dict]) -> int:
+    """About how many bytes rows take in the file."""
+    return sum(ROW_BYTES + sum(len(v) if v.isascii() else len(v.encode("utf-8", "replace")) for v in row.values()
+                               if isinstance(v, str)) for row in rows)
+
+
+def split_rows(rows: List[Dict], most: int) -> List[List[Dict]]:
+    """Rows in consecutive parts of at most `most` bytes each (`rows_bytes`; a row larger alone is a part alone)."""
+    parts: List[List[Dict]] = [[]]
+    size = 0
+    for row in rows:
+        n = rows_bytes([row])
+        if parts[-1] and size + n > most:
+            parts.append([])
+            size = 0
+        parts[-1].append(row)
+        size += n
+    return parts if parts[0] else []
 
 
 def insert_predictions(conn: sqlite3.Connection, rows: List[Dict]) -> None:
@@ -249,93 +365,6 @@ def insert_feedback(conn: sqlite3.Connection, rows: List[Dict], model: Optional[
                       row.get("text_pair"), row.get("source", "api")))
         out.append(True)
     return out
-
-
-class Busy(Exception):
-    """The log writer's queue is full: the request is refused (503) rather than answered unlogged."""
-
-
-class LogWriter:
-    """The thread that owns a PredictionLog while a server runs: work items queue up (at most `max_pending`), and
-    each round takes all that are waiting, does them in one transaction and commits before resolving their futures,
-    so an answer that waited for its future is in the file."""
-
-    MAX_ROUND = 512
-
-    def __init__(self, store: PredictionLog, max_pending: int = 1024, after: Optional[Callable[[List[Dict]], None]] = None):
-        self.store, self.after = store, after
-        self.queue: "queue.Queue" = queue.Queue(maxsize=max_pending)
-        self.thread = threading.Thread(target=self._loop, name="encoderfit-log", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.queue.put(None)
-        self.thread.join(timeout=30)
-        self.store.close()
-
-    def submit(self, kind: str, work: Callable[[], List[Dict]]) -> concurrent.futures.Future:
-        """`kind`: "predictions" (work() gives the rows) or "feedback" (work() gives feedback rows; the future's
-        result: each row stored or not). Raises Busy when the queue is full."""
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        try:
-            self.queue.put_nowait((kind, work, future))
-        except queue.Full:
-            raise Busy(f"the prediction log is behind ({self.queue.maxsize} writes waiting)") from None
-        return future
-
-    def _loop(self) -> None:
-        while True:
-            first = self.queue.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.MAX_ROUND:
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    self.queue.put(None)
-                    break
-                batch.append(item)
-            self._round(batch)
-
-    def _round(self, batch) -> None:
-        prepared, written = [], []
-        for kind, work, future in batch:
-            try:
-                prepared.append((kind, work(), future))
-            except Exception as err:  # building one request's rows failed: that request alone fails
-                future.set_exception(err)
-
-        def run(conn):
-            out = []
-            for kind, rows, _ in prepared:
-                if kind == "predictions":
-                    insert_predictions(conn, rows)
-                    written.extend(rows)
-                    out.append(None)
-                else:
-                    out.append(insert_feedback(conn, rows))
-            return out
-
-        try:
-            results = self.store.transaction(run) if prepared else []
-        except Exception as err:  # the disk is full, the file was removed: these requests fail (500), later ones retry
-            log.exception("writing %d items to the prediction log failed", len(prepared))
-            for _, _, future in prepared:
-                future.set_exception(err)
-            return
-        for (_, _, future), result in zip(prepared, results):
-            future.set_result(result)
-        try:
-            if self.after is not None and written:
-                self.after(written)
-            self.store.keep_bounds()
-        except Exception:  # committed already; a failed trim is retried after the next round
-            log.exception("keeping the prediction log within its bounds failed")
 
 
 def log_batch(store: PredictionLog, predictor, model_dir, texts: Sequence[str], pairs: Optional[Sequence[str]],

@@ -58,7 +58,7 @@ class RetrainResult:
 
 def read_feedback(path: Path, task, labels, text_pair: bool):
     """The log's feedback labels that have a text (the feedback's own or the logged one): (texts, pairs, values)."""
-    store = PredictionLog(path, flag="--feedback", create=False)
+    store = PredictionLog(path, flag="--feedback", readonly=True)
     try:
         rows = store.labelled()
     finally:
