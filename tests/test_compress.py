@@ -275,3 +275,21 @@ def test_a_qa_run_is_refused_in_one_line(trained_run, tmp_path):
     (qa_run / "config.yaml").write_text((qa_run / "config.yaml").read_text().replace("task: classification", "task: qa"))
     err = cli_fails("compress", str(qa_run), "--compress.layers", "1", "--output_dir", str(tmp_path / "out"))
     assert "qa run" in err and "distillation" in err and not (tmp_path / "out").exists()
+
+
+def test_a_family_that_cannot_be_pruned_is_refused_in_one_line(trained_run, tmp_path):
+    """A run whose model is a DistilBERT (its own layer layout): one line naming the families that can be pruned."""
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForSequenceClassification
+
+    run = tmp_path / "distilbert"
+    shutil.copytree(trained_run, run)
+    tokenizer = AutoTokenizer.from_pretrained(run / "model")
+    labels = json.loads((run / "model" / "encoderfit.json").read_text())["labels"]
+    config = DistilBertConfig(vocab_size=len(tokenizer), dim=32, hidden_dim=64, n_layers=2, n_heads=4,
+                              num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)})
+    for name in ("model.safetensors", "config.json"):
+        (run / "model" / name).unlink()
+    DistilBertForSequenceClassification(config).save_pretrained(run / "model")
+    err = cli_fails("compress", str(run), "--compress.layers", "1", "--output_dir", str(tmp_path / "out"))
+    assert "a distilbert model cannot be pruned structurally" in err and "modernbert" in err
+    assert not (tmp_path / "out").exists()
