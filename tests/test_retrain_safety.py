@@ -108,6 +108,9 @@ def test_a_killed_retrain_is_resumed_by_the_same_command_and_leaves_nothing_behi
     assert again.returncode in (0, 4), again.stderr[-3000:]
     name = partial.name[1:-len(".partial")]
     assert sorted(os.listdir(runs)) == ["a", name] + (["latest"] if again.returncode == 0 else [])  # no partial, no lock
+    moved = (f"now points to {(runs / name).resolve()} (before: no pointer)" if again.returncode == 0 else
+             f"no pointer was made at {runs / 'latest'}")  # exactly what it moved
+    assert moved in again.stderr, again.stderr[-2000:]
     train = json.loads((runs / name / "metrics.json").read_text())["train"]
     assert (train["resumed_from"] or "").startswith("checkpoint-"), train
     same = run_cli(*args, check=False)  # once more: nothing trained, and why

@@ -225,6 +225,7 @@ def retrain(
     old_model = Predictor.from_pretrained(deployed.path)
     old_on_feedback = Predictions(pick(texts, held), pick(pairs, held), held_targets,
                                   task.scoring.outputs(old_model, pick(texts, held), pick(pairs, held)))
+    del old_model  # not held in memory beside the model being trained
     check_comparable(task, old_on_feedback, cfg.labels, deployed.model.info().head or {}, pick(values, held))
     previous = Path(os.path.realpath(pointer)) if pointer.is_symlink() else None
     with exclusive(out, overwrite=overwrite):
@@ -242,7 +243,7 @@ def retrain(
         decision: Dict = {}
 
         def more(new: RunDir, results: Dict) -> Dict:
-            decision.update(_decide(task, deployed, new, cfg.labels, old_model, old_on_feedback, splits))
+            decision.update(_decide(task, deployed, new, cfg.labels, old_on_feedback, splits))
             decision["feedback_used"] = {"training": len(taught), "held_out": len(held), "repeat": repeat, "start": start,
                                          "deployed": str(deployed.path)}
             return {"retrain": decision}
@@ -258,7 +259,7 @@ def retrain(
     return RetrainResult(out, decision["promoted"], decision["reason"], {k: decision[k] for k in ("feedback", "test")})
 
 
-def _decide(task, deployed: RunDir, new: RunDir, labels, old_model, old_on_feedback: Predictions, splits) -> Dict:
+def _decide(task, deployed: RunDir, new: RunDir, labels, old_on_feedback: Predictions, splits) -> Dict:
     """New against deployed on the held-out feedback and on the test split (paired, the task's exact test): promoted
     only when better on the first and not worse on the second."""
     from .predict import Predictor
@@ -272,7 +273,7 @@ def _decide(task, deployed: RunDir, new: RunDir, labels, old_model, old_on_feedb
     old_test = deployed.predictions("test", task, labels)
     new_test = new.predictions("test", task, labels)
     if old_test is None or old_test.texts != new_test.texts:
-        old_test = predict_split(old_model, splits.test)
+        old_test = predict_split(Predictor.from_pretrained(deployed.path), splits.test)
     names = ("deployed model", "the deployed model")
     feedback = compare(task, on_feedback["new"], on_feedback["old"], labels, new_head, old_head, against=names,
                        on="the held-out feedback")["verdict"]
