@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from conftest import free_port, make_ner_rows, make_qa_rows, make_rows, run_cli, write_csv, write_jsonl
+from conftest import (free_port, make_ner_rows, make_pair_rows, make_qa_rows, make_rows, make_search_rows, run_cli, write_csv,
+                      write_jsonl)
 
 
 def monitor(run, db, out, *extra, check_rc=(0, 3)):
@@ -32,17 +33,22 @@ def logged_traffic(trained_run, tmp_path_factory):
     return db
 
 
-@pytest.mark.parametrize("which", ["qa_run", "ner_run"])
-def test_monitor_of_token_reading_tasks_runs_every_test_without_a_traceback(which, request, tmp_path):
-    # a QA run's sentence vectors were read from its span head: AttributeError 'QuestionAnsweringModelOutput' ...
+@pytest.mark.parametrize("which", ["qa_run", "ner_run", "pair_run", "embedding_run"])
+def test_monitor_of_each_task_runs_every_test_without_a_traceback(which, request, tmp_path):
+    # a QA run's sentence vectors were read from its span head: AttributeError 'QuestionAnsweringModelOutput' ...;
+    # a pair run's rows need both texts, an embedding run's (whose validation split holds pairs) one text each
     run = request.getfixturevalue(which)
     db = tmp_path / "log.db"
     if which == "qa_run":
         rows = [{"question": r["question"], "context": r["context"]} for r in make_qa_rows(12, seed=7)]
         source = write_jsonl(tmp_path / "in.jsonl", rows)
+    elif which == "pair_run":
+        source = write_csv(tmp_path / "in.csv", make_pair_rows(60, seed=7), ("text", "text_pair", "label"))
     else:
         source = tmp_path / "in.txt"
-        source.write_text("\n".join(" ".join(r["tokens"]) for r in make_ner_rows(60, seed=7)) + "\n")
+        texts = [" ".join(r["tokens"]) for r in make_ner_rows(60, seed=7)] if which == "ner_run" else \
+            [r["query"] for r in make_search_rows(60, seed=7)]
+        source.write_text("\n".join(texts) + "\n")
     run_cli("predict", str(run), "--input", str(source), "--output", str(tmp_path / "p.jsonl"), "--log", str(db), "--log_texts", "true")
     monitor(run, db, tmp_path / "m")
     report = json.loads((tmp_path / "m" / "monitor.json").read_text())

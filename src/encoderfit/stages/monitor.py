@@ -183,9 +183,11 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
 
 
 def _texts_test(run: RunDir, val, frame, min_rows: int, max_rows: int, permutations: int, out: Dict) -> Optional[Dict]:
-    """The embedding test on the window's rows that hold their texts (and second texts, for a pair model); the
-    others (logged without --log_texts) are counted, and with fewer than `min_rows` such rows the test is skipped."""
-    held = frame["text"].notna() & (frame["text_pair"].notna() if val.pairs is not None else True)
+    """The embedding test on the window's rows that hold their texts (and second texts, for a model of text pairs;
+    an embedding model encodes each text alone); the others (logged without --log_texts) are counted, and with fewer
+    than `min_rows` such rows the test is skipped."""
+    pairs = val.pairs is not None and run.model.info().text_pair
+    held = frame["text"].notna() & (frame["text_pair"].notna() if pairs else True)
     have, n = int(held.sum()), len(frame)
     if have < min_rows:
         held_what = ("no logged row in the window holds its text" if not have else
@@ -196,16 +198,16 @@ def _texts_test(run: RunDir, val, frame, min_rows: int, max_rows: int, permutati
         out["embeddings_rows"] = (f"the embedding test ran on the {have} of {n} rows that hold their texts (the others "
                                   "were logged without --log_texts)")
         logger.info("%s", out["embeddings_rows"])
-    return _embedding_test(run, val, frame[held].reset_index(drop=True), max_rows, permutations, out)
+    return _embedding_test(run, val, frame[held].reset_index(drop=True), max_rows, permutations, out, pairs)
 
 
-def _embedding_test(run: RunDir, val, frame, max_rows: int, permutations: int, out: Dict) -> Optional[Dict]:
+def _embedding_test(run: RunDir, val, frame, max_rows: int, permutations: int, out: Dict, read_pairs: bool) -> Optional[Dict]:
     from .predict import Predictor
 
     predictor = Predictor.from_pretrained(run.path)
     ref = _sample(len(val.texts), max_rows, 1)
     cur = _sample(len(frame), max_rows, 2)
-    pairs = frame["text_pair"].tolist() if val.pairs is not None else None
+    pairs = frame["text_pair"].tolist() if read_pairs else None
     a = sentence_vectors(predictor, [val.texts[i] for i in ref], [val.pairs[i] for i in ref] if pairs is not None else None)
     b = sentence_vectors(predictor, [frame["text"][i] for i in cur], [pairs[i] for i in cur] if pairs is not None else None)
     if a is None or b is None:
