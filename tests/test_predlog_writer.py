@@ -108,28 +108,19 @@ def test_one_bad_item_in_a_round_fails_only_itself(tmp_path):
     assert bad[2][0]["id"] not in logged  # the bad request's good row is not left behind
 
 
-def test_a_log_removed_while_serving_is_created_anew_before_answers_leave(trained_run, tmp_path):
-    path = tmp_path / "served.db"
-    with serving(trained_run, "--log", str(path), "--log_max_days", "365") as url:
-        first = httpx.post(url + "/v1/predict", json={"text": "the team won"}, timeout=30).json()["results"][0]["id"]
-        for p in tmp_path.glob("served.db*"):
-            p.unlink()
-        answers = [httpx.post(url + "/v1/predict", json={"texts": [f"garlic soup {i}", "a new chip"]}, timeout=30) for i in range(5)]
-        assert [a.status_code for a in answers] == [200] * 5
-        acked = [r["id"] for a in answers for r in a.json()["results"]]
-        with sqlite3.connect(path) as conn:  # was: every answer 200, every row in an unlinked file nobody can read
-            logged = {i for (i,) in conn.execute("SELECT id FROM predictions")}
-            assert conn.execute("SELECT value FROM meta WHERE key = 'max_days'").fetchone() == ("365.0",)
-        assert set(acked) <= logged and first not in logged
-        gone = httpx.post(url + "/v1/feedback", json={"id": first, "label": "sport"}, timeout=30)
-        assert gone.status_code == 404  # its prediction went with the removed file
+@pytest.fixture(scope="module")
+def logged_server(trained_run, tmp_path_factory):
+    """`serve RUN --log PATH --log_max_days 365` (one process for the tests below): (url, PATH)."""
+    path = tmp_path_factory.mktemp("served") / "served.db"
+    with serving(trained_run, "--log", str(path), "--log_max_days", "365", "--max_queue", "256", "--max_wait_ms", "20") as url:
+        yield url, path
 
 
-def test_a_poisoned_request_under_load_fails_only_itself(trained_run, tmp_path):
-    # before: a lone surrogate in a feedback id made the round's commit fail: 109 of 400 valid requests got 500
+def test_a_poisoned_request_under_load_fails_only_itself(logged_server):
+    # before: a lone surrogate in a feedback id made the round's commit fail: 64 of 320 valid requests got a 500
     import aiohttp
 
-    path = tmp_path / "load.db"
+    url, path = logged_server
 
     async def load(url):
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
@@ -139,9 +130,10 @@ def test_a_poisoned_request_under_load_fails_only_itself(trained_run, tmp_path):
             async def client(c):
                 out = []
                 for k in range(8):
-                    if (c + k) % 5 == 0:  # one request in five is poisoned, sent as raw JSON escapes
-                        body = ('{"id": "\\ud800", "label": "food"}' if k % 2 else '{"id": "%s", "label": "\\udfff"}' % known)
-                        async with session.post(url + "/v1/feedback", data=body, headers={"Content-Type": "application/json"}) as r:
+                    if (c + k) % 5 == 0:  # one request in five is poisoned: a lone surrogate, sent as a raw JSON escape
+                        route, body = (("/v1/feedback", '{"id": "\\ud800", "label": "food"}'), ("/v1/predict", '{"text": "a \\ud800"}'),
+                                       ("/v1/feedback", '{"id": "%s", "label": "\\udfff"}' % known))[k % 3]
+                        async with session.post(url + route, data=body, headers={"Content-Type": "application/json"}) as r:
                             out.append(("poison", r.status, (await r.json())["error"]))
                     elif k % 3 == 0:
                         async with session.post(url + "/v1/feedback", json={"id": known, "label": "sport"}) as r:
@@ -153,14 +145,29 @@ def test_a_poisoned_request_under_load_fails_only_itself(trained_run, tmp_path):
 
             return [x for part in await asyncio.wait_for(asyncio.gather(*(client(c) for c in range(50))), 120) for x in part]
 
-    with serving(trained_run, "--log", str(path), "--max_queue", "256", "--max_wait_ms", "20") as url:
-        answers = asyncio.run(load(url))
+    answers = asyncio.run(load(url))
     poisoned = [a for a in answers if a[0] == "poison"]
     valid = [a for a in answers if a[0] != "poison"]
     assert len(valid) >= 300 and len(poisoned) >= 50
     assert [a for a in valid if a[1] != 200] == []  # 0 of the valid requests fail
-    assert {(status, error.split(":")[0]) for _, status, error in poisoned} == {(422, "id"), (422, "label")}
+    assert {(status, error.split(":")[0]) for _, status, error in poisoned} == {(422, "id"), (422, "label"), (422, "text")}
     acked = [r["id"] for kind, _, body in valid if kind == "predict" for r in body["results"]]
     with sqlite3.connect(path) as conn:
         logged = {i for (i,) in conn.execute("SELECT id FROM predictions")}
     assert set(acked) <= logged
+
+
+def test_a_log_removed_while_serving_is_created_anew_before_answers_leave(logged_server):
+    url, path = logged_server
+    first = httpx.post(url + "/v1/predict", json={"text": "the team won"}, timeout=30).json()["results"][0]["id"]
+    for p in path.parent.glob("served.db*"):
+        p.unlink()
+    answers = [httpx.post(url + "/v1/predict", json={"texts": [f"garlic soup {i}", "a new chip"]}, timeout=30) for i in range(5)]
+    assert [a.status_code for a in answers] == [200] * 5
+    acked = [r["id"] for a in answers for r in a.json()["results"]]
+    with sqlite3.connect(path) as conn:  # was: every answer 200, every row in an unlinked file nobody can read
+        logged = {i for (i,) in conn.execute("SELECT id FROM predictions")}
+        assert conn.execute("SELECT value FROM meta WHERE key = 'max_days'").fetchone() == ("365.0",)  # its bounds kept
+    assert set(acked) <= logged and first not in logged
+    gone = httpx.post(url + "/v1/feedback", json={"id": first, "label": "sport"}, timeout=30)
+    assert gone.status_code == 404  # its prediction went with the removed file
