@@ -167,7 +167,9 @@ def export(
     """Export a run's model to ONNX (dynamic batch and sequence), optionally int8, and check parity with PyTorch.
 
     Writes OUTPUT (default RUN/onnx/) with model.onnx, model.int8.onnx (with --quantize int8), the tokenizer,
-    config.json, encoderfit.json (task, head) and parity.json. fp32 must match PyTorch within 1e-4 in every logit.
+    config.json, encoderfit.json (task, head), parity.json and exported_from.json (the fingerprint of the model exported,
+    which stamps the rows `predict`/`serve --log` write from this directory). fp32 must match PyTorch within 1e-4 in
+    every logit.
 
     Args:
         run: Run directory written by `encoderfit train` (or a model directory).
