@@ -113,3 +113,7 @@ def test_onnx_export_rows_carry_the_fingerprint_of_the_model_exported(trained_ru
         served.store.close()
     (onnx / ModelDir.EXPORTED_FROM).unlink()  # an export from before the record: its own files, never the hash of nothing
     assert ModelDir(onnx).fingerprint() not in (EMPTY_SHA256, source)
+    inside = tmp_path / "old-run"  # ... unless it is RUN/onnx, export's default place: then RUN's model
+    shutil.copytree(trained_run / "model", inside / "model")
+    shutil.copytree(onnx, inside / "onnx")
+    assert ModelDir(inside / "onnx").fingerprint() == source

@@ -125,7 +125,10 @@ class ModelDir:
                 recorded = _read_json(self.path / self.EXPORTED_FROM)
                 if isinstance(recorded, dict) and isinstance(recorded.get("model_sha256"), str):
                     return recorded["model_sha256"]
-            if not files:  # an export from before the record: its own ONNX files, so no two exports share a fingerprint
+            if not files:  # an export from before the record: in a run (RUN/onnx, export's default), the run's model;
+                inside = self.path.parent / RunDir.MODEL  # elsewhere its own ONNX files, so no two exports share one
+                if self.path.name == RunDir.ONNX and (inside / self.INFO).is_file():
+                    return ModelDir(inside).fingerprint()
                 files = [f for f in (self.onnx_file(False), self.onnx_file(True)) if f.is_file()]
             if len(files) == 1 and files[0].name == self.WEIGHTS:
                 return sha256(files[0])
