@@ -171,3 +171,23 @@ def test_a_log_removed_while_serving_is_created_anew_before_answers_leave(logged
     assert set(acked) <= logged and first not in logged
     gone = httpx.post(url + "/v1/feedback", json={"id": first, "label": "sport"}, timeout=30)
     assert gone.status_code == 404  # its prediction went with the removed file
+
+
+def test_a_log_whose_directory_is_gone_too_fails_its_requests_and_the_writer_recovers(tmp_path):
+    import shutil
+
+    home = tmp_path / "logs"
+    home.mkdir()
+    store = PredictionLog(home / "log.db")
+    writer = LogWriter(store)
+    writer.start()
+    assert writer.submit("predictions", lambda: [row("first")]).result(timeout=30) is None
+    shutil.rmtree(home)  # nowhere to create it anew: refused, never acknowledged
+    failed = writer.submit("predictions", lambda: [row("nowhere")]).exception(timeout=30)
+    assert "does not exist" in str(failed)
+    home.mkdir()
+    later = row("later")
+    assert writer.submit("predictions", lambda: [later]).result(timeout=30) is None
+    writer.stop()
+    with sqlite3.connect(home / "log.db") as conn:
+        assert conn.execute("SELECT text FROM predictions").fetchall() == [("later",)]

@@ -149,6 +149,11 @@ class PredictionLog:
 
     # ---- writing (one thread at a time per object: the LogWriter's, or the caller's)
 
+    def _reconnect(self) -> None:
+        """After a re-creation that failed (its directory was gone too): try again, with the same bounds."""
+        if self.conn is None:
+            self._open(self.max_bytes / 2 ** 20, self.max_age / 86400.0)
+
     def _commit(self, work: Callable[[sqlite3.Connection], Any]) -> Any:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
@@ -163,8 +168,7 @@ class PredictionLog:
         """`work(conn)` in one transaction, committed; then the file is checked to be still the one at the path: a log
         removed or replaced meanwhile (its commits would go to a file nobody can read) is created anew and the work
         done again there, before the caller acknowledges anything."""
-        if self.conn is None:  # an earlier re-creation failed: try again
-            self._open(self.max_bytes / 2 ** 20, self.max_age / 86400.0)
+        self._reconnect()
         out = self._commit(work)
         if self.identity is not None and self._identity() == self.identity:
             return out
@@ -230,10 +234,12 @@ class PredictionLog:
 
     def make_room(self, incoming: int) -> None:
         """Before rows of `incoming` bytes go in: the oldest deleted if they would take the data past 65% of max_mb."""
+        self._reconnect()
         if self._used() + incoming > TRIM_AT * self.max_bytes:
             self._trim(TRIM_TO * self.max_bytes - incoming)
 
     def keep_bounds(self) -> None:
+        self._reconnect()
         now = time.time()
         if now - self.aged > AGE_CHECK_S:
             self.aged = now

@@ -203,6 +203,8 @@ def settle_bounds(conn: sqlite3.Connection, meta: Dict[str, str], path: Path, fl
 def bad_row(conn: sqlite3.Connection, table: str, where: str = "", args: tuple = ()) -> Optional[Tuple[str, str]]:
     """The first row a hand edit broke (a text where a number belongs, a label that is not JSON): its id, and what
     is wrong in words naming its id and column; None when every row reads."""
+    if sqlite3.sqlite_version_info < (3, 38):  # json_valid is built in from 3.38 (before, only where JSON1 was compiled in)
+        conn.create_function("json_valid", 1, _json, deterministic=True)
     checks = ([f"typeof({c}) NOT IN ('integer', 'real', 'null')" for c in NUMBERS[table]] +
               [f"typeof({c}) NOT IN ('text', 'null')" for c in TEXTS[table]] +
               [f"({c} IS NOT NULL AND NOT json_valid({c}))" for c in JSONS[table]])
