@@ -138,15 +138,17 @@ def plan_for_speedup(shape: Shape, length: float, speedup: float, min_layers: in
 def drop_layers(encoder, keep: List[int]) -> None:
     """Keep only the layers `keep` (indices into the current layer list), in order; the config follows (ModernBERT's
     layer_types keep each kept layer's own attention pattern)."""
+    install_layers(encoder, list(layers_of(encoder)), getattr(encoder.config, "layer_types", None), keep)
+
+
+def install_layers(encoder, layers: Sequence, types: Optional[List[str]], keep: List[int]) -> None:
+    """The encoder's layer list made of `layers[i]` for i in `keep`, and its config (layer count, layer types) to match."""
     import torch
 
-    layout = layout_of(encoder.config)
-    layers = _get(encoder, layout.layers)
-    _set(encoder, layout.layers, torch.nn.ModuleList([layers[i] for i in keep]))
-    config = encoder.config
-    if getattr(config, "layer_types", None) is not None:
-        config.layer_types = [config.layer_types[i] for i in keep]
-    config.num_hidden_layers = len(keep)
+    _set(encoder, layout_of(encoder.config).layers, torch.nn.ModuleList([layers[i] for i in keep]))
+    encoder.config.num_hidden_layers = len(keep)
+    if types is not None:
+        encoder.config.layer_types = [types[i] for i in keep]
 
 
 def measured_layer_choice(encoder, drop: int, distance: Callable[[], float]) -> List[Dict]:
@@ -159,12 +161,7 @@ def measured_layer_choice(encoder, drop: int, distance: Callable[[], float]) -> 
     full_layers, full_types = list(_get(encoder, layout.layers)), getattr(encoder.config, "layer_types", None)
 
     def set_kept(indices: List[int]) -> None:
-        import torch
-
-        _set(encoder, layout.layers, torch.nn.ModuleList([full_layers[i] for i in indices]))
-        encoder.config.num_hidden_layers = len(indices)
-        if full_types is not None:
-            encoder.config.layer_types = [full_types[i] for i in indices]
+        install_layers(encoder, full_layers, full_types, indices)
 
     for _ in range(drop):
         candidates = [i for i in kept if not (layout.fixed_first and i == 0)]
@@ -248,8 +245,6 @@ def prune_ffn(encoder, keep: List) -> None:
 def check_plain(model) -> None:
     """The pruned model is what its config builds: a fresh model of the config takes its weights exactly (no key
     missing or left over, no shape different)."""
-    import torch
-
     rebuilt = type(model)(model.config)
     state = model.state_dict()
     mine = {k: tuple(v.shape) for k, v in state.items()}
@@ -257,4 +252,4 @@ def check_plain(model) -> None:
     if mine != theirs:
         odd = sorted(set(mine.items()) ^ set(theirs.items()))[:3]
         raise RuntimeError(f"pruned model differs from what its config builds: {odd}")
-    del rebuilt, torch
+    rebuilt.load_state_dict(state, strict=True)  # every weight finds its place
