@@ -33,10 +33,11 @@ def fake_row(i, text):
             "label": "a", "score": None, "confidence": 0.9, "detail": None, "text": text, "text_pair": None}
 
 
-@pytest.mark.parametrize("text_chars, chunks", [(1000, 140), (0, 500)])
-def test_log_stays_within_its_size_bound_and_reads_with_pandas(tmp_path, text_chars, chunks):
+@pytest.mark.parametrize("text_chars, chunks, per", [(1000, 140, 30), (0, 500, 30), (9000, 24, 64)])
+def test_log_stays_within_its_size_bound_and_reads_with_pandas(tmp_path, text_chars, chunks, per):
     # ~4 MB into a 1 MB log, with texts and without (small rows: the random-id index is then a large share of the
-    # file, and deleting rows rewrites most of its pages through the write-ahead file: 113% of the bound before)
+    # file, and deleting rows rewrites most of its pages through the write-ahead file: 113% of the bound before);
+    # and requests of 64 texts of 9 kB (576 kB a request, once one commit through the write-ahead file: 176% before)
     path = tmp_path / "log.db"
     store = PredictionLog(path, max_mb=1)
     largest, done = [0], threading.Event()
@@ -50,7 +51,7 @@ def test_log_stays_within_its_size_bound_and_reads_with_pandas(tmp_path, text_ch
     watcher.start()
     try:
         for chunk in range(chunks):
-            store.append([fake_row(i, "x" * text_chars + str(chunk)) for i in range(30)])
+            store.append([fake_row(i, "x" * text_chars + str(chunk)) for i in range(per)])
     finally:
         done.set()
         watcher.join()
