@@ -147,6 +147,7 @@ def test_compress_writes_a_normal_run_of_a_smaller_model(compressed, trained_run
 
     compressed, log = compressed
     assert "initialised afresh" not in log and "the output layer fitted" not in log  # the student starts from the run's head
+    assert "the saved pruned model, reloaded, gives the pruned model's validation outputs" in log
 
     config = AutoConfig.from_pretrained(compressed / "model")
     assert config.num_hidden_layers == 1 and config.intermediate_size == 64
@@ -260,10 +261,12 @@ def test_every_task_with_a_per_text_or_per_token_head_is_compressed(fixture, req
 
     run = request.getfixturevalue(fixture)
     out = tmp_path / "small"
-    run_cli("compress", str(run), "--compress.layers", "1", "--compress.ffn", "32", "--output_dir", str(out),
+    run_cli("compress", str(run), "--compress.layers", "1", "--compress.ffn", "32", "--output_dir", str(out), "--quantize", "int8",
             "--train.epochs", "1", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--report.baseline", "false")
     section = json.loads((out / "metrics.json").read_text())["compression"]
-    assert section["plan"]["kept_layers"] == [0] and section["table"][1]["against_original"]["outcome"]
+    assert section["plan"]["kept_layers"] == [0] and [r["model"] for r in section["table"]] == \
+        ["original", "compressed", "compressed + int8", "original int8"]
+    assert all(r["against_original"]["outcome"] for r in section["table"][1:])
     assert section["parameters"]["compressed"] < section["parameters"]["original"]
     assert Predictor.from_pretrained(out).predict("alice lives in paris today") is not None
 

@@ -114,9 +114,11 @@ def prune_predictor(predictor, splits, task, args: CompressArgs, seed: int) -> D
         scores = pruning.ffn_importance(encoder, lambda: predictor.logits(train_texts, train_pairs, train_words))
         neurons = pruning.top_neurons(scores, chosen["intermediate_size"])
         pruning.prune_ffn(encoder, neurons)
-    chosen["distance"] = round(output_distance(task, reference, predictor.logits(*val)), 6)
+    pruned = predictor.logits(*val)
+    chosen["distance"] = round(output_distance(task, reference, pruned), 6)
     log.info("pruned: layers %s kept; validation outputs moved by %.4g before recovery", kept, chosen["distance"])
-    return {"plan": {**chosen, "kept_layers": kept, "layer_choice": steps}, "kept": kept, "neurons": neurons}
+    return {"plan": {**chosen, "kept_layers": kept, "layer_choice": steps}, "kept": kept, "neurons": neurons,
+            "validation": val, "outputs": pruned}
 
 
 def save_pruned(model_dir: Path, task, kept: List[int], neurons, target: Path) -> None:
@@ -145,6 +147,18 @@ def save_pruned(model_dir: Path, task, kept: List[int], neurons, target: Path) -
         model.save_pretrained(str(target))
         load_tokenizer(ModelArgs(name_or_path=str(model_dir))).save_pretrained(str(target))
     ModelDir(target).write_info(ModelDir(model_dir).info())
+
+
+def check_saved(student: Path, validation, outputs) -> None:
+    """The saved pruned model, loaded afresh, gives the outputs the pruned model in memory gave (the layer choice and
+    the neuron importance were measured on that one)."""
+    from .predict import Predictor
+
+    again = Predictor.from_pretrained(student, packing=False).logits(*validation)
+    gap = float(np.abs(flat_outputs(again) - flat_outputs(outputs)).max())
+    if gap > 1e-3:
+        raise RuntimeError(f"the saved pruned model's outputs differ from the pruned model's by {gap:.2e}")
+    log.info("the saved pruned model, reloaded, gives the pruned model's validation outputs (max difference %.1e)", gap)
 
 
 def parameters(model_dir: Path) -> int:
@@ -221,6 +235,7 @@ def compress_run(
     with tempfile.TemporaryDirectory(prefix="encoderfit-pruned-") as scratch:
         student = Path(scratch) / "student"
         save_pruned(source.model.path, kind, done["kept"], done["neurons"], student)
+        check_saved(student, done["validation"], done["outputs"])
         written = False
         try:
             train_student(teacher=Path(run), student=str(student), distill=distill, model=replace(model, name_or_path=str(student)),
