@@ -234,7 +234,8 @@ def test_embedding_head_classification_trains_predicts_and_exports(tmp_path, tin
     out = tmp_path / "setfit"
     run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--model.head", "embedding",
             "--output_dir", str(out), "--train.epochs", "1", "--train.contrastive_pairs", "4", "--report.baseline", "false", *EMBED_TRAIN)
-    assert (out / "model" / "classifier.safetensors").is_file() and (out / "model" / "modules.json").is_file()
+    modules = json.loads((out / "model" / "modules.json").read_text())  # the head: a Dense module (tests/test_artifacts.py)
+    assert modules[-1]["type"].endswith("Dense") and (out / "model" / modules[-1]["path"] / "model.safetensors").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test"]["accuracy"] >= 0.9
     model = Predictor.from_pretrained(out)

@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.text  # noqa: E402
 import numpy as np  # noqa: E402
 
 # ---------------------------------------------------------------- HTML pieces
@@ -49,8 +50,14 @@ def esc(text) -> str:
 
 
 def png(fig) -> str:
+    """The figure as an embedded PNG, every text drawn as typed: labels are data, never mathtext markup (a class named
+    `$x^$` would not parse). Texts made before are switched off one by one, and tick labels that the drawing makes
+    start off."""
+    for text in fig.findobj(matplotlib.text.Text):
+        text.set_parse_math(False)
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    with matplotlib.rc_context({"text.parse_math": False}):
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 

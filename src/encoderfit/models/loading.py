@@ -22,6 +22,23 @@ SENTENCE_MODULES = "modules.json"  # what makes a directory a sentence-transform
 def is_sentence_model(path) -> bool:
     """Whether a local directory is a sentence-transformers model (Transformer, Pooling, ... modules)."""
     return (Path(path) / SENTENCE_MODULES).is_file()
+
+
+def transformer_path(path: str) -> str:
+    """Where a model's transformer (config.json, weights, tokenizer) is: a local sentence-transformers directory's
+    Transformer module folder as its modules.json names it (encoderfit keeps a classifier's in 0_Transformer/, so that
+    no top-level config.json lets a plain pipeline load it with a random head), else `path` itself (a hub id too)."""
+    import json
+
+    modules = Path(path) / SENTENCE_MODULES
+    if not modules.is_file():
+        return path
+    try:
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        folder = next((m.get("path") or "" for m in entries if str(m.get("type", "")).endswith("Transformer")), "")
+    except (ValueError, AttributeError, TypeError):
+        return path  # unreadable: the loaders report the directory as it is
+    return str(Path(path) / folder) if folder else path
 ATTENTION_DROPOUT_KEYS = ("attention_probs_dropout_prob", "attention_dropout")
 
 
@@ -50,7 +67,7 @@ def load_weights(model_class, path: str, **kwargs):
     from safetensors import SafetensorError
 
     try:
-        return model_class.from_pretrained(path, use_safetensors=True, **kwargs)
+        return model_class.from_pretrained(transformer_path(path), use_safetensors=True, **kwargs)
     except SafetensorError as err:
         raise UserError(f"{path}: the .safetensors weights are unreadable ({err}): the file is truncated or not "
                         "safetensors; re-download the model or re-train the run") from None
@@ -68,7 +85,7 @@ def load_config(args: ModelArgs, **overrides):
 
     try:
         return AutoConfig.from_pretrained(
-            resolve_name(args.name_or_path), revision=args.revision, trust_remote_code=args.trust_remote_code, **overrides
+            transformer_path(resolve_name(args.name_or_path)), revision=args.revision, trust_remote_code=args.trust_remote_code, **overrides
         )
     except (OSError, ValueError) as err:
         raise _hub_error(args.name_or_path, err) from None
@@ -78,7 +95,8 @@ def load_tokenizer(args: ModelArgs):
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(resolve_name(args.name_or_path), revision=args.revision, trust_remote_code=args.trust_remote_code)
+        return AutoTokenizer.from_pretrained(transformer_path(resolve_name(args.name_or_path)), revision=args.revision,
+                                             trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as err:
         raise _hub_error(args.name_or_path, err) from None
     except Exception as err:  # the tokenizers library raises a bare Exception for a malformed tokenizer.json

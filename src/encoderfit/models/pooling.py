@@ -7,10 +7,11 @@ packaged MiniLM its biases are all zero and its weights' std 0.009, against 0.04
 for such a checkpoint (and for any non-ModernBERT encoder given `--model.classifier_pooling`), encoderfit fine-tunes
 `PooledClassifier`: the bare encoder, the checkpoint's own pooling, one linear layer.
 
-The trained model is saved as a plain sentence-transformers directory (Transformer, Pooling, Dense with the identity
-activation): `SentenceTransformer(DIR).encode(texts)` returns the logits, and encoderfit's inference
-(`pooled`) runs the same modules for predict, serve and ONNX export. ModernBERT keeps its own
-head, whose config has the pooling option (`classifier_pooling`), so its directories load in `transformers.pipeline`.
+The trained model is saved as a sentence-transformers directory (Transformer in 0_Transformer/, Pooling, Dense with the
+identity activation): `SentenceTransformer(DIR).encode(texts)` returns the logits, encoderfit's inference (`pooled`)
+runs the same modules for predict, serve and ONNX export, and `transformers.pipeline(DIR)` fails (no top-level
+config.json) rather than load the encoder under a random head. ModernBERT keeps its own head, whose config has the
+pooling option (`classifier_pooling`), so its directories load in `transformers.pipeline`.
 """
 
 from __future__ import annotations
@@ -144,27 +145,66 @@ class PooledClassifier(torch.nn.Module):
 
 def save_sentence_classifier(model_dir: Path, model: PooledClassifier, max_length: int) -> None:
     """Turn the Trainer's save of a PooledClassifier (model.safetensors with encoder.* and head.*, after the task's
-    adjustment of it) into a sentence-transformers directory: Transformer (the encoder, at the root), Pooling, Dense."""
+    adjustment of it; the tokenizer beside it) into a sentence-transformers directory: Transformer (the encoder, in
+    0_Transformer/), Pooling, Dense. No transformers class holds this model (their heads read a dense + tanh or ReLU
+    pooler first), so the top level has no config.json: `pipeline(DIR)` fails there instead of loading the encoder
+    under a random head, and `SentenceTransformer(DIR).encode(texts)` gives the logits."""
     from safetensors.torch import load_file
-    from sentence_transformers.sentence_transformer.modules import Dense, Pooling
+    from sentence_transformers.sentence_transformer.modules import Pooling
+    from transformers import AutoTokenizer
 
     model_dir = Path(model_dir)
     weights = load_file(str(model_dir / "model.safetensors"))
     model.encoder.load_state_dict({k[len("encoder."):]: v for k, v in weights.items() if k.startswith("encoder.")})
-    model.encoder.save_pretrained(str(model_dir))  # config.json and model.safetensors: the encoder alone
-    for sub in ("1_Pooling", DENSE):
-        (model_dir / sub).mkdir(exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))  # the Trainer saved it beside the weights
+    (model_dir / "model.safetensors").unlink()  # split below into the modules' own files
+
+    def write(folder: Path) -> None:
+        model.encoder.save_pretrained(str(folder))  # config.json and model.safetensors: the encoder alone
+        tokenizer.save_pretrained(str(folder))
+        (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length, "do_lower_case": False}) + "\n")
+
+    nest_transformer(model_dir, write)
+    (model_dir / "1_Pooling").mkdir(exist_ok=True)
     Pooling(model.encoder.config.hidden_size, model.mode).save(str(model_dir / "1_Pooling"))
     head = {k[len("head."):]: v for k, v in weights.items() if k.startswith("head.")}
-    dense = Dense(head["weight"].shape[1], head["weight"].shape[0], bias=True, activation_function=torch.nn.Identity())
-    dense.linear.load_state_dict(head)
-    dense.save(str(model_dir / DENSE))
-    prefix = "sentence_transformers.sentence_transformer.modules."
-    modules = [{"idx": 0, "name": "0", "path": "", "type": prefix + "Transformer"},
-               {"idx": 1, "name": "1", "path": "1_Pooling", "type": prefix + "Pooling"},
-               {"idx": 2, "name": "2", "path": DENSE, "type": prefix + "Dense"}]
-    (model_dir / SENTENCE_MODULES).write_text(json.dumps(modules, indent=2) + "\n")
-    (model_dir / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length, "do_lower_case": False}) + "\n")
+    save_dense_head(model_dir, DENSE, head["weight"], head["bias"])
+    write_modules(model_dir, [(TRANSFORMER, ST_MODULES + "Transformer"), ("1_Pooling", ST_MODULES + "Pooling"),
+                              (DENSE, ST_MODULES + "Dense")])
+
+
+TRANSFORMER = "0_Transformer"  # a classifier's transformer module: not at the top level, where pipeline() would load it
+ST_MODULES = "sentence_transformers.sentence_transformer.modules."
+
+
+def nest_transformer(model_dir: Path, write) -> None:
+    """Put a sentence-transformers directory's Transformer module in TRANSFORMER/: `write(folder)` writes its files
+    there (weights, config.json, tokenizer, sentence_bert_config.json) and the same names are removed from the top
+    level. modules.json is the caller's to point at the folder (write_modules)."""
+    body = Path(model_dir) / TRANSFORMER
+    body.mkdir(exist_ok=True)
+    write(body)
+    for file in body.iterdir():
+        if file.is_file():
+            (Path(model_dir) / file.name).unlink(missing_ok=True)
+
+
+def save_dense_head(model_dir: Path, folder: str, weight, bias) -> None:
+    """A linear head (weight (outputs, inputs), bias) as a Dense module with the identity activation in model_dir/folder:
+    its outputs are the logits, in sentence-transformers and in encoderfit's inference (`pooled`) alike."""
+    from sentence_transformers.sentence_transformer.modules import Dense
+
+    weight, bias = torch.as_tensor(weight, dtype=torch.float32), torch.as_tensor(bias, dtype=torch.float32)
+    dense = Dense(weight.shape[1], weight.shape[0], bias=True, activation_function=torch.nn.Identity())
+    dense.linear.load_state_dict({"weight": weight, "bias": bias})
+    (Path(model_dir) / folder).mkdir(exist_ok=True)
+    dense.save(str(Path(model_dir) / folder))
+
+
+def write_modules(model_dir: Path, modules: List) -> None:
+    """modules.json: the (folder, type) of each module, in order."""
+    entries = [{"idx": i, "name": str(i), "path": folder, "type": kind} for i, (folder, kind) in enumerate(modules)]
+    (Path(model_dir) / SENTENCE_MODULES).write_text(json.dumps(entries, indent=2) + "\n")
 
 
 POOLING_MODES = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max"}

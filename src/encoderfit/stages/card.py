@@ -4,14 +4,14 @@ metrics as model-index results) is huggingface_hub's ModelCardData; the body is 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..core.runconfig import RunConfig
 from ..core.files import atomic_file
 from ..tasks import get_task
 
 
-def header(cfg: RunConfig, metrics: Dict) -> str:
+def header(cfg: RunConfig, metrics: Dict, library: str = "transformers") -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     task = get_task(cfg.task, options=cfg.options)
@@ -19,7 +19,7 @@ def header(cfg: RunConfig, metrics: Dict) -> str:
                           dataset_split=cfg.data.test_split, metric_type=kind, metric_value=round(float(value), 4),
                           metric_name=name, metric_args=args or None)
                for kind, value, name, args in task.pages.card_results(metrics)]
-    data = ModelCardData(library_name="transformers", pipeline_tag=task.pipeline_tag, base_model=cfg.model.name_or_path,
+    data = ModelCardData(library_name=library, pipeline_tag=task.pipeline_tag, base_model=cfg.model.name_or_path,
                          tags=["encoderfit", task.pipeline_tag, task.name], model_name=f"{Path(str(cfg.data.source)).name}-{task.name}",
                          eval_results=results)
     return f"---\n{data.to_yaml()}\n---\n"
@@ -43,7 +43,33 @@ def distillation_lines(metrics: Dict, task) -> List[str]:
     return lines
 
 
-def card_text(cfg: RunConfig, metrics: Dict) -> str:
+def loading_lines(model_dir: Optional[Path], task) -> List[str]:
+    """How the directory loads without encoderfit, as its files are laid out (models/pooling.py)."""
+    from ..models.loading import is_sentence_model, transformer_path
+    from ..models.pooling import HEAD_FILE
+
+    plain = (f"`transformers.pipeline(\"{task.pipeline_tag}\", model=DIR)` (or `{task.auto_model}.from_pretrained(DIR)`) "
+             "loads it with its trained head; what was fitted on validation (encoderfit.json: temperature, thresholds, "
+             "intervals) only encoderfit's `Predictor` applies.")
+    if model_dir is None or not is_sentence_model(model_dir):
+        return [plain]
+    if transformer_path(str(model_dir)) != str(model_dir):
+        return [f"A sentence-transformers model: the encoder in `{Path(transformer_path(str(model_dir))).name}/`, its pooling, "
+                f"and the head as a Dense module. `SentenceTransformer(DIR).encode(texts)` returns the logits (a column per "
+                f"entry of the {task.output_noun} above, in that order). "
+                "`transformers.pipeline` refuses the directory (no config.json at its top): no transformers class holds "
+                "a linear head on a pooled sentence vector, and loading the encoder alone would give a random head."]
+    if (Path(model_dir) / HEAD_FILE).is_file():  # a SetFit run from before its head became a Dense module
+        return [f"`SentenceTransformer(DIR).encode(texts, normalize_embeddings=True)` returns the embeddings; the logits are "
+                f"`embedding @ W.T + b` with W and b in `{HEAD_FILE}`. Do not load it with `transformers.pipeline`: "
+                "its config.json is the bare encoder's, and the pipeline would add a random head."]
+    return ["`SentenceTransformer(DIR).encode(texts)` returns the embeddings (normalised: cosine similarity is their dot "
+            "product). transformers' `AutoModel` loads the bare encoder (token vectors, no pooling) and no head."]
+
+
+def card_text(cfg: RunConfig, metrics: Dict, model_dir: Optional[Path] = None) -> str:
+    from ..models.loading import is_sentence_model
+
     task = get_task(cfg.task, options=cfg.options)
     sizes = cfg.resolved.get("examples", {})
     t = cfg.train
@@ -59,7 +85,7 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
     pair = f", second text column `{cfg.data.text_pair_column}`" if cfg.data.text_pair_column else ""
     windowed = ((metrics.get("inputs") or {}).get("test") or {}).get("treatment") == "windows"
     return "\n".join([
-        header(cfg, metrics),
+        header(cfg, metrics, "sentence-transformers" if model_dir is not None and is_sentence_model(model_dir) else "transformers"),
         f"# {cfg.model.name_or_path} fine-tuned on {cfg.data.source} ({task.name})",
         "",
         f"A {task.name} model trained with encoderfit from `{cfg.model.name_or_path}`. {task.output_noun.capitalize()}: {shown}.",
@@ -92,6 +118,8 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
         f"{cfg.resolved.get('max_length')} tokens are {'cut into overlapping windows' if windowed else 'truncated'}.",
         "",
         "## Use",
+        *loading_lines(model_dir, task),
+        "",
         "```python",
         "from encoderfit import Predictor   # applies the head fitted on validation",
         'model = Predictor.from_pretrained("path/to/model")',
@@ -102,7 +130,8 @@ def card_text(cfg: RunConfig, metrics: Dict) -> str:
 
 
 def write_card(model_dir, cfg: RunConfig, metrics: Dict) -> Path:
-    path = Path(model_dir.path if hasattr(model_dir, "path") else model_dir) / "README.md"
+    folder = Path(model_dir.path if hasattr(model_dir, "path") else model_dir)
+    path = folder / "README.md"
     with atomic_file(path) as handle:
-        handle.write(card_text(cfg, metrics))
+        handle.write(card_text(cfg, metrics, folder))
     return path

@@ -12,7 +12,8 @@
       model/               a model directory (see ModelDir)
 
 A model directory (RUN/model, RUN/onnx, or any copy of one) is self-contained: weights (or ONNX files), config.json,
-tokenizer, README.md (the model card) and encoderfit.json, the part of the resolved run that inference needs:
+tokenizer (a classifier on a pooled vector keeps these three in 0_Transformer/, as a sentence-transformers module: its
+card says how each kind loads), README.md (the model card) and encoderfit.json, the part of the resolved run that inference needs:
 the task, max_length, whether inputs are text pairs, and the head state fitted on validation (temperature and
 threshold, per-label thresholds, conformal interval).
 """
@@ -91,6 +92,12 @@ class ModelDir:
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
+
+    @classmethod
+    def holds_model(cls, path: Path) -> bool:
+        """Whether `path` is a model directory: encoderfit.json, or (from before it) config.json. A classifier kept as
+        sentence-transformers modules has no top-level config.json (models/pooling.py)."""
+        return (Path(path) / cls.INFO).is_file() or (Path(path) / "config.json").is_file()
 
     def info(self) -> ModelInfo:
         """encoderfit.json; for a directory written before it existed, what config.json and calibration.json say."""
@@ -261,9 +268,9 @@ class RunDir:
 def locate(path: Path) -> tuple:
     """A run directory or a model directory -> (RunDir or None, ModelDir)."""
     path = Path(path)
-    if (path / RunDir.MODEL / "config.json").is_file():
+    if ModelDir.holds_model(path / RunDir.MODEL):
         return (RunDir(path) if RunDir.is_run(path) else None), ModelDir(path / RunDir.MODEL)
-    if not (path / "config.json").is_file():
+    if not ModelDir.holds_model(path):
         raise UserError(f"{path}: no model here (config.json is missing); pass a run directory or its model/ directory")
     return None, ModelDir(path)
 

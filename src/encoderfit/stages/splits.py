@@ -59,6 +59,22 @@ class Splits:
         return out
 
 
+def warn_overlap(train: "Dataset", test: "Dataset") -> int:
+    """Warn of test examples whose input also occurs in training, what makes test metrics optimistic: the text, or
+    for pairs the pair (one premise in many pairs is how entailment and QA sets are made); returns their count."""
+    columns = [c for c in (TEXT, PAIR) if c in test.column_names and c in train.column_names]
+    seen = set(zip(*(train[c] for c in columns)))
+    overlap = sum(row in seen for row in zip(*(test[c] for c in columns)))
+    if overlap and len(columns) == 2:
+        firsts = set(train[TEXT])
+        log.warning("%d of %d test pairs (text, text_pair) also occur in the training split; test metrics will be optimistic "
+                    "(%d test pairs share their first text with a training pair, as is usual in a pair task)",
+                    overlap, len(test), sum(t in firsts for t in test[TEXT]))
+    elif overlap:
+        log.warning("%d of %d test texts also occur in the training split; test metrics will be optimistic", overlap, len(test))
+    return overlap
+
+
 def _dedupe(ds):
     keys = zip(ds[TEXT], ds[PAIR]) if PAIR in ds.column_names else ds[TEXT]
     seen, keep = set(), []
@@ -147,10 +163,7 @@ def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[s
             splits[missing[0]] = rest
         log.info("made %s split(s) from %s: %s", "/".join(missing), data.train_split, {r: len(s) for r, s in splits.items()})
     else:
-        seen = set(splits["train"][TEXT])
-        overlap = sum(t in seen for t in splits["test"][TEXT])
-        if overlap:
-            log.warning("%d test texts also occur in the training split; test metrics will be optimistic", overlap)
+        warn_overlap(splits["train"], splits["test"])
 
     if data.max_train_samples and data.max_train_samples < len(splits["train"]):
         splits["train"] = splits["train"].shuffle(seed=data.split_seed).select(range(data.max_train_samples))

@@ -27,14 +27,10 @@ class Pages(Part):
 
     def plain_usage(self, cfg) -> List[str]:
         """The model card's lines of Python that load the model without encoderfit."""
-        if cfg.resolved.get("pooling"):
-            return ["# or sentence-transformers (its Dense module gives the logits):",
+        if cfg.resolved.get("pooling") or getattr(cfg.model, "head", "linear") == "embedding":
+            return ["# or sentence-transformers (its Dense module gives the logits; a transformers pipeline refuses it):",
                     "from sentence_transformers import SentenceTransformer",
                     'logits = SentenceTransformer("path/to/model").encode(["a text"])']
-        if getattr(cfg.model, "head", "linear") == "embedding":
-            return ["# or sentence-transformers (the classifier is model/classifier.safetensors: logits = W @ embedding + b):",
-                    "from sentence_transformers import SentenceTransformer",
-                    'encoder = SentenceTransformer("path/to/model")']
         return ["# or plain transformers:", "from transformers import pipeline", f'pipe = pipeline("{self.task.pipeline_tag}", model="path/to/model")']
 
     def card_sections(self, metrics: Dict[str, Any], cfg) -> List[str]:

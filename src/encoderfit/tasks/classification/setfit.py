@@ -3,9 +3,11 @@
 1. The sentence encoder is fine-tuned contrastively on pairs made from the labels: two texts of one class should
    embed close, of two classes apart (CoSENT on 1/0 targets: same-class pairs ranked above the others).
 2. A multinomial logistic regression is fitted on the training texts' embeddings, its C chosen by validation log-loss.
-3. The regression's weights become a linear layer on the pooled embedding (`classifier.safetensors` beside the
-   sentence-transformers files), so the model gives classification logits like any other: calibration, thresholds,
-   the TF-IDF verdict, predict, serve and ONNX export apply unchanged.
+3. The regression's weights become a linear layer on the pooled, normalised embedding (a Dense module after
+   Normalize; the transformer in 0_Transformer/), so the model gives classification logits like any other:
+   calibration, thresholds, the TF-IDF verdict, predict, serve and ONNX export apply unchanged, and
+   `SentenceTransformer(DIR).encode(texts)` returns the logits. (Runs from before 2026-12-07 kept the layer in
+   `classifier.safetensors` beside a top-level transformer; they still load.)
 With few labelled examples this is where contrastive pairs win: n examples give about n^2 / 2 pairs to learn from.
 The run is a classification run; only training differs.
 """
@@ -94,16 +96,26 @@ class SetFitModeling(ClassificationModeling):
         return trainer
 
     def after_training(self, model_dir, stats, trainer=None):
-        from safetensors.numpy import save_file
+        """The logistic regression becomes a Dense module after the embedding's normalisation, and the transformer
+        moves to 0_Transformer/ (models/pooling.py): `SentenceTransformer(DIR).encode` gives the class logits, and no
+        top-level config.json lets a plain pipeline load the encoder under a random head."""
+        import json
 
-        from ...models.pooling import HEAD_FILE
+        from ...models.loading import SENTENCE_MODULES
+        from ...models.pooling import ST_MODULES, TRANSFORMER, nest_transformer, save_dense_head, write_modules
 
         data = trainer.encoderfit_examples
         embed = lambda ds: trainer.model.encode(list(ds["text"]), batch_size=32, normalize_embeddings=True)  # noqa: E731
         n_classes = len(data["train"].features["labels"].names)
         weight, bias, c = fit_logistic(embed(data["train"]), np.asarray(data["train"]["labels"]),
                                        embed(data["validation"]), np.asarray(data["validation"]["labels"]), n_classes)
-        save_file({"weight": weight, "bias": bias}, str(Path(model_dir) / HEAD_FILE))
+        model_dir = Path(model_dir)
+        modules = json.loads((model_dir / SENTENCE_MODULES).read_text())  # ... Normalize (load_sentence_model ends so)
+        nest_transformer(model_dir, trainer.model[0].save)
+        head = f"{len(modules)}_Dense"
+        save_dense_head(model_dir, head, weight, bias)
+        write_modules(model_dir, [(TRANSFORMER if m["type"].endswith("Transformer") else m["path"], m["type"]) for m in modules]
+                      + [(head, ST_MODULES + "Dense")])
         log.info("SetFit: logistic regression on %d-dimensional embeddings, C = %g (validation log-loss)", weight.shape[1], c)
         return True
 

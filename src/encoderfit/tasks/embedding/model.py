@@ -48,6 +48,13 @@ def load_sentence_model(args, max_length: int):
             model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device=device)
     except (OSError, ValueError) as err:
         raise _hub_error(args.name_or_path, err) from None
+    last = list(model)[-1]
+    if type(last).__name__ == "Dense" and type(last.activation_function).__name__ == "Identity":
+        # a linear layer after everything else is a classifier's head, as encoderfit's inference reads it (pooling_of):
+        # its outputs are logits (models/pooling.py, SetFit), not part of an embedding
+        log.info("%s: its last module is a classifier head (a Dense layer giving logits); the embedding model is the "
+                 "modules before it", args.name_or_path)
+        model = SentenceTransformer(modules=list(model)[:-1], device=device)
     if not any(type(m).__name__ == "Normalize" for m in model):
         model.append(Normalize())
     model.max_seq_length = max_length
