@@ -153,13 +153,14 @@ class TrainArgs:
     head_learning_rate: Optional[float] = None
     """Peak learning rate of a newly initialised task head (the layers outside the encoder), as setfit separates body
     and head. Default: learning_rate. A head starts from scratch while the encoder is pretrained."""
-    linear_probe: bool = False
+    linear_probe: Optional[bool] = None
     """Before fine-tuning, fit the new output layer to convergence on the frozen encoder's features of the training
     split (LP-FT, Kumar et al. 2022: the task's loss plus an L2 penalty chosen on validation), then fine-tune all of
     it from there. Classification, multi-label and regression; one forward pass over the training and validation
     splits. It replaces a new output layer's weights; a head already trained for the same labels (a run's model
-    fine-tuned again) is kept and not probed. It helps heads with many rare outputs (Reuters, debtags) and hurt the
-    VADER sentiment and regression examples (docs/training.md), so it is off unless asked."""
+    fine-tuned again) is kept and not probed. Default (null): on for multi-label, whose rare labels a fresh head
+    barely learns (Reuters, debtags, rare trigger words), off for classification and regression, where it hurt the
+    VADER sentiment and regression examples (docs/training.md); the run's config.yaml records the choice."""
     weight_decay: float = 1e-5
     """Decoupled AdamW weight decay (the paper uses a tiny value)."""
     warmup_ratio: float = 0.1

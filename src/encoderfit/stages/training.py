@@ -104,6 +104,8 @@ class Prepared:
     def config(self, data: DataArgs, model: ModelArgs, train: TrainArgs, report: ReportArgs) -> RunConfig:
         if self.windows and self.windows["overlap"] != model.window_overlap:  # the overlap used, not the default it replaced
             model = replace(model, window_overlap=self.windows["overlap"])
+        if train.linear_probe is None:  # the task's default, recorded in config.yaml as what was done
+            train = replace(train, linear_probe=default_probe(self.task, self.distill is not None))
         return RunConfig(data=self.splits.resolve(data), model=model, train=train, report=report, task=self.task.name,
                          labels=self.splits.labels, options=self.task.options_dict())
 
@@ -113,6 +115,16 @@ class Trained:
     trainer: Any
     stale: bool
     """The saved weights differ from the in-memory model (the task adjusted them, or the model is sharded)."""
+
+
+def default_probe(task: Task, distilled: bool) -> bool:
+    """What train.linear_probe left at null means for `task`, said in the log: on where the task probes by default
+    (multi-label: a fresh head barely learns its rare labels), never for a student (it learns its teacher's outputs)."""
+    on = task.modeling.probes and task.modeling.probes_by_default and not distilled
+    if on:
+        log.info("linear probe: on, the %s default (each output fitted on the frozen features first, LP-FT: rare labels "
+                 "start trained); --train.linear_probe false turns it off", task.name)
+    return on
 
 
 def fit_probe(prep: Prepared, net, train: TrainArgs) -> Dict:

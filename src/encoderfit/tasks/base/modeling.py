@@ -11,6 +11,8 @@ from .part import Part
 class Modeling(Part):
     probes = False
     """Whether train.linear_probe can fit this task's output layer (one row of outputs per text)."""
+    probes_by_default = False
+    """Whether train.linear_probe left at its default (null) probes this task's new output layer first."""
 
     def model_kwargs(self, labels: List[str]) -> Dict[str, Any]:
         """from_pretrained keyword arguments for the output layer: num_labels, id2label, label2id, problem_type."""

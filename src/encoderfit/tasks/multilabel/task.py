@@ -24,7 +24,9 @@ C_GRID = (1.0, 10.0)
 
 
 def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(logits, dtype=np.float64)))
+    from scipy.special import expit  # no overflow warning for a probe's large negative logits (exactly 0 there)
+
+    return expit(np.asarray(logits, dtype=np.float64))
 
 
 def best_threshold(probs: np.ndarray, y: np.ndarray) -> tuple:
@@ -143,6 +145,7 @@ class MultilabelTargets(Targets):
 
 class MultilabelModeling(Modeling):
     probes = True
+    probes_by_default = True  # one output per label: a rare label's row barely moves from a fresh start (LP-FT first)
 
     def output_bias(self, stats):
         """Each label's log-odds in the training split (smoothed): a new head starts at the priors, so the encoder is
