@@ -36,7 +36,7 @@ def output_distance(task, reference, now) -> float:
     class distributions for single-label outputs (per text, or per word), else the mean squared change relative to
     the outputs' own variance."""
     ref, cur = flat_outputs(reference), flat_outputs(now)
-    if task.problem_type in ("single_label_classification", "token_classification"):
+    if task.scoring.softmax_outputs:
         p = _softmax(ref)
         return float(np.mean(np.sum(p * (np.log(p + 1e-12) - np.log(_softmax(cur) + 1e-12)), -1)))
     spread = float(np.mean((ref - ref.mean(0)) ** 2)) or 1.0

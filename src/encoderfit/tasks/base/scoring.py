@@ -9,6 +9,10 @@ from .part import Part
 
 
 class Scoring(Part):
+    softmax_outputs = False
+    """Whether the outputs are class logits under one softmax (a row per text, or per word): `encoderfit compress`
+    then measures how far a pruned model's outputs moved by KL divergence, else by their squared change."""
+
     def trainer_metrics(self, labels: List[str], stats: Dict[str, Any]) -> Callable:
         """compute_metrics for the Trainer's evaluations: logits and targets -> {metric: value}."""
         raise NotImplementedError

@@ -166,6 +166,7 @@ class ClassificationModeling(Modeling):
 
 class ClassificationScoring(Scoring):
     agreement_metric = "accuracy"
+    softmax_outputs = True
 
     def confidence_correct(self, preds, labels, head):
         probs = self.task.decoding.probabilities(preds.logits, head)

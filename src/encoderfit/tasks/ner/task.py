@@ -176,6 +176,8 @@ class NerModeling(Modeling):
 
 
 class NerScoring(Scoring):
+    softmax_outputs = True
+
     def trainer_metrics(self, labels, stats):
         def compute(eval_pred):
             ids, y = eval_pred
