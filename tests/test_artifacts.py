@@ -55,6 +55,7 @@ def test_a_sequence_run_loads_in_the_text_classification_pipeline_with_its_train
     got = np.asarray([[row[label] for label in ours.labels] for row in theirs])
     np.testing.assert_allclose(got, expected.reshape(got.shape), atol=1e-4)
     loads_every_weight(AutoModel, run / "model")  # SentenceTransformer(DIR) loads the encoder alone: no head at all
+    assert 'transformers.pipeline("text-classification", model=DIR)' in (run / "model" / "README.md").read_text()
 
 
 def test_a_token_run_and_a_qa_run_load_in_transformers_with_their_trained_heads(ner_run, qa_run):
@@ -70,6 +71,9 @@ def test_a_token_run_and_a_qa_run_load_in_transformers_with_their_trained_heads(
         enc = AutoTokenizer.from_pretrained(str(run / "model"))(texts, padding=True, return_tensors="pt")
         with torch.no_grad():
             theirs, mine = plain(**enc), ours.model(**enc)
+        card = (run / "model" / "README.md").read_text()
+        assert (f"{cls.__name__}.from_pretrained(DIR)" in card and "loads it with its trained head" in card
+                and "library_name: transformers" in card)
         real = enc["attention_mask"].bool().numpy()  # the Predictor's padding-free model leaves padded positions unused
         if cls is AutoModelForTokenClassification:
             np.testing.assert_allclose(theirs.logits.numpy()[real], mine.logits.numpy()[real], atol=1e-4)
@@ -89,6 +93,7 @@ def test_an_embedding_run_loads_in_sentence_transformers_and_its_encoder_in_tran
     np.testing.assert_allclose(st_outputs(embedding_run / "model", TEXTS),
                                Predictor.from_pretrained(embedding_run, device="cpu").logits(TEXTS), atol=1e-4)
     loads_every_weight(AutoModel, embedding_run / "model")  # pipeline("feature-extraction"): the bare encoder, no head
+    assert "`SentenceTransformer(DIR).encode(texts)` returns the embeddings" in (embedding_run / "model" / "README.md").read_text()
 
 
 def test_a_similarity_run_loads_in_sentence_transformers(tmp_path, tiny_model):

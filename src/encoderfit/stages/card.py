@@ -48,11 +48,16 @@ def loading_lines(model_dir: Optional[Path], task) -> List[str]:
     from ..models.loading import is_sentence_model, transformer_path
     from ..models.pooling import HEAD_FILE
 
-    plain = (f"`transformers.pipeline(\"{task.pipeline_tag}\", model=DIR)` (or `{task.auto_model}.from_pretrained(DIR)`) "
-             "loads it with its trained head; what was fitted on validation (encoderfit.json: temperature, thresholds, "
-             "intervals) only encoderfit's `Predictor` applies.")
+    from transformers.pipelines import SUPPORTED_TASKS
+
     if model_dir is None or not is_sentence_model(model_dir):
-        return [plain]
+        extra = sorted(p.name for p in Path(model_dir).glob("*.safetensors") if p.name != "model.safetensors") if model_dir else []
+        loader = (f"`transformers.pipeline(\"{task.pipeline_tag}\", model=DIR)` (or `{task.auto_model}.from_pretrained(DIR)`)"
+                  if task.pipeline_tag in SUPPORTED_TASKS else
+                  f"`{task.auto_model}.from_pretrained(DIR)` (transformers has no {task.pipeline_tag} pipeline)")
+        beside = f" and the head{'s' if len(extra) > 1 else ''} in {', '.join(f'`{e}`' for e in extra)}" if extra else ""
+        return [f"{loader} loads it with its trained head; what was fitted on validation (encoderfit.json: temperature, "
+                f"thresholds, intervals){beside} only encoderfit's `Predictor` applies."]
     if transformer_path(str(model_dir)) != str(model_dir):
         return [f"A sentence-transformers model: the encoder in `{Path(transformer_path(str(model_dir))).name}/`, its pooling, "
                 f"and the head as a Dense module. `SentenceTransformer(DIR).encode(texts)` returns the logits (a column per "
