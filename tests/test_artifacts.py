@@ -140,6 +140,11 @@ def test_a_classifier_on_a_sentence_transformers_checkpoint_never_loads_under_a_
     run_cli("export", str(out))  # the ONNX export reads the nested transformer
     assert json.loads((out / "onnx" / "parity.json").read_text())["fp32"]["max_abs_logit_diff"] < 1e-4
     run_cli("eval", str(out))
+    texts = write_csv(tmp_path / "traffic.csv", make_rows(10, seed=4))  # predict's CLI with a log, and monitor, read it too
+    run_cli("predict", str(out), "--input", str(texts), "--output", str(tmp_path / "p.jsonl"), "--log", str(tmp_path / "log.db"))
+    proc = run_cli("monitor", str(out), "--log", str(tmp_path / "log.db"), "--output", str(tmp_path / "m"), "--permutations", "50",
+                   "--min_rows", "5", check=False)
+    assert proc.returncode in (0, 3) and "embeddings" in json.loads((tmp_path / "m" / "monitor.json").read_text())["tests"]
     # a run of the old layout (the transformer at the top level) still loads, to the same logits
     old = tmp_path / "old"
     shutil.copytree(out / "model", old)

@@ -23,6 +23,14 @@ def test_classes_named_like_mathtext_or_html_train_and_are_shown_as_typed(tmp_pa
     assert "$x^$" in (out / "model" / "README.md").read_text()
     assert set(Predictor.from_pretrained(out).predict("garlic soup")["probabilities"]) == set(NAMES.values())
     run_cli("report", str(out))  # and again from the saved run
+    # the monitoring page's figures (label shares over time) and tables name the labels too
+    texts = write_csv(tmp_path / "traffic.csv", make_rows(10, seed=4))
+    run_cli("predict", str(out), "--input", str(texts), "--output", str(tmp_path / "p.jsonl"), "--log", str(tmp_path / "log.db"))
+    proc = run_cli("monitor", str(out), "--log", str(tmp_path / "log.db"), "--output", str(tmp_path / "m"), "--permutations", "50",
+                   "--min_rows", "5", check=False)
+    assert proc.returncode in (0, 3), proc.stderr[-2000:]
+    page = (tmp_path / "m" / "monitor.html").read_text()
+    assert "<i>a&b</i>" not in page and "alt='prediction shares over time'" in page  # its legend names each label
 
 
 def test_every_figure_draws_its_texts_as_typed():
