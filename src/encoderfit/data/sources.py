@@ -120,20 +120,55 @@ def read_table(path: Path):
         raise UserError(f"{path}: cannot be read as {ext[1:].upper()} ({reason}); check the file's format") from None
 
 
+def read_tables(paths: Sequence[Path], where: str):
+    """The files of one split (the parts of a folder or a glob), in name order -> one Dataset: each file read by
+    read_table into the datasets cache, the parts concatenated, still memory-mapped (never loaded into memory)."""
+    if len(paths) == 1:
+        return read_table(paths[0])
+    from datasets import concatenate_datasets
+
+    parts = [read_table(path) for path in paths]
+    for path, part in zip(paths, parts):
+        if part.features != parts[0].features:
+            raise UserError(f"{path}: its columns {dict(part.features)} differ from {paths[0].name}'s {dict(parts[0].features)}; "
+                            f"every file of {where} must have the same columns and types")
+    return concatenate_datasets(parts)
+
+
+def glob_files(pattern: str) -> List[Path]:
+    """The data files a glob (`data/*.parquet`, `parts/**/*.jsonl`) names, in name order."""
+    import glob
+
+    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True)
+                   if Path(p).is_file() and Path(p).suffix.lower() in FORMATS)
+    if not files:
+        raise UserError(f"data.source: the pattern '{pattern}' matches no {'/'.join(sorted(TEXT_FORMATS | {'.parquet'}))} "
+                        f"file (relative to {os.getcwd()}); check it")
+    return files
+
+
 DOC_FILES = ("readme", "license", "licence", "copying", "notice", "manifest", "changelog", "source_")
 
 
-def _split_files(directory: Path) -> Dict[str, Path]:
-    """A directory's data files by split name (the file's stem); a data set's README.txt, LICENSE.txt ... are not
-    splits."""
-    found = {}
+def _split_files(directory: Path) -> Dict[str, List[Path]]:
+    """A directory's data files by split name: the file's stem, or a sub-folder's name for a split in parts
+    (train/part-00000.parquet ...); a data set's README.txt, LICENSE.txt ... are not splits."""
+    found: Dict[str, List[Path]] = {}
     for path in sorted(directory.iterdir()):
         if path.name.lower().startswith(DOC_FILES):
             continue
-        if path.is_file() and path.suffix.lower() in FORMATS:
-            if path.stem in found:
-                raise UserError(f"{directory}: two files for split '{path.stem}' ({found[path.stem].name}, {path.name}); keep one")
-            found[path.stem] = path
+        if path.is_dir():
+            parts = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in FORMATS
+                           and not p.name.lower().startswith(DOC_FILES))
+            name = path.name
+        elif path.is_file() and path.suffix.lower() in FORMATS:
+            parts, name = [path], path.stem
+        else:
+            continue
+        if parts and name in found:
+            raise UserError(f"{directory}: two files for split '{name}' ({found[name][0].name}, {path.name}); keep one")
+        if parts:
+            found[name] = parts
     return found
 
 
@@ -162,6 +197,9 @@ def load_source(source: Optional[str], config_name: Optional[str] = None):
     if source in RECIPES:
         return RECIPES[source]()
     path = Path(source).expanduser()
+    if not path.exists() and any(c in source for c in "*?["):  # a glob of parts: one train split
+        files = glob_files(source)
+        return _datasets().DatasetDict({"train": read_tables(files, source)})
     if not path.exists() and (path.suffix or source.startswith((".", "/", "~"))):  # before importing datasets (~1 s)
         raise UserError(f"data.source: file '{source}' does not exist; check the path (relative to {os.getcwd()})")
     datasets = _datasets()
@@ -172,7 +210,7 @@ def load_source(source: Optional[str], config_name: Optional[str] = None):
         files = _split_files(path)
         if not files:
             raise UserError(f"{path}: no data files found; put train.csv (or .tsv/.json/.jsonl/.parquet) and optionally validation/test files there")
-        return datasets.DatasetDict({split: read_table(file) for split, file in files.items()})
+        return datasets.DatasetDict({split: read_tables(parts, f"{path} [{split}]") for split, parts in files.items()})
     if path.is_file():
         return datasets.DatasetDict({"train": read_table(path)})
     if "/" not in source:
@@ -194,11 +232,13 @@ def join_columns(ds, columns: Optional[List[str]], into: str, where: str):
             raise UserError(f"{where}: no column '{column}'{closest(column, ds.column_names)}; columns are {ds.column_names}; "
                             "fix --data.join_columns")
 
-    def join(row):
-        parts = [str(row[c]).strip() for c in columns if row[c] is not None and str(row[c]).strip()]
-        return {into: "\n\n".join(parts) if parts else None}
+    return ds.map(lambda row: {into: join_row(row, columns)})
 
-    return ds.map(join)
+
+def join_row(row: Dict, columns: List[str]) -> Optional[str]:
+    """One row's text from data.join_columns: the columns' values joined by a blank line (empty parts skipped)."""
+    parts = [str(row[c]).strip() for c in columns if row.get(c) is not None and str(row[c]).strip()]
+    return "\n\n".join(parts) if parts else None
 
 
 def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
@@ -224,7 +264,7 @@ def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
         check_label_kinds(list(ds[LABEL]), data.label_column, where)
     for name, column in ((TEXT, data.text_column), (PAIR, data.text_pair_column)):
         if name in ds.column_names:
-            for i, value in enumerate(ds[name]):
+            for i, value in enumerate(value for batch in ds.select_columns([name]).iter(batch_size=10_000) for value in batch[name]):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     raise UserError(f"{where}: row {i + 1}: empty text in column '{column}'; fill it in or remove the row")
                 if not isinstance(value, str):

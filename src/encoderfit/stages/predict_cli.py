@@ -131,6 +131,12 @@ def predict(
     context: Optional[str] = None,
     log: Optional[Path] = None,
     log_texts: bool = False,
+    on_error: Literal["fail", "skip"] = "fail",
+    overwrite: bool = False,
+    chunk_rows: int = 10000,
+    engine: Literal["local", "ray"] = "local",
+    ray_address: Optional[str] = None,
+    workers: int = 1,
 ) -> Optional[Path]:
     """Predict with a trained run: one JSONL (or CSV) row per text with the task's result (a label with its
     probabilities, a set of labels, or a score with its interval).
@@ -157,6 +163,14 @@ def predict(
         log: Prediction log (SQLite) to append these predictions to, as `serve --log` does; each output row gets the
             "id" that `encoderfit feedback` takes (docs/monitoring.md).
         log_texts: Keep the texts in the log too.
+        on_error: A bad input row (not JSON, not text, wrong field count): fail (one line naming the file and row,
+            exit 2) or skip (written with its reason under "error", the rest go on). Empty rows are always written
+            with their reason. Applies to a file, folder or glob --input (streamed); stdin is read whole.
+        overwrite: Discard an interrupted run's parts (OUTPUT.parts/) instead of continuing it.
+        chunk_rows: Rows read, predicted and written at a time (one part of the resumable output; docs/scaling.md).
+        engine: local (this process) or ray (Ray Data, one Predictor per worker; pip install 'encoderfit[ray]').
+        ray_address: With --engine ray: the cluster to join (ray://host:10001, auto). Default: a local Ray for the job.
+        workers: With --engine ray: predictor actors (one GPU each where CUDA is there).
     """
     if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
@@ -170,11 +184,36 @@ def predict(
         raise UserError("--text_pair_column: this model was trained on single texts, not pairs; drop the flag")
     if info.text_pair:
         text_pair_column = text_pair_column or (saved.text_pair_column if saved else None) or second
-    fmt = "csv" if output and Path(output).suffix.lower() == ".csv" else "jsonl"
-    if output and Path(output).suffix.lower() not in (".csv", ".jsonl", ".json"):
-        raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl or .csv")
-    if output:
+    suffix = Path(output).suffix.lower() if output else ".jsonl"
+    fmt = {".csv": "csv", ".parquet": "parquet"}.get(suffix, "jsonl")
+    if suffix not in (".csv", ".jsonl", ".json", ".parquet"):
+        raise UserError(f"--output: unsupported file type '{Path(output).suffix}'; use .jsonl, .csv or .parquet")
+    streamed = question is None and context is None and input != "-" and (output is not None or engine == "ray"
+                                                                           or any(c in input for c in "*?[") or Path(input).is_dir())
+    if fmt == "parquet" and not streamed:
+        raise UserError("--output .parquet needs an --input file, folder or glob (stdin and --question go to .jsonl or .csv)")
+    for flag, value in (("--chunk_rows", chunk_rows), ("--workers", workers)):
+        if value < 1:
+            raise UserError(f"{flag} must be at least 1 (got {value})")
+    if engine == "ray":
+        from .predict_ray import check_ray
+
+        if log is not None:
+            raise UserError("--log with --engine ray: log a local run (--engine local), or drop --log")
+        check_ray()
+    if output and not str(output).startswith(("s3://", "gs://")):
         check_output_file(Path(output), "--output", f"predictions.{fmt}")
+    if streamed:
+        from .predict_stream import stream
+
+        columns = (text_column, text_pair_column, saved.join_columns if saved else None)
+        load = dict(device=device, max_tokens=max_tokens, calibrated=calibrated, abstain=abstain, backend=backend,
+                    int8_recheck=int8_recheck)
+        if engine == "ray":
+            from .predict_ray import run_ray
+
+            return run_ray(run, directory, input, output, fmt, columns, load, on_error, chunk_rows, ray_address, workers)
+        return stream(run, directory, input, output, fmt, columns, load, log, log_texts, on_error, overwrite, chunk_rows)
     if question is not None or context is not None:
         texts, pairs = one_pair(question, context, input, (first, second) if info.text_pair else (first,))
     else:
