@@ -55,3 +55,19 @@ def test_engine_ray_without_ray_is_one_line(trained_run, tmp_path):
     assert not (tmp_path / "o.jsonl").exists()
     assert "--log with --engine ray" in cli_fails("predict", str(trained_run), "--input", str(source), "--output",
                                                   str(tmp_path / "o.jsonl"), "--engine", "ray", "--log", str(tmp_path / "l.db"))
+
+
+def test_launch_skypilot_runs_predict_with_engine_ray_and_installs_ray(trained_run, tmp_path, monkeypatch):
+    import yaml
+
+    project = tmp_path / "proj"
+    project.mkdir()
+    write_jsonl(project / "in.jsonl", texts(3))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    proc = run_cli("launch", "skypilot", "--dry_run", "true", "--", "predict", str(trained_run), "--input", "in.jsonl",
+                   "--output", "out.jsonl", "--engine", "ray", "--workers", "2", cwd=project)
+    task = yaml.safe_load(Path(proc.stdout.split("task: ")[1].split()[0]).read_text())
+    assert f'-m encoderfit predict {trained_run} --input in.jsonl --engine ray --workers 2 --output /encoderfit-runs/proj/out.jsonl' in task["run"]
+    assert "[track,ray]" in task["setup"] and str(trained_run) in task["file_mounts"].values()
+    assert "pass --output" in cli_fails("launch", "skypilot", "--dry_run", "true", "--", "predict", str(trained_run),
+                                        "--input", "in.jsonl", cwd=project)

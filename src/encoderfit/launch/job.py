@@ -22,10 +22,10 @@ import yaml
 from ..core.errors import UserError, closest
 
 # what a launch can run: the commands that write a run (or its evaluation/export) and gain from a GPU
-COMMANDS = ("train", "cv", "tune", "distill", "pretrain", "tune-pretrain", "eval", "export", "compress")
+COMMANDS = ("train", "cv", "tune", "distill", "pretrain", "tune-pretrain", "eval", "export", "compress", "predict")
 DISTRIBUTED = ("train", "distill", "pretrain")  # started with torchrun over the GPUs (and nodes) it is given
 # options whose values may name local files or directories (else a hub name, a recipe or a corpus name)
-PATH_OPTIONS = ("data.source", "data", "distill.unlabelled", "distill.compare", "teacher", "run", "corpus.sources", "tokenizer.path",
+PATH_OPTIONS = ("data.source", "data", "input", "distill.unlabelled", "distill.compare", "teacher", "run", "corpus.sources", "tokenizer.path",
                 "train.deepspeed", "model.name_or_path", "student", "space")
 RUN_OPTIONS = ("teacher", "distill.compare")  # run directories whose training data the command reads again
 FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".yaml", ".yml", ".conll", ".iob", ".bio", ".gz",
@@ -165,6 +165,10 @@ def output_of(command: str, config: Dict, project: Path) -> Tuple[Path, str]:
                             "work: `encoderfit eval RUN`")
         default = run / "eval" / f"{config.get('split') or 'test'}.json"
         return (project / config["output"]).resolve() if config.get("output") else default.resolve(), "--output"
+    if command == "predict":  # a batch job over a corpus (with --engine ray, Ray Data on the node's GPUs)
+        if not config.get("output"):
+            raise UserError("launch predict: pass --output (a .jsonl, .csv or .parquet file) for the predictions")
+        return (project / config["output"]).resolve(), "--output"
     raise UserError(f"launch: cannot tell where `encoderfit {command}` writes")  # pragma: no cover - COMMANDS cover it
 
 

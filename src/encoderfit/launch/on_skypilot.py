@@ -113,9 +113,9 @@ python3 -m uv venv --python 3.11 --allow-existing ~/encoderfit-env
 """
 
 
-def setup_script(mounts: Dict[str, object]) -> str:
-    """Python 3.11, the locked torch and packages, encoderfit: from the mounted source checkout (the lock is in it),
-    else encoderfit's release of this version from PyPI."""
+def setup_script(mounts: Dict[str, object], extras: str = "track") -> str:
+    """Python 3.11, the locked torch and packages, encoderfit (with `extras`): from the mounted source checkout (the
+    lock is in it), else encoderfit's release of this version from PyPI."""
     from .. import __version__
 
     root = Path(__file__).resolve().parents[3]
@@ -123,9 +123,9 @@ def setup_script(mounts: Dict[str, object]) -> str:
     if (root / "pyproject.toml").is_file() and (root / "requirements" / "lock.txt").is_file():
         for part in ("pyproject.toml", "README.md", "src", "requirements"):
             mounts[f"{SOURCE}/{part}"] = str(root / part)
-        install = f"{uv} -r {SOURCE}/requirements/torch.txt\n{uv} -c {SOURCE}/requirements/lock.txt -e \"$HOME/encoderfit-src[track]\""
+        install = f"{uv} -r {SOURCE}/requirements/torch.txt\n{uv} -c {SOURCE}/requirements/lock.txt -e \"$HOME/encoderfit-src[{extras}]\""
     else:
-        install = f"{uv} \"encoderfit[track]=={__version__}\""
+        install = f"{uv} \"encoderfit[{extras}]=={__version__}\""
     return SETUP.format(install=install)
 
 
@@ -141,7 +141,8 @@ def task(job: Job, gpus: str, nodes: int, cloud: Optional[str], spot: bool, buck
         resources["cloud"] = cloud
     return {"name": job.name, "num_nodes": nodes, "resources": resources, "workdir": str(job.project),
             "file_mounts": mounts, **({"secrets": {name: None for name in job.secrets}} if job.secrets else {}),
-            "setup": setup_script(mounts), "run": run_script(job, runs_mount)}
+            "setup": setup_script(mounts, "track,ray" if job.config.get("engine") == "ray" else "track"),
+            "run": run_script(job, runs_mount)}
 
 
 def launch_skypilot(command: List[str], gpus: str = "H100:1", nodes: int = 1, cloud: Optional[str] = None,
