@@ -289,6 +289,12 @@ class ReportArgs:
     serve can then answer UNKNOWN below it. null: no threshold."""
     baseline: bool = True
     """Train a TF-IDF + logistic-regression baseline on the same split and report it beside the model."""
+    baseline_max_rows: Optional[int] = 200_000
+    """Fit the baseline on a seeded sample of at most this many training examples (the report and metrics.json say
+    how many it saw); it is scored on the whole validation/test splits. null: on every training example."""
+    review_max_rows: Optional[int] = 200_000
+    """The label-noise pass (label_noise.csv) reads at most the first this many training examples (a random sample
+    where the splits were made by shuffling; metrics.json says how many). null: every training example."""
     coverage: float = 0.9
     """Regression: the share of true values the prediction intervals should cover (split-conformal, on validation)."""
     noise_confidence: float = 0.9
@@ -303,6 +309,10 @@ class ReportArgs:
         )
         _require(0.5 <= self.noise_confidence < 1, f"report.noise_confidence must be in [0.5, 1) (got {self.noise_confidence})")
         _require(0 < self.coverage < 1, f"report.coverage must be in (0, 1) (got {self.coverage})")
+        _require(self.review_max_rows is None or self.review_max_rows >= 1,
+                 f"report.review_max_rows must be at least 1, or null for every training example (got {self.review_max_rows})")
+        _require(self.baseline_max_rows is None or self.baseline_max_rows >= 2,
+                 f"report.baseline_max_rows must be at least 2, or null for every training example (got {self.baseline_max_rows})")
         _require(self.max_examples >= 1, f"report.max_examples must be at least 1 (got {self.max_examples})")
 
 

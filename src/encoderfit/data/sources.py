@@ -38,6 +38,9 @@ FORMATS = {  # extension -> (datasets builder, builder options)
     **{ext: ("conll", {}) for ext in (".conll", ".iob", ".iob2", ".bio", ".bioes", ".txt")},  # token classification
 }
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
+BATCH = 1000
+"""Rows read at a time by the checks that pass over a whole split (text checks here; fingerprints, overlap and
+duplicates in stages/splits.py): memory stays that of one batch, the split itself stays memory-mapped."""
 
 
 def _datasets():
@@ -53,7 +56,13 @@ def _datasets():
 
 
 def check_utf8(path: Path) -> None:
-    decode_utf8(path.read_bytes(), str(path))
+    """Every line valid UTF-8, read a line at a time (a file of any size); the first bad byte named by its line."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                decode_utf8(b"\n" * (number - 1) + line, str(path))  # its message, with this line's number
 
 
 def check_header(path: Path, delimiter: str) -> None:
@@ -264,7 +273,7 @@ def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
         check_label_kinds(list(ds[LABEL]), data.label_column, where)
     for name, column in ((TEXT, data.text_column), (PAIR, data.text_pair_column)):
         if name in ds.column_names:
-            for i, value in enumerate(value for batch in ds.select_columns([name]).iter(batch_size=10_000) for value in batch[name]):
+            for i, value in enumerate(value for batch in ds.select_columns([name]).iter(batch_size=BATCH) for value in batch[name]):
                 if value is None or (isinstance(value, float) and math.isnan(value)):
                     raise UserError(f"{where}: row {i + 1}: empty text in column '{column}'; fill it in or remove the row")
                 if not isinstance(value, str):

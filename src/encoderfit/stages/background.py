@@ -59,4 +59,5 @@ def baseline_beside_training(task, splits, cfg, max_length: int) -> Optional[Bac
     if not cfg.report.baseline:
         return None
     seen = replace(cfg, resolved={**cfg.resolved, "max_length": max_length})
-    return Background(lambda: task.scoring.baseline(splits, seen.labels, seen), parallel=has_cuda())
+    sample = splits.baseline_sample(cfg.report.baseline_max_rows, cfg.data.split_seed)  # report.baseline_max_rows
+    return Background(lambda: task.scoring.baseline(sample, seen.labels, seen), parallel=has_cuda())

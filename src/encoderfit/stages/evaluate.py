@@ -55,18 +55,23 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: b
     predictor.info.head = head
     baseline = None
     if cfg.report.baseline:
-        fitted = baseline_fit() if baseline_fit is not None else task.scoring.baseline(splits, cfg.labels, cfg)
+        sample = splits.baseline_sample(cfg.report.baseline_max_rows, cfg.data.split_seed)  # what background.py fits too
+        fitted = baseline_fit() if baseline_fit is not None else task.scoring.baseline(sample, cfg.labels, cfg)
         test = preds["test"]
         baseline = (Predictions(test.texts, test.pairs, test.targets, fitted["logits"]), fitted["head"])
         run.write_predictions(BASELINE_SPLIT, baseline[0], task, cfg.labels, "tfidf-baseline")
     results = analyse(task, preds, cfg, head, baseline)
     if baseline is not None:
-        results["baseline"] = {**fitted["metrics"], "head": fitted["head"]}
-    train: Callable[[], Predictions] = lambda: split_predictions(run, "train", splits.train, predictor, task, cfg.labels, fingerprint)  # noqa: E731
+        results["baseline"] = {**fitted["metrics"], "head": fitted["head"], "train_examples": len(sample.train),
+                               "of": len(splits.train), "max_rows": cfg.report.baseline_max_rows}
+    cap = cfg.report.review_max_rows
+    reviewed = splits.train if not cap or len(splits.train) <= cap else splits.train.select(range(cap))  # rows keep their numbers
+    train: Callable[[], Predictions] = lambda: split_predictions(run, "train", reviewed, predictor, task, cfg.labels, fingerprint)  # noqa: E731
     review = task.scoring.review_train(train, cfg.labels, head, cfg) if review_train else None
     if review is not None:
         write_review(run / RunDir.NOISE, review)
-        results["label_noise"] = {"count": len(review), "of": len(splits.train), "min_confidence": cfg.report.noise_confidence}
+        results["label_noise"] = {"count": len(review), "of": len(reviewed), "train_examples": len(splits.train),
+                                  "max_rows": cap, "min_confidence": cfg.report.noise_confidence}
     single = lambda p: p.pairs is not None and not predictor.info.text_pair  # noqa: E731  (embeddings: both sides are texts)
     results["inputs"] = {role: predictor.input_report(p.texts + p.pairs, None) if single(p) else predictor.input_report(p.texts, p.pairs)
                          for role, p in preds.items()}

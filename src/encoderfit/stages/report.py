@@ -28,6 +28,15 @@ def _metric(metrics: Dict, path: str):
     return value
 
 
+def _baseline_sample(metrics: Dict) -> str:
+    """The baseline's training examples, when report.baseline_max_rows capped them to a sample."""
+    seen = metrics.get("baseline") or {}
+    if not seen.get("of") or seen.get("train_examples", seen["of"]) >= seen["of"]:
+        return ""
+    return (f"<p class=muted>The baseline was fitted on a seeded sample of {seen['train_examples']:,} of the {seen['of']:,} "
+            "training examples (report.baseline_max_rows); the model trained on all of them.</p>")
+
+
 def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]) -> str:
     from ..core import figures as f
 
@@ -50,7 +59,7 @@ def render(metrics: Dict, cfg: RunConfig, history: List[Dict], noise: List[Dict]
         (f"<p class='verdict {verdict['outcome'].split()[0]}'><b>Verdict.</b> {f.esc(verdict['sentence'])} "
          f"{f.esc(_uncertainty(metrics))}</p>" if verdict else ""),
         "<div class=cards>" + "".join(f"<div class=card>{t}<b>{v}</b></div>" for t, v in cards) + "</div>",
-        "<h2>Summary</h2>" + f.table(["split", "n", *(title for _, title in task.summary)], summary, (0,)),
+        "<h2>Summary</h2>" + f.table(["split", "n", *(title for _, title in task.summary)], summary, (0,)) + _baseline_sample(metrics),
         _seeds_section(metrics),
         ("<h2>Distillation</h2>" + "".join(f"<p>{f.esc(line)}</p>" for line in distillation_lines(metrics, task))
          if metrics.get("distillation") else ""),

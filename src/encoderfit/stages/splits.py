@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..core.config import DataArgs
-from ..data.sources import LABEL, PAIR, TEXT, join_columns, load_source
+from ..data.sources import BATCH, LABEL, PAIR, TEXT, join_columns, load_source
 from ..core.errors import UserError, closest
 
 if TYPE_CHECKING:
@@ -52,39 +52,64 @@ class Splits:
         out = {}
         for role, ds in self.as_dict().items():
             digest = hashlib.sha256()
-            columns = [c for c in (TEXT, PAIR, LABEL) if c in ds.column_names]
-            for row in zip(*(ds[c] for c in columns)):
+            for row in rows_in_batches(ds, [c for c in (TEXT, PAIR, LABEL) if c in ds.column_names]):
                 digest.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
             out[role] = {"examples": len(ds), "sha256": digest.hexdigest()}
         return out
+
+    def baseline_sample(self, max_rows: Optional[int], seed: int) -> "Splits":
+        """These splits with train cut to a seeded sample of `max_rows` examples (report.baseline_max_rows), so the
+        baseline fits in memory whatever the source's size; validation and test stay whole (it is scored on them)."""
+        if not max_rows or len(self.train) <= max_rows:
+            return self
+        return replace(self, train=self.train.shuffle(seed=seed).select(range(max_rows)))
+
+
+def rows_in_batches(ds: "Dataset", columns: List[str]):
+    """Each row of `ds` as a tuple of `columns`, read BATCH rows at a time (never the whole column as a list)."""
+    for batch in ds.select_columns(columns).iter(batch_size=BATCH):
+        yield from zip(*(batch[c] for c in columns))
+
+
+def row_hashes(ds: "Dataset", columns: List[str]):
+    """A 128-bit BLAKE2 digest of each row's `columns` (numpy 'S16', 16 bytes a row): what duplicates and overlaps are
+    found by at any size (a collision of two different rows: ~n^2 / 2^129, never in practice)."""
+    import hashlib
+
+    import numpy as np
+
+    digests = bytearray()
+    for row in rows_in_batches(ds, columns):
+        digests += hashlib.blake2b(json.dumps(row, ensure_ascii=False).encode(), digest_size=16).digest()
+    return np.frombuffer(bytes(digests), dtype="S16")
 
 
 def warn_overlap(train: "Dataset", test: "Dataset") -> int:
     """Warn of test examples whose input also occurs in training, what makes test metrics optimistic: the text, or
     for pairs the pair (one premise in many pairs is how entailment and QA sets are made); returns their count."""
+    import numpy as np
+
     columns = [c for c in (TEXT, PAIR) if c in test.column_names and c in train.column_names]
-    seen = set(zip(*(train[c] for c in columns)))
-    overlap = sum(row in seen for row in zip(*(test[c] for c in columns)))
+    overlap = int(np.isin(row_hashes(test, columns), row_hashes(train, columns)).sum())  # by hashes: any size
     if overlap and len(columns) == 2:
-        firsts = set(train[TEXT])
+        firsts = int(np.isin(row_hashes(test, [TEXT]), row_hashes(train, [TEXT])).sum())
         log.warning("%d of %d test pairs (text, text_pair) also occur in the training split; test metrics will be optimistic "
                     "(%d test pairs share their first text with a training pair, as is usual in a pair task)",
-                    overlap, len(test), sum(t in firsts for t in test[TEXT]))
+                    overlap, len(test), firsts)
     elif overlap:
         log.warning("%d of %d test texts also occur in the training split; test metrics will be optimistic", overlap, len(test))
     return overlap
 
 
 def _dedupe(ds):
-    keys = zip(ds[TEXT], ds[PAIR]) if PAIR in ds.column_names else ds[TEXT]
-    seen, keep = set(), []
-    for i, key in enumerate(keys):
-        if key not in seen:
-            seen.add(key)
-            keep.append(i)
-    if len(keep) < len(ds):
-        log.info("dropped %d exact duplicate texts before splitting", len(ds) - len(keep))
-    return ds.select(keep)
+    """The first of each set of exact duplicates (text, or text and pair), in order: found by row hashes, 16 bytes a row."""
+    import numpy as np
+
+    _, first = np.unique(row_hashes(ds, [c for c in (TEXT, PAIR) if c in ds.column_names]), return_index=True)
+    if len(first) == len(ds):
+        return ds
+    log.info("dropped %d exact duplicate texts before splitting", len(ds) - len(first))
+    return ds.select(np.sort(first))
 
 
 def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str], rows: Optional[int] = None) -> None:
