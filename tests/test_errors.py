@@ -228,8 +228,11 @@ def test_predict_on_a_device_this_machine_lacks(trained_run, tmp_path, device, e
     assert expected in cli_fails("predict", str(trained_run), "--input", str(tmp_path / "in.txt"), "--device", device)
 
 
-def test_input_directory_is_named_as_a_directory(trained_run, tmp_path):
-    assert "is a directory; pass a file" in cli_fails("predict", str(trained_run), "--input", str(tmp_path))
+def test_input_directory_without_readable_files_is_named(trained_run, tmp_path):
+    """A folder is read as the parts of one input; one that holds nothing readable is named, with what it lacks."""
+    (tmp_path / "notes.md").write_text("hello\n")
+    message = cli_fails("predict", str(trained_run), "--input", str(tmp_path))
+    assert str(tmp_path) in message and "holds no .csv/.tsv/.json/.jsonl/.parquet/.txt file" in message
 
 
 def test_run_directory_with_a_broken_or_unknown_config(trained_run, tmp_path):

@@ -324,6 +324,10 @@ class ReportOverrides:
     """Replace report.target_accuracy; 0 turns the abstention threshold off."""
     baseline: Optional[bool] = None
     """Replace report.baseline."""
+    baseline_max_rows: Optional[int] = None
+    """Replace report.baseline_max_rows; 0: every training example."""
+    review_max_rows: Optional[int] = None
+    """Replace report.review_max_rows; 0: every training example."""
     coverage: Optional[float] = None
     """Replace report.coverage (regression prediction intervals)."""
     noise_confidence: Optional[float] = None
@@ -334,8 +338,9 @@ class ReportOverrides:
     def apply(self, report: ReportArgs) -> ReportArgs:
         """`report` with the settings given here (validated as any ReportArgs)."""
         changes = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
-        if changes.get("target_accuracy") == 0:
-            changes["target_accuracy"] = None
+        for unset_by_zero in ("target_accuracy", "baseline_max_rows", "review_max_rows"):
+            if changes.get(unset_by_zero) == 0:
+                changes[unset_by_zero] = None
         return dataclasses.replace(report, **changes)
 
 
