@@ -76,7 +76,7 @@ def serving_in_thread(run: Path, **app_options):
 
     import uvicorn
 
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
     from encoderfit.serving.app import create_app, model_info
 
     predictor = Predictor.from_pretrained(run)

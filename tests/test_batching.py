@@ -11,7 +11,7 @@ import yaml
 
 from conftest import run_cli
 from encoderfit.core.device import padded_length
-from encoderfit.models.batching import TokenBudgetBatches, batch_sizes, epoch_of
+from encoderfit.models.token_budget import TokenBudgetBatches, batch_sizes, epoch_of
 
 
 def lengths_like_paragraphs(n: int, seed: int = 0) -> list:
@@ -62,8 +62,8 @@ def test_cuts_depend_on_the_lengths_only():
 
 @pytest.fixture(scope="module")
 def prepared(toy_csv, tiny_model):
-    from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs
-    from encoderfit.stages.training import Prepared
+    from encoderfit.core.args import DataArgs, ModelArgs, TrainArgs
+    from encoderfit.runs.training import Prepared
 
     prep = Prepared.load(DataArgs(source=str(toy_csv)), ModelArgs(name_or_path=str(tiny_model)), TrainArgs())
     prep.model_path = str(tiny_model)
@@ -71,7 +71,7 @@ def prepared(toy_csv, tiny_model):
 
 
 def budget_trainer(prepared, tmp_path, **train):
-    from encoderfit.core.config import ModelArgs, TrainArgs
+    from encoderfit.core.args import ModelArgs, TrainArgs
 
     args = TrainArgs(report_to=[], **train)
     net = prepared.task.modeling.load_model(ModelArgs(name_or_path=prepared.model_path), prepared.splits.labels,
@@ -131,9 +131,9 @@ def test_budget_training_through_the_cli_learns_and_says_how_it_batched(toy_csv,
 
 
 def test_a_budget_below_the_longest_row_and_one_for_the_embedding_trainer_are_refused(tmp_path):
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
     from encoderfit.core.errors import UserError
-    from encoderfit.models.batching import token_budget
+    from encoderfit.models.token_budget import token_budget
     from encoderfit.models.trainer import training_arguments
 
     longest = padded_length(300)

@@ -51,7 +51,7 @@ def test_report_overrides_mirror_report_settings():
     """`eval --report.X` can replace every report setting, and only the ones given."""
     import dataclasses
 
-    from encoderfit.core.config import ReportArgs, ReportOverrides
+    from encoderfit.core.args import ReportArgs, ReportOverrides
 
     assert [f.name for f in dataclasses.fields(ReportOverrides)] == [f.name for f in dataclasses.fields(ReportArgs)]
     base = ReportArgs(target_accuracy=0.95, noise_confidence=0.8)

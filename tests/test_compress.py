@@ -218,7 +218,7 @@ def test_a_pooled_classifier_of_the_same_labels_starts_from_its_own_head(tiny_be
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense
 
-    from encoderfit.core.config import ModelArgs
+    from encoderfit.core.args import ModelArgs
     from encoderfit.models.pooling import pooled_classifier
     from encoderfit.tasks import get_task
 
@@ -240,7 +240,7 @@ def test_a_bert_sentence_model_run_is_compressed_from_its_own_head(tiny_bert_sen
     chosen by measurement goes, the student starts from the run's head, and the compressed run predicts."""
     from sentence_transformers import SentenceTransformer
 
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     run = tmp_path / "bert"
     run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_bert_sentence_model), "--output_dir",
@@ -257,7 +257,7 @@ def test_a_bert_sentence_model_run_is_compressed_from_its_own_head(tiny_bert_sen
 
 @pytest.mark.parametrize("fixture", ["multilabel_run", "regression_run", "ner_run", "embedding_run"])
 def test_every_task_with_a_per_text_or_per_token_head_is_compressed(fixture, request, tmp_path):
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     run = request.getfixturevalue(fixture)
     out = tmp_path / "small"

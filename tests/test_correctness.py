@@ -51,7 +51,7 @@ def test_eval_refuses_splits_that_changed_since_training(trained_run, toy_csv, t
 def test_a_head_for_other_labels_of_the_same_count_is_initialised_afresh(trained_run):
     from safetensors.numpy import load_file
 
-    from encoderfit.core.config import ModelArgs
+    from encoderfit.core.args import ModelArgs
     from encoderfit.models.loading import load_model
     from encoderfit.tasks import get_task
 
@@ -74,7 +74,7 @@ def test_weighted_cross_entropy_is_normalised_alike_in_training_and_evaluation()
     import torch
     from types import SimpleNamespace
 
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
     from encoderfit.tasks import get_task
 
     loss = get_task("classification").modeling.loss({"counts": [90, 10]}, TrainArgs(class_weights="balanced"))
@@ -104,7 +104,7 @@ def test_multilabel_thresholds_are_read_by_name_whatever_the_saved_order():
 
 
 def test_an_ensembles_fingerprint_covers_its_members(trained_run, tmp_path):
-    from encoderfit.stages.rundir import ModelDir
+    from encoderfit.runs.rundir import ModelDir
 
     model = tmp_path / "model"
     shutil.copytree(trained_run / "model", model)

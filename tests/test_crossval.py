@@ -47,8 +47,8 @@ def test_cross_validation_refuses_what_it_cannot_do(tmp_path, tiny_model, toy_cs
 
 def test_a_conll_folder_with_valid_txt_and_a_readme_is_read_as_shipped(tmp_path):
     """CoNLL-2003 ships train.txt, valid.txt and test.txt (4 columns, -DOCSTART- lines) beside documentation files."""
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import prepare
 
     folder = tmp_path / "conll"
     folder.mkdir()
@@ -68,8 +68,8 @@ def test_a_conll_folder_with_valid_txt_and_a_readme_is_read_as_shipped(tmp_path)
 def test_data_documents_reads_each_conll_document_as_one_text(tmp_path):
     """With ner.documents, the sentences between -DOCSTART- lines become one text (the model then reads each word
     with its neighbouring sentences), their words and tags in order; the entities are the same."""
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import prepare
     from encoderfit.tasks.ner.metrics import gold
 
     folder = tmp_path / "docs"
@@ -91,8 +91,8 @@ def test_data_documents_reads_each_conll_document_as_one_text(tmp_path):
 
 
 def test_join_columns_builds_the_text_from_a_title_and_a_body(tmp_path):
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import prepare
     from encoderfit.core.errors import UserError
 
     rows = [{"title": f"HEADLINE {i}", "text": "" if i % 5 == 0 else f"body of story {i}", "labels": ["a"] if i % 2 else ["b"]}
@@ -149,8 +149,8 @@ def test_the_hubs_shapes_of_conll2003_and_reuters_are_read(tmp_path):
     `conll2003` (tokens, ner_tags as ClassLabel ids) and `ucirvine/reuters21578` ModApte (title, text, topics)."""
     from datasets import ClassLabel, Dataset, DatasetDict, Features, Sequence, Value
 
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import prepare
 
     names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]  # the hub's order
     features = Features({"id": Value("string"), "tokens": Sequence(Value("string")), "ner_tags": Sequence(ClassLabel(names=names))})

@@ -41,7 +41,7 @@ def test_two_processes_on_one_gpu_are_refused_before_anything_loads():
 
 def test_the_trainer_settings_follow_the_device(tmp_path):
     from encoderfit.core import device
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
     from encoderfit.models.trainer import training_arguments
 
     args = training_arguments(TrainArgs(report_to=[]), "fp32", tmp_path)
@@ -59,7 +59,7 @@ def test_the_trainer_settings_follow_the_device(tmp_path):
 
 
 def test_torch_compile_takes_auto_true_and_false_on_the_command_line(tmp_path):
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
 
     assert TrainArgs().torch_compile == "auto" and TrainArgs().num_workers is None
     proc = run_cli("train", "--train.torch_compile", "maybe", "--output_dir", str(tmp_path / "x"), check=False)
@@ -80,7 +80,7 @@ def test_bf16_only_where_the_gpu_does_it_natively():
 
 
 def test_predictions_in_bf16_on_a_gpu_and_unchanged_on_a_cpu():
-    from encoderfit.stages.predict import inference_precision
+    from encoderfit.runs.predictor import inference_precision
 
     assert inference_precision("auto", "cpu") == "fp32"
     assert inference_precision("fp32", "cuda:0") == "fp32"  # a run trained in fp32
@@ -95,7 +95,7 @@ def test_predictions_in_bf16_on_a_gpu_and_unchanged_on_a_cpu():
 
 @pytest.mark.parametrize("parallel", [False, True])
 def test_the_baseline_beside_training_gives_what_it_gives_after_it(parallel):
-    from encoderfit.stages.background import Background
+    from encoderfit.runs.background import Background
 
     done = Background(lambda: {"C": 10.0}, parallel=parallel)
     assert done.result() == {"C": 10.0} and done.result() == {"C": 10.0}

@@ -8,9 +8,9 @@ import pytest
 from datasets import Dataset, DatasetDict
 
 from conftest import make_rows, write_csv
-from encoderfit.core.config import DataArgs
+from encoderfit.core.args import DataArgs
 from encoderfit.data.sources import tokenize
-from encoderfit.stages.splits import prepare
+from encoderfit.runs.splits import prepare
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +226,7 @@ def test_a_text_pair_column_trains_as_pairs_without_a_flag(tmp_path, tiny_model,
     from transformers import AutoTokenizer
 
     from conftest import read_jsonl, run_cli
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.rundir import RunDir
 
     path = write_csv(tmp_path / "pairs.csv", make_relation_rows(60, seed=1), fieldnames=("text", "text_pair", "note", "label"))
     with caplog.at_level("INFO"):

@@ -41,9 +41,9 @@ def test_augment_is_seeded_and_keeps_out_excluded_texts():
 
 
 def test_transfer_set_never_holds_validation_or_test_text(toy_csv, tmp_path):
-    from encoderfit.core.config import DataArgs, DistillArgs
-    from encoderfit.stages.distill import transfer_set
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs, DistillArgs
+    from encoderfit.runs.distillation import transfer_set
+    from encoderfit.runs.splits import prepare
 
     splits = prepare(DataArgs(source=str(toy_csv)))
     held = set(splits.validation["text"]) | set(splits.test["text"])
@@ -174,7 +174,7 @@ def test_multilabel_regression_and_ner_students_learn_from_their_teachers(teache
 def test_ner_teacher_words_reach_each_student_word_once_whatever_its_tokenizer(student, tiny_model):
     """The teacher's per-word logits land on the student's first sub-word of each word, once per window, with the
     student's own tokenizer (byte-level BPE, or MiniLM's lower-casing WordPiece) and windows."""
-    from encoderfit.core.config import ModelArgs
+    from encoderfit.core.args import ModelArgs
     from encoderfit.core.tokens import IGNORE, aligned_windows, split_words
     from encoderfit.models.loading import load_tokenizer
 

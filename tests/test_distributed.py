@@ -57,7 +57,7 @@ def test_fsdp_and_deepspeed_settings_are_checked(tmp_path):
 
     import pytest
 
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
     from encoderfit.core.errors import UserError
     from encoderfit.models.trainer import training_arguments
 

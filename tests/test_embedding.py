@@ -61,7 +61,7 @@ def test_embedding_ranks_use_cosine_whatever_the_norms():
 def test_pairs_train_evaluate_and_load_in_sentence_transformers(embedding_run):
     from sentence_transformers import SentenceTransformer
 
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     history = losses(embedding_run)
     assert history[-1] < 0.7 * history[0]
@@ -121,7 +121,7 @@ def test_similarity_scored_pairs_train(tmp_path, tiny_model):
 def test_batches_hold_no_duplicate_text(tmp_path, tiny_model):
     from datasets import Dataset
 
-    from encoderfit.core.config import ModelArgs, TrainArgs
+    from encoderfit.core.args import ModelArgs, TrainArgs
     from encoderfit.tasks import get_task
 
     task = get_task("embedding")
@@ -160,8 +160,8 @@ def test_embed_search_and_index_reuse(embedding_run, search_data, tmp_path):
 def test_serve_embed_and_search(embedding_run, search_data, tmp_path):
     import httpx
 
-    from encoderfit.stages.predict import Predictor
-    from encoderfit.stages.search import index_for
+    from encoderfit.runs.predictor import Predictor
+    from encoderfit.runs.search_index import index_for
 
     corpus = tmp_path / "docs.txt"
     corpus.write_text("\n".join(r["document"] for r in read_jsonl(search_data.read_text())) + "\n")
@@ -229,7 +229,7 @@ def test_contrastive_pairs_are_balanced_and_logistic_head_matches_sklearn():
 
 
 def test_embedding_head_classification_trains_predicts_and_exports(tmp_path, tiny_model, toy_csv):
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     out = tmp_path / "setfit"
     run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--model.head", "embedding",

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import read_jsonl, run_cli, serving
 from encoderfit import cli
-from encoderfit.stages.predict import Predictor
+from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks import get_task
 
 

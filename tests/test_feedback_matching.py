@@ -45,8 +45,8 @@ def test_feedback_by_text_on_a_pair_run_reads_the_runs_pair_column(pair_run, tmp
 
 def test_retrain_names_feedback_that_lacks_its_second_text(tmp_path, caplog):
     from encoderfit.core.errors import UserError
-    from encoderfit.stages.predlog import PredictionLog
-    from encoderfit.stages.retrain import read_feedback
+    from encoderfit.runs.predlog import PredictionLog
+    from encoderfit.commands.retrain import read_feedback
     from encoderfit.tasks import get_task
 
     path = tmp_path / "log.db"
@@ -74,7 +74,7 @@ def other_model(run, home):
 
 
 def test_feedback_by_text_joins_the_named_models_own_prediction_only(trained_run, tmp_path):
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.rundir import RunDir
 
     other = other_model(trained_run, tmp_path)
     mine, theirs = RunDir(trained_run).model.fingerprint(), RunDir(other).model.fingerprint()
@@ -108,7 +108,7 @@ def test_feedback_labels_are_read_as_training_reads_them(trained_run, multilabel
 
 
 def test_feedback_refuses_a_directory_as_the_file_and_a_model_encoderfit_did_not_write(trained_run, tiny_model, tmp_path):
-    from encoderfit.stages.predlog import PredictionLog
+    from encoderfit.runs.predlog import PredictionLog
 
     log = tmp_path / "log.db"
     PredictionLog(log).close()

@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs
-from encoderfit.stages.splits import prepare
+from encoderfit.core.args import DataArgs, ModelArgs, TrainArgs
+from encoderfit.runs.splits import prepare
 from encoderfit.models.loading import load_model, load_tokenizer
-from encoderfit.stages.rundir import ModelInfo
+from encoderfit.runs.rundir import ModelInfo
 from encoderfit.tasks import get_task
-from encoderfit.stages.predict import Predictor
-from encoderfit.stages.train import fit
+from encoderfit.runs.predictor import Predictor
+from encoderfit.commands.train import fit
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from conftest import make_rows, run_cli, write_csv
-from encoderfit.stages.rundir import ModelDir
+from encoderfit.runs.rundir import ModelDir
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -93,7 +93,7 @@ def test_abstentions_keep_the_models_own_label_and_raise_no_label_alarm(trained_
 
 def test_onnx_export_rows_carry_the_fingerprint_of_the_model_exported(trained_run, traffic, tmp_path):
     from encoderfit.serving.logged import served_log
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     onnx = tmp_path / "onnx"
     run_cli("export", str(trained_run), "--output", str(onnx))

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import FILLER, TOPICS, free_port, make_rows, run_cli, serving, write_csv
 from running import wait_until_up
-from encoderfit.stages.predlog import PredictionLog, new_id
+from encoderfit.runs.predlog import PredictionLog, new_id
 
 KEY = "k-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -218,7 +218,7 @@ def test_each_task_reads_feedback_labels_its_own_way():
 def test_monitor_counts_the_feedback_of_the_windows_predictions_only(tmp_path):
     # A window's feedback accuracy is about the predictions made in it, however late their labels came: an old
     # batch of wrong predictions must not raise an alarm on every later window (found on the VADER shift run).
-    from encoderfit.stages.monitor import _feedback
+    from encoderfit.commands.monitor import _feedback
     from encoderfit.tasks import get_task
 
     store = PredictionLog(tmp_path / "log.db")

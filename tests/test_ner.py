@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import make_ner_rows, run_cli, write_jsonl
 
-from encoderfit.core.config import DataArgs
-from encoderfit.stages.splits import prepare
+from encoderfit.core.args import DataArgs
+from encoderfit.runs.splits import prepare
 from encoderfit.tasks.ner.tags import convert, detect, entities
 
 GOLD = Path(__file__).parent / "data" / "gold-entities.jsonl"
@@ -118,7 +118,7 @@ def test_alignment_labels_each_word_once_at_its_first_subword(kind, tiny_model, 
 
 
 def test_windows_tag_every_word_of_a_long_text(ner_run):
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
     from encoderfit.core.tokens import split_words
 
     model = Predictor.from_pretrained(ner_run)
@@ -149,7 +149,7 @@ def test_training_learns_entities_with_a_crf_baseline(ner_run):
 
 
 def test_seqeval_agrees_with_bootstrap_counts(ner_run):
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.rundir import RunDir
     from encoderfit.tasks import get_task
 
     run, task = RunDir(ner_run), get_task("ner")
@@ -163,7 +163,7 @@ def test_seqeval_agrees_with_bootstrap_counts(ner_run):
 
 
 def test_offsets_point_into_the_original_string(ner_run):
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     model = Predictor.from_pretrained(ner_run)
     texts = ["Today  alice 🙂 went to   café in new   york , with bob", "ünïcode bob\tand carol in rome!"]
@@ -178,7 +178,7 @@ def test_offsets_point_into_the_original_string(ner_run):
 def test_plain_pipeline_agrees(ner_run):
     from transformers import pipeline
 
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     texts = [" ".join(r["tokens"]) for r in make_ner_rows(40, seed=9)]
     ours = Predictor.from_pretrained(ner_run).predict(texts)

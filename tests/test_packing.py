@@ -310,7 +310,7 @@ def test_train_with_packing_gives_a_model_pipeline_loads(trained_run):
     import yaml
     from transformers import pipeline
 
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     config = yaml.safe_load((trained_run / "config.yaml").read_text())
     assert config["train"]["packing"] == "auto" and config["resolved"]["packing"] is True

@@ -4,8 +4,8 @@ in many pairs is how entailment sets are made, and it says how many pairs overla
 from __future__ import annotations
 
 from conftest import make_pair_rows, make_rows, write_csv
-from encoderfit.core.config import DataArgs
-from encoderfit.stages.splits import prepare
+from encoderfit.core.args import DataArgs
+from encoderfit.runs.splits import prepare
 
 PAIR = ("text", "text_pair", "label")
 

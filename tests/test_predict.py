@@ -4,8 +4,8 @@ import random
 
 import numpy as np
 
-from encoderfit.stages.predict import Predictor, length_batches
-from encoderfit.stages.predict_cli import read_inputs
+from encoderfit.runs.predictor import Predictor, length_batches
+from encoderfit.runs.inputs import read_inputs
 
 
 def test_length_batches_cover_every_index_once_within_budget():

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import free_port, make_rows, run_cli, write_csv
 from encoderfit.core.errors import UserError
-from encoderfit.stages.predlog import PredictionLog, new_id
+from encoderfit.runs.predlog import PredictionLog, new_id
 
 DAY = 86400.0
 

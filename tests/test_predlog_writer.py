@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from conftest import serving
-from encoderfit.stages.predlog import PredictionLog, new_id
-from encoderfit.stages.predlog_writer import LogWriter
+from encoderfit.runs.predlog import PredictionLog, new_id
+from encoderfit.runs.predlog_writer import LogWriter
 
 
 def row(text, **values):

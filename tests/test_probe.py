@@ -13,8 +13,8 @@ import pytest
 from conftest import make_ner_rows, run_cli, write_jsonl
 from failing import cli_fails
 
-from encoderfit.core.config import DataArgs
-from encoderfit.stages.splits import prepare
+from encoderfit.core.args import DataArgs
+from encoderfit.runs.splits import prepare
 from encoderfit.core.errors import UserError
 
 # ten lines of a text file, the second with a form feed and the third with a U+2028 in it: str.splitlines() breaks there
@@ -35,7 +35,7 @@ def fails(source: Path, task: str, **options) -> str:
 def test_text_files_split_into_lines_at_newlines_only(tmp_path):
     from encoderfit.pretraining.corpus import split_documents
     from encoderfit.core.files import split_lines
-    from encoderfit.stages.predict_cli import read_inputs
+    from encoderfit.runs.inputs import read_inputs
     from encoderfit.data.conll import read_conll
 
     assert split_lines("a\r\nb\x0cc\u2028d\n\ne") == ["a", "b\x0cc\u2028d", "", "e"] and split_lines("") == []
@@ -140,7 +140,7 @@ def test_empty_table_file_is_one_line(tmp_path, tiny_model, trained_run, suffix)
 
 
 def test_export_opset_out_of_range_is_refused_up_front(trained_run, tmp_path):
-    from encoderfit.stages.export import MIN_OPSET, max_opset
+    from encoderfit.runs.export import MIN_OPSET, max_opset
 
     for opset in ("3", "99"):
         msg = cli_fails("export", str(trained_run), "--opset", opset, "--output", str(tmp_path / "onnx"))
@@ -176,9 +176,9 @@ def test_a_study_where_no_trial_finished_does_not_block_a_corrected_space(tmp_pa
     import optuna
 
     from encoderfit.pretraining.corpus import CorpusArgs
-    from encoderfit.pretraining.config import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
+    from encoderfit.pretraining.settings import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
     from encoderfit.pretraining.tokenizer import TokenizerArgs
-    from encoderfit.stages.tune import _open_study
+    from encoderfit.runs.tuning import _open_study
 
     cfg = PretrainConfig(corpus=CorpusArgs(sources=["c.txt"]), tokenizer=TokenizerArgs(), model=PretrainModelArgs(),
                          mlm=MlmArgs(), train=pretrain_defaults())

@@ -20,8 +20,8 @@ from test_probe import TEN
 
 from encoderfit import cli
 
-from encoderfit.stages import search
-from encoderfit.stages.predict import Predictor
+from encoderfit.commands import search
+from encoderfit.runs.predictor import Predictor
 
 
 def read_jsonl(text: str) -> list[dict]:

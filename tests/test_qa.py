@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import make_qa_rows, read_jsonl, run_cli, write_jsonl
-from encoderfit.core.config import DataArgs
+from encoderfit.core.args import DataArgs
 from encoderfit.core.errors import UserError
-from encoderfit.stages.predict import Predictor
-from encoderfit.stages.rundir import ModelInfo
-from encoderfit.stages.splits import prepare
+from encoderfit.runs.predictor import Predictor
+from encoderfit.runs.rundir import ModelInfo
+from encoderfit.runs.splits import prepare
 from encoderfit.tasks import get_task
 from encoderfit.tasks.qa import metrics as qm
 from failing import cli_fails

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, write_jsonl
-from encoderfit.stages.predict import Predictor
+from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks.qa import answerability
 from encoderfit.tasks.qa.metrics import best_null_threshold, per_question
 from test_qa_v2 import v2_rows

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import make_qa_rows, write_jsonl
-from encoderfit.core.config import DataArgs
+from encoderfit.core.args import DataArgs
 from encoderfit.core.errors import UserError
-from encoderfit.stages.splits import prepare
+from encoderfit.runs.splits import prepare
 from failing import cli_fails
 
 def squad_file(path: Path, version: str, *qas) -> Path:

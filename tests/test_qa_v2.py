@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import run_cli, serving_in_thread, write_jsonl
-from encoderfit.stages.predict import Predictor
+from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks.qa import answerability
 from failing import cli_fails
 

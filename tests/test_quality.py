@@ -69,7 +69,7 @@ def test_thresholds_reach_every_cut_point():
 
 
 def test_a_new_head_starts_at_the_training_priors_and_a_kept_head_keeps_its_bias(tiny_model, multilabel_run):
-    from encoderfit.core.config import ModelArgs
+    from encoderfit.core.args import ModelArgs
     from encoderfit.models.loading import load_model, output_layer
     from encoderfit.tasks import get_task
 
@@ -147,7 +147,7 @@ def tiny_sentence_model(tmp_path_factory):
 def test_a_sentence_transformers_checkpoint_is_fine_tuned_through_its_own_pooling(tiny_sentence_model, toy_csv, tmp_path):
     from sentence_transformers import SentenceTransformer
 
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     out = tmp_path / "run"
     proc = run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_sentence_model), "--output_dir", str(out),
@@ -186,7 +186,7 @@ def test_classifier_pooling_on_a_token_task_or_plain_bert_is_explained(tiny_sent
 def test_a_sentence_encoder_trains_without_attention_dropout_unless_asked(tiny_sentence_model):
     """Embedding and similarity runs load through sentence-transformers; model.attention_dropout applies there too
     (BERT's 0.1 knocks PyTorch's CPU attention off its fused kernel: about 2x slower steps)."""
-    from encoderfit.core.config import ModelArgs
+    from encoderfit.core.args import ModelArgs
     from encoderfit.tasks.embedding.model import load_sentence_model
 
     def dropout(**kwargs):
@@ -245,8 +245,8 @@ def test_an_ensemble_of_sentence_transformers_members_averages_their_pooled_head
     2_Dense/): each member loads with its own trained head, so the ensemble's logits are the mean of the members'."""
     import shutil
 
-    from encoderfit.stages.predict import Predictor
-    from encoderfit.stages.seeds import attach_members
+    from encoderfit.runs.predictor import Predictor
+    from encoderfit.runs.seeds import attach_members
 
     runs = {}
     for seed in (1, 2):
@@ -303,10 +303,10 @@ def test_a_linear_probe_fits_the_new_head_on_frozen_features_before_fine_tuning(
 
     import torch
 
-    from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs
+    from encoderfit.core.args import DataArgs, ModelArgs, TrainArgs
     from encoderfit.models.loading import output_layer
     from encoderfit.models.probe import head_features, probe_head
-    from encoderfit.stages.training import Prepared
+    from encoderfit.runs.training import Prepared
 
     data = write_csv(tmp_path / "sparse.csv", sparse_multilabel_rows(600, seed=3, rate=0.15))
     train = TrainArgs(linear_probe=True)

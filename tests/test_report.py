@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from encoderfit import cli
-from encoderfit.stages.predict import Predictor
+from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks.classification.task import UNKNOWN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -72,8 +72,8 @@ def test_splitting_a_source_never_holds_its_texts_as_python_strings(tmp_path):
     """prepare() over ~12 MB of text in 20k rows (duplicates dropped, validation/test made, overlap and fingerprints computed):
     Python's own allocations (tracemalloc: str objects, lists; not Arrow's memory-mapped buffers) peak far below the
     text's size. Before, the text checks, the duplicate drop and the fingerprints each built the column as a list."""
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import prepare
 
     items = rows(20000, 0, width=12)
     items += items[:50]  # exact duplicates, dropped by their hashes
@@ -96,7 +96,7 @@ def test_splitting_a_source_never_holds_its_texts_as_python_strings(tmp_path):
 def test_dedupe_and_overlap_by_hashes_give_what_sets_of_texts_gave(tmp_path, caplog):
     from datasets import Dataset
 
-    from encoderfit.stages.splits import _dedupe, warn_overlap
+    from encoderfit.runs.splits import _dedupe, warn_overlap
 
     texts = ["a", "b", "a", "c", "b", "d"]
     kept = _dedupe(Dataset.from_dict({"text": texts, "labels": list(range(6))}))
@@ -126,7 +126,7 @@ def test_the_baseline_and_label_noise_pass_read_capped_samples_that_metrics_conf
 
 
 def test_baseline_max_rows_is_checked():
-    from encoderfit.core.config import ReportArgs
+    from encoderfit.core.args import ReportArgs
     from encoderfit.core.errors import UserError
 
     with pytest.raises(UserError, match="report.baseline_max_rows must be at least 2"):

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from conftest import serving
-from encoderfit.stages.predict import Predictor
+from encoderfit.runs.predictor import Predictor
 
 KEY = "test-key-123"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -161,7 +161,7 @@ def test_a_failed_model_pass_is_rerun_request_by_request(trained_run):
     """The real tokenizer fails on a lone surrogate: sent past the HTTP checks, only its own request fails."""
     import asyncio
 
-    from encoderfit.serving.batching import Batcher, Metrics
+    from encoderfit.serving.batcher import Batcher, Metrics
 
     async def scenario():
         batcher = Batcher(Predictor.from_pretrained(trained_run), Metrics(), max_wait_ms=200, max_batch_texts=256, enabled=True)

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from conftest import serving, serving_in_thread
-from encoderfit.stages.predict import Predictor
-from encoderfit.serving.batching import Batcher, Metrics, Overloaded
+from encoderfit.runs.predictor import Predictor
+from encoderfit.serving.batcher import Batcher, Metrics, Overloaded
 
 
 def post(url, body, timeout=60):

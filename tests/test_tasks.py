@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from conftest import TOPICS, read_jsonl, run_cli, serving_in_thread
-from encoderfit.stages.predict import Predictor
+from encoderfit.runs.predictor import Predictor
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "encoderfit"
 
@@ -118,7 +118,7 @@ def test_pairs_train_predict_and_refuse_single_texts(pair_run, tmp_path):
 @pytest.mark.parametrize("fixture,decision", [("multilabel_run", "label_set_agreement"), ("regression_run", "pearson_with_reference"),
                                               ("pair_run", "label_agreement")])
 def test_export_parity_for_every_task(request, fixture, decision, tmp_path):
-    from encoderfit.stages.export import export
+    from encoderfit.commands.export import export
 
     run = request.getfixturevalue(fixture)
     out = export(run, quantize="int8", output=tmp_path / "onnx")  # the CLI's function, in this process

@@ -133,7 +133,7 @@ def test_eval_report_settings_reach_the_report(trained_run, tmp_path):
 def test_balanced_class_weights_favour_the_rare_class():
     import torch
 
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
     from encoderfit.tasks import get_task
 
     task = get_task("classification")
@@ -154,7 +154,7 @@ def test_training_loss_is_one_mean_over_the_whole_step(name, tmp_path):
     import torch
     from transformers import Trainer, TrainingArguments
 
-    from encoderfit.core.config import TrainArgs
+    from encoderfit.core.args import TrainArgs
     from encoderfit.tasks import get_task
 
     torch.manual_seed(0)

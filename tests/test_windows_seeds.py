@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import TOPICS, run_cli
-from encoderfit.stages.predict import Predictor, aggregate_windows
+from encoderfit.runs.predictor import Predictor, aggregate_windows
 
 
 def test_windows_cover_every_token_and_map_back(tiny_model):
@@ -60,7 +60,7 @@ def test_windowed_run_reads_whole_texts_everywhere(windowed_run, tmp_path):
     model = Predictor.from_pretrained(windowed_run)
     long_text = " ".join(["the", "a", "of"] * 30 + ["goal", "team", "coach", "league"])  # the topic only at the very end
     assert model.predict(long_text)["label"] == "sport"  # truncated to 12 tokens it would see filler only
-    from encoderfit.stages.export import export
+    from encoderfit.commands.export import export
 
     out = export(windowed_run, output=tmp_path / "onnx")
     assert json.loads((out / "parity.json").read_text())["fp32"]["max_abs_logit_diff"] <= 1e-4
@@ -97,7 +97,7 @@ def test_an_ensemble_predicts_the_mean_of_its_members_logits(trained_run, tmp_pa
     ensemble = Predictor.from_pretrained(model).logits(texts)
     np.testing.assert_allclose(ensemble, np.mean(single, axis=0), atol=1e-5)
     assert np.abs(single[0] - single[1]).max() > 1e-3  # the members differ: the mean is not one of them
-    from encoderfit.stages.export import export
+    from encoderfit.commands.export import export
 
     export(model, output=tmp_path / "onnx")
     np.testing.assert_allclose(Predictor.from_pretrained(tmp_path / "onnx", backend="onnx").logits(texts), ensemble, atol=1e-4)

@@ -138,7 +138,7 @@ def run_encoderfit(data: Path, model: Path, out: Path, extra, lengths, fpt, peak
 def padding_share(lengths, extra) -> float:
     """The pad share of encoderfit's padded batches in epoch 0, rebuilt as its sampler and collator make them."""
     from encoderfit.core.device import padded_length
-    from encoderfit.models.batching import TokenBudgetBatches
+    from encoderfit.models.token_budget import TokenBudgetBatches
     from encoderfit.models.trainer import EpochSeededLengthSampler
 
     if "--train.max_batch_tokens" in extra:

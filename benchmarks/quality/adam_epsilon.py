@@ -27,8 +27,8 @@ from common import write_section  # noqa: E402
 def main() -> None:
     import yaml
 
-    from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs
-    from encoderfit.stages.training import Prepared
+    from encoderfit.core.args import DataArgs, ModelArgs, TrainArgs
+    from encoderfit.runs.training import Prepared
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="examples/reuters.yaml")

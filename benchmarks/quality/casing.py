@@ -23,8 +23,8 @@ from common import write_section  # noqa: E402
 
 
 def main() -> None:
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import Splits, prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import Splits, prepare
     from encoderfit.core.stats import paired_bootstrap
     from encoderfit.tasks.ner.baseline import crf_baseline
     from encoderfit.tasks.ner.metrics import counts, gold, predicted, prf

@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from speed.run import cpu_description  # noqa: E402
 
-from encoderfit.core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs  # noqa: E402
-from encoderfit.stages.splits import prepare  # noqa: E402
-from encoderfit.stages.train import fit  # noqa: E402
+from encoderfit.core.args import DataArgs, ModelArgs, ReportArgs, TrainArgs  # noqa: E402
+from encoderfit.runs.splits import prepare  # noqa: E402
+from encoderfit.commands.train import fit  # noqa: E402
 
 SETTINGS = {"vader-movies": {"max_length": 128, "learning_rate": 8e-5}, "bbc-news": {"max_length": 256, "learning_rate": 8e-5}}
 

@@ -144,7 +144,7 @@ def retrain(run: Path, log: Path, out: Path, extra) -> dict:
 
 def unseen_comparison(old: Path, new: Path, texts, gold) -> dict:
     from encoderfit.core.stats import mcnemar_exact
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     right = {who: [r["label"] == g for r, g in zip(Predictor.from_pretrained(p).predict(texts), gold)] for who, p in (("old", old), ("new", new))}
     return {"n": len(texts), "old_accuracy": sum(right["old"]) / len(texts), "new_accuracy": sum(right["new"]) / len(texts),
@@ -320,7 +320,7 @@ def main() -> None:
         if not run.is_dir():
             extra = ["--data.max_train_samples", "400", "--train.epochs", "1"] if args.smoke else []
             subprocess.run([*CLI, "train", "--config", "examples/vader-movies.yaml", "--output_dir", str(run), *extra], check=True)
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.rundir import RunDir
     from encoderfit.tasks import get_task
 
     rundir = RunDir(run)

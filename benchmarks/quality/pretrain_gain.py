@@ -25,11 +25,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
-from encoderfit.core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs  # noqa: E402
-from encoderfit.stages.rundir import RunDir  # noqa: E402
+from encoderfit.core.args import DataArgs, ModelArgs, ReportArgs, TrainArgs  # noqa: E402
+from encoderfit.runs.rundir import RunDir  # noqa: E402
 from encoderfit.core.stats import mcnemar_exact  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
-from encoderfit.stages.train import fit  # noqa: E402
+from encoderfit.commands.train import fit  # noqa: E402
 
 
 def random_init_copy(pretrained: Path, out: Path) -> Path:

@@ -16,8 +16,8 @@ import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
-from encoderfit.stages.training import Prepared, fit_probe  # noqa: E402
+from encoderfit.core.args import DataArgs, ModelArgs, TrainArgs  # noqa: E402
+from encoderfit.runs.training import Prepared, fit_probe  # noqa: E402
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from encoderfit.core.errors import UserError  # noqa: E402
-from encoderfit.stages.rundir import RunDir  # noqa: E402
+from encoderfit.runs.rundir import RunDir  # noqa: E402
 from encoderfit.core.stats import bootstrap_ci  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
 

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
-from encoderfit.core.config import DataArgs  # noqa: E402
-from encoderfit.stages.splits import prepare  # noqa: E402
+from encoderfit.core.args import DataArgs  # noqa: E402
+from encoderfit.runs.splits import prepare  # noqa: E402
 from encoderfit.data.recipes import VADER_CORPORA, vader_snippets  # noqa: E402
 
 RESAMPLES = 2000

@@ -58,7 +58,7 @@ def compressed(original: Path, target: float, extra=()) -> Path:
 
 
 def timed(path: Path, backend: str, texts, repeats: int) -> dict:
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.runs.predictor import Predictor
 
     model = Predictor.from_pretrained(path, device="cpu", backend=backend)
     seconds, _ = best_of(lambda: model.logits(texts), repeats)
@@ -151,7 +151,7 @@ def main() -> None:
 def student_row(minilm: Path, mpnet: Path, original_speed: float, repeats: int) -> dict:
     """The MiniLM student distilled from the mpnet run: its speed timed here, its accuracy, interval and paired test
     against the mpnet run from its own metrics.json."""
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.rundir import RunDir
 
     metrics = RunDir(minilm).metrics()
     speed = timed(minilm, "torch", test_texts(mpnet), repeats)
@@ -166,8 +166,8 @@ def student_row(minilm: Path, mpnet: Path, original_speed: float, repeats: int) 
 def cost(run: Path) -> float:
     """The cost model's multiply-adds of a run's encoder for one test text of the mean length."""
     from encoderfit.models.pruning import Shape, encoder_of
-    from encoderfit.stages.compress import mean_tokens
-    from encoderfit.stages.predict import Predictor
+    from encoderfit.commands.compress import mean_tokens
+    from encoderfit.runs.predictor import Predictor
 
     predictor = Predictor.from_pretrained(run, device="cpu")
     length = mean_tokens(predictor.tokenizer, test_texts(run), None, predictor.max_length)
@@ -175,8 +175,8 @@ def cost(run: Path) -> float:
 
 
 def test_texts(run: Path):
-    from encoderfit.stages.rundir import RunDir
-    from encoderfit.stages.splits import prepare
+    from encoderfit.runs.rundir import RunDir
+    from encoderfit.runs.splits import prepare
     from encoderfit.tasks import get_task
 
     cfg = RunDir(run).config()

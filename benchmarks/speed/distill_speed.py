@@ -29,8 +29,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from encoderfit.stages.predict import Predictor
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.predictor import Predictor
+    from encoderfit.runs.rundir import RunDir
     from encoderfit.tasks import get_task
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -34,9 +34,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from speed.run import cpu_description, interleaved  # noqa: E402
 
-from encoderfit.stages.predict import Predictor  # noqa: E402
-from encoderfit.stages.rundir import RunDir  # noqa: E402
-from encoderfit.stages.search import embed_texts  # noqa: E402
+from encoderfit.runs.predictor import Predictor  # noqa: E402
+from encoderfit.runs.rundir import RunDir  # noqa: E402
+from encoderfit.runs.search_index import embed_texts  # noqa: E402
 from encoderfit.tasks.embedding.retrieval import embedding_ranks, metrics_of  # noqa: E402
 
 RUN = ROOT / "runs" / "debian-search"
@@ -80,7 +80,7 @@ def search_speed(sizes, dim: int, queries_n: int, rounds: int) -> list:
     the exact top 10, and how often each finds the planted vector in its top 10."""
     from usearch.index import Index
 
-    from encoderfit.stages.search import HNSW_EXPANSION_SEARCH
+    from encoderfit.runs.search_index import HNSW_EXPANSION_SEARCH
 
     rng = np.random.default_rng(0)
     rows = []
@@ -161,7 +161,7 @@ def real_corpus(rounds: int) -> tuple:
     from usearch.index import Index
 
     from encoderfit.data.recipes import debian_search
-    from encoderfit.stages.search import HNSW_EXPANSION_SEARCH
+    from encoderfit.runs.search_index import HNSW_EXPANSION_SEARCH
     from encoderfit.tasks import get_task
 
     data = debian_search()["train"]
@@ -236,7 +236,7 @@ path: the max difference column).
 |---|---|---|---|---|---|---|
 """ + "\n".join(rows))
     if "search" in args.parts:
-        from encoderfit.stages.search import ANN_MIN_BYTES, HNSW_EXPANSION_SEARCH
+        from encoderfit.runs.search_index import ANN_MIN_BYTES, HNSW_EXPANSION_SEARCH
 
         dim = Predictor.from_pretrained(RUN).logits(["x"]).shape[1]
         search_rows = search_speed(args.sizes, dim, args.queries, args.rounds)
@@ -256,7 +256,7 @@ interleaved rounds; HNSW is usearch's graph with the expansion_search SearchInde
 |---|---|---|---|---|---|---|---|
 """ + "\n".join(search_rows))
     if "corpus" in args.parts:
-        from encoderfit.stages.search import ANN_MIN_BYTES
+        from encoderfit.runs.search_index import ANN_MIN_BYTES
 
         rows, n_docs, n_queries, embed_s, build_s, ms = real_corpus(args.rounds)
         write_section("search-real", f"""## Search on real embeddings: every Debian description

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from speed.run import cpu_description, interleaved  # noqa: E402
 
-from encoderfit.stages.predict import Predictor  # noqa: E402
+from encoderfit.runs.predictor import Predictor  # noqa: E402
 from encoderfit.data.recipes import SPACY_MODEL, bbc_entities  # noqa: E402
 
 RUN = ROOT / "runs" / "bbc-entities"

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
 from speed.run import matmul_peak  # noqa: E402
 from encoderfit.pretraining.corpus import CORPORA  # noqa: E402
-from encoderfit.pretraining.config import PretrainModelArgs, build_model  # noqa: E402
+from encoderfit.pretraining.settings import PretrainModelArgs, build_model  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
 from encoderfit.tasks.mlm.task import pack  # noqa: E402
 from encoderfit.pretraining.tokenizer import TokenizerArgs, train_tokenizer  # noqa: E402

@@ -28,8 +28,8 @@ def main() -> None:
     import transformers
     from transformers import AutoModelForQuestionAnswering
 
-    from encoderfit.stages.predict import Predictor
-    from encoderfit.stages.rundir import RunDir
+    from encoderfit.runs.predictor import Predictor
+    from encoderfit.runs.rundir import RunDir
     from encoderfit.tasks import get_task
     from encoderfit.tasks.qa.metrics import per_question
 

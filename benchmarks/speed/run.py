@@ -36,17 +36,17 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import write_section  # noqa: E402
-from encoderfit.core.config import DataArgs, ModelArgs, TrainArgs  # noqa: E402
+from encoderfit.core.args import DataArgs, ModelArgs, TrainArgs  # noqa: E402
 from encoderfit.data.sources import tokenize  # noqa: E402
-from encoderfit.stages.splits import prepare  # noqa: E402
-from encoderfit.stages.export import export  # noqa: E402
+from encoderfit.runs.splits import prepare  # noqa: E402
+from encoderfit.commands.export import export  # noqa: E402
 from encoderfit.models.loading import load_model  # noqa: E402
 from encoderfit.models.packing import enable_packing  # noqa: E402
-from encoderfit.stages.predict import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402
+from encoderfit.runs.predictor import CPU_MAX_BATCH, CPU_MAX_TOKENS, Predictor, length_batches  # noqa: E402
 from encoderfit.data.recipes import all_minilm_l6_v2  # noqa: E402
-from encoderfit.stages.rundir import ModelDir  # noqa: E402
+from encoderfit.runs.rundir import ModelDir  # noqa: E402
 from encoderfit.tasks import get_task  # noqa: E402
-from encoderfit.stages.train import fit  # noqa: E402
+from encoderfit.commands.train import fit  # noqa: E402
 from encoderfit.models.trainer import build_trainer  # noqa: E402
 
 REPEATS = 5

@@ -94,7 +94,7 @@ async def clients(url: str, bodies: list, n_clients: int = CLIENTS) -> tuple[lis
 def model_ceiling(run: Path, backend: str, texts: list) -> dict:
     """The model alone, in this process, no HTTP: texts/s one text per pass vs. passes of CLIENTS texts (the most
     that CLIENTS one-text clients can have waiting), taken in request order. No server can batch better."""
-    from encoderfit.stages.predict import Classifier
+    from encoderfit.runs.predictor import Classifier
 
     clf = Classifier.from_pretrained(run, backend=backend)
     clf.predict(texts[:CLIENTS])
@@ -137,8 +137,8 @@ def main() -> None:
     run = Path(args.run)
     if not (run / "model").is_dir():
         raise SystemExit(f"{run}: no trained run; make it with `encoderfit train --config examples/vader-movies.yaml`")
-    from encoderfit.core.config import DataArgs
-    from encoderfit.stages.splits import prepare
+    from encoderfit.core.args import DataArgs
+    from encoderfit.runs.splits import prepare
 
     texts = prepare(DataArgs(source="vader-movies")).test["text"]
     per_mode = 320 if args.quick else 1600

@@ -63,7 +63,7 @@ def sentence_transformers_defaults(model_dir: str, train, batch: int, steps: int
 def encoderfit_trainer(model_dir: str, train, validation, batch: int, steps: int, workdir: Path, dropout=0.0, grouped=False):
     """encoderfit's path for --task similarity: its model loading and its trainer (as `encoderfit train` builds them);
     dropout None keeps BERT's attention dropout of 0.1 (what encoderfit did before); grouped: length-grouped batches."""
-    from encoderfit.core.config import ModelArgs, TrainArgs
+    from encoderfit.core.args import ModelArgs, TrainArgs
     from encoderfit.tasks.embedding.model import build_sentence_trainer, length_grouped_sampler, load_sentence_model
 
     model = load_sentence_model(ModelArgs(name_or_path=model_dir, attention_dropout=dropout), 128)

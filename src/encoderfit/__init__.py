@@ -6,11 +6,11 @@ from .core.errors import UserError  # noqa: E402
 
 # The Python API mirrors the CLI: each subcommand's function, and the Predictor that predict and serve use.
 # Loaded on first use, so `import encoderfit` stays light (torch loads only when the API is used).
-_API = {"Predictor": "stages.predict", "Classifier": "stages.predict", "fit": "stages.train", "cross_validate": "stages.crossval", "tune": "stages.tune", "evaluate": "stages.evaluate",
-        "export": "stages.export", "report": "stages.report", "serve": "serving.app", "pretrain": "pretraining.run", "tune_pretrain": "pretraining.tune", "CorpusArgs": "pretraining.corpus",
-        "TokenizerArgs": "pretraining.tokenizer", "PretrainModelArgs": "pretraining.config", "MlmArgs": "pretraining.config", "distill": "stages.distill", "DistillArgs": "core.config",
-        "launch_modal": "launch.on_modal", "launch_skypilot": "launch.on_skypilot", "monitor": "stages.monitor",
-        "feedback": "stages.feedback", "retrain": "stages.retrain", "PredictionLog": "stages.predlog"}
+_API = {"Predictor": "runs.predictor", "Classifier": "runs.predictor", "fit": "commands.train", "cross_validate": "commands.cv", "tune": "commands.tune", "evaluate": "commands.eval",
+        "export": "commands.export", "report": "commands.report", "serve": "commands.serve", "pretrain": "commands.pretrain", "tune_pretrain": "commands.tune_pretrain", "CorpusArgs": "pretraining.corpus",
+        "TokenizerArgs": "pretraining.tokenizer", "PretrainModelArgs": "pretraining.settings", "MlmArgs": "pretraining.settings", "distill": "commands.distill", "DistillArgs": "core.args",
+        "launch_modal": "launch.on_modal", "launch_skypilot": "launch.on_skypilot", "monitor": "commands.monitor",
+        "feedback": "commands.feedback", "retrain": "commands.retrain", "PredictionLog": "runs.predlog"}
 
 
 def __getattr__(name):

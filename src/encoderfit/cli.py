@@ -31,22 +31,23 @@ NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
 def _commands() -> Dict[str, Callable]:
-    from .stages.compress import compress_run
-    from .stages.crossval import cross_validate
-    from .stages.distill import train_student
-    from .stages.evaluate import evaluate
-    from .stages.export import export
-    from .stages.predict_cli import predict
-    from .pretraining.run import pretrain
-    from .stages.report import report
-    from .stages.search import embed, search
-    from .serving.app import serve
-    from .stages.train import fit
-    from .stages.tune import tune
-    from .pretraining.tune import tune_pretrain
-    from .stages.feedback import feedback
-    from .stages.monitor import monitor
-    from .stages.retrain import retrain
+    from .commands.compress import compress_run
+    from .commands.cv import cross_validate
+    from .commands.distill import train_student
+    from .commands.eval import evaluate
+    from .commands.export import export
+    from .commands.predict import predict
+    from .commands.pretrain import pretrain
+    from .commands.report import report
+    from .commands.embed import embed
+    from .commands.search import search
+    from .commands.serve import serve
+    from .commands.train import fit
+    from .commands.tune import tune
+    from .commands.tune_pretrain import tune_pretrain
+    from .commands.feedback import feedback
+    from .commands.monitor import monitor
+    from .commands.retrain import retrain
 
     return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
             "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student,

@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import yaml
 
-from .config import DataArgs, ModelArgs, ReportArgs, TrainArgs
+from .args import DataArgs, ModelArgs, ReportArgs, TrainArgs
 from .errors import UserError, closest
 
 log = logging.getLogger(__name__)

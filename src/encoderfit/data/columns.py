@@ -12,7 +12,7 @@ import logging
 from dataclasses import replace
 from typing import Dict, List, Sequence, Tuple
 
-from ..core.config import DataArgs
+from ..core.args import DataArgs
 from ..core.errors import UserError
 
 log = logging.getLogger(__name__)

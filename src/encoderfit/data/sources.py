@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..core.config import DataArgs
+from ..core.args import DataArgs
 from ..core.errors import UserError, closest
 from ..core.files import decode_utf8
 from .recipes import RECIPES
@@ -40,7 +40,7 @@ FORMATS = {  # extension -> (datasets builder, builder options)
 TEXT_FORMATS = {".csv", ".tsv", ".json", ".jsonl"}
 BATCH = 1000
 """Rows read at a time by the checks that pass over a whole split (text checks here; fingerprints, overlap and
-duplicates in stages/splits.py): memory stays that of one batch, the split itself stays memory-mapped."""
+duplicates in runs/splits.py): memory stays that of one batch, the split itself stays memory-mapped."""
 
 
 def _datasets():

@@ -122,7 +122,7 @@ def config_files(argv: List[str]) -> List[str]:
 def _run_data(config: Dict, project: Path) -> Iterator[Tuple[str, str]]:
     """(where, source) of the data a run named by RUN_OPTIONS was trained on (a teacher's: distill re-reads it), as
     its config.yaml records it."""
-    from ..stages.rundir import RunDir
+    from ..runs.rundir import RunDir
 
     for option in RUN_OPTIONS:
         for value in _values(config, option):
@@ -174,8 +174,8 @@ def output_of(command: str, config: Dict, project: Path) -> Tuple[Path, str]:
 
 def needed_secrets(report_to: List[str], env: Dict[str, str]) -> List[str]:
     """The variables the remote run needs from here; a tracker without its credentials is a clear error (the trackers'
-    own check, stages/tracking.py, for a run elsewhere)."""
-    from ..stages.tracking import check_trackers
+    own check, runs/tracking.py, for a run elsewhere)."""
+    from ..runs.tracking import check_trackers
 
     try:
         check_trackers(report_to, env, remote=True)
@@ -196,7 +196,7 @@ def parse_job(command: List[str], project: Optional[Path] = None, env: Optional[
                         f"{', '.join(COMMANDS)}")
     config = resolve_config(command, project)
     if command[0] == "distill":  # distill's own checks (the teacher, the student's settings), as it makes them here
-        from ..stages.distill import check_config
+        from ..runs.distillation import check_config
 
         try:
             check_config(config, project)

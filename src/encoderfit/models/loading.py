@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import List, Optional, Tuple
 
-from ..core.config import ModelArgs
+from ..core.args import ModelArgs
 from ..core.device import can_compile, flash_attention_ready, pick_device
 from ..core.errors import UserError
 

@@ -101,7 +101,7 @@ def checkpoint_head(model_dir, labels: List[str], outputs: int):
     """A sentence-transformers classifier directory's own linear head (its Dense module, not a projection) when its
     encoderfit.json says it was trained for these labels; else None."""
     model_dir = Path(model_dir)
-    info = model_dir / "encoderfit.json"  # stages/rundir.py's ModelDir.INFO
+    info = model_dir / "encoderfit.json"  # runs/rundir.py's ModelDir.INFO
     if not is_sentence_model(model_dir) or not info.is_file():
         return None
     if list(json.loads(info.read_text(encoding="utf-8")).get("labels") or []) != list(labels):

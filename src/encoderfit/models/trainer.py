@@ -20,11 +20,11 @@ from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, Traini
 from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from ..core.checkpoints import seal
-from ..core.config import TrainArgs
+from ..core.args import TrainArgs
 from ..core.device import has_cuda, loader_workers, pick_compile
 from ..core.distributed import barrier, is_main, world_size
 from ..core.errors import UserError, raise_if_signalled
-from .batching import EpochToBatches, TokenBudgetBatches, budget_loader, token_budget
+from .token_budget import EpochToBatches, TokenBudgetBatches, budget_loader, token_budget
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +148,14 @@ class EncoderTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.lengths = list(lengths)  # read before the Trainer drops the columns the model does not take
         self.derive = derive  # the task's metrics computed from the others (perplexity from the loss)
-        self.budget = budget  # train.max_batch_tokens: batches by tokens (models/batching.py)
+        self.budget = budget  # train.max_batch_tokens: batches by tokens (models/token_budget.py)
         if budget is not None:
             self.add_callback(EpochToBatches(budget))
         self.timings = Timings()
         self.add_callback(self.timings)
 
     def get_train_dataloader(self):
-        """With train.max_batch_tokens: token-budget batches (models/batching.py) instead of batch_size rows."""
+        """With train.max_batch_tokens: token-budget batches (models/token_budget.py) instead of batch_size rows."""
         return super().get_train_dataloader() if self.budget is None else budget_loader(self, self.budget)
 
     def create_optimizer(self, model=None):

@@ -172,8 +172,8 @@ def _training_texts(recipe: str) -> Callable[[], List[str]]:
     splits it: task-adaptive pre-training on them never sees a validation or test text."""
 
     def texts() -> List[str]:
-        from ..core.config import DataArgs
-        from ..stages.splits import prepare
+        from ..core.args import DataArgs
+        from ..runs.splits import prepare
 
         return list(prepare(DataArgs(source=recipe)).train["text"])
 

@@ -1,9 +1,9 @@
-"""`serve --log PATH`: every answered prediction in the prediction log (stages/predlog.py) before its answer leaves,
+"""`serve --log PATH`: every answered prediction in the prediction log (runs/predlog.py) before its answer leaves,
 `POST /v1/feedback` for corrected labels, and Prometheus gauges of the latest predictions (label shares, confidence,
 length, unknown tokens) for dashboards and alerts between `encoderfit monitor` runs.
 
 The guarantee: a 200 from /v1/predict means its rows are committed to the file at the --log path (the writer thread
-commits whatever requests are waiting together, stages/predlog_writer.py; a log removed meanwhile is created anew
+commits whatever requests are waiting together, runs/predlog_writer.py; a log removed meanwhile is created anew
 first); a request whose rows cannot be written gets a 503 (the log is behind) or a 500, never an unlogged answer,
 and one request's bad rows fail only that request. What SQLite cannot store (an id or label that is not valid
 Unicode) is refused with a 422 before it is queued. Each result carries its "id", which feedback names.
@@ -22,8 +22,8 @@ from typing import Any, Dict, List, Optional
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict
 
-from ..stages.predlog import PredictionLog, TokenStats, new_id, prediction_rows
-from ..stages.predlog_writer import Busy, LogWriter
+from ..runs.predlog import PredictionLog, TokenStats, new_id, prediction_rows
+from ..runs.predlog_writer import Busy, LogWriter
 from .http import _error, unencodable
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,8 @@ def check_log(path: Path, max_mb: Optional[float], max_days: Optional[float]) ->
 def served_log(path: Path, run: Path, predictor, keep_texts: bool, max_mb: Optional[float],
                max_days: Optional[float]) -> "ServedLog":
     """The log of `serve RUN --log PATH`, its rows stamped with the fingerprint of the model served (an ONNX export's:
-    the model it was exported from, stages/rundir.py)."""
-    from ..stages.rundir import locate
+    the model it was exported from, runs/rundir.py)."""
+    from ..runs.rundir import locate
 
     source = getattr(predictor, "source", None) or locate(run)[1]
     return ServedLog(path, predictor, keep_texts, max_mb, max_days, source.fingerprint())

@@ -62,7 +62,7 @@ class Decoding(Part):
         return {}
 
     def monitored(self, result: Result) -> Dict[str, Any]:
-        """What the prediction log keeps of one result (stages/predlog.py): label (the decision as one string, or
+        """What the prediction log keeps of one result (runs/predlog.py): label (the decision as one string, or
         None), score (a predicted number, or None), confidence (the calibrated probability that the decision is right,
         or None) and detail (a small JSON-able dict, or None). Default: from `signals`."""
         signals = self.signals(result)

@@ -336,7 +336,7 @@ def result_options(columns: tuple, load: Dict, chunk_rows: int, fmt: str, logged
 def stream(run: Path, directory, source: str, output: Optional[Path], fmt: str, columns: tuple, load: Dict,
            log_path: Optional[Path], log_texts: bool, on_error: str, overwrite: bool, chunk_rows: int) -> Optional[Path]:
     """`predict` over a file, folder or glob: checks and the resumable parts first, then the model."""
-    from .predict import Predictor
+    from .predictor import Predictor
 
     text_column, pair_column, joined = columns
     output = local_path(output)

@@ -20,17 +20,17 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
-from .splits import Splits, prepare
+from ..core.args import DataArgs, ModelArgs, ReportArgs, TrainArgs
+from ..runs.splits import Splits, prepare
 from ..core.distributed import is_main
 from ..core.errors import UserError
-from .evaluate import evaluate_run
-from .verdict import BASELINE_SPLIT, analyse
+from ..runs.evaluation import evaluate_run
+from ..runs.verdict import BASELINE_SPLIT, analyse
 from ..core.files import exclusive, partial_dir, publish_dir, write_json
-from .rundir import Predictions, RunDir
+from ..runs.rundir import Predictions, RunDir
 from ..tasks import get_task
-from .train import TaskName, check_start, config_changes
-from .training import Prepared, train_model
+from ..runs.lifecycle import TaskName, check_start, config_changes
+from ..runs.training import Prepared, train_model
 
 log = logging.getLogger(__name__)
 ROW = "_row"  # each example's position in the pooled data, carried through the folds
@@ -77,7 +77,7 @@ def _finished(fold_dir: Path) -> bool:
 
 def _run_fold(fold_splits: Splits, model: ModelArgs, train: TrainArgs, report: ReportArgs, data: DataArgs, fold_dir: Path) -> None:
     """Train and evaluate one fold in its hidden work directory, renamed to `fold_dir` only when complete."""
-    from .predict import Predictor
+    from ..runs.predictor import Predictor
 
     prep = Prepared.from_splits(fold_splits, model, train)
     cfg = prep.config(data, model, train, report)

@@ -1,4 +1,4 @@
-"""The thread that writes a server's prediction log (stages/predlog.py): requests queue up, each round commits what
+"""The thread that writes a server's prediction log (runs/predlog.py): requests queue up, each round commits what
 waits as few transactions as the log's size bound allows (group commit), and one bad item fails only itself.
 
 A round's rows go in commits of at most a twentieth of the log's `max_mb` (a larger request is split over several,

@@ -15,7 +15,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
-from ..stages.predict import Predictor
+from ..runs.predictor import Predictor
 
 log = logging.getLogger(__name__)
 

@@ -87,7 +87,7 @@ def attach_members(model_dir: Path, members: Dict[int, Path]) -> None:
 def train_seeds(prep, cfg: RunConfig, workdir: Path):
     """Train cfg.train.seeds members; leave the kept model in workdir/model and the spread in metrics.json.
     Returns None: the final evaluation reloads the kept model from disk."""
-    from .predict import Predictor
+    from .predictor import Predictor
     from ..core.stats import spread
 
     task, home = prep.task, workdir / MEMBERS
@@ -134,7 +134,7 @@ def _ensemble(task, prep, cfg: RunConfig, workdir: Path, members: List[Path], se
     """Soup or logit average, whichever scores better on validation; the kept model goes to workdir/model."""
     import numpy as np
 
-    from .predict import Predictor
+    from .predictor import Predictor
 
     mean_logits = {role: np.mean([preds[s][role].logits for s in seeds], axis=0) for role in ("validation", "test")}
     first = preds[seeds[0]]

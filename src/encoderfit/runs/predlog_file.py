@@ -1,4 +1,4 @@
-"""The prediction log's file (stages/predlog.py): what counts as one, how it is opened, created and bounded.
+"""The prediction log's file (runs/predlog.py): what counts as one, how it is opened, created and bounded.
 
 A prediction log is an SQLite file whose `meta` table carries `version` and whose `predictions` and `feedback`
 tables have encoderfit's columns; anything else (another application's database, a text file, a directory) is

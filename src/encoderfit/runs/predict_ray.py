@@ -34,7 +34,7 @@ class PredictorActor:
     ("" for a blank JSONL line, which is no row), with whether each is a bad row."""
 
     def __init__(self, run: str, load: Dict, columns: tuple, kind: str):
-        from .predict import Predictor
+        from .predictor import Predictor
 
         self.model = Predictor.from_pretrained(run, **load)
         self.reader = Reader([], *columns, chunk_rows=1)

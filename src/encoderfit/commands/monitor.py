@@ -1,4 +1,4 @@
-"""`encoderfit monitor`: a window of logged traffic (stages/predlog.py) against the run's validation split. Has the
+"""`encoderfit monitor`: a window of logged traffic (runs/predlog.py) against the run's validation split. Has the
 input changed (lengths, unknown tokens, the model's own sentence vectors), have the predictions changed (label shares,
 confidence), what accuracy do the confidences imply, and what do the feedback labels say? An HTML report and JSON,
 and exit code 3 when an alarm fires, so a cron job or CI step can act on it (docs/monitoring.md).
@@ -23,8 +23,8 @@ import numpy as np
 from ..core import drift
 from ..core.errors import UserError
 from ..core.files import atomic_file, check_writable, write_json
-from .predlog import PredictionLog, TokenStats
-from .rundir import RunDir
+from ..runs.predlog import PredictionLog, TokenStats
+from ..runs.rundir import RunDir
 from ..tasks import get_task
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def sentence_vectors(predictor, texts: List[str], pairs: Optional[List[str]]):
     import torch
 
     from ..data.sources import encode_texts
-    from .predict import INPUT_KEYS, length_batches
+    from ..runs.predictor import INPUT_KEYS, length_batches
 
     if predictor.task.embeds:
         return np.asarray(predictor.logits(texts, pairs))
@@ -132,7 +132,7 @@ def _as_logged(value) -> str:
 def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Optional[float], alpha: float,
             max_drop: float, min_rows: int, max_rows: int, permutations: int, embeddings: bool) -> Dict:
     """Every figure of the monitoring report (what monitor.json holds)."""
-    from ..core.config import ModelArgs
+    from ..core.args import ModelArgs
     from ..models.loading import load_tokenizer
 
     cfg = run.config()
@@ -202,7 +202,7 @@ def _texts_test(run: RunDir, val, frame, min_rows: int, max_rows: int, permutati
 
 
 def _embedding_test(run: RunDir, val, frame, max_rows: int, permutations: int, out: Dict, read_pairs: bool) -> Optional[Dict]:
-    from .predict import Predictor
+    from ..runs.predictor import Predictor
 
     predictor = Predictor.from_pretrained(run.path)
     ref = _sample(len(val.texts), max_rows, 1)
@@ -323,7 +323,7 @@ def monitor(
         permutations: Permutations of the embedding test (its smallest p-value is 1 / (permutations + 1)).
         embeddings: Run the embedding test (needs the texts: `serve --log_texts`).
     """
-    from .monitor_report import render
+    from ..runs.monitor_report import render
 
     if log is None:
         raise UserError("--log is missing: name the prediction log (the file given to serve/predict --log)")

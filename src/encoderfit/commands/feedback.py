@@ -11,8 +11,8 @@ from typing import Any, Dict, List, Optional
 
 from ..core.errors import UserError
 from ..data.sources import read_table
-from .predlog import PredictionLog, insert_feedback
-from .rundir import ModelDir, locate
+from ..runs.predlog import PredictionLog, insert_feedback
+from ..runs.rundir import ModelDir, locate
 from ..tasks import get_task
 
 log = logging.getLogger(__name__)

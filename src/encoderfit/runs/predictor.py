@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..core.config import ModelArgs
+from ..core.args import ModelArgs
 from ..data.sources import encode_texts
 from ..core.errors import UserError
 from .rundir import ModelDir, ModelInfo, RunDir, locate

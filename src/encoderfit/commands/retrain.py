@@ -28,12 +28,12 @@ import numpy as np
 
 from ..core.errors import UserError
 from ..core.files import check_writable, exclusive
-from .evaluate import check_same_splits
-from .predlog import PredictionLog
-from .rundir import Predictions, RunDir
-from .splits import prepare
-from .train import check_start, train_run
-from .training import Prepared
+from ..runs.evaluation import check_same_splits
+from ..runs.predlog import PredictionLog
+from ..runs.rundir import Predictions, RunDir
+from ..runs.splits import prepare
+from ..runs.lifecycle import check_start, train_run
+from ..runs.training import Prepared
 from ..tasks import get_task
 from ..tasks.base.decoding import Decoding
 
@@ -220,7 +220,7 @@ def retrain(
     check_start(out, overwrite, train)
     pick = lambda rows, idx: [rows[i] for i in idx] if rows is not None else None  # noqa: E731
     held_targets = task.targets.targets_from_json(pick(values, held), cfg.labels, "feedback")
-    from .predict import Predictor
+    from ..runs.predictor import Predictor
 
     old_model = Predictor.from_pretrained(deployed.path)
     old_on_feedback = Predictions(pick(texts, held), pick(pairs, held), held_targets,
@@ -262,8 +262,8 @@ def retrain(
 def _decide(task, deployed: RunDir, new: RunDir, labels, old_on_feedback: Predictions, splits) -> Dict:
     """New against deployed on the held-out feedback and on the test split (paired, the task's exact test): promoted
     only when better on the first and not worse on the second."""
-    from .predict import Predictor
-    from .verdict import compare, predict_split
+    from ..runs.predictor import Predictor
+    from ..runs.verdict import compare, predict_split
 
     old_head, new_head = deployed.model.info().head or {}, new.model.info().head or {}
     new_model = Predictor.from_pretrained(new.path)

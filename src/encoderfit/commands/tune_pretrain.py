@@ -16,15 +16,15 @@ import shutil
 from pathlib import Path
 from typing import Any, Dict, Literal, Optional
 
-from ..core.config import TrainArgs
-from .corpus import CorpusArgs, load_corpus
+from ..core.args import TrainArgs
+from ..pretraining.corpus import CorpusArgs, load_corpus
 from ..core.errors import UserError
 from ..core.files import publish_dir
-from .config import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
-from ..stages.rundir import RunDir
+from ..pretraining.settings import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
+from ..runs.rundir import RunDir
 from ..core.tables import print_rows
-from .tokenizer import TokenizerArgs
-from ..stages.tune import check_space_values, search, start_search
+from ..pretraining.tokenizer import TokenizerArgs
+from ..runs.tuning import check_space_values, search, start_search
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ def tune_pretrain(
         timeout: Stop starting new trials after this many seconds.
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
-    from .run import Packed, mlm_task, run_tokenizer, train_mlm
+    from ..pretraining.mlm_training import Packed, mlm_task, run_tokenizer, train_mlm
     from ..tasks.mlm.pages import write_pages
 
     if train.seeds > 1:

@@ -19,14 +19,15 @@ from typing import Dict, List, Literal, Optional
 
 import numpy as np
 
-from ..core.config import CompressArgs, DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.args import CompressArgs, DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.errors import UserError
 from ..models import pruning
-from .distill import TEACHER_FIX, check_request, train_student
-from .evaluate import check_same_splits
-from .rundir import ModelDir, RunDir
-from .splits import prepare
-from .train import check_start
+from ..runs.distillation import TEACHER_FIX, check_request
+from .distill import train_student
+from ..runs.evaluation import check_same_splits
+from ..runs.rundir import ModelDir, RunDir
+from ..runs.splits import prepare
+from ..runs.lifecycle import check_start
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ def save_pruned(model_dir: Path, task, kept: List[int], neurons, target: Path) -
 def check_saved(student: Path, validation, outputs) -> None:
     """The saved pruned model, loaded afresh, gives the outputs the pruned model in memory gave (the layer choice and
     the neuron importance were measured on that one)."""
-    from .predict import Predictor
+    from ..runs.predictor import Predictor
 
     again = Predictor.from_pretrained(student, packing=False).logits(*validation)
     gap = float(np.abs(flat_outputs(again) - flat_outputs(outputs)).max())
@@ -207,7 +208,7 @@ def compress_run(
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
     from ..tasks import get_task
-    from .predict import Predictor
+    from ..runs.predictor import Predictor
 
     started = time.time()
     source = RunDir(Path(run))
@@ -241,9 +242,15 @@ def compress_run(
             train_student(teacher=Path(run), student=str(student), distill=distill, model=replace(model, name_or_path=str(student)),
                           train=recovery, report=report, output_dir=out, overwrite=overwrite)
             written = True
-            from .compress_table import comparison
+            from ..runs.compress_table import comparison
+            from .export import export
 
-            section = {"plan": done["plan"], **comparison(source, RunDir(out), splits, quantize, Path(scratch))}
+            original_int8 = None
+            if quantize == "int8":
+                export(out, quantize="int8")  # RUN/onnx, parity checked against PyTorch
+                original_int8 = Path(scratch) / "original-onnx"  # the original run is left as it is
+                export(source.path, quantize="int8", output=original_int8)
+            section = {"plan": done["plan"], **comparison(source, RunDir(out), splits, original_int8)}
             section["parameters"] = {"original": parameters(source.model.path), "compressed": parameters(RunDir(out).model.path)}
             metrics = RunDir(out).metrics()
             metrics["compression"] = section

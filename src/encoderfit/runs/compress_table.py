@@ -1,5 +1,5 @@
 """The comparison `encoderfit compress` writes into metrics.json's "compression" section: the original run, the
-compressed one and, with --quantize int8, each as int8 ONNX (export.py's path, with its parity check): size on disk,
+compressed one and, with --quantize int8, each as int8 ONNX (commands/export.py's path, with its parity check): size on disk,
 CPU latency per text and texts/s (short, on the validation texts, measured by the command itself), the test metric
 with its interval and the paired test against the original on the same test examples."""
 
@@ -63,21 +63,18 @@ def row(name: str, predictor, preds, original, task, labels: List[str], head: Di
     return result
 
 
-def comparison(source: RunDir, compressed: RunDir, splits, quantize: Optional[str], scratch: Path) -> Dict:
-    """The table's rows (original, compressed, and with int8 the compressed and original int8 models) and sizes."""
-    from .export import export
-    from .predict import Predictor
+def comparison(source: RunDir, compressed: RunDir, splits, original_int8: Optional[Path] = None) -> Dict:
+    """The table's rows (original, compressed, and where `original_int8` names the original's int8 export, the
+    compressed run's RUN/onnx and that one) and sizes."""
+    from .predictor import Predictor
     from .verdict import predict_split
 
     cfg = compressed.config()
     labels = cfg.labels
     texts, pairs, _ = compressed_task(compressed).targets.distill_texts(splits.validation)  # as the model reads them
     models = [("original", source.path, "torch"), ("compressed", compressed.path, "torch")]
-    if quantize == "int8":
-        export(compressed.path, quantize="int8")  # RUN/onnx, parity checked against PyTorch
-        original_onnx = scratch / "original-onnx"  # the original run is left as it is
-        export(source.path, quantize="int8", output=original_onnx)
-        models += [("compressed + int8", compressed.path, "onnx-int8"), ("original int8", original_onnx, "onnx-int8")]
+    if original_int8 is not None:
+        models += [("compressed + int8", compressed.path, "onnx-int8"), ("original int8", original_int8, "onnx-int8")]
     rows, original, original_head = [], None, None
     for name, path, backend in models:
         predictor = Predictor.from_pretrained(path, device="cpu", backend=backend)

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Optional
 
-from ..core.config import DataArgs
+from ..core.args import DataArgs
 from ..data.sources import BATCH, LABEL, PAIR, TEXT, join_columns, load_source
 from ..core.errors import UserError, closest
 

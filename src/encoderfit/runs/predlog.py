@@ -8,7 +8,7 @@ feedback arrives; pandas (`read_sql`) and DuckDB (`sqlite_scan`) read it as it i
     predictions(id PRIMARY KEY, time, model, source, tokens, unknown, label, score, confidence, detail, text, text_pair)
     feedback(id PRIMARY KEY, time, label, text, text_pair, source)      label: the JSON of the corrected target
 
-Bounded (the bounds are kept in the log's `meta` table, stages/predlog_file.py): rows older than `max_days` are
+Bounded (the bounds are kept in the log's `meta` table, runs/predlog_file.py): rows older than `max_days` are
 deleted, and when the data passes 65% of `max_mb` the oldest predictions are deleted down to 45% of it, 5% of
 `max_mb` at a time, each step checkpointed out of the write-ahead file and the file shrunk (incremental vacuum); the
 write-ahead file is also checkpointed at a twentieth of `max_mb` and truncated to a tenth. What one commit writes
@@ -17,7 +17,7 @@ made before rows that would pass the 65% go in, and a stored text is cut to a hu
 its write-ahead file stay under `max_mb` together (a reader holding an old snapshot open can hold a checkpoint back
 meanwhile). A log file removed (or replaced) while it is written is noticed after each commit: a new log is created
 at the path and the commit written again, before any answer leaves. The writer thread of a server
-(stages/predlog_writer.py) commits whatever has queued up as one transaction (group commit).
+(runs/predlog_writer.py) commits whatever has queued up as one transaction (group commit).
 """
 
 from __future__ import annotations
@@ -33,7 +33,17 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from ..core.errors import UserError
-from .predlog_file import COLUMNS, bad_row, fit_wal, is_locked, locked, open_reader, open_writer, settle_bounds, stored_bounds
+from .predlog_file import (
+    COLUMNS,
+    bad_row,
+    fit_wal,
+    is_locked,
+    locked,
+    open_reader,
+    open_writer,
+    settle_bounds,
+    stored_bounds,
+)
 from .predlog_file import DEFAULT_DAYS, DEFAULT_MB
 
 log = logging.getLogger(__name__)

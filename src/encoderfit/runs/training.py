@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional
 
 from .. import __version__
 from ..core.checkpoints import checkpoints_in, newest_complete
-from ..core.config import DataArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.args import DataArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.runconfig import RunConfig
 from ..core.device import keep_freed_memory, pick_precision
 from ..core.distributed import is_main

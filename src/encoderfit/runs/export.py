@@ -9,19 +9,14 @@ label sets; for regression the scores themselves).
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import shutil
 import warnings
-from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Literal, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from ..core.config import ModelArgs
 from ..core.errors import UserError
-from ..core.files import check_writable, partial_dir, publish_dir, write_json
-from .predict import OnnxModel, Predictor
-from .rundir import ModelDir, ModelInfo, RunDir, locate
+from .predictor import OnnxModel, Predictor
+from .rundir import ModelInfo, RunDir
 from ..tasks import Task, get_task
 
 log = logging.getLogger(__name__)
@@ -85,7 +80,7 @@ def quantize_int8(source: Path, target: Path) -> None:
                      per_channel=True, extra_options={"MatMulConstBOnly": True})
 
 
-def _saved_texts(run: Optional[RunDir], split: str, n: int, task: Task, labels: List[str], text_pair: bool = True) -> Texts:
+def saved_texts(run: Optional[RunDir], split: str, n: int, task: Task, labels: List[str], text_pair: bool = True) -> Texts:
     """The first n texts (and pairs) of a split as the run's evaluation saved them, if it did. For a model of single
     texts whose data are pairs (embeddings: queries and documents), both sides are texts."""
     preds = run.predictions(split, task, labels) if run else None
@@ -96,17 +91,17 @@ def _saved_texts(run: Optional[RunDir], split: str, n: int, task: Task, labels: 
     return preds.texts[:n], preds.pairs[:n] if preds.pairs is not None else None
 
 
-def _sample_texts(run: Optional[RunDir], info: ModelInfo, task: Task) -> Texts:
-    texts, pairs = _saved_texts(run, "test", SAMPLE_TEXTS, task, info.labels, info.text_pair)
+def sample_texts(run: Optional[RunDir], info: ModelInfo, task: Task) -> Texts:
+    texts, pairs = saved_texts(run, "test", SAMPLE_TEXTS, task, info.labels, info.text_pair)
     if texts:
         return texts, pairs
     texts = ["a short text", "a somewhat longer text with more words in it " * 3, "x"]
     return texts, (list(reversed(texts)) if info.text_pair else None)
 
 
-def _validation_texts(run: Optional[RunDir], task: Task, labels: List[str]) -> Tuple[List[str], Optional[List[str]], str]:
+def validation_texts(run: Optional[RunDir], task: Task, labels: List[str]) -> Tuple[List[str], Optional[List[str]], str]:
     """(texts, pairs, where from) of the run's validation split: its saved predictions, else the data its config names."""
-    texts, pairs = _saved_texts(run, "validation", RECHECK_TEXTS, task, labels)
+    texts, pairs = saved_texts(run, "validation", RECHECK_TEXTS, task, labels)
     if texts:
         return texts, pairs, str(run.predictions_file("validation"))
     if run is not None:
@@ -154,89 +149,3 @@ def parity(model, tokenizer, info: ModelInfo, texts: List[str], pairs: Optional[
     if recheck_margin is not None:
         runs["int8_rechecked"] = Predictor(onnx["int8"], tokenizer, info, recheck=(onnx["fp32"], recheck_margin))
     return {"texts": len(texts), **{name: task.decoding.compare(reference, p.logits(texts, pairs), info.head) for name, p in runs.items()}}
-
-
-def export(
-    run: Path,
-    format: Literal["onnx"] = "onnx",
-    quantize: Optional[Literal["int8"]] = None,
-    output: Optional[Path] = None,
-    opset: int = 17,
-    recheck_quantile: float = 0.99,
-) -> Path:
-    """Export a run's model to ONNX (dynamic batch and sequence), optionally int8, and check parity with PyTorch.
-
-    Writes OUTPUT (default RUN/onnx/) with model.onnx, model.int8.onnx (with --quantize int8), the tokenizer,
-    config.json, encoderfit.json (task, head), parity.json and exported_from.json (the fingerprint of the model exported,
-    which stamps the rows `predict`/`serve --log` write from this directory). fp32 must match PyTorch within 1e-4 in
-    every logit.
-
-    Args:
-        run: Run directory written by `encoderfit train` (or a model directory).
-        format: Export format; onnx is the one there is.
-        quantize: int8: also write a dynamically int8-quantized model (weights int8, activations at run time).
-        output: Directory to write. Default: RUN/onnx.
-        opset: ONNX opset version (11 up to the newest the installed torch exports, 23 for torch 2.13).
-        recheck_quantile: With int8, fit on the validation split the decision margin under which int8 predictions
-            are run again in fp32 (int8_recheck.json): at most 1 - this share of texts can then change decision.
-            0 turns the re-check off.
-    """
-    from ..models.loading import load_tokenizer, load_trained
-
-    run = Path(run)
-    if not MIN_OPSET <= opset <= max_opset():
-        raise UserError(f"--opset: {opset} is outside the range this torch exports encoders to, {MIN_OPSET}-{max_opset()}; "
-                        "use e.g. --opset 17 (the default)")
-    if not 0 <= recheck_quantile <= 1:
-        raise UserError(f"--recheck_quantile must be between 0 and 1 (got {recheck_quantile}); 0 turns the re-check off")
-    rundir, source = locate(run)
-    out = Path(output) if output else (rundir.path if rundir else run.parent) / RunDir.ONNX
-    check_writable(out, "--output")
-    info = source.info()
-    task = get_task(info.task, "export")
-    tokenizer = load_tokenizer(ModelArgs(name_or_path=str(source.path)))
-    model = load_trained(str(source.path), task, info.members, attn_implementation="eager").eval()
-    if getattr(model.config, "reference_compile", None):
-        model.config.reference_compile = False
-    names = [k for k in tokenizer.model_input_names if k in ("input_ids", "attention_mask", "token_type_ids")]
-
-    work = partial_dir(out)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    target = ModelDir(work)
-    try:
-        export_fp32(model, tokenizer, names, target.onnx_file(False), opset, task.output_axes)
-        onnx, fitted = {"fp32": OnnxModel(target.onnx_file(False))}, {}
-        if quantize == "int8":
-            quantize_int8(target.onnx_file(False), target.onnx_file(True))
-            onnx["int8"] = OnnxModel(target.onnx_file(True))
-            recheck = recheck_quantile > 0 and task.int8_recheck
-            texts, pairs, where = _validation_texts(rundir, task, info.labels) if recheck else ([], None, "")
-            if texts:
-                fitted = fit_recheck_margin(onnx["fp32"], onnx["int8"], tokenizer, info, texts, pairs, recheck_quantile)
-                write_json(target / ModelDir.RECHECK, {**fitted, "fitted_on": where})
-                log.info("int8 re-check: margin %.3f re-runs %.1f%% of %d validation texts in fp32 (without: %s; with: %s)",
-                         fitted["margin"], 100 * fitted["rechecked_share"], len(texts), fitted["without"], fitted["with"])
-            elif recheck:
-                log.warning("int8 re-check off: no validation texts found for %s (evaluate the run first)", run)
-        texts, pairs = _sample_texts(rundir, info, task)
-        check = parity(model, tokenizer, info, texts, pairs, onnx, fitted.get("margin"))
-        if check["fp32"]["max_abs_logit_diff"] > PARITY_ATOL:
-            raise UserError(f"ONNX export of {source.path} does not match PyTorch: max |logit difference| "
-                            f"{check['fp32']['max_abs_logit_diff']:.2e} > {PARITY_ATOL:g}; try another --opset")
-        tokenizer.save_pretrained(work)
-        model.config.save_pretrained(work)
-        target.write_info(replace(info, members=[]))  # the ONNX graph holds every member
-        if (source / ModelDir.CARD).is_file():
-            shutil.copy(source / ModelDir.CARD, target / ModelDir.CARD)
-        write_json(target / ModelDir.PARITY, {**check, "inputs": names, "opset": opset})
-        write_json(target / ModelDir.EXPORTED_FROM, {"model_sha256": source.fingerprint(), "model_dir": str(source.path.resolve())})
-        publish_dir(work, out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    for name, result in check.items():
-        if isinstance(result, dict):
-            log.info("%s against PyTorch on %d texts: %s", name, check["texts"], json.dumps(result))
-    log.info("wrote %s", out)
-    return out

@@ -10,7 +10,7 @@ from typing import Any, Dict, Literal, Optional
 
 import yaml
 
-from ..core.config import TrainArgs
+from ..core.args import TrainArgs
 from ..core.runconfig import CONFIG_FILE, SavedConfig, build_group, known_settings
 from .corpus import CorpusArgs
 from ..core.errors import UserError

@@ -10,7 +10,7 @@ class EncoderfitModel(PythonModel):
     same result dicts as `encoderfit predict`."""
 
     def load_context(self, context):
-        from .predict import Predictor
+        from .predictor import Predictor
 
         self.predictor = Predictor.from_pretrained(context.artifacts["model"])
 

@@ -1,38 +1,25 @@
-"""`encoderfit pretrain`: masked-language-model pre-training, from scratch or continued from an encoder.
-
-The same machinery as fine-tuning (stages/train.py): the transformers Trainer set up by models/trainer.py, sealed checkpoints,
-resume by re-running the command, torchrun processes, the run directory built hidden and renamed into place.
-
-    RUN/
-      config.yaml       the resolved settings (corpus, tokenizer, model, mlm, train)
-      metrics.json      held-out MLM loss, perplexity, masked-token accuracy; the unigram baseline; tokens seen, tokens/s
-      report.html       curves, the summary against the baseline, held-out sentences with the model's guesses
-      logs/             TensorBoard events and history.json
-      model/            loads with transformers.pipeline("fill-mask") and AutoModelForMaskedLM; fine-tune it with
-                        `encoderfit train --model.name_or_path RUN/model` (the MLM head is dropped, the encoder kept)
-"""
+"""Masked-language-model training for `encoderfit pretrain` and `tune-pretrain` (commands/pretrain.py,
+commands/tune_pretrain.py): the MLM task, the run's tokenizer (trained or reused), packed sequences, and one
+training of the model on them with the same machinery as fine-tuning (models/trainer.py, sealed checkpoints)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 from .. import __version__
-from ..core.config import TrainArgs
-from .corpus import CorpusArgs, load_corpus
 from ..core.device import keep_freed_memory, pick_precision
-from ..core.distributed import barrier, is_main, share
+from ..core.distributed import barrier, is_main
 from ..core.errors import UserError
-from ..core.files import exclusive, partial_dir, publish_dir, write_json
-from .config import MlmArgs, PretrainConfig, PretrainModelArgs, build_model, pretrain_defaults
-from ..stages.rundir import ModelInfo, RunDir
+from ..core.files import write_json
+from .settings import PretrainConfig, build_model
+from ..runs.rundir import ModelInfo, RunDir
 from ..tasks import get_task
-from .tokenizer import TokenizerArgs, train_tokenizer
+from .tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 TOKENIZER = "tokenizer"  # where the run's tokenizer waits in the hidden directory until model/ is written
@@ -47,7 +34,7 @@ def run_tokenizer(cfg: PretrainConfig, documents: List[str], workdir: Path, max_
     """The run's tokenizer: trained on the training documents (once: a resumed run reads it back), or reused."""
     from transformers import AutoTokenizer
 
-    from ..core.config import ModelArgs
+    from ..core.args import ModelArgs
     from ..models.loading import load_tokenizer
 
     saved = workdir / TOKENIZER
@@ -63,77 +50,6 @@ def run_tokenizer(cfg: PretrainConfig, documents: List[str], workdir: Path, max_
         train_tokenizer(documents, cfg.tokenizer, max_length).save_pretrained(str(saved))
     barrier()
     return AutoTokenizer.from_pretrained(str(saved))
-
-
-def pretrain(
-    corpus: CorpusArgs = CorpusArgs(),
-    tokenizer: TokenizerArgs = TokenizerArgs(),
-    model: PretrainModelArgs = PretrainModelArgs(),
-    mlm: MlmArgs = MlmArgs(),
-    train: TrainArgs = pretrain_defaults(),
-    output_dir: Path = Path("runs/pretrain"),
-    overwrite: bool = False,
-    resume: Optional[bool] = None,
-) -> Path:
-    """Pre-train an encoder with masked language modelling, from scratch or continued (domain adaptation).
-
-    Writes OUTPUT_DIR with model/ (loads with transformers.pipeline("fill-mask"); fine-tune it with
-    `encoderfit train --model.name_or_path OUTPUT_DIR/model`), config.yaml, metrics.json, report.html and logs/.
-
-    Args:
-        corpus: Where the unlabelled text comes from and how much is held out.
-        tokenizer: The tokenizer to train (bpe, wordpiece) or reuse.
-        model: The encoder: a ModernBERT size or any config from scratch, or an existing encoder to continue.
-        mlm: Block size and masking rate of the masked-language-model objective.
-        train: Optimisation and evaluation settings (defaults: one pass, peak learning rate 5e-4, warmup-stable-decay).
-        output_dir: The run directory to write.
-        overwrite: Replace OUTPUT_DIR if it already exists.
-        resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
-            same config was interrupted before; true: insist on resuming; false: discard it and start over.
-    """
-    from ..stages.tracking import Trackers
-    from ..stages.train import _abandon, check_start, continues
-    from ..stages.training import resume_point
-
-    started = time.time()
-    if train.seeds > 1:
-        raise UserError("train.seeds: pre-training trains one model; drop --train.seeds")
-    out = check_start(output_dir, overwrite, train)
-    with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
-        task = mlm_task()
-        cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
-        train_docs, validation_docs = load_corpus(corpus)
-
-        workdir = partial_dir(out)
-        keep = share(continues(workdir, cfg, resume) if is_main() else None)
-        if is_main() and not keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-            workdir.mkdir(parents=True)
-            cfg.save(workdir)
-        barrier()
-        trackers = Trackers([], workdir, out.name)
-        try:
-            trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
-            tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
-            checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
-            results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)
-            if not is_main():
-                return out
-            shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
-            from ..tasks.mlm.pages import write_pages
-
-            write_pages(RunDir(workdir), cfg, results)
-            publish_dir(workdir, out)
-        except BaseException as err:
-            if is_main():
-                trackers.fail()
-                _abandon(workdir, interrupted=not isinstance(err, Exception))
-            raise
-        trackers.finish(results, out, predictor=False)
-        log.info("pre-trained model written to %s (%.0f s): validation loss %.3f, perplexity %.1f, masked-token accuracy %.3f",
-                 out, time.time() - started, results["validation"]["loss"], results["validation"]["perplexity"],
-                 results["validation"]["accuracy"])
-        return out
 
 
 @dataclass

@@ -1,0 +1,102 @@
+"""`encoderfit pretrain`: masked-language-model pre-training, from scratch or continued from an encoder.
+
+The same machinery as fine-tuning (commands/train.py, runs/lifecycle.py): the transformers Trainer set up by models/trainer.py, sealed checkpoints,
+resume by re-running the command, torchrun processes, the run directory built hidden and renamed into place.
+
+    RUN/
+      config.yaml       the resolved settings (corpus, tokenizer, model, mlm, train)
+      metrics.json      held-out MLM loss, perplexity, masked-token accuracy; the unigram baseline; tokens seen, tokens/s
+      report.html       curves, the summary against the baseline, held-out sentences with the model's guesses
+      logs/             TensorBoard events and history.json
+      model/            loads with transformers.pipeline("fill-mask") and AutoModelForMaskedLM; fine-tune it with
+                        `encoderfit train --model.name_or_path RUN/model` (the MLM head is dropped, the encoder kept)"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Optional
+from ..core.args import TrainArgs
+from ..pretraining.corpus import CorpusArgs, load_corpus
+from ..core.distributed import barrier, is_main, share
+from ..core.errors import UserError
+from ..core.files import exclusive, partial_dir, publish_dir
+from ..pretraining.settings import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
+from ..runs.rundir import RunDir
+from ..pretraining.mlm_training import TOKENIZER, Packed, mlm_task, run_tokenizer, train_mlm
+from ..pretraining.tokenizer import TokenizerArgs
+
+log = logging.getLogger(__name__)
+
+
+def pretrain(
+    corpus: CorpusArgs = CorpusArgs(),
+    tokenizer: TokenizerArgs = TokenizerArgs(),
+    model: PretrainModelArgs = PretrainModelArgs(),
+    mlm: MlmArgs = MlmArgs(),
+    train: TrainArgs = pretrain_defaults(),
+    output_dir: Path = Path("runs/pretrain"),
+    overwrite: bool = False,
+    resume: Optional[bool] = None,
+) -> Path:
+    """Pre-train an encoder with masked language modelling, from scratch or continued (domain adaptation).
+
+    Writes OUTPUT_DIR with model/ (loads with transformers.pipeline("fill-mask"); fine-tune it with
+    `encoderfit train --model.name_or_path OUTPUT_DIR/model`), config.yaml, metrics.json, report.html and logs/.
+
+    Args:
+        corpus: Where the unlabelled text comes from and how much is held out.
+        tokenizer: The tokenizer to train (bpe, wordpiece) or reuse.
+        model: The encoder: a ModernBERT size or any config from scratch, or an existing encoder to continue.
+        mlm: Block size and masking rate of the masked-language-model objective.
+        train: Optimisation and evaluation settings (defaults: one pass, peak learning rate 5e-4, warmup-stable-decay).
+        output_dir: The run directory to write.
+        overwrite: Replace OUTPUT_DIR if it already exists.
+        resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
+            same config was interrupted before; true: insist on resuming; false: discard it and start over.
+    """
+    from ..runs.tracking import Trackers
+    from ..runs.lifecycle import abandon, check_start, continues
+    from ..runs.training import resume_point
+
+    started = time.time()
+    if train.seeds > 1:
+        raise UserError("train.seeds: pre-training trains one model; drop --train.seeds")
+    out = check_start(output_dir, overwrite, train)
+    with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
+        task = mlm_task()
+        cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
+        train_docs, validation_docs = load_corpus(corpus)
+
+        workdir = partial_dir(out)
+        keep = share(continues(workdir, cfg, resume) if is_main() else None)
+        if is_main() and not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir(parents=True)
+            cfg.save(workdir)
+        barrier()
+        trackers = Trackers([], workdir, out.name)
+        try:
+            trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
+            tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
+            checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
+            results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)
+            if not is_main():
+                return out
+            shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
+            from ..tasks.mlm.pages import write_pages
+
+            write_pages(RunDir(workdir), cfg, results)
+            publish_dir(workdir, out)
+        except BaseException as err:
+            if is_main():
+                trackers.fail()
+                abandon(workdir, interrupted=not isinstance(err, Exception))
+            raise
+        trackers.finish(results, out, predictor=False)
+        log.info("pre-trained model written to %s (%.0f s): validation loss %.3f, perplexity %.1f, masked-token accuracy %.3f",
+                 out, time.time() - started, results["validation"]["loss"], results["validation"]["perplexity"],
+                 results["validation"]["accuracy"])
+        return out
