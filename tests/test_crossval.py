@@ -127,7 +127,7 @@ def test_entity_scores_are_calibrated_on_validation(ner_run):
         assert any(abs(a["score"] - b["score"]) > 1e-6 for a, b in zip(raw, cal))
 
     # the fit itself: overconfident scores (logits x 4) get a temperature near 4 back
-    from encoderfit.core.tokens import WordScores
+    from encoderfit.tasks.base.words import WordScores
 
     rng = np.random.default_rng(0)
     labels = ["O", "B-PER", "I-PER"]

@@ -175,7 +175,7 @@ def test_ner_teacher_words_reach_each_student_word_once_whatever_its_tokenizer(s
     """The teacher's per-word logits land on the student's first sub-word of each word, once per window, with the
     student's own tokenizer (byte-level BPE, or MiniLM's lower-casing WordPiece) and windows."""
     from encoderfit.core.args import ModelArgs
-    from encoderfit.core.tokens import IGNORE, aligned_windows, split_words
+    from encoderfit.tasks.base.words import IGNORE, aligned_windows, split_words
     from encoderfit.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(ModelArgs(name_or_path=str(tiny_model) if student == "tiny" else student))

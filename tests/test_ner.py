@@ -101,7 +101,7 @@ def wordpiece_tokenizer(tmp_path):
 def test_alignment_labels_each_word_once_at_its_first_subword(kind, tiny_model, tmp_path):
     from transformers import AutoTokenizer
 
-    from encoderfit.core.tokens import IGNORE, aligned_windows, join_tokens, split_words
+    from encoderfit.tasks.base.words import IGNORE, aligned_windows, join_tokens, split_words
 
     tokenizer = wordpiece_tokenizer(tmp_path) if kind == "wordpiece" else AutoTokenizer.from_pretrained(tiny_model)
     texts = ["Zorgon-Prime visited  café Ünïcode 🙂 in new york", " ".join(["alice", "travelled", "far"])]
@@ -119,7 +119,7 @@ def test_alignment_labels_each_word_once_at_its_first_subword(kind, tiny_model, 
 
 def test_windows_tag_every_word_of_a_long_text(ner_run):
     from encoderfit.runs.predictor import Predictor
-    from encoderfit.core.tokens import split_words
+    from encoderfit.tasks.base.words import split_words
 
     model = Predictor.from_pretrained(ner_run)
     assert model.max_length == 24

@@ -207,16 +207,15 @@ def compress_run(
         output_dir: The run directory to write.
         overwrite: Replace OUTPUT_DIR if it already exists.
     """
-    from ..tasks import get_task
     from ..runs.predictor import Predictor
 
     started = time.time()
     source = RunDir(Path(run))
     cfg = source.config()
-    kind = get_task(cfg.task, options=cfg.options)
-    if kind.distillation:
+    kind = source.task()
+    if not kind.supports("distill"):
         raise UserError(f"compress: {run} is a {cfg.task} run; a pruned model recovers by distillation from its run, "
-                        f"which these runs do not have: {kind.distillation}")
+                        f"which these runs do not have: {kind.why_not('distill')}")
     info = source.model.info()
     if info.members:
         raise UserError(f"compress: {run} is an ensemble of {len(info.members)} members; compress one member's run "

@@ -157,8 +157,8 @@ def cross_validate(
         splits = prepare(data, task, options, holdout=False)  # pooled and cut into folds below
         data = splits.resolve(data)  # the columns inferred, for every fold's config
         chosen = get_task(splits.task, "train", splits.options)
-        if chosen.cross_validation:
-            raise UserError(f"encoderfit cv: {chosen.name} runs are not cross-validated: {chosen.cross_validation}")
+        if not chosen.supports("cv"):
+            raise UserError(f"encoderfit cv: {chosen.name} runs are not cross-validated: {chosen.why_not('cv')}")
         from datasets import concatenate_datasets
 
         pool = concatenate_datasets([splits.train, splits.validation, splits.test])

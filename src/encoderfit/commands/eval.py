@@ -19,7 +19,6 @@ from ..core.args import ReportOverrides
 from ..core.errors import UserError
 from ..core.files import check_output_file, check_writable, write_json
 from ..runs.rundir import RunDir
-from ..tasks import get_task
 from ..runs.verdict import analyse, intervals, predict_split
 from ..runs.evaluation import check_same_splits, evaluate_run
 
@@ -71,7 +70,7 @@ def evaluate(
     rundir = RunDir(run)
     cfg = rundir.config()
     cfg.report = report.apply(cfg.report)
-    task = get_task(cfg.task, "eval", cfg.options)
+    task = rundir.task("eval")
     args = replace(cfg.data, text_column=text_column or cfg.data.text_column,
                    text_pair_column=text_pair_column or cfg.data.text_pair_column,
                    label_column=label_column or cfg.data.label_column)

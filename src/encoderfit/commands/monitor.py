@@ -84,7 +84,7 @@ def sentence_vectors(predictor, texts: List[str], pairs: Optional[List[str]]):
     from ..data.sources import encode_texts
     from ..runs.predictor import INPUT_KEYS, length_batches
 
-    if predictor.task.embeds:
+    if predictor.task.supports("embed"):
         return np.asarray(predictor.logits(texts, pairs))
     base = None if predictor.onnx else encoder_body(predictor.model)
     if base is None:

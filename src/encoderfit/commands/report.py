@@ -11,7 +11,6 @@ import logging
 from pathlib import Path
 
 from ..runs.rundir import RunDir
-from ..tasks import get_task
 from ..runs.report import write_report
 
 log = logging.getLogger(__name__)
@@ -30,7 +29,7 @@ def report(run: Path) -> Path:
 
     rundir = RunDir(run)
     cfg = rundir.config()
-    task = get_task(cfg.task, "report", cfg.options)
+    task = rundir.task("report")
     previous = rundir.metrics()
     preds = {role: rundir.require_predictions(role, task, cfg.labels) for role in ("validation", "test")}
     metrics = {**previous, **analyse(task, preds, cfg, rundir.model.info().head, saved_baseline(rundir, task, cfg.labels, previous))}

@@ -34,7 +34,6 @@ from ..runs.rundir import Predictions, RunDir
 from ..runs.splits import prepare
 from ..runs.lifecycle import check_start, train_run
 from ..runs.training import Prepared
-from ..tasks import get_task
 from ..tasks.base.decoding import Decoding
 
 log = logging.getLogger(__name__)
@@ -196,7 +195,7 @@ def retrain(
         raise UserError(f"retrain: --holdout must be between 0 and 1 (got {holdout}) and --repeat at least 1 (got {repeat})")
     deployed = RunDir(Path(run).resolve())
     cfg = deployed.config()
-    task = get_task(cfg.task, "train", cfg.options)
+    task = deployed.task("train")
     if type(task.decoding).feedback_value is Decoding.feedback_value:  # the task reads no feedback labels
         raise UserError(f"retrain: the {cfg.task} task takes no feedback labels yet")
     pointer = check_pointer(Path(run), pointer, deployed.path)

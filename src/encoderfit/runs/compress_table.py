@@ -71,7 +71,7 @@ def comparison(source: RunDir, compressed: RunDir, splits, original_int8: Option
 
     cfg = compressed.config()
     labels = cfg.labels
-    texts, pairs, _ = compressed_task(compressed).targets.distill_texts(splits.validation)  # as the model reads them
+    texts, pairs, _ = compressed.task().targets.distill_texts(splits.validation)  # as the model reads them
     models = [("original", source.path, "torch"), ("compressed", compressed.path, "torch")]
     if original_int8 is not None:
         models += [("compressed + int8", compressed.path, "onnx-int8"), ("original int8", original_int8, "onnx-int8")]
@@ -98,12 +98,6 @@ def comparison(source: RunDir, compressed: RunDir, splits, original_int8: Option
     return {"table": rows, "size_mb": {"original": rows[0]["size_mb"], "compressed": rows[1]["size_mb"]},
             "speed_note": "measured by the command on this machine, on the validation texts"}
 
-
-def compressed_task(run: RunDir):
-    from ..tasks import get_task
-
-    cfg = run.config()
-    return get_task(cfg.task, options=cfg.options)
 
 
 def _interval(ci: Dict) -> str:

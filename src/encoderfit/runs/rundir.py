@@ -163,6 +163,7 @@ class RunDir:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._task = None  # the run's Task, once asked for (task())
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -187,6 +188,18 @@ class RunDir:
 
     def config(self) -> RunConfig:
         return RunConfig.load(self.path, check=_fine_tuning_run)
+
+    def task(self, stage: Optional[str] = None):
+        """The run's Task holding its own settings (config.yaml's task and task options), resolved once when the run is
+        opened and handed on from here; with `stage`, refused with the task's own line where it lacks that stage."""
+        if self._task is None:
+            from ..tasks import get_task
+
+            cfg = self.config()
+            self._task = get_task(cfg.task, options=cfg.options)
+        if stage is not None and not self._task.supports(stage):
+            raise UserError(f"{stage}: {self._task.why_not(stage)}")
+        return self._task
 
     def save_config(self, cfg: RunConfig) -> None:
         cfg.save(self.path)
@@ -299,4 +312,4 @@ def _fine_tuning_run(raw: dict, where: str) -> None:
 
     task = TASKS.get(str(raw.get("task") or LEGACY_TASK))
     if task is not None and "train" not in task.stages:
-        raise UserError(f"{where}: {task.unsupported}")
+        raise UserError(f"{where}: {task.why_not('train')}")

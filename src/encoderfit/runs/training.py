@@ -179,7 +179,7 @@ def train_model(prep: Prepared, cfg: RunConfig, workdir: Path, checkpoint: Optio
 
         save_sentence_classifier(run.model.path, trainer.model, prep.max_length)
         adjusted = True
-    pairs = "text_pair" in prep.splits.train.column_names and not prep.task.embeds  # an embedding model reads one text at a time
+    pairs = "text_pair" in prep.splits.train.column_names and not prep.task.supports("embed")  # an embedding model reads one text at a time
     run.model.write_info(ModelInfo(prep.task.name, prep.max_length, prep.splits.labels, pairs,
                                    windows=prep.windows, options=prep.task.options_dict()))
     write_json(run.history_file, trainer.state.log_history)

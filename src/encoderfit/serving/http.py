@@ -22,7 +22,7 @@ class Limits:
     max_body_bytes: int = 2_000_000
 
 
-def _error(status: int, message: str) -> JSONResponse:
+def error_response(status: int, message: str) -> JSONResponse:
     """Every error the server sends has this one shape: {"error": "what is wrong and how to fix it"}."""
     return JSONResponse({"error": message}, status_code=status)
 
@@ -39,17 +39,17 @@ def check_texts(texts: List[str], pairs: Optional[List[str]], limits: Limits, fi
     `where(i, k)`: the request's name for text i (k 0) or its pair (k 1), e.g. "inputs.0.context"; default
     "texts.i" / "pairs.i"."""
     if not texts or len(texts) > limits.max_texts:
-        return _error(422, f"{field}: send between 1 and {limits.max_texts} texts")
+        return error_response(422, f"{field}: send between 1 and {limits.max_texts} texts")
     for k, (name, items) in enumerate(((field, texts), ("pairs", pairs or []))):
         for i, text in enumerate(items):
             at = where(i, k) if where is not None else f"{name}.{i}"
             if not text.strip():
-                return _error(422, f"{at}: empty text")
+                return error_response(422, f"{at}: empty text")
             if len(text) > limits.max_chars:
-                return _error(413, f"{at}: {len(text)} characters, over the limit of {limits.max_chars}")
+                return error_response(413, f"{at}: {len(text)} characters, over the limit of {limits.max_chars}")
             bad = unencodable(text)
             if bad is not None:
-                return _error(422, f"{at}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
+                return error_response(422, f"{at}: character {bad} is a lone surrogate, not valid Unicode; send UTF-8 text")
     return None
 
 
@@ -97,5 +97,5 @@ class HostCheck:
         return scope.pop(self.PASSED, False)
 
     def refusal(self, host: str) -> JSONResponse:
-        return _error(400, f"Host header '{host}' is not served here; allowed: {', '.join(self.allowed)} "
+        return error_response(400, f"Host header '{host}' is not served here; allowed: {', '.join(self.allowed)} "
                            "(start the server with --allowed_hosts to add names)")

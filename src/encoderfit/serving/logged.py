@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ..runs.predlog import PredictionLog, TokenStats, new_id, prediction_rows
 from ..runs.predlog_writer import Busy, LogWriter
-from .http import _error, unencodable
+from .http import error_response, unencodable
 
 log = logging.getLogger(__name__)
 WINDOW = 1000  # predictions the gauges summarise
@@ -133,20 +133,20 @@ def add_log_routes(app: FastAPI, served: Optional[ServedLog], predictor, busy) -
     @app.post("/v1/feedback")
     async def feedback(body: FeedbackRequest, request: Request):
         if served is None:
-            return _error(404, "feedback needs the prediction log: start the server with --log PATH")
+            return error_response(404, "feedback needs the prediction log: start the server with --log PATH")
         refused = not_storable(body.id, "id") or not_storable(json.dumps(body.label, ensure_ascii=False), "label")
         if refused is not None:  # before the queue: SQLite cannot store it, and the message must not echo it
             return refused
         try:
             label = predictor.task.decoding.feedback_value(body.label, predictor.labels)
         except ValueError as err:
-            return _error(422, f"label: {err}")
+            return error_response(422, f"label: {err}")
         try:
             stored = await served.feedback([{"id": body.id, "label": label, "source": "api"}])
         except Busy as err:
             return busy(str(err))
         if not stored[0]:
-            return _error(404, f"id '{body.id[:80]}' is not in the prediction log; send the id a /v1/predict answer gave")
+            return error_response(404, f"id '{body.id[:80]}' is not in the prediction log; send the id a /v1/predict answer gave")
         return {"id": body.id, "label": label, "stored": True}
 
 
@@ -155,4 +155,4 @@ def not_storable(text: str, field: str):
     bad = unencodable(text)
     if bad is None:
         return None
-    return _error(422, f"{field}: holds a lone surrogate (such as \\ud800), not valid Unicode; send UTF-8 text")
+    return error_response(422, f"{field}: holds a lone surrogate (such as \\ud800), not valid Unicode; send UTF-8 text")

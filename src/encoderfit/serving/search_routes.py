@@ -44,7 +44,7 @@ class SearchRequest(BaseModel):
 def add_embedding_routes(app, predictor, batcher, limits, index) -> None:
     import numpy as np
 
-    from .http import _error, check_texts, client_gone
+    from .http import error_response, check_texts, client_gone
 
     async def vectors(texts: List[str], request):
         results = await batcher.predict(texts, None, lambda: client_gone(request))
@@ -63,7 +63,7 @@ def add_embedding_routes(app, predictor, batcher, limits, index) -> None:
     @app.post("/v1/search")
     async def search(body: SearchRequest, request: Request):
         if index is None:
-            return _error(404, "this server has no corpus to search: start it with `encoderfit serve RUN --corpus FILE`")
+            return error_response(404, "this server has no corpus to search: start it with `encoderfit serve RUN --corpus FILE`")
         queries = body.queries if body.queries is not None else [body.query]
         refused = check_texts(queries, None, limits, "queries")
         if refused is not None:

@@ -51,7 +51,7 @@ def get_task(name: str, stage: Optional[str] = None, options: Optional[Dict[str,
         raise UserError(f"task: unknown task '{name}'{closest(name, TASKS)}; choose from {list(TASKS)}")
     task = TASKS[name]
     if stage is not None and stage not in task.stages:
-        raise UserError(f"{stage}: {task.unsupported}")
+        raise UserError(f"{stage}: {task.why_not(stage)}")
     return task.configured(options) if options is not None else task
 
 

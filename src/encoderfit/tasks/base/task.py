@@ -54,10 +54,15 @@ class Task:
     task's primary metric: the verdict against the baseline is about it."""
     lower_is_better: ClassVar[frozenset] = frozenset()
     """Metrics where less is better (errors, losses); every other is better greater."""
-    stages: ClassVar[frozenset] = frozenset({"train", "tune", "eval", "predict", "export", "serve", "report"})
-    """The stages that can run on this task's runs and models."""
-    unsupported: ClassVar[str] = ""
-    """What to do instead, for a stage this task lacks."""
+    stages: ClassVar[frozenset] = frozenset({"train", "tune", "cv", "eval", "predict", "export", "serve", "report"})
+    """What the task supports, as data: the commands (and server routes) that run on its runs and models. Besides the
+    command names: "distill" (a student can learn from its runs; its Modeling has `distill_loss`) and "embed" (its
+    outputs are text embeddings, one normalised vector per text: `embed`, `search`, the server's /v1/embed and
+    /v1/search, and monitor's embedding test apply). A new command asks `task.supports(name)`; no task changes."""
+    unsupported: ClassVar[Dict[str, str]] = {
+        "distill": "`encoderfit distill` is built for classification, multilabel, regression, ner, embedding and similarity "
+                   "runs so far"}
+    """Why not, and what to do instead, for a stage the task lacks (key "*": any stage without its own line)."""
     baseline_name: ClassVar[str] = "TF-IDF baseline"
     """What the baseline is called in the verdict (and `baseline_plain`, in plain words with its article)."""
     baseline_plain: ClassVar[str] = "a bag of words"
@@ -65,15 +70,8 @@ class Task:
     """Texts longer than max_length are always cut into windows (never truncated), whatever model.long_texts says."""
     output_axes: ClassVar[Dict[int, str]] = {0: "batch"}
     """The dynamic axes of the exported ONNX graph's logits."""
-    embeds: ClassVar[bool] = False
-    """Its outputs are text embeddings (one normalised vector per text): embed, search and the server's /v1/embed apply."""
     int8_recheck: ClassVar[bool] = True
     """The task makes decisions that an int8 export can flip, so export fits a margin to re-check near-ties in fp32."""
-    cross_validation: ClassVar[Optional[str]] = None
-    """Why `encoderfit cv` cannot pool this task's out-of-fold predictions (None: it can)."""
-    distillation: ClassVar[Optional[str]] = ("`encoderfit distill` is built for classification, multilabel, regression, "
-                                             "ner, embedding and similarity runs so far")
-    """Why a student cannot be distilled from this task's runs (None: it can; its Modeling has `distill_loss`)."""
     distill_validation: ClassVar[bool] = False
     """A student's checkpoints are chosen by its distillation loss on validation (the teacher's outputs on the
     validation texts, never trained on), where the student's rows lack what the task's own validation loss needs."""
@@ -97,6 +95,16 @@ class Task:
         self.scoring: Scoring = self.Scoring(self)
         self.decoding: Decoding = self.Decoding(self)
         self.pages: Pages = self.Pages(self)
+
+    @classmethod
+    def supports(cls, stage: str) -> bool:
+        """Whether `stage` (a command, "distill" or "embed"; see `stages`) runs on this task's runs."""
+        return stage in cls.stages
+
+    @classmethod
+    def why_not(cls, stage: str) -> str:
+        """Why `stage` does not run on this task's runs, and what to do instead."""
+        return cls.unsupported.get(stage) or cls.unsupported.get("*") or f"the {cls.name} task does not support {stage} yet"
 
     def _read_options(self, values: Dict[str, Any]):
         if self.Options is None:

@@ -122,6 +122,7 @@ class SetFitModeling(ClassificationModeling):
 
 class EmbeddingHeadClassification(Classification):
     """The training side of `model.head embedding`; every other stage reads the run as plain classification."""
-    distillation = "a student is distilled with a linear head: drop model.head embedding for the student"
+    stages = Classification.stages - {"distill"}
+    unsupported = {"distill": "a student is distilled with a linear head: drop model.head embedding for the student"}
     Targets = SetFitTargets
     Modeling = SetFitModeling

@@ -350,7 +350,7 @@ class Classification(Task):
     summary = (("accuracy", "accuracy"), ("f1_macro", "macro-F1"), ("f1_micro", "micro-F1"), ("f1_weighted", "weighted-F1"))
     lower_is_better = frozenset({"ece_before", "ece_after"})
     exact_test = "mcnemar"
-    distillation = None  # `encoderfit distill` trains students of its runs
+    stages = Task.stages | {"distill"}  # `encoderfit distill` trains students of its runs
     Targets = ClassificationTargets
     Modeling = ClassificationModeling
     Scoring = ClassificationScoring

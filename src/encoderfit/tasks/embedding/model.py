@@ -29,7 +29,7 @@ def load_sentence_model(args, max_length: int):
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
-    from ...models.loading import ATTENTION_DROPOUT_KEYS, _hub_error, config_overrides, is_sentence_model, load_config, resolve_name
+    from ...models.loading import ATTENTION_DROPOUT_KEYS, hub_error, config_overrides, is_sentence_model, load_config, resolve_name
 
     path = resolve_name(args.name_or_path)
     # attention dropout as model.attention_dropout says (0: PyTorch's fused attention, 2x faster on CPU than BERT's 0.1)
@@ -47,7 +47,7 @@ def load_sentence_model(args, max_length: int):
                                config_kwargs={**remote, **dropout})
             model = SentenceTransformer(modules=[body, Pooling(body.get_embedding_dimension(), "mean")], device=device)
     except (OSError, ValueError) as err:
-        raise _hub_error(args.name_or_path, err) from None
+        raise hub_error(args.name_or_path, err) from None
     last = list(model)[-1]
     if type(last).__name__ == "Dense" and type(last.activation_function).__name__ == "Identity":
         # a linear layer after everything else is a classifier's head, as encoderfit's inference reads it (pooling_of):
@@ -95,7 +95,7 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.training_args import BatchSamplers
 
-    from ...models.trainer import _callbacks, training_arguments
+    from ...models.trainer import trainer_callbacks, training_arguments
 
     if train.ensemble:
         raise UserError("train.ensemble: ensembles of embedding models are not supported (their vector spaces differ); "
@@ -111,7 +111,7 @@ def build_sentence_trainer(net, shape: str, tokenized: Dict, train, precision: s
                               batch_sampler=sampler)
     return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"],
                                       eval_dataset=tokenized["validation"], loss=training_loss(net, shape, options),
-                                      callbacks=_callbacks(train, workdir / "logs", callbacks or []))
+                                      callbacks=trainer_callbacks(train, workdir / "logs", callbacks or []))
 
 
 def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, callbacks: Optional[list]):
@@ -126,7 +126,7 @@ def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, 
     from sentence_transformers.sentence_transformer import losses
     from sentence_transformers.sentence_transformer.modules import Dense
 
-    from ...models.trainer import _callbacks, training_arguments
+    from ...models.trainer import trainer_callbacks, training_arguments
 
     if train.metric_for_best != "loss":
         raise UserError(f"train.metric_for_best: a distilled embedding model keeps the checkpoint closest to its teacher on "
@@ -152,7 +152,7 @@ def distill_trainer(net, tokenized: Dict, train, precision: str, workdir: Path, 
         net.max_seq_length = modules[0].max_seq_length
     args = training_arguments(train, precision, workdir / "checkpoints", cls=SentenceTransformerTrainingArguments)
     return SentenceTransformerTrainer(model=net, args=args, train_dataset=tokenized["train"], eval_dataset=tokenized["validation"],
-                                      loss=losses.EmbedDistillLoss(net, distance_metric="cosine"), callbacks=_callbacks(train, workdir / "logs", callbacks or []))
+                                      loss=losses.EmbedDistillLoss(net, distance_metric="cosine"), callbacks=trainer_callbacks(train, workdir / "logs", callbacks or []))
 
 
 def fitted_projection(modules, rows, most: int = 20000):

@@ -308,8 +308,7 @@ class EmbeddingDecoding(Decoding):
 
 class Embedding(Task):
     name = "embedding"
-    cross_validation = ("each fold's model embeds into its own vector space, so the folds' documents cannot be searched as "
-                        "one corpus; use train with a larger test split")
+
     problem_type = "embedding"
     pipeline_tag = "sentence-similarity"
     output_noun = "embeddings"
@@ -317,14 +316,15 @@ class Embedding(Task):
     metrics_for_best = {"loss": False}
     summary = (("mrr@10", "MRR@10"), ("recall@1", "recall@1"), ("recall@10", "recall@10"), ("recall@100", "recall@100"),
                ("ndcg@10", "nDCG@10"))
-    stages = frozenset({"train", "eval", "predict", "export", "serve", "report"})
-    unsupported = "the embedding task has no hyper-parameter search yet; run `encoderfit train` with chosen settings"
+    # distill: the student's vectors move to the teacher's (cosine distance: EmbedDistillLoss)
+    stages = frozenset({"train", "eval", "predict", "export", "serve", "report", "distill", "embed"})
+    unsupported = {"tune": "the embedding task has no hyper-parameter search yet; run `encoderfit train` with chosen settings",
+                   "cv": "each fold's model embeds into its own vector space, so the folds' documents cannot be searched as "
+                         "one corpus; use train with a larger test split"}
     baseline_name = "BM25"
     baseline_plain = "BM25 keyword search"
-    embeds = True
     int8_recheck = False  # no decisions: int8 is judged by cosine to fp32 and by recall (benchmarks/speed/embeddings.py)
     Options = EmbeddingOptions
-    distillation = None  # the student's vectors move to the teacher's (cosine distance: EmbedDistillLoss)
     distill_validation = True  # checkpoints by that distance on the validation texts: pairs hold no teacher vectors
     Targets = EmbeddingTargets
     Modeling = EmbeddingModeling

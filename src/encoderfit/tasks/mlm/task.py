@@ -68,8 +68,8 @@ class MaskedLM(Task):
     metrics_for_best = {"loss": False, "accuracy": True}
     summary = (("loss", "MLM loss"), ("perplexity", "perplexity"), ("accuracy", "masked-token accuracy"))
     lower_is_better = frozenset({"loss", "perplexity"})
-    unsupported = ("an mlm run is a pre-trained encoder: use its model/ with transformers.pipeline('fill-mask', model=RUN/model), "
-                   "or fine-tune it with `encoderfit train --model.name_or_path RUN/model`")
+    unsupported = {"*": "an mlm run is a pre-trained encoder: use its model/ with transformers.pipeline('fill-mask', model=RUN/model), "
+                   "or fine-tune it with `encoderfit train --model.name_or_path RUN/model`"}
     Modeling = MlmModeling
     Scoring = MlmScoring
 

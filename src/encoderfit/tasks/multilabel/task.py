@@ -327,10 +327,10 @@ class MultilabelDecoding(Decoding):
 
 class Multilabel(Task):
     name = "multilabel"
-    cross_validation = ("each fold fits its own per-label thresholds, which one pooled comparison cannot apply; use train "
-                        "with a larger test split")
+    stages = (Task.stages | {"distill"}) - {"cv"}  # `encoderfit distill` trains students of its runs
+    unsupported = {"cv": "each fold fits its own per-label thresholds, which one pooled comparison cannot apply; use train "
+                         "with a larger test split"}
     problem_type = "multi_label_classification"
-    distillation = None  # `encoderfit distill` trains students of its runs
     metrics_for_best = {"loss": False, "f1_micro": True, "f1_macro": True}
     summary = (("f1_micro", "micro-F1"), ("f1_macro", "macro-F1"), ("f1_samples", "samples-F1"), ("subset_accuracy", "subset accuracy"),
                ("hamming_loss", "Hamming loss"))

@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ...core.tokens import WordScores
+from ..base.words import WordScores
 
 log = logging.getLogger(__name__)
 GRID = ((0.1, 0.1), (0.05, 0.01))  # (c1, c2): sklearn-crfsuite tutorial's setting and a lighter one

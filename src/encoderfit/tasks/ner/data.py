@@ -17,7 +17,7 @@ from typing import Dict, List, Optional
 
 from ...data.conll import DOCSTART, LINES  # noqa: F401  (LINES: the column ner.py reads back)
 from ...core.errors import UserError
-from ...core.tokens import join_tokens, split_words, word_of_char
+from ..base.words import join_tokens, split_words, word_of_char
 from .tags import to_iob2
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 Data in any scheme (IO, IOB1, IOB2, BIOES/BILOU; tags.py) and shape (CoNLL files, token/tag lists with string or
 ClassLabel tags, raw text with character spans; ner_data.py) is read into words with IOB2 tags. The model labels
-sub-words (core/tokens.py): each word is trained and predicted at its first sub-word; long texts are windowed, never
+sub-words (tasks/base/words.py): each word is trained and predicted at its first sub-word; long texts are windowed, never
 truncated. Metrics are entity-level (seqeval, strict IOB2) with token accuracy beside them; the baseline is a
 linear-chain CRF on word features (sklearn-crfsuite).
 """
@@ -19,7 +19,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from ...core.errors import UserError
-from ...core.tokens import IGNORE, WordScores, aligned_windows
+from ..base.words import IGNORE, WordScores, aligned_windows
 from . import data as ner_data
 from ..base import BucketedPadding, Decoding, Modeling, Scoring, Targets, Task
 from .pages import NerPages
@@ -127,7 +127,7 @@ class NerTargets(Targets):
 
 class NerModeling(Modeling):
     def infer(self, predictor, texts, pairs, words=None):
-        from ...core.tokens import word_logits
+        from ..base.words import word_logits
 
         return word_logits(predictor, texts, words)
 
@@ -273,7 +273,7 @@ class TokenClassification(Task):
     pipeline_tag = "token-classification"
     output_noun = "tags"
     auto_model = "AutoModelForTokenClassification"
-    distillation = None  # per word: the teacher's tag distribution on the student's first sub-word of the word
+    stages = Task.stages | {"distill"}  # distill per word: the teacher's tag distribution on the student's first sub-word of the word
     baseline_name = "CRF baseline"
     baseline_plain = "a CRF on word features"
     always_windows = True

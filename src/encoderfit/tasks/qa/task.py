@@ -372,8 +372,9 @@ class QuestionAnswering(Task):
     inputs = ("question", "context")
     metrics_for_best = {"loss": False}
     summary = (("f1", "F1"), ("exact_match", "EM"))
-    stages = frozenset({"train", "eval", "predict", "export", "serve", "report"})
-    unsupported = "the qa task has no hyper-parameter search yet; run `encoderfit train` with chosen settings"
+    stages = frozenset({"train", "cv", "eval", "predict", "export", "serve", "report"})
+    unsupported = {"tune": "the qa task has no hyper-parameter search yet; run `encoderfit train` with chosen settings",
+                   **Task.unsupported}
     baseline_name = "sliding-window baseline"
     baseline_plain = "question words near the answer (a sliding window)"
     always_windows = True

@@ -296,7 +296,7 @@ class RegressionDecoding(Decoding):
 class Regression(Task):
     name = "regression"
     problem_type = "regression"
-    distillation = None  # `encoderfit distill` trains students of its runs
+    stages = Task.stages | {"distill"}  # `encoderfit distill` trains students of its runs
     output_noun = "target"
     metrics_for_best = {"loss": False, "pearson": True, "spearman": True, "mae": False, "rmse": False}
     summary = (("pearson", "Pearson r"), ("spearman", "Spearman ρ"), ("mae", "MAE"), ("rmse", "RMSE"), ("r2", "R²"))

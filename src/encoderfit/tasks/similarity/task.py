@@ -138,7 +138,7 @@ class SimilarityScoring(EmbeddingScoring):
 
 class Similarity(Embedding):
     name = "similarity"
-    cross_validation = None  # a pair's score is the cosine of its own two embeddings: pooling applies
+    stages = Embedding.stages | {"cv"}  # a pair's score is the cosine of its own two embeddings: pooling applies
     summary = (("spearman", "Spearman ρ"), ("pearson", "Pearson r"))
     baseline_name = "TF-IDF cosine"
     baseline_plain = "word overlap (TF-IDF cosine)"
