@@ -6,12 +6,13 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 from ..core.errors import UserError
 from ..core.files import atomic_file, check_output_file
+from ..runs.backends import BackendName
 from ..runs.inputs import drop_empty, read_inputs
 from ..runs.search_index import (
-    _load,
+    load_predictor,
     embed_texts,
 )
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def embed(run: Path, input: str = "-", output: Optional[Path] = None, text_column: str = "text", device: Optional[str] = None,
-          max_tokens: Optional[int] = None, backend: Literal["torch", "onnx", "onnx-int8"] = "torch") -> Optional[Path]:
+          max_tokens: Optional[int] = None, backend: BackendName = "torch") -> Optional[Path]:
     """Embed texts with a run trained with --task embedding: normalised vectors, batched by length.
 
     Args:
@@ -38,7 +39,7 @@ def embed(run: Path, input: str = "-", output: Optional[Path] = None, text_colum
     if output:
         check_output_file(Path(output), "--output", f"embeddings{suffix}")
     texts, _ = drop_empty(*read_inputs(input, text_column))
-    model = _load(run, device, backend, max_tokens)
+    model = load_predictor(run, device, backend, max_tokens)
     vectors = embed_texts(model, texts)
     if output is None:
         for text, vector in zip(texts, vectors):

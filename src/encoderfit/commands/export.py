@@ -12,22 +12,22 @@ import logging
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 from ..core.args import ModelArgs
 from ..core.errors import UserError
 from ..core.files import check_writable, partial_dir, publish_dir, write_json
-from ..runs.predictor import OnnxModel
+from ..runs.backends import ExportJob, exports_for
+from ..runs.export import MIN_OPSET, export_backends, max_opset
 from ..runs.rundir import ModelDir, RunDir, locate
 from ..tasks import get_task
-from ..runs.export import MIN_OPSET, PARITY_ATOL, sample_texts, validation_texts, export_fp32, fit_recheck_margin, max_opset, parity, quantize_int8
 
 log = logging.getLogger(__name__)
 
 
 def export(
     run: Path,
-    format: Literal["onnx"] = "onnx",
-    quantize: Optional[Literal["int8"]] = None,
+    format: str = "onnx",
+    quantize: Optional[str] = None,
     output: Optional[Path] = None,
     opset: int = 17,
     recheck_quantile: float = 0.99,
@@ -41,7 +41,7 @@ def export(
 
     Args:
         run: Run directory written by `encoderfit train` (or a model directory).
-        format: Export format; onnx is the one there is.
+        format: Export format: that of a backend in runs/backends (onnx, the one there is).
         quantize: int8: also write a dynamically int8-quantized model (weights int8, activations at run time).
         output: Directory to write. Default: RUN/onnx.
         opset: ONNX opset version (11 up to the newest the installed torch exports, 23 for torch 2.13).
@@ -52,6 +52,7 @@ def export(
     from ..models.loading import load_tokenizer, load_trained
 
     run = Path(run)
+    backends = exports_for(format, quantize)  # onnx, and onnx-int8 with --quantize int8
     if not MIN_OPSET <= opset <= max_opset():
         raise UserError(f"--opset: {opset} is outside the range this torch exports encoders to, {MIN_OPSET}-{max_opset()}; "
                         "use e.g. --opset 17 (the default)")
@@ -73,25 +74,8 @@ def export(
     work.mkdir(parents=True)
     target = ModelDir(work)
     try:
-        export_fp32(model, tokenizer, names, target.onnx_file(False), opset, task.output_axes)
-        onnx, fitted = {"fp32": OnnxModel(target.onnx_file(False))}, {}
-        if quantize == "int8":
-            quantize_int8(target.onnx_file(False), target.onnx_file(True))
-            onnx["int8"] = OnnxModel(target.onnx_file(True))
-            recheck = recheck_quantile > 0 and task.int8_recheck
-            texts, pairs, where = validation_texts(rundir, task, info.labels) if recheck else ([], None, "")
-            if texts:
-                fitted = fit_recheck_margin(onnx["fp32"], onnx["int8"], tokenizer, info, texts, pairs, recheck_quantile)
-                write_json(target / ModelDir.RECHECK, {**fitted, "fitted_on": where})
-                log.info("int8 re-check: margin %.3f re-runs %.1f%% of %d validation texts in fp32 (without: %s; with: %s)",
-                         fitted["margin"], 100 * fitted["rechecked_share"], len(texts), fitted["without"], fitted["with"])
-            elif recheck:
-                log.warning("int8 re-check off: no validation texts found for %s (evaluate the run first)", run)
-        texts, pairs = sample_texts(rundir, info, task)
-        check = parity(model, tokenizer, info, texts, pairs, onnx, fitted.get("margin"))
-        if check["fp32"]["max_abs_logit_diff"] > PARITY_ATOL:
-            raise UserError(f"ONNX export of {source.path} does not match PyTorch: max |logit difference| "
-                            f"{check['fp32']['max_abs_logit_diff']:.2e} > {PARITY_ATOL:g}; try another --opset")
+        job = ExportJob(model, tokenizer, names, source, target, task, opset)
+        check = export_backends(job, backends, rundir, info, recheck_quantile)
         tokenizer.save_pretrained(work)
         model.config.save_pretrained(work)
         target.write_info(replace(info, members=[]))  # the ONNX graph holds every member

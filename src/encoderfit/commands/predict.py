@@ -11,6 +11,7 @@ from typing import Dict, Iterator, List, Literal, Optional
 
 from ..core.errors import UserError
 from ..core.files import atomic_file, check_output_file
+from ..runs.backends import BackendName, get_backend
 from ..runs.predictor import Predictor
 from ..runs.rundir import locate
 from ..tasks import get_task
@@ -50,7 +51,7 @@ def predict(
     max_tokens: Optional[int] = None,
     calibrated: bool = True,
     abstain: bool = False,
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
+    backend: BackendName = "torch",
     int8_recheck: bool = True,
     question: Optional[str] = None,
     context: Optional[str] = None,
@@ -81,7 +82,8 @@ def predict(
         calibrated: Apply the temperature fitted on validation to the probabilities (classification).
         abstain: Answer UNKNOWN when the top probability is below the run's threshold (classification; see
             `eval --report.target_accuracy`).
-        backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`).
+        backend: torch, onnx or onnx-int8 (the latter two after `encoderfit export RUN [--quantize int8]`), or another
+            registered in runs/backends.
         int8_recheck: With onnx-int8, run near-ties (int8 decision margin under the one fitted at export) again in fp32.
         question: QA: one question to answer on the context of --context (instead of --input).
         context: QA: the file holding the context of --question ('-' for stdin).
@@ -99,6 +101,7 @@ def predict(
     """
     if max_tokens is not None and max_tokens < 1:
         raise UserError(f"--max_tokens must be at least 1 (got {max_tokens})")
+    get_backend(backend)  # an unknown name: one line naming the registered ones, before anything is read or written
     run = Path(run)
     rundir, directory = locate(run)
     info = directory.info()

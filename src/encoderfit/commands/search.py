@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Dict, List, Literal, Optional, Union
 
 from ..core.errors import UserError
+from ..runs.backends import BackendName
 from ..runs.inputs import drop_empty, read_inputs
 from ..runs.search_index import (
     MAX_TOP_K,
-    _load,
+    load_predictor,
     check_corpus,
     index_for,
 )
@@ -30,7 +31,7 @@ log = logging.getLogger(__name__)
 def search(run: Path, corpus: Optional[Path] = None, query: Union[str, List[str], None] = None, queries: Optional[str] = None,
            top_k: int = 10, text_column: str = "text", id_column: str = "id", index: Optional[Path] = None,
            kind: Literal["auto", "exact", "hnsw"] = "auto", rebuild: bool = False, device: Optional[str] = None,
-           backend: Literal["torch", "onnx", "onnx-int8"] = "torch") -> List[List[Dict]]:
+           backend: BackendName = "torch") -> List[List[Dict]]:
     """Search a corpus with an embedding run: the top_k nearest documents of each query, as JSONL on stdout.
 
     Args:
@@ -58,7 +59,7 @@ def search(run: Path, corpus: Optional[Path] = None, query: Union[str, List[str]
     if corpus is None:
         raise UserError("search: no corpus; pass --corpus FILE (.txt, one document per line, or a CSV/JSONL/Parquet table)")
     check_corpus(Path(corpus))
-    model = _load(run, device, backend, None)
+    model = load_predictor(run, device, backend, None)
     found = index_for(model, run, Path(corpus), backend, index, text_column, id_column, kind, rebuild,
                       index_flag="--index").search(model, texts, top_k)
     for text, hits in zip(texts, found):

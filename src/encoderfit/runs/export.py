@@ -1,83 +1,25 @@
-"""`encoderfit export`: a run's model as ONNX (dynamic batch and sequence axes), optionally int8-quantized, with the
-tokenizer, config and encoderfit.json beside it, and a parity check against PyTorch before anything is kept.
-
-ModernBERT exports with eager attention and nothing compiled (flash-attention and compiled paths do not export);
-BERT-family models export as they are. Parity is the task's: logits, and the decisions made from them (labels,
-label sets; for regression the scores themselves).
+"""What `encoderfit export` does for any backend it writes (runs/backends/): each backend's export in turn, the
+re-check margin a lossy one fits on validation, and the parity check against PyTorch before anything is kept. Parity
+is the task's: logits, and the decisions made from them (labels, label sets; for regression the scores themselves).
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import warnings
-from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from ..core.errors import UserError
-from .predictor import OnnxModel, Predictor
+from ..core.files import write_json
+from .backends import BACKENDS, ExportJob, InferenceBackend
+from .backends.onnx import MIN_OPSET, max_opset  # noqa: F401  (the --opset range, as export checks it)
+from .predictor import Predictor
 from .rundir import ModelInfo, RunDir
-from ..tasks import Task, get_task
+from ..tasks import Task
 
 log = logging.getLogger(__name__)
 RECHECK_TEXTS = 2000  # validation texts the re-check margin is fitted on, at most
 SAMPLE_TEXTS = 64  # test texts the parity check runs on
-PARITY_ATOL = 1e-4
 Texts = Tuple[List[str], Optional[List[str]]]
-
-
-def _wrapped(model, names: List[str]):
-    import torch
-
-    class Logits(torch.nn.Module):
-        """Only logits out, so the ONNX graph has one named output."""
-
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *inputs):
-            return self.model(**dict(zip(names, inputs))).logits
-
-    return Logits()
-
-
-MIN_OPSET = 11  # below: no export of ModernBERT's arange (7-8) or dynamic Slice (9); opset 10's graph gathers out of range
-
-
-def max_opset() -> int:
-    """The newest ONNX opset the installed torch exports to."""
-    try:
-        from torch.onnx._constants import ONNX_MAX_OPSET
-    except ImportError:  # private: older or newer torch without it
-        return 20
-    return int(ONNX_MAX_OPSET)
-
-
-def export_fp32(model, tokenizer, names: List[str], path: Path, opset: int, output_axes: Dict[int, str]) -> None:
-    import torch
-
-    example = tokenizer(["export example text", "another, longer example text for the export"], truncation=True,
-                        max_length=32, padding=True, return_tensors="pt")
-    args = tuple(example[k] for k in names)
-    axes = {k: {0: "batch", 1: "sequence"} for k in names}
-    axes["logits"] = dict(output_axes)
-    with warnings.catch_warnings(), torch.inference_mode():
-        warnings.simplefilter("ignore")  # tracer warnings about Python control flow on shapes
-        # a copy: with torch 2.13 and transformers 5 the exporter changes the module it traces (seen on BERT:
-        # eager outputs moved by up to 1.5 after export while the ONNX graph kept the original function)
-        torch.onnx.export(_wrapped(copy.deepcopy(model), names), args, str(path), input_names=names, output_names=["logits"],
-                          dynamic_axes=axes, opset_version=opset, do_constant_folding=True, dynamo=False)
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization: per-channel int8 weights of the MatMul/Gemm layers with constant weights; the
-    activation-by-activation attention products stay fp32. Measured on the MiniLM runs (docs/benchmarks.md):
-    quantizing those too, or per-tensor scales, cost 1-2 accuracy points and 5% label agreement."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
-                     per_channel=True, extra_options={"MatMulConstBOnly": True})
 
 
 def saved_texts(run: Optional[RunDir], split: str, n: int, task: Task, labels: List[str], text_pair: bool = True) -> Texts:
@@ -118,34 +60,75 @@ def validation_texts(run: Optional[RunDir], task: Task, labels: List[str]) -> Tu
     return [], None, ""
 
 
-def fit_recheck_margin(fp32: OnnxModel, int8: OnnxModel, tokenizer, info: ModelInfo, texts: List[str],
+def fit_recheck_margin(exact, quick, tokenizer, info: ModelInfo, task: Task, texts: List[str],
                        pairs: Optional[List[str]], quantile: float) -> Dict:
-    """The int8 decision margin under which a prediction is run again in fp32, fitted on held-out texts.
+    """The decision margin of a lossy model (`quick`: int8) under which a prediction is run again through the exact
+    one (fp32), fitted on held-out texts.
 
-    For each text, `drop` is how much int8 overstates how far its decision is from changing, compared with fp32
-    (the task's margin_drop). int8 can only change a decision whose int8 margin is under its drop, so re-checking
-    every margin under the drop's `quantile` leaves at most (1 - quantile) of texts, of this distribution, able to
-    change. The agreement with the re-check is measured by running it, not assumed.
+    For each text, `drop` is how much the lossy model overstates how far its decision is from changing, compared with
+    the exact one (the task's margin_drop). It can only change a decision whose margin is under its drop, so
+    re-checking every margin under the drop's `quantile` leaves at most (1 - quantile) of texts, of this distribution,
+    able to change. The agreement with the re-check is measured by running it, not assumed.
     """
     import numpy as np
 
-    task = get_task(info.task, "export")
-    exact = Predictor(fp32, tokenizer, info).logits(texts, pairs)
-    quick = Predictor(int8, tokenizer, info).logits(texts, pairs)
-    margin = float(np.quantile(task.decoding.margin_drop(quick, exact, info.head), quantile)) if len(texts) else 0.0
-    checked = Predictor(int8, tokenizer, info, recheck=(fp32, margin)).logits(texts, pairs)
+    reference = Predictor(exact, tokenizer, info).logits(texts, pairs)
+    fast = Predictor(quick, tokenizer, info).logits(texts, pairs)
+    margin = float(np.quantile(task.decoding.margin_drop(fast, reference, info.head), quantile)) if len(texts) else 0.0
+    checked = Predictor(quick, tokenizer, info, recheck=(exact, margin)).logits(texts, pairs)
     return {"margin": margin, "quantile": quantile, "texts": len(texts),
-            "rechecked_share": float((task.decoding.decision_margin(quick, info.head) < margin).mean()),
-            "without": task.decoding.compare(exact, quick, info.head), "with": task.decoding.compare(exact, checked, info.head)}
+            "rechecked_share": float((task.decoding.decision_margin(fast, info.head) < margin).mean()),
+            "without": task.decoding.compare(reference, fast, info.head), "with": task.decoding.compare(reference, checked, info.head)}
 
 
-def parity(model, tokenizer, info: ModelInfo, texts: List[str], pairs: Optional[List[str]], onnx: Dict[str, OnnxModel],
-           recheck_margin: Optional[float] = None) -> Dict:
-    """The task's parity (max |logit difference|, decision agreement) of each ONNX model, and of int8 with its fp32
-    re-check, against PyTorch, through the same length-batched Predictor path that predict and serve use."""
-    task = get_task(info.task, "export")
-    reference = Predictor(model, tokenizer, info).logits(texts, pairs)
-    runs = {name: Predictor(session, tokenizer, info) for name, session in onnx.items()}
-    if recheck_margin is not None:
-        runs["int8_rechecked"] = Predictor(onnx["int8"], tokenizer, info, recheck=(onnx["fp32"], recheck_margin))
-    return {"texts": len(texts), **{name: task.decoding.compare(reference, p.logits(texts, pairs), info.head) for name, p in runs.items()}}
+def parity(job: ExportJob, info: ModelInfo, texts: List[str], pairs: Optional[List[str]], exported: Dict[str, Any],
+           rechecked: Dict[str, Tuple[Any, Any, float]]) -> Dict:
+    """The task's parity (max |logit difference|, decision agreement) against PyTorch of each exported model (by its
+    parity key), and of each lossy one with its re-check (KEY_rechecked: (model, exact model, margin)), through the same
+    length-batched Predictor path that predict and serve use."""
+    reference = Predictor(job.model, job.tokenizer, info).logits(texts, pairs)
+    runs = {key: Predictor(model, job.tokenizer, info) for key, model in exported.items()}
+    for key, (model, exact, margin) in rechecked.items():
+        runs[f"{key}_rechecked"] = Predictor(model, job.tokenizer, info, recheck=(exact, margin))
+    compare = job.task.decoding.compare
+    return {"texts": len(texts), **{key: compare(reference, p.logits(texts, pairs), info.head) for key, p in runs.items()}}
+
+
+def export_backends(job: ExportJob, backends: List[InferenceBackend], run: Optional[RunDir], info: ModelInfo,
+                    recheck_quantile: float) -> Dict:
+    """Each backend's files written into job.target (in order: a quantized one reads the file before it), a re-check
+    margin fitted on validation for each lossy one (0 quantile: none), and the parity of each against PyTorch on
+    test texts, which a backend with a `parity_atol` must meet (else UserError, nothing kept). Returns the parity."""
+    rechecked = {}
+    for backend in backends:
+        job.models[backend.name] = backend.export(job)
+        if recheck_quantile > 0 and backend.fits_recheck(job.task):
+            margin = fit_recheck(job, backend, run, info, recheck_quantile)
+            if margin is not None:
+                rechecked[backend.parity_key] = (job.models[backend.name], job.models[backend.recheck_against], margin)
+    texts, pairs = sample_texts(run, info, job.task)
+    check = parity(job, info, texts, pairs, {b.parity_key: job.models[b.name] for b in backends}, rechecked)
+    for backend in backends:
+        diff = check[backend.parity_key]["max_abs_logit_diff"]
+        if backend.parity_atol is not None and diff > backend.parity_atol:
+            raise UserError(f"{backend.format.upper()} export of {job.source.path} does not match PyTorch: max |logit "
+                            f"difference| {diff:.2e} > {backend.parity_atol:g}; {backend.parity_hint}")
+    return check
+
+
+def fit_recheck(job: ExportJob, backend: InferenceBackend, run: Optional[RunDir], info: ModelInfo,
+                quantile: float) -> Optional[float]:
+    """The re-check margin of `backend` against its exact one, fitted on the run's validation texts and written to
+    its recheck_file; None (with a warning) where the run has no validation texts."""
+    texts, pairs, where = validation_texts(run, job.task, info.labels)
+    if not texts:
+        log.warning("%s re-check off: no validation texts found for %s (evaluate the run first)", backend.quantization,
+                    run.path if run else job.source.path)
+        return None
+    exact = job.models[backend.recheck_against]
+    fitted = fit_recheck_margin(exact, job.models[backend.name], job.tokenizer, info, job.task, texts, pairs, quantile)
+    write_json(job.target / backend.recheck_file, {**fitted, "fitted_on": where})
+    log.info("%s re-check: margin %.3f re-runs %.1f%% of %d validation texts in %s (without: %s; with: %s)",
+             backend.quantization, fitted["margin"], 100 * fitted["rechecked_share"], len(texts),
+             BACKENDS[backend.recheck_against].parity_key, fitted["without"], fitted["with"])
+    return fitted["margin"]

@@ -6,20 +6,18 @@ score with its interval) using the head fitted on validation (model/encoderfit.j
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..core.args import ModelArgs
 from ..data.sources import encode_texts
 from ..core.errors import UserError
-from .rundir import ModelDir, ModelInfo, RunDir, locate
+from .backends import get_backend, is_torch_model
+from .rundir import ModelDir, ModelInfo
 from ..tasks import check_options, get_task
 
 log = logging.getLogger(__name__)
 Texts = Union[str, Sequence[str]]
-BACKENDS = ("torch", "onnx", "onnx-int8")
 CPU_MAX_TOKENS, CPU_MAX_BATCH = 4096, 32  # rows x longest row; texts per batch
 GPU_MAX_TOKENS, GPU_MAX_BATCH = 16384, 256
 INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
@@ -61,46 +59,6 @@ def aggregate_windows(window_logits, source, n: int, how: str = "mean"):
     return out / np.maximum(np.bincount(source, minlength=n), 1)[:, None]
 
 
-class OnnxModel:
-    """An exported model run by onnxruntime: numpy inputs -> logits."""
-
-    def __init__(self, path: Path, spin: bool = True):
-        import onnxruntime as ort
-        import torch
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()  # every core, as PyTorch uses
-        if not spin:  # idle threads sleep at once rather than spin, leaving the cores to the other session
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self.inputs = [i.name for i in self.session.get_inputs()]
-
-    def __call__(self, batch: Dict[str, Any]):
-        import numpy as np
-
-        return self.session.run(["logits"], {k: np.asarray(batch[k], dtype=np.int64) for k in self.inputs})[0]
-
-
-def _onnx_dir(path: Path, backend: str) -> ModelDir:
-    """The directory holding a run's exported ONNX files (RUN/onnx, or the path itself)."""
-    path = Path(path)
-    directory = ModelDir(path / RunDir.ONNX if (path / RunDir.ONNX).is_dir() else path)
-    if not directory.onnx_file(backend == "onnx-int8").is_file():
-        flag = " --quantize int8" if backend == "onnx-int8" else ""
-        raise UserError(f"{path}: no {directory.onnx_file(backend == 'onnx-int8').name}; export it first with "
-                        f"`encoderfit export {path}{flag}`")
-    return directory
-
-
-def _int8_recheck(directory: ModelDir) -> Optional[Tuple[OnnxModel, float]]:
-    """(fp32 model, margin) when the export fitted a re-check margin for its int8 model (see export.py)."""
-    file = directory / ModelDir.RECHECK
-    if not file.is_file() or not directory.onnx_file(False).is_file():
-        return None
-    margin = json.loads(file.read_text()).get("margin")
-    return (OnnxModel(directory.onnx_file(False), spin=False), float(margin)) if margin else None
-
-
 class Predictor:
     """A fine-tuned encoder, for any task.
 
@@ -123,7 +81,7 @@ class Predictor:
         self.info, self.calibrated, self.abstain = info, calibrated, abstain
         if abstain:  # fail now, not at the first text
             self.task.decoding.decode(_zeros(1, self.task.targets.num_outputs(info.labels)), info.labels, info.head, calibrated, abstain)
-        self.onnx = isinstance(model, OnnxModel)
+        self.onnx = not is_torch_model(model)  # an exported graph (runs/backends: numpy in, logits out)
         self.model = model if self.onnx else self.task.modeling.logits_model(model).eval()
         self.tokenizer = tokenizer
         self.max_length = info.max_length
@@ -144,30 +102,19 @@ class Predictor:
 
         calibrated: apply the temperature fitted on validation (classification).
         abstain: answer UNKNOWN when the top probability is below the run's chosen threshold (classification).
-        backend: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized one); see `encoderfit export`.
-        int8_recheck: with onnx-int8, run the texts whose int8 decision margin is under the margin fitted at export
-            (onnx/int8_recheck.json) again through the fp32 file, so near-ties keep the fp32 decision.
+        backend: a name in runs.backends.BACKENDS: torch, onnx (the exported fp32 model) or onnx-int8 (the quantized
+            one); see `encoderfit export`.
+        int8_recheck: the backend's re-check, where it has one: with onnx-int8, run the texts whose int8 decision margin
+            is under the margin fitted at export (onnx/int8_recheck.json) again through the fp32 file, so near-ties
+            keep the fp32 decision.
         packing: padding-free batches (auto, true, false; models/packing.py). Default: the run's train.packing, or auto.
         """
-        from ..models.loading import load_for_inference, load_tokenizer
-        from ..models.packing import enable_packing
-
-        if backend not in BACKENDS:
-            raise UserError(f"--backend: '{backend}' is not one of {list(BACKENDS)}")
-        if backend == "torch":
-            run, directory = locate(path)
-            info = directory.info()
-            model, tokenizer, dev = load_for_inference(str(directory.path), get_task(info.task, "predict"), info.members, device)
-            enable_packing(model, packing if packing is not None else run.config().train.packing if run is not None else "auto")
-        else:
-            directory = _onnx_dir(path, backend)
-            info, dev = directory.info(), "cpu"
-            tokenizer = load_tokenizer(ModelArgs(name_or_path=str(directory.path)))
-            if int8_recheck and backend == "onnx-int8":
-                kwargs.setdefault("recheck", _int8_recheck(directory))
-            model = OnnxModel(directory.onnx_file(backend == "onnx-int8"), spin=kwargs.get("recheck") is None)
-        predictor = cls(model, tokenizer, info, dev, calibrated=calibrated, abstain=abstain, **kwargs)
-        predictor.source = directory
+        loaded = get_backend(backend).load(Path(path), device, packing, recheck=int8_recheck and "recheck" not in kwargs)
+        if loaded.recheck is not None:
+            kwargs.setdefault("recheck", loaded.recheck)
+        predictor = cls(loaded.model, loaded.tokenizer, loaded.directory.info(), loaded.device, calibrated=calibrated,
+                        abstain=abstain, **kwargs)
+        predictor.source = loaded.directory
         return predictor
 
     @property
@@ -186,7 +133,7 @@ class Predictor:
                                                        padding=True, return_tensors="np"))
 
     def _forward(self, model, inputs: Dict[str, Any]):
-        if isinstance(model, OnnxModel):
+        if not is_torch_model(model):
             return model(inputs)
         import torch
 
