@@ -3,8 +3,9 @@ input changed (lengths, unknown tokens, the model's own sentence vectors), have 
 confidence), what accuracy do the confidences imply, and what do the feedback labels say? An HTML report and JSON,
 and exit code 3 when an alarm fires, so a cron job or CI step can act on it (docs/monitoring.md).
 
-The drift tests are one family: an alarm needs p < alpha / k for k tests run (Bonferroni), so on traffic like the
-validation split the chance of any false alarm stays under alpha.
+The drift tests are the registry's (runs/drift/: length, unknown tokens, label shares, confidence, sentence vectors,
+and any test registered there) and one family: an alarm needs p < alpha / k for the k tests that ran (Bonferroni), so on
+traffic like the validation split the chance of any false alarm stays under alpha.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 from ..core import drift
 from ..core.errors import UserError
 from ..core.files import atomic_file, check_writable, write_json
-from ..runs.predlog import PredictionLog, TokenStats
+from ..runs.drift import DRIFT_TESTS, DriftOptions, Window
+from ..runs.predlog import PredictionLog
 from ..runs.rundir import RunDir
 from ..tasks import get_task
 
@@ -60,53 +62,6 @@ def parse_since(value: Optional[str], now: float, flag: str = "--since") -> Opti
                         "2026-12-01T08:00)") from None
 
 
-def encoder_body(model):
-    """The encoder under a task head and under the wrappers inference puts round it (QA's span logits, a pooled
-    sentence-transformers module, models/pooling.py): the transformers model whose outputs hold `last_hidden_state`,
-    or None where there is none to find."""
-    from transformers import PreTrainedModel
-
-    for _ in range(4):
-        if isinstance(model, PreTrainedModel):
-            return model.base_model  # the model itself when it is a bare encoder
-        inner = getattr(model, "encoder", None)
-        model = inner if inner is not None else getattr(model, "model", None)
-        if model is None:
-            return None
-    return None
-
-
-def sentence_vectors(predictor, texts: List[str], pairs: Optional[List[str]]):
-    """The model's own sentence vectors: an embedding model's outputs, else its encoder's last hidden states averaged
-    over each text's tokens (truncated to max_length); None where the model cannot give them (ONNX)."""
-    import torch
-
-    from ..data.sources import encode_texts
-    from ..runs.predictor import INPUT_KEYS, length_batches
-
-    if predictor.task.supports("embed"):
-        return np.asarray(predictor.logits(texts, pairs))
-    base = None if predictor.onnx else encoder_body(predictor.model)
-    if base is None:
-        return None
-    enc = encode_texts(predictor.tokenizer, texts, pairs, predictor.max_length)
-    keys = [k for k in INPUT_KEYS if k in enc]
-    lengths = [len(ids) for ids in enc["input_ids"]]
-    out = None
-    with torch.inference_mode():
-        for batch in length_batches(lengths, predictor.max_tokens, predictor.max_batch_size):
-            inputs = {k: torch.from_numpy(v).to(predictor.device) for k, v in predictor._pad(enc, keys, batch).items()}
-            hidden = getattr(base(**inputs), "last_hidden_state", None)
-            if hidden is None:
-                return None
-            hidden = hidden.float()
-            mask = inputs["attention_mask"].unsqueeze(-1).float()
-            pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).cpu().numpy()
-            out = np.empty((len(texts), pooled.shape[1]), np.float32) if out is None else out
-            out[batch] = pooled
-    return out
-
-
 def _abstained(frame) -> int:
     """Logged rows answered with an abstention (UNKNOWN): `Decoding.monitored` marks them in `detail` and keeps the
     model's own top label in `label`, so label shares compare like with like against validation, where none abstains."""
@@ -119,10 +74,6 @@ def _abstained(frame) -> int:
     return count
 
 
-def _sample(n: int, most: int, seed: int = 0) -> np.ndarray:
-    return np.sort(np.random.default_rng(seed).choice(n, most, replace=False)) if n > most else np.arange(n)
-
-
 def _as_logged(value) -> str:
     """A feedback label (its JSON) in the form the log keeps decisions: a label, or labels joined by '|'."""
     value = json.loads(value)
@@ -131,10 +82,8 @@ def _as_logged(value) -> str:
 
 def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Optional[float], alpha: float,
             max_drop: float, min_rows: int, max_rows: int, permutations: int, embeddings: bool) -> Dict:
-    """Every figure of the monitoring report (what monitor.json holds)."""
-    from ..core.args import ModelArgs
-    from ..models.loading import load_tokenizer
-
+    """Every figure of the monitoring report (what monitor.json holds): each registered drift test (runs/drift/)
+    whose needs the window meets, the alarm threshold alpha / k for the k of them that gave a p-value (Bonferroni)."""
     cfg = run.config()
     task = get_task(cfg.task, "predict", cfg.options)
     head = run.model.info().head or {}
@@ -155,18 +104,12 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
         out["status"] = f"too few predictions: {len(frame)} of this model in the window, at least {min_rows} needed (--min_rows)"
         return out
     out["status"] = "tested"
-    results = task.decoding.decode(val.logits, cfg.labels, head)
-    seen = [task.decoding.monitored(r) for r in results]
-    lengths, unknown = TokenStats(load_tokenizer(ModelArgs(name_or_path=str(run.model.path))))(val.texts, val.pairs)
+    window = Window(run, task, cfg.labels, head, val, frame, out, DriftOptions(min_rows, max_rows, permutations))
+    switches = {"embeddings": embeddings}
     tests = out["tests"]
-    tests["length"] = drift.ks(lengths, frame["tokens"])
-    tests["unknown_tokens"] = drift.ks(unknown, frame["unknown"])
-    if seen[0]["label"] is not None and frame["label"].notna().all():
-        tests["label_shares"] = drift.label_shift([s["label"] for s in seen], list(frame["label"]), cfg.labels)
-    if seen[0]["confidence"] is not None and frame["confidence"].notna().all():
-        tests["confidence"] = drift.ks([s["confidence"] for s in seen], frame["confidence"])
-    if embeddings:
-        tests["embeddings"] = _texts_test(run, val, frame, min_rows, max_rows, permutations, out)
+    for test in DRIFT_TESTS.values():
+        if switches.get(test.switch, True) and all(window.has(signal) for signal in test.needs):
+            tests[test.name] = test.compute(window)
     ran = {k: t for k, t in tests.items() if t and t.get("p_value") is not None}
     threshold = alpha / max(1, len(ran))
     out["threshold"] = threshold
@@ -177,51 +120,8 @@ def compute(run: RunDir, store: PredictionLog, since: Optional[float], until: Op
     splits = {"validation": val, "test": run.predictions("test", task, cfg.labels)}
     out["accuracy"] = _accuracy(task, splits, cfg.labels, head, frame, metrics, max_drop, out["alarms"])
     out["over_time"] = _over_time(frame, cfg.labels)
-    out["histograms"] = {"length": [lengths, frame["tokens"].tolist()],
-                         "confidence": [[s["confidence"] for s in seen], frame["confidence"].tolist()] if "confidence" in tests else None}
+    out["histograms"] = out.pop("histograms")  # the report's figures' samples, last (monitor.json leaves them out)
     return out
-
-
-def _texts_test(run: RunDir, val, frame, min_rows: int, max_rows: int, permutations: int, out: Dict) -> Optional[Dict]:
-    """The embedding test on the window's rows that hold their texts (and second texts, for a model of text pairs;
-    an embedding model encodes each text alone); the others (logged without --log_texts) are counted, and with fewer
-    than `min_rows` such rows the test is skipped."""
-    pairs = val.pairs is not None and run.model.info().text_pair
-    held = frame["text"].notna() & (frame["text_pair"].notna() if pairs else True)
-    have, n = int(held.sum()), len(frame)
-    if have < min_rows:
-        held_what = ("no logged row in the window holds its text" if not have else
-                     f"only {have} of the {n} logged rows in the window hold their texts (at least {min_rows} needed, --min_rows)")
-        out["embeddings_skipped"] = f"{held_what}: start the server (or predict) with --log_texts for the embedding test"
-        return None
-    if have < n:
-        out["embeddings_rows"] = (f"the embedding test ran on the {have} of {n} rows that hold their texts (the others "
-                                  "were logged without --log_texts)")
-        logger.info("%s", out["embeddings_rows"])
-    return _embedding_test(run, val, frame[held].reset_index(drop=True), max_rows, permutations, out, pairs)
-
-
-def _embedding_test(run: RunDir, val, frame, max_rows: int, permutations: int, out: Dict, read_pairs: bool) -> Optional[Dict]:
-    from ..runs.predictor import Predictor
-
-    predictor = Predictor.from_pretrained(run.path)
-    ref = _sample(len(val.texts), max_rows, 1)
-    cur = _sample(len(frame), max_rows, 2)
-    pairs = frame["text_pair"].tolist() if read_pairs else None
-    a = sentence_vectors(predictor, [val.texts[i] for i in ref], [val.pairs[i] for i in ref] if pairs is not None else None)
-    b = sentence_vectors(predictor, [frame["text"][i] for i in cur], [pairs[i] for i in cur] if pairs is not None else None)
-    if a is None or b is None:
-        out["embeddings_skipped"] = "this model gives no sentence vectors here"
-        return None
-    test = drift.mmd(a, b, permutations)
-    classifier = drift.domain_classifier(a, b)
-    test["domain_auc"] = classifier["auc"]
-    scores = classifier["current_scores"]
-    if scores and scores[0] is not None:
-        top = np.argsort(scores)[::-1][:10]
-        out["least_like_training"] = [{"id": frame["id"][cur[i]], "text": frame["text"][cur[i]], "score": float(scores[i])} for i in top]
-    test["rows"] = [len(ref), len(cur)]
-    return test
 
 
 def _accuracy(task, splits: Dict, labels, head, frame, metrics: Dict, max_drop: float, alarms: List[str]) -> Optional[Dict]:

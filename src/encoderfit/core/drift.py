@@ -12,6 +12,8 @@ knows a model or a task.
   and which texts look least like it;
 - accuracy without labels: average thresholded confidence (ATC, Garg et al. 2022) and the mean calibrated confidence
   (CBPE), each with a bootstrap interval.
+
+Which of them `monitor` runs, on what, and how its report shows them is the drift-test registry's (runs/drift/).
 """
 
 from __future__ import annotations

@@ -1,34 +1,18 @@
 """The monitoring report: one self-contained HTML page from monitor.json's figures, built from the same pieces and
-stylesheet as the run's report (core/figures.py). Every number carries its monitor.json path (data-metric)."""
+stylesheet as the run's report (core/figures.py). Every number carries its monitor.json path (data-metric). Each drift
+test's row, notes and figure are its registry record's (runs/drift/)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 from ..core import figures as f
-
-NAMES = {"length": "length in tokens (KS)", "unknown_tokens": "share of unknown tokens (KS)",
-         "label_shares": "predicted label shares (chi-square; PSI)", "confidence": "confidence (KS)",
-         "embeddings": "sentence vectors (MMD, permutations; domain classifier AUC)"}
+from .drift import DRIFT_TESTS, mean_shift
 
 
 def _when(ts: Optional[float]) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M UTC") if ts else "–"
-
-
-def _histograms(pair: Optional[List[list]], title: str, xlabel: str) -> str:
-    if not pair or not pair[0] or not pair[1]:
-        return ""
-    fig, ax = f.plt.subplots(figsize=(5.2, 3.0))
-    low, high = min(min(pair[0]), min(pair[1])), max(max(pair[0]), max(pair[1]))
-    bins = f.np.linspace(low, high if high > low else low + 1, 30)
-    ax.hist(pair[0], bins=bins, density=True, alpha=0.5, label="validation")
-    ax.hist(pair[1], bins=bins, density=True, alpha=0.5, label="logged traffic")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.legend()
-    return f.image(title, f.png(fig))
 
 
 def _over_time(over: Dict) -> str:
@@ -48,17 +32,16 @@ def _over_time(over: Dict) -> str:
 
 
 def _tests(figures: Dict) -> str:
+    """The table of drift tests that ran, each row as its registry record shows it (a test no longer registered: by
+    its key, with the means it compared)."""
     rows = []
     for key, test in figures["tests"].items():
         if not test:
             continue
-        stat = test.get("statistic", test.get("chi2", test.get("mmd2")))
-        extra = (f"PSI {f.num(test['psi'], f'tests.{key}.psi', '.3f')}" if "psi" in test else
-                 f"AUC {f.num(test.get('domain_auc'), f'tests.{key}.domain_auc', '.3f')}" if key == "embeddings" else
-                 f"means {f.num(test.get('reference_mean'), f'tests.{key}.reference_mean', '.3g')} → "
-                 f"{f.num(test.get('current_mean'), f'tests.{key}.current_mean', '.3g')}")
-        rows.append([f.esc(NAMES.get(key, key)), f.num(stat, f"tests.{key}.statistic", ".4g"),
-                     f.num(test.get("p_value"), f"tests.{key}.p_value", ".3g"), extra, "ALARM" if test.get("alarm") else "ok"])
+        record = DRIFT_TESTS.get(key)
+        title, statistic, effect = (record.title, record.statistic, record.effect) if record else (key, "statistic", mean_shift)
+        rows.append([f.esc(title), f.num(test.get(statistic), f"tests.{key}.{statistic}", ".4g"),
+                     f.num(test.get("p_value"), f"tests.{key}.p_value", ".3g"), effect(key, test), "ALARM" if test.get("alarm") else "ok"])
     return f.table(["test", "statistic", "p-value", "effect", "verdict"], rows, (0,)) if rows else ""
 
 
@@ -94,22 +77,16 @@ def render(figures: Dict) -> str:
     if figures.get("accuracy"):
         cards.append(("estimated accuracy (ATC)", f.num(figures["accuracy"]["atc"]["estimate"], "accuracy.atc.estimate")))
         cards.append((f"test {figures['accuracy']['test']['metric']}", f.num(figures["accuracy"]["test"]["value"], "accuracy.test.value")))
-    hist = figures.get("histograms") or {}
-    least = figures.get("least_like_training") or []
     sections = [
         f"<h1>encoderfit monitor</h1><p class=muted>run <b>{f.esc(figures['run'])}</b> · log <b>{f.esc(figures['log'])}</b> · "
         f"{_when(window[0])} to {_when(window[1])} · alarm when p &lt; {f.num(figures.get('threshold'), 'threshold', '.2g')}"
         f" (alpha {f.esc(figures['alpha'])} over the tests run)</p>", verdict,
         "<div class=cards>" + "".join(f"<div class=card>{t}<b>{v}</b></div>" for t, v in cards) + "</div>",
         "<h2>Drift tests (logged traffic against the validation split)</h2>" + _tests(figures),
-        "".join(f"<p class=muted>{f.esc(figures[k])}</p>" for k in ("embeddings_skipped", "embeddings_rows") if figures.get(k)),
+        "".join(f"<p class=muted>{f.esc(figures[k])}</p>" for t in DRIFT_TESTS.values() for k in t.notes if figures.get(k)),
         _accuracy(figures),
         _over_time(figures.get("over_time")),
-        _histograms(hist.get("length"), "length in tokens", "tokens"),
-        _histograms(hist.get("confidence"), "confidence", "calibrated top probability"),
-        ("<h2>Texts least like the validation split</h2>" + f.table(
-            ["domain score", "id", "text"], [[f"{r['score']:.3f}", f.esc(r["id"]), f.esc(r["text"][:300])] for r in least], (1, 2))
-         if least else ""),
+        *(t.figure(figures, name) for name, t in DRIFT_TESTS.items() if t.figure is not None),
     ]
     return (f"<!doctype html><html><head><meta charset=utf-8><title>encoderfit monitor</title><style>{f.CSS}</style></head>"
             f"<body>{''.join(sections)}</body></html>")

@@ -235,6 +235,27 @@ class Predictor:
         """A row of logits per text, (n, n_outputs): long texts truncated, or their windows' logits aggregated."""
         return self._logits_chunk(texts, pairs)
 
+    def sentence_vectors(self, texts: Sequence[str], pairs: Optional[Sequence[str]] = None):
+        """The model's own sentence vectors, (n_texts, width) float32, batched as `logits` is: an embedding model's
+        outputs, else the mean of its encoder's last hidden states over each text's tokens, truncated to max_length
+        (models/hidden_vectors.py); None where the model gives none (an exported graph). `monitor`'s embedding test."""
+        import torch
+
+        from ..models.hidden_vectors import MeanVectors, NoHiddenStates, encoder_body
+
+        if self.task.supports("embed"):
+            return self.logits(texts, pairs)
+        body = None if self.onnx else encoder_body(self.model)
+        if body is None:
+            return None
+        enc = encode_texts(self.tokenizer, list(texts), list(pairs) if pairs is not None else None, self.max_length)
+        lengths = [len(ids) for ids in enc["input_ids"]]
+        try:
+            with torch.inference_mode():
+                return self._run(MeanVectors(body), enc, [k for k in INPUT_KEYS if k in enc], lengths, range(len(lengths)))
+        except NoHiddenStates:
+            return None
+
     def predict(self, texts: Optional[Texts] = None, pairs: Optional[Texts] = None, **named: Texts) -> Union[Dict, List[Dict]]:
         """One text -> one result dict; a list of texts -> a list of result dicts (their keys depend on the task).
         The texts may be passed by the task's names for them: predict(question=..., context=...) for QA."""
