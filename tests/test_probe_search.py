@@ -21,6 +21,7 @@ from test_probe import TEN
 from encoderfit import cli
 
 from encoderfit.commands import search
+from encoderfit.runs import search_index
 from encoderfit.runs.predictor import Predictor
 
 
@@ -127,21 +128,21 @@ def test_builders_of_one_index_never_share_a_directory(predictor, tmp_path, monk
     """A second build of the same index starts and finishes while the first is embedding (two `search` calls at once):
     each works in a directory of its own, the first finds the second's complete index published and keeps it."""
     target = tmp_path / "indexes" / "docs"
-    embed, seen = search.embed_texts, []
+    embed, seen = search_index.embed_texts, []
 
     def embed_while_another_builds(model, texts):
         seen.append(leftovers(target.parent))
         if len(seen) == 1:
-            search.SearchIndex.build(model, texts, [str(i) for i in range(len(texts))], target, "sha")
+            search_index.SearchIndex.build(model, texts, [str(i) for i in range(len(texts))], target, "sha")
         return embed(model, texts)
 
-    monkeypatch.setattr(search, "embed_texts", embed_while_another_builds)
-    index = search.SearchIndex.build(predictor, TEN, [f"d{i}" for i in range(10)], target, "sha")
+    monkeypatch.setattr(search_index, "embed_texts", embed_while_another_builds)
+    index = search_index.SearchIndex.build(predictor, TEN, [f"d{i}" for i in range(10)], target, "sha")
     first, second = seen
     assert len(first) == 1 and len(second) == 2 and first[0] in second and first[0].startswith(".docs.partial-")
     assert index.ids[0] == "0" and sorted(p.name for p in target.iterdir()) == ["documents.jsonl", "meta.json", "vectors.npy"]
     assert leftovers(target.parent) == []
-    rebuilt = search.SearchIndex.build(predictor, TEN, [f"d{i}" for i in range(10)], target, "other-sha")  # a stale one is replaced
+    rebuilt = search_index.SearchIndex.build(predictor, TEN, [f"d{i}" for i in range(10)], target, "other-sha")  # a stale one is replaced
     assert rebuilt.ids[0] == "d0" and rebuilt.meta["corpus_sha256"] == "other-sha" and leftovers(target.parent) == []
 
 
@@ -153,7 +154,7 @@ def test_an_interrupted_build_leaves_no_partial_directory(embedding_run, tmp_pat
     def interrupted(model, texts):
         raise signal()
 
-    monkeypatch.setattr(search, "embed_texts", interrupted)
+    monkeypatch.setattr(search_index, "embed_texts", interrupted)
     proc = run_cli("search", str(embedding_run), "--corpus", str(corpus), "--index", str(tmp_path / "idx" / "docs"),
                    "--query", "x", check=False)
     assert proc.returncode in (130, 143) and leftovers(tmp_path / "idx") == [] and not (tmp_path / "idx" / "docs").exists()
@@ -171,5 +172,5 @@ def test_what_killed_builders_left_is_removed_by_the_next(predictor, tmp_path):
     for name in stale + alive:
         (parent / name).mkdir()
         (parent / name / "vectors.npy").write_bytes(b"partial")
-    search.SearchIndex.build(predictor, TEN, [str(i) for i in range(10)], parent / "docs", "sha")
+    search_index.SearchIndex.build(predictor, TEN, [str(i) for i in range(10)], parent / "docs", "sha")
     assert leftovers(parent) == sorted(alive)  # a live builder's, another host's and another index's are kept
