@@ -58,8 +58,10 @@ def test_an_unknown_backend_is_one_line_naming_the_registered_ones(trained_run, 
 
 
 def test_every_backend_option_is_the_one_registry_checked_name():
-    """predict, embed and search take `backend` as one shared name (a str the registry checks), not a Literal each."""
-    for command in (predict, embed, search):
+    """predict, embed, search and serve take `backend` as one shared name (a str the registry checks), not a Literal each."""
+    from encoderfit.commands.serve import serve
+
+    for command in (predict, embed, search, serve):
         assert typing.get_type_hints(command)["backend"] is str, command.__name__
 
 

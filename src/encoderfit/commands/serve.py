@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import List, Literal, Optional
+from typing import List, Optional
 from ..core.errors import UserError
+from ..runs.backends import BackendName
 from ..runs.predictor import Predictor
 from ..serving.app import API_KEY_ENV, create_app, model_info
 from ..serving.http import Limits, host_patterns
@@ -25,7 +26,7 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def serve(
     run: Path,
-    backend: Literal["torch", "onnx", "onnx-int8"] = "torch",
+    backend: BackendName = "torch",
     host: str = "127.0.0.1",
     port: int = 8000,
     api_key: Optional[str] = None,

@@ -25,7 +25,7 @@ from starlette.routing import Match
 from ..core.errors import UserError
 from ..runs.predictor import Predictor
 from .batcher import Batcher, ClientGone, Metrics, Overloaded
-from .http import HostCheck, Limits, _error, check_texts, client_gone, host_patterns
+from .http import HostCheck, Limits, error_response, check_texts, client_gone, host_patterns
 from .logged import Busy, add_log_routes
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
             response = await _guarded(request, call_next)
         except Exception:  # a bug, not the client's fault: a JSON 500 for this request alone, logged and counted
             log.exception("error while answering %s %s", request.method, route_template(app, request.scope))
-            response = _error(500, "internal error while answering this request; the server log has the details")
+            response = error_response(500, "internal error while answering this request; the server log has the details")
         path = route_template(app, request.scope)
         metrics.requests.labels(path, str(response.status_code)).inc()
         metrics.latency.labels(path).observe(time.perf_counter() - start)
@@ -146,20 +146,20 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         if api_key and protected:
             given = request.headers.get("authorization", "")
             if not secrets.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-                return _error(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
+                return error_response(401, "missing or wrong API key: send the header 'Authorization: Bearer <key>'")
         if request.method == "POST" and request.url.path.startswith("/v1/") and batcher.full():  # before reading the body
             return overloaded(batcher.shed())
         if request.method == "POST":
             declared = request.headers.get("content-length")
             if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
-                return _error(413, f"request body over {limits.max_body_bytes} bytes")
+                return error_response(413, f"request body over {limits.max_body_bytes} bytes")
             if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
-                return _error(415, "send the body as JSON with 'Content-Type: application/json'")
+                return error_response(415, "send the body as JSON with 'Content-Type: application/json'")
             body, size = [], 0
             async for chunk in request.stream():  # counted as it arrives: an oversized body is never read whole
                 size += len(chunk)
                 if size > limits.max_body_bytes:
-                    return _error(413, f"request body over {limits.max_body_bytes} bytes")
+                    return error_response(413, f"request body over {limits.max_body_bytes} bytes")
                 body.append(chunk)
             request._body = b"".join(body)
         return await call_next(request)
@@ -168,7 +168,7 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
     async def invalid(request: Request, err: RequestValidationError):
         first = err.errors()[0] if err.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return _error(422, f"{where}: {first.get('msg', 'invalid request')}")
+        return error_response(422, f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(Overloaded)
     async def busy(request: Request, err: Overloaded):
@@ -176,11 +176,11 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
 
     @app.exception_handler(ClientGone)
     async def gone(request: Request, err: ClientGone):  # nobody reads it; 499 (client closed request) in the metrics
-        return _error(499, str(err))
+        return error_response(499, str(err))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, err: StarletteHTTPException):  # 404, 405, 400: the same shape as ours
-        return _error(err.status_code, str(err.detail))
+        return error_response(err.status_code, str(err.detail))
 
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
@@ -196,17 +196,17 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         try:
             texts, pairs = body.items(predictor.task.inputs, predictor.info.text_pair)
         except ValueError as err:
-            return _error(422, str(err))
+            return error_response(422, str(err))
         if (pairs is not None) != predictor.info.text_pair:
             wanted = '"pairs": [[a, b], ...]' if predictor.info.text_pair else '"texts" or "text"'
-            return _error(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")
+            return error_response(422, f"this model takes {'text pairs' if predictor.info.text_pair else 'single texts'}: send {wanted}")
         refused = check_texts(texts, pairs, limits, where=body.where(predictor.task.inputs))
         if refused is not None:
             return refused
         try:
             results = await batcher.predict(texts, pairs, lambda: client_gone(request))
         except UserError as err:  # input this model cannot read (a QA question over half its max_length): the client's to fix
-            return _error(422, str(err))
+            return error_response(422, str(err))
         for r in results:
             metrics.observe(predictor.task.decoding.signals(r))
         if prediction_log is not None:  # committed before the answer: an answered request is in the log
@@ -218,7 +218,7 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
 
     add_log_routes(app, prediction_log, predictor, overloaded)
 
-    if predictor.task.embeds:
+    if predictor.task.supports("embed"):
         from .search_routes import add_embedding_routes
 
         add_embedding_routes(app, predictor, batcher, limits, index)
