@@ -13,7 +13,7 @@ SUBCOMMANDS = ["train", "cv", "tune", "eval", "predict", "report", "export", "se
 
 
 def test_every_subcommand_documents_every_parameter():
-    commands = cli._commands()
+    commands = cli.commands()
     for name, fn in commands.items():
         doc = inspect.getdoc(fn)
         for param in inspect.signature(fn).parameters:
@@ -64,6 +64,6 @@ def test_cli_starts_without_the_heavy_libraries():
     import subprocess
     import sys
 
-    code = ("import sys, encoderfit.cli as c; c.build_parser(c._commands()); "
+    code = ("import sys, encoderfit.cli as c; c.build_parser(c.commands()); "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets', 'sklearn', 'matplotlib') if m in sys.modules))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"

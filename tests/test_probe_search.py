@@ -73,7 +73,7 @@ def test_query_is_repeatable_and_the_single_form_still_works(embedding_run, tmp_
 
 
 def test_gather_repeated_only_touches_options_that_take_texts():
-    commands = cli._commands()
+    commands = cli.commands()
     assert cli.gather_repeated(["search", "r", "--query", "a", "--top_k", "3", "--query", "b"], commands["search"]) == \
         ["search", "r", '--query=["a", "b"]', "--top_k", "3"]
     assert cli.gather_repeated(["serve", "r", "--allowed_hosts", "a", "--allowed_hosts", "b"], commands["serve"]) == \

@@ -98,7 +98,7 @@ def documented_commands():
 
 def test_every_documented_command_names_a_real_subcommand_and_real_flags():
     """The commands the docs show exist with the flags they use (renaming a flag without the docs fails here)."""
-    parser = cli.build_parser(cli._commands())
+    parser = cli.build_parser(cli.commands())
     commands = documented_commands()
     assert len(commands) > 30
     from encoderfit.launch import ENGINES
@@ -112,7 +112,7 @@ def test_every_documented_command_names_a_real_subcommand_and_real_flags():
             for arg in argv[2:split]:
                 assert not arg.startswith("--") or arg[2:].split("=")[0] in known, f"{where}: no launch flag {arg}"
             argv = argv[split + 1:] or ["train"]
-        assert argv and argv[0] in cli._commands(), f"{where}: no subcommand '{argv[0] if argv else ''}'"
+        assert argv and argv[0] in cli.commands(), f"{where}: no subcommand '{argv[0] if argv else ''}'"
         known = set(cli._known_keys(parser, argv[0])) | {"config", "help", "print_config"}
         for arg in argv[1:]:
             if arg.startswith("--"):

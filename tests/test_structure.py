@@ -26,9 +26,9 @@ def test_no_private_name_is_imported_from_another_module():
 
 def test_commands_hold_one_module_per_subcommand():
     """Every module in commands/ is a subcommand's, named as the command (tune-pretrain: tune_pretrain.py)."""
-    from encoderfit.cli import _commands
+    from encoderfit.commands import COMMANDS
 
-    names = {name.replace("-", "_") for name in _commands()}
+    names = {name.replace("-", "_") for name in COMMANDS}
     modules = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem != "__init__"}
     assert modules <= names, f"modules in commands/ that are not a subcommand: {sorted(modules - names)}"
 

@@ -1,4 +1,5 @@
-"""`encoderfit SUBCOMMAND`: one table maps each subcommand to the plain function that implements it.
+"""`encoderfit SUBCOMMAND`: the commands registry (`encoderfit.commands.COMMANDS`) maps each subcommand to the plain
+function that implements it.
 
 A function's signature and docstring are its `--help`; dataclass arguments become dotted groups
 (`--train.learning_rate`), and `--config FILE.yaml` fills any of them. A function that takes `options` (train, cv,
@@ -30,28 +31,11 @@ EXIT_USER_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 2, 130, 143
 NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
 
-def _commands() -> Dict[str, Callable]:
-    from .commands.compress import compress_run
-    from .commands.cv import cross_validate
-    from .commands.distill import train_student
-    from .commands.eval import evaluate
-    from .commands.export import export
-    from .commands.predict import predict
-    from .commands.pretrain import pretrain
-    from .commands.report import report
-    from .commands.embed import embed
-    from .commands.search import search
-    from .commands.serve import serve
-    from .commands.train import fit
-    from .commands.tune import tune
-    from .commands.tune_pretrain import tune_pretrain
-    from .commands.feedback import feedback
-    from .commands.monitor import monitor
-    from .commands.retrain import retrain
+def commands() -> Dict[str, Callable]:
+    """Each subcommand's function, from the commands registry (`encoderfit.commands.COMMANDS`, which launch reads too)."""
+    from .commands import functions
 
-    return {"train": fit, "cv": cross_validate, "tune": tune, "eval": evaluate, "predict": predict, "report": report, "export": export, "serve": serve,
-            "pretrain": pretrain, "tune-pretrain": tune_pretrain, "embed": embed, "search": search, "distill": train_student,
-            "monitor": monitor, "feedback": feedback, "retrain": retrain, "compress": compress_run}
+    return functions()
 
 
 def build_parser(commands: Dict[str, Callable], prog: str = "encoderfit", skip: frozenset = frozenset()):
@@ -231,10 +215,10 @@ def _launch(argv: List[str]) -> int:
 def _run(argv: List[str]) -> int:
     if argv[:1] == ["launch"]:
         return _launch(argv[1:])
-    commands = _commands()
-    parser = build_parser(commands)
+    table = commands()
+    parser = build_parser(table)
     command = next((a for a in argv if not a.startswith("-")), None)
-    argv = gather_repeated(argv, commands.get(command))
+    argv = gather_repeated(argv, table.get(command))
     try:
         cfg = parser.parse_args(argv)
         command = cfg.command
@@ -244,12 +228,12 @@ def _run(argv: List[str]) -> int:
     except Exception as err:  # argument errors: re-raise anything that is not one
         if type(err).__name__ != "ArgumentError":
             raise
-        raise UserError(_one_line(parser, commands, argv, str(err))) from None
+        raise UserError(_one_line(parser, table, argv, str(err))) from None
     kwargs = {k: v for k, v in vars(init[command]).items() if k != "config"}
-    groups = task_groups(commands[command])
+    groups = task_groups(table[command])
     if groups:
         kwargs["options"] = _task_options(kwargs, groups)
-    result = commands[command](**kwargs)
+    result = table[command](**kwargs)
     return int(getattr(result, "exit_code", 0))  # monitor (an alarm: 3) and retrain (kept the old model: 4) say so
 
 

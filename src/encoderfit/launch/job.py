@@ -21,13 +21,12 @@ import yaml
 
 from ..core.errors import UserError, closest
 
-# what a launch can run: the commands that write a run (or its evaluation/export) and gain from a GPU
-COMMANDS = ("train", "cv", "tune", "distill", "pretrain", "tune-pretrain", "eval", "export", "compress", "predict")
-DISTRIBUTED = ("train", "distill", "pretrain")  # started with torchrun over the GPUs (and nodes) it is given
-# options whose values may name local files or directories (else a hub name, a recipe or a corpus name)
-PATH_OPTIONS = ("data.source", "data", "input", "distill.unlabelled", "distill.compare", "teacher", "run", "corpus.sources", "tokenizer.path",
-                "train.deepspeed", "model.name_or_path", "student", "space")
-RUN_OPTIONS = ("teacher", "distill.compare")  # run directories whose training data the command reads again
+from ..commands import COMMANDS as REGISTRY
+
+# what a launch can run (the registry's records say): the commands that write a run (or its evaluation/export) and gain
+# from a GPU; those started with torchrun over the GPUs (and nodes) they are given
+COMMANDS = tuple(name for name, command in REGISTRY.items() if command.remote)
+DISTRIBUTED = tuple(name for name, command in REGISTRY.items() if command.distributed)
 FILE_SUFFIXES = {".csv", ".tsv", ".json", ".jsonl", ".parquet", ".txt", ".yaml", ".yml", ".conll", ".iob", ".bio", ".gz",
                  ".zip", ".bz2", ".xz", ".xml", ".sgm", ".arrow", ".md"}
 LAUNCH_DIR = Path(".encoderfit") / "launch"  # in the project: each launch's generated app or task, by name
@@ -119,12 +118,12 @@ def config_files(argv: List[str]) -> List[str]:
     return files
 
 
-def _run_data(config: Dict, project: Path) -> Iterator[Tuple[str, str]]:
-    """(where, source) of the data a run named by RUN_OPTIONS was trained on (a teacher's: distill re-reads it), as
-    its config.yaml records it."""
+def _run_data(command: str, config: Dict, project: Path) -> Iterator[Tuple[str, str]]:
+    """(where, source) of the data a run named by the command's run options was trained on (a teacher's: distill
+    re-reads it), as its config.yaml records it."""
     from ..runs.rundir import RunDir
 
-    for option in RUN_OPTIONS:
+    for option in REGISTRY[command].run_options:
         for value in _values(config, option):
             run = project / Path(value).expanduser()
             if RunDir.is_run(run):
@@ -133,12 +132,12 @@ def _run_data(config: Dict, project: Path) -> Iterator[Tuple[str, str]]:
                     yield f"{option} {value}: its data.source", str(source)
 
 
-def local_inputs(config: Dict, argv: List[str], project: Path) -> List[Path]:
+def local_inputs(command: str, config: Dict, argv: List[str], project: Path) -> List[Path]:
     """The local files and directories the command reads (a teacher run's data too); a path that does not exist here
     is a clear error."""
     found: List[Tuple[str, Path]] = [("--config", project / f) for f in config_files(argv)]
-    named = [(option, value) for option in PATH_OPTIONS for value in _values(config, option)]
-    for option, value in named + list(_run_data(config, project)):
+    named = [(option, value) for option in REGISTRY[command].path_options for value in _values(config, option)]
+    for option, value in named + list(_run_data(command, config, project)):
         path = (project / Path(value).expanduser()).resolve()
         if path.exists():
             found.append((option, path))
@@ -195,15 +194,14 @@ def parse_job(command: List[str], project: Optional[Path] = None, env: Optional[
         raise UserError(f"launch: cannot run `{command[0]}` remotely{closest(command[0], list(COMMANDS))}; one of: "
                         f"{', '.join(COMMANDS)}")
     config = resolve_config(command, project)
-    if command[0] == "distill":  # distill's own checks (the teacher, the student's settings), as it makes them here
-        from ..runs.distillation import check_config
-
+    check = REGISTRY[command[0]].load_check()  # the command's own checks (distill: the teacher, the student's settings)
+    if check is not None:
         try:
-            check_config(config, project)
+            check(config, project)
         except UserError as err:
-            raise UserError(f"launch: `encoderfit distill` would fail: {err}; nothing was submitted") from None
+            raise UserError(f"launch: `encoderfit {command[0]}` would fail: {err}; nothing was submitted") from None
     output, flag = output_of(command[0], config, project)
-    job = Job(command[0], list(command[1:]), config, project, local_inputs(config, command[1:], project), output, flag)
+    job = Job(command[0], list(command[1:]), config, project, local_inputs(command[0], config, command[1:], project), output, flag)
     job.secrets = needed_secrets(job.report_to, env)
     return job
 

@@ -10,8 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ...core import figures as f
 from .window import SIGNALS, Window
+
+
+class LazyFigures:
+    """core/figures.py on first use: matplotlib loads when a figure is drawn, not when the CLI reads monitor's options."""
+
+    def __getattr__(self, name):
+        from ...core import figures
+
+        return getattr(figures, name)
+
+
+f = FIGURES = LazyFigures()
 
 def mean_shift(name: str, test: Dict) -> str:
     """The report's effect cell of a test of numbers per text: the reference mean -> the window's mean."""

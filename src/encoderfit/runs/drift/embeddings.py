@@ -10,8 +10,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from ...core import drift
-from ...core import figures as f
-from .base import DriftTest
+from .base import FIGURES as f, DriftTest
 from .window import Window, sample
 
 logger = logging.getLogger(__name__)

@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Dict
 
 from ...core import drift
-from ...core import figures as f
-from .base import DriftTest, histogram
+from .base import FIGURES as f, DriftTest, histogram
 from .window import Window
 
 
