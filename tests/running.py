@@ -113,7 +113,6 @@ def wait_until_up(url: str, proc: subprocess.Popen, seconds: float = 90) -> None
 @contextlib.contextmanager
 def serving(run: Path, *args: str):
     """`encoderfit serve RUN ARGS` in a subprocess on a free loopback port, until the block ends; yields its URL."""
-    import httpx
 
     port = free_port()
     cmd = [sys.executable, "-m", "encoderfit", "serve", str(run), "--port", str(port), *args]
