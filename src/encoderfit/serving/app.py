@@ -108,7 +108,11 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
     """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `allowed_hosts`: Host
     header names accepted (None: any). `index`: a search.SearchIndex that POST /v1/search answers from (embedding
     models). `max_queue`, `max_batch_tokens`: as `serve`'s options. `prediction_log`: a logged.ServedLog that every
-    answered prediction is committed to before its answer (serve --log)."""
+    answered prediction is committed to before its answer (serve --log).
+
+    Built by concern: the batcher and its lifespan here; the guard every request passes (`add_guard`: hosts, API
+    key, queue, body limits, metrics); the error shapes (`add_error_handlers`); the prediction routes
+    (`add_predict_route`, the log's, the embedding routes); the plain pages (`add_pages`)."""
     metrics = Metrics()
     batcher = Batcher(predictor, metrics, max_wait_ms, max_batch_texts, batching, max_queue, max_batch_tokens)
 
@@ -125,12 +129,29 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
                   docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
     app.state.batcher, app.state.metrics = batcher, metrics
     hosts = HostCheck(host_patterns(allowed_hosts)) if allowed_hosts is not None else None
+    add_guard(app, hosts, api_key, limits)
+    add_error_handlers(app)
+    add_pages(app, info)
+    add_predict_route(app, predictor, limits, prediction_log)
+    add_log_routes(app, prediction_log, predictor, overloaded)
+    if predictor.task.supports("embed"):
+        from .search_routes import add_embedding_routes
+
+        add_embedding_routes(app, predictor, batcher, limits, index)
+    return app
+
+
+def add_guard(app: FastAPI, hosts: Optional[HostCheck], api_key: Optional[str], limits: Limits) -> None:
+    """What every request passes before its route: the Host check, the API key (/v1/ and /metrics), the queue (a
+    full one sheds a POST before its body is read), the body's size and type; then its count and latency, and a
+    JSON 500 for a bug while answering it."""
+    batcher, metrics = app.state.batcher, app.state.metrics
 
     @app.middleware("http")
     async def guard(request: Request, call_next):
         start = time.perf_counter()
         try:
-            response = await _guarded(request, call_next)
+            response = await guarded(request, call_next)
         except Exception:  # a bug, not the client's fault: a JSON 500 for this request alone, logged and counted
             log.exception("error while answering %s %s", request.method, route_template(app, request.scope))
             response = error_response(500, "internal error while answering this request; the server log has the details")
@@ -139,7 +160,7 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
         metrics.latency.labels(path).observe(time.perf_counter() - start)
         return response
 
-    async def _guarded(request: Request, call_next):
+    async def guarded(request: Request, call_next):
         if hosts is not None and not await hosts.passes(request.scope):
             return hosts.refusal(request.headers.get("host", ""))
         protected = request.url.path.startswith("/v1/") or request.url.path == "/metrics"
@@ -164,6 +185,11 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
             request._body = b"".join(body)
         return await call_next(request)
 
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refusal in one JSON shape, {"error": "..."}: invalid bodies (422), a full queue (503), a client gone
+    (499, in the metrics only), and starlette's own (404, 405, 400)."""
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):
         first = err.errors()[0] if err.errors() else {}
@@ -182,6 +208,11 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
     async def http_error(request: Request, err: StarletteHTTPException):  # 404, 405, 400: the same shape as ours
         return error_response(err.status_code, str(err.detail))
 
+
+def add_pages(app: FastAPI, info: Dict) -> None:
+    """GET /health, /v1/model (`info`), /metrics (Prometheus) and / (the try-it page)."""
+    metrics = app.state.metrics
+
     @app.api_route("/health", methods=["GET", "HEAD"])
     async def health():
         return {"status": "ok"}
@@ -189,6 +220,20 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
     @app.get("/v1/model")
     async def model():
         return info
+
+    @app.get("/metrics")
+    async def prometheus():
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    async def page():
+        return PAGE.read_text(encoding="utf-8")
+
+
+def add_predict_route(app: FastAPI, predictor: Predictor, limits: Limits, prediction_log=None) -> None:
+    """POST /v1/predict (and its first name, /v1/classify): the texts checked against `limits`, batched with the
+    other requests, their signals counted, committed to `prediction_log` (when given) before the answer."""
+    batcher, metrics = app.state.batcher, app.state.metrics
 
     @app.post("/v1/predict")
     @app.post("/v1/classify")  # the first name, kept
@@ -215,23 +260,6 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
             except Busy as err:
                 return overloaded(str(err))
         return {"results": results}
-
-    add_log_routes(app, prediction_log, predictor, overloaded)
-
-    if predictor.task.supports("embed"):
-        from .search_routes import add_embedding_routes
-
-        add_embedding_routes(app, predictor, batcher, limits, index)
-
-    @app.get("/metrics")
-    async def prometheus():
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
-    async def page():
-        return PAGE.read_text(encoding="utf-8")
-
-    return app
 
 
 def model_info(run: Path, predictor: Predictor, backend: str) -> Dict:
