@@ -77,10 +77,10 @@ def serving_in_thread(run: Path, **app_options):
     import uvicorn
 
     from encoderfit.runs.predictor import Predictor
-    from encoderfit.serving.app import create_app, model_info
+    from encoderfit.serving.app import Access, create_app, model_info
 
     predictor = Predictor.from_pretrained(run)
-    app = create_app(predictor, model_info(run, predictor, "torch"), allowed_hosts=["127.0.0.1"], **app_options)
+    app = create_app(predictor, model_info(run, predictor, "torch"), access=Access(allowed_hosts=["127.0.0.1"]), **app_options)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import serving, serving_in_thread
 from encoderfit.runs.predictor import Predictor
+from encoderfit.serving.app import Batching
 from encoderfit.serving.batcher import Batcher, Metrics, Overloaded
 
 
@@ -54,7 +55,7 @@ class Gate:
 
 def test_a_full_queue_answers_503_with_retry_after(trained_run, monkeypatch):
     gate = Gate(monkeypatch)
-    with serving_in_thread(trained_run, max_queue=2) as url, ThreadPoolExecutor(2) as pool:
+    with serving_in_thread(trained_run, batching=Batching(max_queue=2)) as url, ThreadPoolExecutor(2) as pool:
         held = [pool.submit(post, url, {"text": f"the team scored goal {i}"}) for i in range(2)]
         wait_for_metric(url, "encoderfit_queued_requests", 2)  # one in the held pass, one waiting
         busy = post(url, {"text": "one request too many"})
@@ -155,7 +156,7 @@ def test_a_small_request_is_not_stuck_behind_a_big_one(trained_run, monkeypatch)
         return original(predictor, texts, pairs)
 
     monkeypatch.setattr(Predictor, "predict", slow)
-    with serving_in_thread(trained_run, max_batch_tokens=1024) as url, ThreadPoolExecutor(1) as pool:
+    with serving_in_thread(trained_run, batching=Batching(max_batch_tokens=1024)) as url, ThreadPoolExecutor(1) as pool:
         start = time.perf_counter()
         pending = pool.submit(post, url, {"texts": big})
         assert started.wait(30)

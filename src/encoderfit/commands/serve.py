@@ -14,7 +14,7 @@ from typing import List, Optional
 from ..core.errors import UserError
 from ..runs.backends import BackendName
 from ..runs.predictor import Predictor
-from ..serving.app import API_KEY_ENV, create_app, model_info
+from ..serving.app import API_KEY_ENV, Access, Batching, create_app, model_info
 from ..serving.http import Limits, host_patterns
 from ..serving.logged import check_log, served_log
 
@@ -121,9 +121,9 @@ def serve(
 
         searched = index_for(predictor, Path(run), Path(corpus), backend, index=index, index_flag="--index")
     app = create_app(predictor, model_info(Path(run), predictor, backend), Limits(max_texts, max_chars, max_body_bytes),
-                     api_key, max_wait_ms, max_batch_texts, batching, docs=not api_key if docs is None else docs,
-                     allowed_hosts=allowed_hosts, index=searched, max_queue=max_queue, max_batch_tokens=max_batch_tokens,
-                     prediction_log=logged)
+                     Batching(max_wait_ms, max_batch_texts, max_batch_tokens, max_queue, batching),
+                     Access(api_key, allowed_hosts, docs=not api_key if docs is None else docs),
+                     index=searched, prediction_log=logged)
     check_port(host, port)
     logging.getLogger(__name__).info("serving %s on http://%s:%d%s%s", run, host, port, " (docs at /docs)" if app.docs_url else "",
              "; API key required" if api_key else "")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -101,20 +102,41 @@ def overloaded(message: str) -> JSONResponse:
                         headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_key: Optional[str] = None,
-               max_wait_ms: float = 5.0, max_batch_texts: int = 256, batching: bool = True, docs: bool = True,
-               allowed_hosts: Optional[List[str]] = None, index=None, max_queue: int = 128,
-               max_batch_tokens: Optional[int] = None, prediction_log=None) -> FastAPI:
-    """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `allowed_hosts`: Host
-    header names accepted (None: any). `index`: a search.SearchIndex that POST /v1/search answers from (embedding
-    models). `max_queue`, `max_batch_tokens`: as `serve`'s options. `prediction_log`: a logged.ServedLog that every
-    answered prediction is committed to before its answer (serve --log).
+@dataclass(frozen=True)
+class Batching:
+    """How concurrent requests share model passes (serve's --max_wait_ms, --max_batch_texts, --max_batch_tokens,
+    --max_queue, --batching)."""
+
+    max_wait_ms: float = 5.0
+    max_batch_texts: int = 256
+    max_batch_tokens: Optional[int] = None
+    max_queue: int = 128
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Access:
+    """Who may call the server and what it shows (serve's --api_key, --allowed_hosts, --docs). `allowed_hosts`:
+    Host header names accepted (None: any)."""
+
+    api_key: Optional[str] = None
+    allowed_hosts: Optional[List[str]] = None
+    docs: bool = True
+
+
+def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), batching: Batching = Batching(),
+               access: Access = Access(), index=None, prediction_log=None) -> FastAPI:
+    """The HTTP app around a loaded Predictor; `info` is what GET /v1/model reports. `limits`, `batching`, `access`:
+    serve's options, grouped. `index`: a search.SearchIndex that POST /v1/search answers from (embedding models).
+    `prediction_log`: a logged.ServedLog that every answered prediction is committed to before its answer (serve
+    --log).
 
     Built by concern: the batcher and its lifespan here; the guard every request passes (`add_guard`: hosts, API
     key, queue, body limits, metrics); the error shapes (`add_error_handlers`); the prediction routes
     (`add_predict_route`, the log's, the embedding routes); the plain pages (`add_pages`)."""
     metrics = Metrics()
-    batcher = Batcher(predictor, metrics, max_wait_ms, max_batch_texts, batching, max_queue, max_batch_tokens)
+    batcher = Batcher(predictor, metrics, batching.max_wait_ms, batching.max_batch_texts, batching.enabled,
+                      batching.max_queue, batching.max_batch_tokens)
 
     async def lifespan(app):
         batcher.start()
@@ -126,10 +148,11 @@ def create_app(predictor: Predictor, info: Dict, limits: Limits = Limits(), api_
             prediction_log.stop()
 
     app = FastAPI(title="encoderfit", version=str(info.get("encoderfit_version", "")), lifespan=lifespan,
-                  docs_url="/docs" if docs else None, redoc_url=None, openapi_url="/openapi.json" if docs else None)
+                  docs_url="/docs" if access.docs else None, redoc_url=None,
+                  openapi_url="/openapi.json" if access.docs else None)
     app.state.batcher, app.state.metrics = batcher, metrics
-    hosts = HostCheck(host_patterns(allowed_hosts)) if allowed_hosts is not None else None
-    add_guard(app, hosts, api_key, limits)
+    hosts = HostCheck(host_patterns(access.allowed_hosts)) if access.allowed_hosts is not None else None
+    add_guard(app, hosts, access.api_key, limits)
     add_error_handlers(app)
     add_pages(app, info)
     add_predict_route(app, predictor, limits, prediction_log)
