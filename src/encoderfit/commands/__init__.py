@@ -40,8 +40,9 @@ class Command:
 def _load(reference: str) -> Callable:
     """"module:function": a module of this package by its name, else any importable module (a plugin's, a test's)."""
     module, name = reference.split(":")
-    inside = f"{__name__}.{module}"
-    return getattr(importlib.import_module(inside if importlib.util.find_spec(inside) else module), name)
+    if "." not in module and importlib.util.find_spec(f"{__name__}.{module}") is not None:
+        module = f"{__name__}.{module}"
+    return getattr(importlib.import_module(module), name)
 
 
 TRAINING = ("data.source", "model.name_or_path", "train.deepspeed")

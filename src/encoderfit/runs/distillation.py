@@ -128,6 +128,7 @@ def transfer_set(task, splits: Splits, args: DistillArgs, mask_token: Optional[s
     them a validation or test text. `words`: where the task labels words, each text's word spans (unlabelled text cut
     as predict cuts it; a variant at its spaces, as its source's words are kept whole), else None."""
     from ..data.augment import augment
+    from ..tasks.base.words import split_words  # a new text's words, cut as predict cuts them (tasks that label words)
 
     texts, pairs, words = task.targets.distill_texts(splits.train)
     sources = list(texts)
@@ -143,7 +144,7 @@ def transfer_set(task, splits: Splits, args: DistillArgs, mask_token: Optional[s
                             "as pairs; drop --distill.unlabelled (--distill.augment varies the first text of each pair)")
         extra = [t for t in unlabelled_texts(args, held_out) if t not in set(texts)]
         texts, gold, counts["unlabelled"] = texts + extra, gold + [False] * len(extra), len(extra)
-        words = words + [task.targets.words_of(t) for t in extra] if words is not None else None
+        words = words + [split_words(t) for t in extra] if words is not None else None
     if args.augment:
         variants = augment(sources, args.augment, args.seed, args.augmentations, mask_token, exclude=sorted(held_out | set(texts)))
         texts += [v for _, v in variants]

@@ -33,12 +33,6 @@ class Targets(Part):
         words = [list(map(tuple, w)) for w in ds["words"]] if "words" in ds.column_names else None
         return list(ds[TEXT]), list(ds[PAIR]) if PAIR in ds.column_names else None, words
 
-    def words_of(self, text: str):
-        """A new text's word spans, cut as `predict` cuts a text for a task that labels words (tasks/base/words.py)."""
-        from .words import split_words
-
-        return split_words(text)
-
     def tokenize(self, ds, tokenizer, max_length: int, windows: Optional[Dict], train, role: str):
         """A split's training rows (token ids, labels, length), never padded."""
         from ...data.sources import tokenize
