@@ -6,7 +6,7 @@ import pytest
 
 from conftest import make_rows, run_cli, write_csv
 from failing import cli_fails, fails, nothing_left, train_args
-from conftest import quick_qa_run
+from shared import quick_qa_run
 
 
 @pytest.fixture

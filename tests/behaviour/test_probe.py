@@ -16,7 +16,7 @@ from failing import cli_fails
 from encoderfit.core.args import DataArgs
 from encoderfit.runs.splits import prepare
 from encoderfit.core.errors import UserError
-from conftest import TEN
+from shared import TEN
 
 
 def fails(source: Path, task: str, **options) -> str:

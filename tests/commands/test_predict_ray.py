@@ -11,7 +11,7 @@ import pytest
 from conftest import read_jsonl
 from failing import cli_fails
 from conftest import run_cli
-from conftest import texts, write_texts_jsonl
+from shared import texts, write_texts_jsonl
 
 
 @pytest.mark.slow  # a local Ray cluster starts (~25 s on 2 shared cores)

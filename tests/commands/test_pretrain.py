@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from conftest import CPU_EXACT, load_run, max_weight_difference, run_cli, two_process_env, write_csv
-from conftest import kill_after
-from conftest import pretrain_args, toy_documents
+from shared import kill_after
+from shared import pretrain_args, toy_documents
 
 
 
@@ -276,7 +276,7 @@ def test_two_processes_pretrain_with_one_writer(mlm_run, corpus_file, tmp_path):
     import subprocess
     import sys
 
-    from conftest import files_under
+    from shared import files_under
 
     out = tmp_path / "ddp"
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "encoderfit",

@@ -16,7 +16,7 @@ import pytest
 
 from conftest import free_port, run_cli
 from failing import cli_fails
-from conftest import TEN
+from shared import TEN
 
 from encoderfit import cli
 

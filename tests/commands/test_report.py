@@ -12,7 +12,7 @@ import yaml
 from encoderfit import cli
 from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks.classification.task import UNKNOWN
-from conftest import metric_at
+from shared import metric_at
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import CPU_EXACT, load_run, max_weight_difference, run_cli, steady_args
-from conftest import sealed, kill_after
+from shared import sealed, kill_after
 
 pytestmark = CPU_EXACT
 

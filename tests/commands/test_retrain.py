@@ -5,7 +5,7 @@ import json
 import os
 
 from conftest import run_cli
-from conftest import logged_feedback, new_rows
+from shared import logged_feedback, new_rows
 
 # A new way of writing about each topic that the toy training data never uses: the deployed model cannot know it.
 

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from conftest import make_regression_rows, run_cli
-from conftest import logged_feedback, new_rows
+from shared import logged_feedback, new_rows
 
 
 def deployed_copy(run, home, name="a"):

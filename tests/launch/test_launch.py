@@ -20,7 +20,7 @@ import yaml
 
 from conftest import CPU_EXACT, STEADY_TRAIN, load_run
 from running import run_cli
-from conftest import sealed
+from shared import sealed
 
 ROOT = Path(__file__).resolve().parents[2]
 SKY_PYTHON = ROOT / ".tools" / "skypilot" / "bin" / "python"
@@ -317,7 +317,7 @@ def test_launch_distill_uploads_the_teachers_run_and_data(project, trained_run, 
 
 
 def test_launch_distill_refuses_what_distill_refuses_with_its_message(project, trained_run, tiny_model, tmp_path):
-    from conftest import quick_qa_run
+    from shared import quick_qa_run
 
     qa_run = quick_qa_run(tmp_path, tiny_model)  # a QA run, which distill refuses as a teacher
     local = run_cli("distill", "--teacher", str(qa_run), "--student", str(tiny_model), "--output_dir", "runs/s",

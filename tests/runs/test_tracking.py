@@ -9,7 +9,7 @@ import pytest
 
 from conftest import STEADY_TRAIN
 from conftest import run_cli
-from conftest import pretrain_args
+from shared import pretrain_args
 
 pytest.importorskip("wandb")
 pytest.importorskip("mlflow")

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from conftest import GPUS, load_run, max_weight_difference, steady_args, two_process_env
-from conftest import files_under
+from shared import files_under
 
 TOLERANCE = 1e-4  # observed on CPU: 2.7e-6 (the two processes all-reduce gradients in another order)
 

@@ -21,8 +21,8 @@ import sys
 import yaml
 
 from conftest import STEADY_TRAIN, load_run, max_weight_difference
-from conftest import files_under
-from conftest import pretrain_args
+from shared import files_under
+from shared import pretrain_args
 
 TOLERANCE = 1e-4
 
@@ -79,7 +79,7 @@ def test_train_on_two_nodes_matches_one_process_at_the_same_global_batch(steady_
 
 
 def test_pretrain_on_two_nodes_matches_two_processes_on_one_node(tmp_path):
-    from conftest import toy_documents
+    from shared import toy_documents
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(toy_documents(400, 0)) + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ from conftest import run_cli, write_jsonl
 from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks.qa import answerability
 from encoderfit.tasks.qa.metrics import best_null_threshold, per_question
-from conftest import v2_rows
+from shared import v2_rows
 
 TRAIN = ("--model.max_length", "64", "--train.epochs", "6", "--train.batch_size", "16", "--train.learning_rate", "3e-3",
          "--train.warmup_ratio", "0.05", "--qa.max_answer_tokens", "4")

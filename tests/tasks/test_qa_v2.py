@@ -12,7 +12,7 @@ from conftest import run_cli, serving_in_thread, write_jsonl
 from encoderfit.runs.predictor import Predictor
 from encoderfit.tasks.qa import answerability
 from failing import cli_fails
-from conftest import v2_rows
+from shared import v2_rows
 
 # ---------------------------------------------------------------- a SQuAD 2.0 model that answers (issue 44)
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from conftest import FILLER, run_cli, write_csv
-from conftest import TRIGGERS
+from shared import TRIGGERS
 
 
 

@@ -189,7 +189,7 @@ def test_task_inference_from_the_label_column():
 def test_every_task_report_and_card_agree_with_metrics(request, fixture, tag):
     import re
 
-    from conftest import metric_at
+    from shared import metric_at
 
     run = request.getfixturevalue(fixture)
     metrics = metrics_of(run)
