@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -281,33 +280,60 @@ def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
     return ds
 
 
-def stratified_holdout(ds, size: float, seed: int, strata: Sequence[int], names: Sequence[str], single_note: Optional[str]):
-    """Split off `size` of `ds`, stratified by `strata` (one stratum id per row; `names` for messages). A stratum
-    with a single example cannot be stratified: it stays on the kept side, and `single_note` (with %s for its name)
-    says so; every other stratum keeps at least one example on the kept side."""
-    from datasets import ClassLabel, concatenate_datasets
+def column_values(ds, name: str):
+    """One column of a datasets.Dataset as a numpy array, read through Arrow: `ds[name]` is a lazy Column whose
+    iteration and indexing go a row at a time through the Python formatter (minutes at millions of rows)."""
+    return ds.with_format("arrow")[name].to_numpy()
 
-    counts = Counter(strata)
+
+def as_array(values):
+    """np.asarray(values); a datasets Column of numbers without missing values is read through Arrow instead."""
+    import numpy as np
+    import pyarrow as pa
+
+    source, name = getattr(values, "source", None), getattr(values, "column_name", None)
+    if name is not None and hasattr(source, "with_format"):
+        column = source.with_format("arrow")[name]
+        kind = column.type
+        if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
+            return column.to_numpy()
+    return np.asarray(values)
+
+
+def stratified_holdout(ds, size: float, seed: int, strata, names: Sequence[str], single_note: Optional[str]):
+    """Split off `size` of `ds`, stratified by `strata` (one stratum id per row, any int sequence; `names` for
+    messages). A stratum with a single example cannot be stratified: it stays on the kept side, and `single_note`
+    (with %s for its name) says so; every other stratum keeps at least one example on the kept side.
+
+    The indices are those of datasets' `train_test_split(test_size=size, stratify_by_column=..., seed=seed)` (its
+    own routine, generator and sizes), drawn from the numpy strata: datasets would read the column a row at a time."""
+    import numpy as np
+    from datasets import concatenate_datasets
+    from datasets.utils.stratify import stratified_shuffle_split_generate_indices
+
+    strata = np.asarray(strata, dtype=np.int64)
+    counts = np.bincount(strata)
     if single_note:
-        for stratum in sorted(s for s, n in counts.items() if n < 2):
+        for stratum in np.flatnonzero(counts == 1):
             log.warning("warning: " + single_note, names[stratum])
-    rows = [i for i, s in enumerate(strata) if counts[s] >= 2]
-    pool = ds.select(rows).add_column("_stratum", [strata[i] for i in rows])
-    pool = pool.cast_column("_stratum", ClassLabel(num_classes=max(strata) + 1))
+    rows = np.flatnonzero(counts[strata] >= 2)
+    pool, pooled = ds.select(rows), strata[rows]
+    n_test = math.ceil(size * len(pool))
     try:
-        parts = pool.train_test_split(test_size=size, stratify_by_column="_stratum", seed=seed)
+        keep_idx, held_idx = next(stratified_shuffle_split_generate_indices(pooled, len(pool) - n_test, n_test,
+                                                                            rng=np.random.default_rng(seed)))
     except ValueError as err:  # fewer held-out rows than strata
         log.warning("warning: stratified split impossible (%s); splitting at random", str(err).splitlines()[0])
         parts = pool.train_test_split(test_size=size, seed=seed)
-    keep, held = parts["train"], parts["test"]
-    missing = sorted(set(pool["_stratum"]) - set(keep["_stratum"]))  # all of a stratum landed on the held-out side
-    if missing:
-        back = {next(i for i, s in enumerate(held["_stratum"]) if s == m) for m in missing}
-        keep = concatenate_datasets([keep, held.select(sorted(back))])
-        held = held.select([i for i in range(len(held)) if i not in back])
-    keep, held = keep.remove_columns("_stratum"), held.remove_columns("_stratum")
-    kept_whole = [i for i, s in enumerate(strata) if counts[s] < 2]
-    if kept_whole:
+        keep, held = parts["train"], parts["test"]
+    else:
+        missing = sorted(set(pooled.tolist()) - set(pooled[keep_idx].tolist()))  # all of it on the held-out side
+        back = [int(np.flatnonzero(pooled[held_idx] == m)[0]) for m in missing]
+        keep_idx = np.concatenate([keep_idx, held_idx[sorted(back)]]) if back else keep_idx
+        held_idx = np.delete(held_idx, back) if back else held_idx
+        keep, held = pool.select(keep_idx), pool.select(held_idx)
+    kept_whole = np.flatnonzero(counts[strata] < 2)
+    if len(kept_whole):
         keep = concatenate_datasets([keep, ds.select(kept_whole)])
     return keep, held
 

@@ -24,6 +24,7 @@ from ..core.args import TrainArgs
 from ..core.device import has_cuda, loader_workers, pick_compile
 from ..core.distributed import barrier, is_main, world_size
 from ..core.errors import UserError, raise_if_signalled
+from ..data.sources import column_values
 from .token_budget import EpochToBatches, TokenBudgetBatches, budget_loader, token_budget
 
 log = logging.getLogger(__name__)
@@ -315,6 +316,7 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
     args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best],
                               label_names=["labels"])
     extra = {"distill_loss": task.modeling.distill_loss(stats, train, distill)} if distill is not None else {}
+    lengths = column_values(tokenized["train"], "length").tolist()  # through Arrow: a Column is read row by row
     return (DistillTrainer if distill is not None else EncoderTrainer)(
         **extra,
         model=net,
@@ -328,7 +330,7 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
         derive=task.scoring.derive_metrics,
         compute_loss_func=task.modeling.loss(stats, train),
         callbacks=trainer_callbacks(train, workdir / "logs", callbacks or []),
-        lengths=tokenized["train"]["length"],
+        lengths=lengths,
         head_learning_rate=train.head_learning_rate,
-        budget=token_budget(train, tokenized["train"]["length"], tokenizer, net),
+        budget=token_budget(train, lengths, tokenizer, net),
     )

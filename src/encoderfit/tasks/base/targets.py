@@ -41,9 +41,9 @@ class Targets(Part):
 
     def targets_array(self, values: list):
         """A split's encoded `labels` column as the metrics take it."""
-        import numpy as np
+        from ...data.sources import as_array
 
-        return np.asarray(values)
+        return as_array(values)
 
     def read_targets(self, ds, data, where: str) -> List[Any]:
         """Each row's target as a Python value, validated (a bad row is a UserError naming it)."""

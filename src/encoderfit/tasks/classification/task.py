@@ -102,9 +102,9 @@ class ClassificationTargets(Targets):
         return ds.cast_column("labels", ClassLabel(names=labels))
 
     def holdout(self, ds, size, seed, single_note):
-        from ...data.sources import stratified_holdout
+        from ...data.sources import column_values, stratified_holdout
 
-        return stratified_holdout(ds, size, seed, ds["labels"], ds.features["labels"].names, single_note)
+        return stratified_holdout(ds, size, seed, column_values(ds, "labels"), ds.features["labels"].names, single_note)
 
     def targets_to_json(self, targets, labels):
         return [labels[int(y)] for y in targets]
