@@ -280,12 +280,6 @@ def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
     return ds
 
 
-def column_values(ds, name: str):
-    """One column of a datasets.Dataset as a numpy array, read through Arrow: `ds[name]` is a lazy Column whose
-    iteration and indexing go a row at a time through the Python formatter (minutes at millions of rows)."""
-    return ds.with_format("arrow")[name].to_numpy()
-
-
 def as_array(values):
     """np.asarray(values); a datasets Column of numbers without missing values is read through Arrow instead."""
     import numpy as np
@@ -298,6 +292,12 @@ def as_array(values):
         if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
             return column.to_numpy()
     return np.asarray(values)
+
+
+def column_values(ds, name: str):
+    """One column of a datasets.Dataset as a numpy array (`as_array`): `ds[name]` is a lazy Column whose iteration
+    and indexing go a row at a time through the Python formatter (minutes at millions of rows)."""
+    return as_array(ds[name])
 
 
 def stratified_holdout(ds, size: float, seed: int, strata, names: Sequence[str], single_note: Optional[str]):

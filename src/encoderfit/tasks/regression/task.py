@@ -96,7 +96,7 @@ class RegressionTargets(Targets):
         bins = max(1, min(BINS, int(len(y) * min(size, 1 - size)), len(y) // 2))  # each bin can give both sides a row
         edges = np.unique(np.quantile(y, np.linspace(0, 1, bins + 1))[1:-1])
         strata = np.searchsorted(edges, y, side="right")
-        return stratified_holdout(ds, size, seed, strata.tolist(), [f"bin {b}" for b in range(len(edges) + 1)], None)
+        return stratified_holdout(ds, size, seed, strata, [f"bin {b}" for b in range(len(edges) + 1)], None)
 
     def num_outputs(self, labels):
         return 1
