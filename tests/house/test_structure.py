@@ -25,11 +25,12 @@ def test_no_private_name_is_imported_from_another_module():
 
 
 def test_commands_hold_one_module_per_subcommand():
-    """Every module in commands/ is a subcommand's, named as the command (tune-pretrain: tune_pretrain.py)."""
+    """Every module in commands/ is a subcommand's, named as the command (tune-pretrain: tune_pretrain.py), besides
+    the two that describe them: __init__.py (the registry) and options.py (the options several commands share)."""
     from encoderfit.commands import COMMANDS
 
     names = {name.replace("-", "_") for name in COMMANDS}
-    modules = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem != "__init__"}
+    modules = {p.stem for p in (PACKAGE / "commands").glob("*.py") if p.stem not in ("__init__", "options")}
     assert modules <= names, f"modules in commands/ that are not a subcommand: {sorted(modules - names)}"
 
 

@@ -29,8 +29,9 @@ from ..runs.verdict import BASELINE_SPLIT, analyse
 from ..core.files import exclusive, partial_dir, publish_dir, write_json
 from ..runs.rundir import Predictions, RunDir
 from ..tasks import get_task
-from ..runs.lifecycle import TaskName, check_start, config_changes
+from ..runs.lifecycle import check_start, config_changes
 from ..runs.training import Prepared, train_model
+from .options import FINE_TUNING, RUN_DIR, shared
 
 log = logging.getLogger(__name__)
 ROW = "_row"  # each example's position in the pooled data, carried through the folds
@@ -113,18 +114,9 @@ def _continues(workdir: Path, settings: Dict, resume: Optional[bool]) -> bool:
     return True
 
 
-def cross_validate(
-    data: DataArgs = DataArgs(),
-    model: ModelArgs = ModelArgs(),
-    train: TrainArgs = TrainArgs(),
-    report: ReportArgs = ReportArgs(),
-    task: Optional[TaskName] = None,
-    options: Optional[Dict[str, dict]] = None,
-    folds: int = 10,
-    output_dir: Path = Path("runs/cv"),
-    overwrite: bool = False,
-    resume: Optional[bool] = None,
-) -> Path:
+@shared(FINE_TUNING, RUN_DIR)
+def cross_validate(data=..., model=..., train=..., report=..., task=..., options=..., folds: int = 10,
+                   output_dir: Path = Path("runs/cv"), overwrite=..., resume=...) -> Path:
     """K-fold cross-validation: every example scored once, out of fold, against the baseline's out-of-fold predictions.
 
     Writes OUTPUT_DIR with metrics.json (pooled out-of-fold metrics with bootstrap intervals, the comparison with the
@@ -134,14 +126,9 @@ def cross_validate(
     Args:
         data: The labelled data (all of its splits are pooled, then cut into folds); data.validation_size is the
             share of all examples each fold's model holds out for validation.
-        model: Which encoder to fine-tune, as for train.
-        train: Optimisation settings, as for train (one seed per fold).
-        report: Report settings, as for train.
-        task: As for train: inferred from the labels when not given.
-        options: As for train: the task's own settings, {task: {setting: value}}.
+        train: Optimisation and evaluation settings (one seed per fold).
         folds: Number of folds K (2 or more): each model trains on (K-1)/K of the examples.
         output_dir: The cross-validation directory to write.
-        overwrite: Replace OUTPUT_DIR if it already exists.
         resume: Keep the folds an interrupted run of the same settings finished. Default (null): when its settings are
             the same (other settings are refused, naming them); true: insist; false: discard them and start over.
     """

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Optional
 
-from ..core.args import DataArgs, DistillArgs, ModelArgs, ReportArgs, TrainArgs
+from ..core.args import DistillArgs, ModelArgs
 from ..core.distributed import is_main
 from ..core.files import exclusive
 from ..runs.evaluation import check_same_splits
@@ -35,24 +35,15 @@ from ..runs.distillation import (
     check_tokenizer,
     transfer_set,
 )
+from .options import FINE_TUNING, RUN_DIR, shared
 
 log = logging.getLogger(__name__)
 
 
-def train_student(
-    teacher: Optional[Path] = None,
-    student: Optional[str] = None,
-    distill: DistillArgs = DistillArgs(),
-    model: ModelArgs = ModelArgs(),
-    train: TrainArgs = TrainArgs(),
-    report: ReportArgs = ReportArgs(),
-    data: DataArgs = DataArgs(),
-    task: Optional[str] = None,
-    options: Optional[Dict[str, dict]] = None,
-    output_dir: Path = Path("runs/distilled"),
-    overwrite: bool = False,
-    resume: Optional[bool] = None,
-) -> Path:
+@shared(FINE_TUNING, RUN_DIR)
+def train_student(teacher: Optional[Path] = None, student: Optional[str] = None, distill: DistillArgs = DistillArgs(),
+                  model=..., train=..., report=..., data=..., task: Optional[str] = None, options=...,
+                  output_dir: Path = Path("runs/distilled"), overwrite=..., resume=...) -> Path:
     """Train a small student model on a teacher run's outputs; evaluate it against the teacher on the same test split.
 
     Writes OUTPUT_DIR as `encoderfit train` does (model/, metrics.json, report.html ...), with metrics.json's
@@ -72,7 +63,6 @@ def train_student(
         task: Must be the teacher's task or left out.
         options: The task's own settings ({task: {setting: value}}, the CLI's --ner.documents): the teacher's or left out.
         output_dir: The run directory to write.
-        overwrite: Replace OUTPUT_DIR if it already exists.
         resume: As for train: continue an interrupted distillation of the same settings.
     """
     from ..models.loading import load_tokenizer

@@ -17,45 +17,28 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Optional
-from ..core.args import TrainArgs
-from ..pretraining.corpus import CorpusArgs, load_corpus
+from ..pretraining.corpus import load_corpus
 from ..core.distributed import barrier, is_main, share
 from ..core.errors import UserError
 from ..core.files import exclusive, partial_dir, publish_dir
-from ..pretraining.settings import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
+from ..pretraining.settings import PretrainConfig
 from ..runs.rundir import RunDir
 from ..pretraining.mlm_training import TOKENIZER, Packed, mlm_task, run_tokenizer, train_mlm
-from ..pretraining.tokenizer import TokenizerArgs
+from .options import PRETRAINING, RUN_DIR, shared
 
 log = logging.getLogger(__name__)
 
 
-def pretrain(
-    corpus: CorpusArgs = CorpusArgs(),
-    tokenizer: TokenizerArgs = TokenizerArgs(),
-    model: PretrainModelArgs = PretrainModelArgs(),
-    mlm: MlmArgs = MlmArgs(),
-    train: TrainArgs = pretrain_defaults(),
-    output_dir: Path = Path("runs/pretrain"),
-    overwrite: bool = False,
-    resume: Optional[bool] = None,
-) -> Path:
+@shared(PRETRAINING, RUN_DIR)
+def pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., output_dir: Path = Path("runs/pretrain"),
+             overwrite=..., resume=...) -> Path:
     """Pre-train an encoder with masked language modelling, from scratch or continued (domain adaptation).
 
     Writes OUTPUT_DIR with model/ (loads with transformers.pipeline("fill-mask"); fine-tune it with
     `encoderfit train --model.name_or_path OUTPUT_DIR/model`), config.yaml, metrics.json, report.html and logs/.
 
     Args:
-        corpus: Where the unlabelled text comes from and how much is held out.
-        tokenizer: The tokenizer to train (bpe, wordpiece) or reuse.
-        model: The encoder: a ModernBERT size or any config from scratch, or an existing encoder to continue.
-        mlm: Block size and masking rate of the masked-language-model objective.
-        train: Optimisation and evaluation settings (defaults: one pass, peak learning rate 5e-4, warmup-stable-decay).
         output_dir: The run directory to write.
-        overwrite: Replace OUTPUT_DIR if it already exists.
-        resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
-            same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
     from ..runs.tracking import Trackers
     from ..runs.lifecycle import abandon, check_start, continues

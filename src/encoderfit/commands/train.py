@@ -13,55 +13,26 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Dict, Optional
 
-from ..core.args import DataArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.distributed import is_main
 from ..core.files import exclusive
 from ..runs.training import Prepared
-from ..runs.lifecycle import (
-    TaskName,
-    check_start,
-    train_run,
-)
+from ..runs.lifecycle import check_start, train_run
+from .options import FINE_TUNING, RUN_DIR, shared
 
 log = logging.getLogger(__name__)
 
 
-def fit(
-    data: DataArgs = DataArgs(),
-    model: ModelArgs = ModelArgs(),
-    train: TrainArgs = TrainArgs(),
-    report: ReportArgs = ReportArgs(),
-    task: Optional[TaskName] = None,
-    options: Optional[Dict[str, dict]] = None,
-    output_dir: Path = Path("runs/latest"),
-    overwrite: bool = False,
-    resume: Optional[bool] = None,
-) -> Path:
+@shared(FINE_TUNING, RUN_DIR)
+def fit(data=..., model=..., train=..., report=..., task=..., options=...,
+        output_dir: Path = Path("runs/latest"), overwrite=..., resume=...) -> Path:
     """Fine-tune a transformer encoder on labelled text; evaluate it on validation and test.
 
     Writes OUTPUT_DIR with model/ (loads with transformers.pipeline), config.yaml, metrics.json, predictions/,
     report.html and logs/ (see rundir.py).
 
     Args:
-        data: Where the labelled text comes from and how it is split.
-        model: Which encoder to fine-tune.
-        train: Optimisation and evaluation settings.
-        report: Abstention threshold, prediction-interval coverage, baseline and error-analysis settings of the final
-            evaluation.
-        task: classification (one class per text), multilabel (a set of labels per text), regression (a number),
-            ner (a tag per word: token lists with tags, CoNLL files, or text with character spans), qa (an answer
-            span of a context: SQuAD files or question/context/answers rows), embedding or similarity (never inferred
-            but the first three).
-            Default: inferred from the label column (lists or --data.label_separator: multilabel; numbers that are
-            not whole: regression; else classification), and stated in the log.
-        options: The task's own settings, {task: {setting: value}} (the CLI's --ner.documents true is
-            {"ner": {"documents": True}}); a task's settings are listed in `encoderfit train --help` under its name.
         output_dir: The run directory to write.
-        overwrite: Replace OUTPUT_DIR if it already exists.
-        resume: Continue an interrupted run from its newest complete checkpoint. Default (null): resume when the
-            same config was interrupted before; true: insist on resuming; false: discard it and start over.
     """
     started = time.time()
     out = check_start(output_dir, overwrite, train)

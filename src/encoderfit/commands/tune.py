@@ -13,14 +13,12 @@ from __future__ import annotations
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
 
-from ..core.args import DataArgs, ModelArgs, ReportArgs, TrainArgs
 from ..core.runconfig import RunConfig
 from ..core.errors import UserError
 from ..runs.rundir import RunDir
 from ..core.tables import print_rows
-from ..runs.lifecycle import TaskName, finish_run
+from ..runs.lifecycle import finish_run
 from ..runs.training import Prepared, train_model
 from ..runs.tuning import (
     DEFAULT_SPACE,
@@ -28,44 +26,25 @@ from ..runs.tuning import (
     search,
     start_search,
 )
+from .options import FINE_TUNING, RUN_DIR, SEARCH, shared
 
 log = logging.getLogger(__name__)
 
 
-def tune(
-    data: DataArgs = DataArgs(),
-    model: ModelArgs = ModelArgs(),
-    train: TrainArgs = TrainArgs(),
-    report: ReportArgs = ReportArgs(),
-    task: Optional[TaskName] = None,
-    options: Optional[Dict[str, dict]] = None,
-    output_dir: Path = Path("runs/tuned"),
-    trials: int = 20,
-    space: Optional[Dict[str, Dict[str, Any]]] = None,
-    pruner: Literal["median", "none"] = "median",
-    startup_trials: int = 3,
-    timeout: Optional[float] = None,
-    overwrite: bool = False,
-) -> Path:
+@shared(FINE_TUNING, SEARCH, RUN_DIR)
+def tune(data=..., model=..., train=..., report=..., task=..., options=..., output_dir: Path = Path("runs/tuned"),
+         trials: int = 20, space=..., pruner=..., startup_trials=..., timeout=..., overwrite=...) -> Path:
     """Search training hyperparameters with Optuna; the best trial becomes a normal run directory.
 
     Args:
-        data: Where the labelled text comes from and how it is split.
-        model: Which encoder to fine-tune.
         train: Training settings; the searched ones are overridden per trial.
         report: Settings of the final evaluation of the best trial.
         task: classification, multilabel or regression. Default: inferred from the label column, as in `train`.
-        options: As for train: the task's own settings, {task: {setting: value}}.
         output_dir: The run directory the best trial becomes; the study lives beside it in OUTPUT_DIR-tune/.
         trials: Finished trials (complete or pruned) the search should reach, counting those of an earlier,
             interrupted invocation.
         space: Settings to search, each {choices: [...]} or {low: ..., high: ..., log: true}. Default: learning rate
             1e-5..1e-4 (log), epochs 1-3, batch size 16/32, weight decay 0/1e-5/1e-2, warmup 0..0.2.
-        pruner: median: stop a trial whose validation score is worse than the median of earlier trials at the same
-            point; none: run every trial to the end.
-        startup_trials: Trials that run to the end before the pruner starts judging.
-        timeout: Stop starting new trials after this many seconds.
-        overwrite: Replace OUTPUT_DIR if it already exists.
     """
     out, space, home = start_search(Path(output_dir), overwrite, trials, train, space or DEFAULT_SPACE, TUNABLE)
     prep = Prepared.load(data, model, train, task, options)

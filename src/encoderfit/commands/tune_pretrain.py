@@ -14,17 +14,17 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict
 
 from ..core.args import TrainArgs
-from ..pretraining.corpus import CorpusArgs, load_corpus
+from ..pretraining.corpus import load_corpus
 from ..core.errors import UserError
 from ..core.files import publish_dir
-from ..pretraining.settings import MlmArgs, PretrainConfig, PretrainModelArgs, pretrain_defaults
+from ..pretraining.settings import PretrainConfig
 from ..runs.rundir import RunDir
 from ..core.tables import print_rows
-from ..pretraining.tokenizer import TokenizerArgs
 from ..runs.tuning import check_space_values, search, start_search
+from .options import PRETRAINING, RUN_DIR, SEARCH, shared
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +38,13 @@ TUNABLE = {f"train.{f.name}" for f in dataclasses.fields(TrainArgs)} | {"mlm.mas
 RESULTS = "results.json"  # a trial's metrics until the best trial's pages are written
 
 
-def tune_pretrain(
-    corpus: CorpusArgs = CorpusArgs(),
-    tokenizer: TokenizerArgs = TokenizerArgs(),
-    model: PretrainModelArgs = PretrainModelArgs(),
-    mlm: MlmArgs = MlmArgs(),
-    train: TrainArgs = pretrain_defaults(),
-    output_dir: Path = Path("runs/pretrain-tuned"),
-    trials: int = 10,
-    space: Optional[Dict[str, Dict[str, Any]]] = None,
-    pruner: Literal["median", "none"] = "median",
-    startup_trials: int = 3,
-    timeout: Optional[float] = None,
-    overwrite: bool = False,
-) -> Path:
+@shared(PRETRAINING, SEARCH, RUN_DIR)
+def tune_pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., output_dir: Path = Path("runs/pretrain-tuned"),
+                  trials: int = 10, space=..., pruner=..., startup_trials=..., timeout=..., overwrite=...) -> Path:
     """Search pre-training settings with Optuna by held-out MLM loss; the best trial becomes a pre-training run.
 
     Args:
-        corpus: Where the unlabelled text comes from and how much is held out.
         tokenizer: The tokenizer to train (once, shared by every trial) or reuse.
-        model: The encoder: a ModernBERT size or any config from scratch, or an existing encoder to continue.
         mlm: Block size and masking rate; the held-out blocks are masked once at this rate for every trial.
         train: Training settings; the searched ones are overridden per trial. train.metric_for_best (loss or
             accuracy) is the value searched.
@@ -69,9 +56,6 @@ def tune_pretrain(
             0/1e-5/1e-2.
         pruner: median: stop a trial whose held-out value is worse than the median of earlier trials at the same
             point; none: run every trial to the end.
-        startup_trials: Trials that run to the end before the pruner starts judging.
-        timeout: Stop starting new trials after this many seconds.
-        overwrite: Replace OUTPUT_DIR if it already exists.
     """
     from ..pretraining.mlm_training import Packed, mlm_task, run_tokenizer, train_mlm
     from ..tasks.mlm.pages import write_pages
