@@ -63,15 +63,38 @@ def write_parts(folder: Path, gigabytes: float, labelled: bool) -> int:
     return count
 
 
+def _status_kib(pid: int) -> dict:
+    """RssAnon (the process's own memory) and RssFile (resident pages of mapped files, e.g. the memory-mapped Arrow
+    caches: counted in RSS but reclaimable) from /proc, in KiB; {} once the process is gone."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in text.splitlines()) if k in ("RssAnon", "RssFile")}
+
+
 def peak_rss(argv, env) -> dict:
-    """Run `python -m encoderfit ARGV` in a fresh process: its peak RSS (MiB), wall time and the last stderr lines."""
+    """Run `python -m encoderfit ARGV` in a fresh process: its peak RSS (MiB; ru_maxrss), the peaks of its anonymous
+    and file-backed parts (sampled from /proc every 0.2 s), wall time and the last stderr lines."""
+    import threading
+
     start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read().decode(errors="replace")
+    err = []
+    reader = threading.Thread(target=lambda: err.append(proc.stderr.read().decode(errors="replace")), daemon=True)
+    reader.start()
+    peaks = {"RssAnon": 0, "RssFile": 0}
+    # WNOWAIT: look without reaping it (Popen.poll would reap it before wait4 reads its resource usage)
+    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        for key, value in _status_kib(proc.pid).items():
+            peaks[key] = max(peaks[key], value)
+        time.sleep(0.2)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return {"peak_mib": round(usage.ru_maxrss / 1024), "seconds": round(time.perf_counter() - start, 1), "rc": proc.returncode,
-            "tail": err.strip().splitlines()[-3:]}
+    reader.join(timeout=10)
+    return {"peak_mib": round(usage.ru_maxrss / 1024), "anon_peak_mib": round(peaks["RssAnon"] / 1024),
+            "file_peak_mib": round(peaks["RssFile"] / 1024), "seconds": round(time.perf_counter() - start, 1),
+            "rc": proc.returncode, "tail": "".join(err).strip().splitlines()[-3:]}
 
 
 def main() -> None:
@@ -80,6 +103,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--workdir", default="/tmp/encoderfit-scale")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "pretrain"])
+    parser.add_argument("--pretrain-streaming", default="true", choices=["auto", "true", "false"],
+                        help="pretrain's --corpus.streaming (true: the streamed path at every size; false: in memory)")
     args = parser.parse_args()
     work = Path(args.workdir)
     if work.exists():
@@ -113,6 +138,7 @@ def main() -> None:
             if "pretrain" not in args.skip:
                 write_parts(source / "text", size, labelled=False)
                 row["pretrain"] = peak_rss(["pretrain", "--corpus.sources", f"[{source / 'text'}]", "--corpus.documents", "lines",
+                                            "--corpus.streaming", args.pretrain_streaming,
                                             "--tokenizer.vocab_size", "2048", "--model.size", "tiny", "--mlm.block_size", "64",
                                             "--train.max_steps", str(args.steps), "--train.batch_size", "16",
                                             "--output_dir", str(work / f"pre-{size:g}")], env)

@@ -23,7 +23,8 @@ from ..core.errors import UserError
 from ..core.files import exclusive, partial_dir, publish_dir
 from ..pretraining.settings import PretrainConfig
 from ..runs.rundir import RunDir
-from ..pretraining.mlm_training import TOKENIZER, Packed, mlm_task, run_tokenizer, train_mlm
+from ..pretraining.mlm_training import TOKENIZER, mlm_task, packed_corpus, train_mlm
+from ..pretraining.streaming import FOLDER, plan
 from .options import PRETRAINING, RUN_DIR, shared
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,8 @@ def pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., output_di
     with exclusive(out, enabled=is_main(), overwrite=overwrite):  # one writer per output directory
         task = mlm_task()
         cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
-        train_docs, validation_docs = load_corpus(corpus)
+        reading = plan(corpus)  # streamed, or in memory (said when it is read)
+        documents = load_corpus(corpus) if reading.files is None else None  # before the run's directory: a bad corpus leaves nothing
 
         workdir = partial_dir(out)
         keep = share(continues(workdir, cfg, resume) if is_main() else None)
@@ -63,12 +65,13 @@ def pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., output_di
         trackers = Trackers([], workdir, out.name)
         try:
             trackers = Trackers.start(cfg.to_dict(), train.report_to, workdir, out.name)
-            tok = run_tokenizer(cfg, train_docs, workdir, max(512, mlm.block_size))
+            tok, packed = packed_corpus(cfg, workdir, reading, documents)
             checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
-            results = train_mlm(cfg, task, tok, Packed.build(cfg, tok, train_docs, validation_docs), workdir, checkpoint or None)
+            results = train_mlm(cfg, task, tok, packed, workdir, checkpoint or None)
             if not is_main():
                 return out
             shutil.rmtree(workdir / TOKENIZER, ignore_errors=True)
+            shutil.rmtree(workdir / FOLDER, ignore_errors=True)  # a streamed corpus's Arrow files: not part of the run
             from ..tasks.mlm.pages import write_pages
 
             write_pages(RunDir(workdir), cfg, results)

@@ -57,7 +57,8 @@ def tune_pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., outp
         pruner: median: stop a trial whose held-out value is worse than the median of earlier trials at the same
             point; none: run every trial to the end.
     """
-    from ..pretraining.mlm_training import Packed, mlm_task, run_tokenizer, train_mlm
+    from ..pretraining.mlm_training import mlm_task, packed_corpus, train_mlm
+    from ..pretraining.streaming import plan
     from ..tasks.mlm.pages import write_pages
 
     if train.seeds > 1:
@@ -69,12 +70,12 @@ def tune_pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., outp
                         f"{sorted(task.metrics_for_best)}")
     cfg = PretrainConfig(corpus=corpus, tokenizer=tokenizer, model=model, mlm=mlm, train=train)
     check_space_values(cfg, space)
-    train_docs, validation_docs = load_corpus(corpus)  # before OUTPUT_DIR-tune/ exists: a bad corpus leaves nothing
+    reading = plan(corpus)  # streamed, or in memory
+    documents = load_corpus(corpus) if reading.files is None else None  # before OUTPUT_DIR-tune/ exists: a bad corpus leaves nothing
     made = not home.exists()
     home.mkdir(parents=True, exist_ok=True)
     try:
-        tok = run_tokenizer(cfg, train_docs, home, max(512, mlm.block_size))
-        packed = Packed.build(cfg, tok, train_docs, validation_docs)
+        tok, packed = packed_corpus(cfg, home, reading, documents)
     except BaseException:
         if made:
             shutil.rmtree(home, ignore_errors=True)

@@ -13,7 +13,7 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Literal, Optional, Tuple
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Union
 
 from ..core.errors import UserError
 
@@ -40,10 +40,20 @@ class CorpusArgs:
     """Use at most this many documents (a seeded sample), for quick runs."""
     seed: int = 42
     """Seed of the held-out choice and of the sample."""
+    streaming: Union[Literal["auto"], bool] = "auto"
+    """Read the corpus a line at a time into memory-mapped blocks (pretraining/streaming.py) rather than in memory:
+    auto streams text files, folders of them and JSONL/CSV/TSV/Parquet files that total more than 1 GiB."""
+    max_validation_documents: int = 10000
+    """At most this many documents are held out (they are masked once and scored at every evaluation)."""
+    tokenizer_sample: int = 100000
+    """A trained tokenizer learns from at most this many training documents (a seeded, uniform sample)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.validation_size < 0.5:
             raise UserError(f"corpus.validation_size must be in (0, 0.5) (got {self.validation_size})")
+        if self.max_validation_documents < 1 or self.tokenizer_sample < 1:
+            raise UserError("corpus.max_validation_documents and corpus.tokenizer_sample must be at least 1 (got "
+                            f"{self.max_validation_documents}, {self.tokenizer_sample})")
         if self.max_documents is not None and self.max_documents < 2:
             raise UserError(f"corpus.max_documents must be at least 2 (got {self.max_documents})")
 
@@ -67,7 +77,7 @@ def split_documents(text: str, how: str) -> List[str]:
     return [" ".join(block.split()) for block in "\n".join(split_lines(text)).split("\n\n") if block.strip()]
 
 
-def _is_text_file(path: Path) -> bool:
+def is_text_file(path: Path) -> bool:
     name = path.name[:-3] if path.name.endswith(".gz") else path.name
     return Path(name).suffix.lower() in TEXT_SUFFIXES
 
@@ -79,11 +89,11 @@ def _from_source(source: str, args: CorpusArgs) -> List[str]:
         return CORPORA[source]()
     path = Path(source).expanduser()
     if path.is_dir() and not (path / "dataset_dict.json").is_file() and not (path / "state.json").is_file():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and _is_text_file(p))
+        files = sorted(p for p in path.rglob("*") if p.is_file() and is_text_file(p))
         if not files:
             raise UserError(f"{path}: no .txt/.md/.rst(.gz) files in this directory")
         return [d for p in files for d in split_documents(_read_text_file(p), args.documents)]
-    if path.is_file() and _is_text_file(path):
+    if path.is_file() and is_text_file(path):
         return split_documents(_read_text_file(path), args.documents)
     if path.is_file() and path.suffix.lower() not in FORMATS:
         raise UserError(f"{path}: unsupported file type '{path.suffix}'; use .txt/.md/.rst(.gz), or a table "
@@ -121,7 +131,7 @@ def load_corpus(args: CorpusArgs) -> Tuple[List[str], List[str]]:
     rng.shuffle(unique)
     if args.max_documents:
         unique = unique[: args.max_documents]
-    held = max(1, round(len(unique) * args.validation_size))
+    held = min(max(1, round(len(unique) * args.validation_size)), args.max_validation_documents)
     log.info("corpus: %d documents (%.1f M characters); %d held out for validation", len(unique),
              sum(map(len, unique)) / 1e6, held)
     return unique[held:], unique[:held]

@@ -142,11 +142,14 @@ def mask_once(blocks, tokenizer, rate: float, seed: int):
                               "length": [len(blocks[0]["input_ids"])] * len(blocks)})
 
 
-def unigram_baseline(train_blocks, masked_validation, vocab_size: int) -> Dict[str, float]:
-    """A unigram model of the training tokens scored on the masked validation tokens: loss, perplexity, accuracy."""
-    counts = np.zeros(vocab_size, dtype=np.float64)
-    for start in range(0, len(train_blocks), 4096):
-        counts += np.bincount(np.asarray(train_blocks[start:start + 4096]["input_ids"]).ravel(), minlength=vocab_size)[:vocab_size]
+def unigram_baseline(train_blocks, masked_validation, vocab_size: int, counts: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """A unigram model of the training tokens scored on the masked validation tokens: loss, perplexity, accuracy.
+    `counts`: the training blocks' token counts where they were summed already (a streamed corpus's)."""
+    if counts is None:
+        counts = np.zeros(vocab_size, dtype=np.float64)
+        for start in range(0, len(train_blocks), 4096):
+            counts += np.bincount(np.asarray(train_blocks[start:start + 4096]["input_ids"]).ravel(), minlength=vocab_size)[:vocab_size]
+    counts = np.asarray(counts, dtype=np.float64)[:vocab_size]
     probs = (counts + 1) / (counts.sum() + vocab_size)  # add-one smoothing: no token has probability 0
     targets = np.asarray(masked_validation["labels"]).ravel()
     targets = targets[targets != IGNORE]
