@@ -147,3 +147,14 @@ def test_a_killed_streamed_run_resumes_from_its_streamed_files(streamed_run, cor
     assert metrics["train"]["resumed_from"] is not None
     assert max_weight_difference(weights, ref_weights) <= 1e-5
     assert metrics["validation"]["loss"] == pytest.approx(reference["validation"]["loss"], rel=1e-5)
+
+
+def test_tune_pretrain_streams_too_and_scores_the_same_held_out_blocks(streamed_run, corpus_dir, tmp_path):
+    out = tmp_path / "tuned"
+    args = pretrain_args(corpus_dir, out, "--corpus.streaming", "true", "--trials", "1")
+    proc = run_cli("tune-pretrain", *args[1:])
+    assert "corpus: streamed (corpus.streaming true)" in proc.stderr
+    metrics, reference = (json.loads((run / "metrics.json").read_text()) for run in (out, streamed_run))
+    assert metrics["corpus"]["streamed"]["train"] == reference["corpus"]["streamed"]["train"]
+    assert metrics["validation"]["masked_tokens"] == reference["validation"]["masked_tokens"]
+    assert not (tmp_path / "tuned-tune" / streaming.FOLDER).exists()

@@ -58,7 +58,7 @@ def tune_pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., outp
             point; none: run every trial to the end.
     """
     from ..pretraining.mlm_training import mlm_task, packed_corpus, train_mlm
-    from ..pretraining.streaming import plan
+    from ..pretraining.streaming import FOLDER, plan
     from ..tasks.mlm.pages import write_pages
 
     if train.seeds > 1:
@@ -96,6 +96,7 @@ def tune_pretrain(corpus=..., tokenizer=..., model=..., mlm=..., train=..., outp
     write_pages(run, PretrainConfig.load(workdir), results)
     (workdir / RESULTS).unlink()
     publish_dir(workdir, out)
+    shutil.rmtree(home / FOLDER, ignore_errors=True)  # a streamed corpus's Arrow files (a continued search streams again)
     print_rows(f"encoderfit tune-pretrain: held-out {train.metric_for_best} per trial (best: trial {best.number})", rows)
     log.info("best trial %d (held-out %s %.4g) written to %s", best.number, train.metric_for_best, best.value, out)
     return out

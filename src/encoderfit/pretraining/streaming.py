@@ -262,7 +262,8 @@ def write_blocks(streamed: Streamed, tokenizer, block_size: int, where: str) -> 
     counts = np.zeros(len(tokenizer), dtype=np.int64)
     carry, total, blocks = np.zeros(0, dtype=np.int64), 0, 0
     schema = pa.schema([("input_ids", pa.list_(pa.int32())), ("length", pa.int64())])
-    with pa.memory_map(str(streamed.documents_file)) as source, pa.OSFile(str(streamed.blocks_file), "wb") as sink, \
+    # read, not memory-mapped: a map's pages would stay resident in this process (RSS) as the whole file is read
+    with pa.OSFile(str(streamed.documents_file), "rb") as source, pa.OSFile(str(streamed.blocks_file), "wb") as sink, \
             pa.ipc.new_stream(sink, schema) as writer:
         for batch in pa.ipc.open_stream(source):
             texts = batch.column(0).to_pylist()
