@@ -136,6 +136,7 @@ def test_bad_text_in_a_streamed_file_is_one_line_and_leaves_nothing(corpus_dir, 
     assert not out.exists() and not (tmp_path / ".run.partial").exists()
 
 
+@pytest.mark.slow  # three more pre-training runs; `make test-slow`
 def test_a_killed_streamed_run_resumes_from_its_streamed_files(streamed_run, corpus_dir, tmp_path):
     out = tmp_path / "run"
     args = pretrain_args(corpus_dir, out, "--corpus.streaming", "true", "--train.save_steps", "10")
@@ -149,6 +150,7 @@ def test_a_killed_streamed_run_resumes_from_its_streamed_files(streamed_run, cor
     assert metrics["validation"]["loss"] == pytest.approx(reference["validation"]["loss"], rel=1e-5)
 
 
+@pytest.mark.slow  # three more pre-training runs; `make test-slow`
 def test_tune_pretrain_streams_too_and_scores_the_same_held_out_blocks(streamed_run, corpus_dir, tmp_path):
     out = tmp_path / "tuned"
     args = pretrain_args(corpus_dir, out, "--corpus.streaming", "true", "--trials", "1")

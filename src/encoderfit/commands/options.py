@@ -62,15 +62,15 @@ FINE_TUNING: Dict[str, Option] = {
 }
 """train, tune, cv and distill: labelled data, the encoder to fine-tune and how."""
 
-PRETRAINING: Dict[str, Option] = {
-    "corpus": Option(CorpusArgs, CorpusArgs, "Where the unlabelled text comes from and how much is held out."),
-    "tokenizer": Option(TokenizerArgs, TokenizerArgs, "The tokenizer to train (bpe, wordpiece) or reuse."),
-    "model": Option(PretrainModelArgs, PretrainModelArgs, "The encoder: a ModernBERT size or any config from "
-                    "scratch, or an existing encoder to continue."),
-    "mlm": Option(MlmArgs, MlmArgs, "Block size and masking rate of the masked-language-model objective."),
-    "train": Option(TrainArgs, pretrain_defaults, "Optimisation and evaluation settings (defaults: one pass, peak "
-                    "learning rate 5e-4, warmup-stable-decay)."),
-}
+PRETRAINING: Dict[str, Option] = dict(  # keywords: the group names are not string constants (tasks/ own task names)
+    corpus=Option(CorpusArgs, CorpusArgs, "Where the unlabelled text comes from and how much is held out."),
+    tokenizer=Option(TokenizerArgs, TokenizerArgs, "The tokenizer to train (bpe, wordpiece) or reuse."),
+    model=Option(PretrainModelArgs, PretrainModelArgs, "The encoder: a ModernBERT size or any config from scratch, or an "
+                 "existing encoder to continue."),
+    mlm=Option(MlmArgs, MlmArgs, "Block size and masking rate of the masked-language-model objective."),
+    train=Option(TrainArgs, pretrain_defaults, "Optimisation and evaluation settings (defaults: one pass, peak learning "
+                 "rate 5e-4, warmup-stable-decay)."),
+)
 """pretrain and tune-pretrain: the corpus, tokenizer, encoder and objective."""
 
 SEARCH: Dict[str, Option] = {
