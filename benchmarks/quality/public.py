@@ -115,7 +115,9 @@ def run_set(name: str, data_root: Path) -> dict:
     started = time.time()
     subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     took = time.time() - started
-    record = {"command": " ".join(["encoderfit", *args, *extra]), "wall_s": round(took, 1), "date": time.strftime("%Y-%m-%d"),
+    # the command as a reader types it: the data under ../shared/data, not this machine's absolute path
+    shown = [os.path.relpath(a, ROOT) if a.startswith(str(ROOT.parent)) else a for a in extra]
+    record = {"command": " ".join(["encoderfit", *args, *shown]), "wall_s": round(took, 1), "date": time.strftime("%Y-%m-%d"),
               "machine": f"{os.cpu_count()} cores, {platform.processor() or platform.machine()}"}
     (out / "wall.json").write_text(json.dumps(record) + "\n")
     return record
