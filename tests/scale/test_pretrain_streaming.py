@@ -160,3 +160,9 @@ def test_tune_pretrain_streams_too_and_scores_the_same_held_out_blocks(streamed_
     assert metrics["corpus"]["streamed"]["train"] == reference["corpus"]["streamed"]["train"]
     assert metrics["validation"]["masked_tokens"] == reference["validation"]["masked_tokens"]
     assert not (tmp_path / "tuned-tune" / streaming.FOLDER).exists()
+
+
+def test_max_documents_counts_the_held_out_ones_and_stops_reading(corpus_dir, tmp_path):
+    args = CorpusArgs(sources=[str(corpus_dir)], max_documents=50, validation_size=0.2, streaming=True)
+    streamed = streaming.read_documents(args, streaming.plan(args).files, tmp_path)
+    assert streamed.stats["train"] + len(streamed.validation_docs) == 50 and len(streamed.validation_docs) > 0

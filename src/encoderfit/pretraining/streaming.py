@@ -198,9 +198,11 @@ def read_documents(args: CorpusArgs, files: List[Path], folder: Path) -> Streame
     limit = args.max_documents
     with pa.OSFile(str(folder / "documents.arrow"), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for path in files:
+            if limit is not None and stats["train"] + len(validation) >= limit:
+                break  # the files after it are not opened
             docs = _text_documents(path, args.documents) if is_text_file(path) else _table_documents(path, args, stats)
             for doc in docs:
-                if limit is not None and stats["train"] + stats["validation"] >= limit:
+                if limit is not None and stats["train"] + len(validation) >= limit:
                     break
                 stats["documents_read"] += 1
                 doc = doc.strip()
