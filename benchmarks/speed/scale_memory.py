@@ -8,6 +8,11 @@ made unique by its row number, so no row is a duplicate.
 
     python benchmarks/speed/scale_memory.py --sizes 0.25 0.5 1 --steps 200
     python benchmarks/speed/scale_memory.py --sizes 0.01 0.02 --steps 20 --skip pretrain   # a smoke run
+    python benchmarks/speed/scale_memory.py --sizes 1 --memory-cap-mib 1024   # each command in a 1 GiB memory cgroup
+
+With --memory-cap-mib each command runs in a memory cgroup of that size (Linux, root: cgroup v1 or v2), which counts
+the page cache the process touches as well and reclaims it at the cap: a command that completes there needs no more
+memory than the cap, whatever its RSS showed without one (memory-mapped pages are resident while memory is free).
 """
 
 from __future__ import annotations
@@ -73,13 +78,49 @@ def _status_kib(pid: int) -> dict:
     return {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in text.splitlines()) if k in ("RssAnon", "RssFile")}
 
 
-def peak_rss(argv, env) -> dict:
+class MemoryCap:
+    """A memory cgroup of `mib` MiB for one child (v2: memory.max; v1: memory.limit_in_bytes, swap included where the
+    kernel accounts it); its peak usage (page cache included) and how often the cap was hit, read before removal."""
+
+    def __init__(self, mib: int):
+        base, name = Path("/sys/fs/cgroup"), f"encoderfit-scale-{os.getpid()}"
+        self.v2 = (base / "cgroup.controllers").exists()
+        self.path = base / name if self.v2 else base / "memory" / name
+        try:
+            self.path.mkdir()
+            limit = str(mib << 20)
+            (self.path / ("memory.max" if self.v2 else "memory.limit_in_bytes")).write_text(limit)
+            if not self.v2 and (self.path / "memory.memsw.limit_in_bytes").exists():
+                (self.path / "memory.memsw.limit_in_bytes").write_text(limit)
+        except OSError as e:
+            sys.exit(f"--memory-cap-mib: cannot make a memory cgroup at {self.path} ({e}); run as root on Linux")
+
+    def enter(self) -> None:  # in the child, before exec
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def close(self) -> dict:
+        def read(name):
+            file = self.path / name
+            return int(file.read_text().split()[-1]) if file.exists() else None
+
+        peak = read("memory.peak") if self.v2 else read("memory.max_usage_in_bytes")
+        if self.v2:  # memory.events: "max N" counts the times usage reached the cap
+            hits = int(dict(line.split() for line in (self.path / "memory.events").read_text().splitlines()).get("max", 0))
+        else:
+            hits = read("memory.failcnt")
+        self.path.rmdir()
+        return {"cgroup_peak_mib": round(peak / 2**20) if peak else None, "cap_hits": hits}
+
+
+def peak_rss(argv, env, cap_mib: int = 0) -> dict:
     """Run `python -m encoderfit ARGV` in a fresh process: its peak RSS (MiB; ru_maxrss), the peaks of its anonymous
     and file-backed parts (sampled from /proc every 0.2 s), wall time and the last stderr lines."""
     import threading
 
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    cap = MemoryCap(cap_mib) if cap_mib else None
+    proc = subprocess.Popen([sys.executable, "-m", "encoderfit", *argv], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=cap.enter if cap else None)
     err = []
     reader = threading.Thread(target=lambda: err.append(proc.stderr.read().decode(errors="replace")), daemon=True)
     reader.start()
@@ -92,7 +133,8 @@ def peak_rss(argv, env) -> dict:
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     reader.join(timeout=10)
-    return {"peak_mib": round(usage.ru_maxrss / 1024), "anon_peak_mib": round(peaks["RssAnon"] / 1024),
+    capped = {"cap_mib": cap_mib, **cap.close()} if cap else {}
+    return {**capped, "peak_mib": round(usage.ru_maxrss / 1024), "anon_peak_mib": round(peaks["RssAnon"] / 1024),
             "file_peak_mib": round(peaks["RssFile"] / 1024), "seconds": round(time.perf_counter() - start, 1),
             "rc": proc.returncode, "tail": "".join(err).strip().splitlines()[-3:]}
 
@@ -103,6 +145,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--workdir", default="/tmp/encoderfit-scale")
     parser.add_argument("--skip", nargs="*", default=[], choices=["train", "pretrain"])
+    parser.add_argument("--memory-cap-mib", type=int, default=0, help="run each command in a memory cgroup of this size")
     parser.add_argument("--pretrain-streaming", default="true", choices=["auto", "true", "false"],
                         help="pretrain's --corpus.streaming (true: the streamed path at every size; false: in memory)")
     args = parser.parse_args()
@@ -133,7 +176,8 @@ def main() -> None:
                                          "--train.max_steps", str(args.steps), "--train.batch_size", "16",
                                          "--train.eval_steps", str(args.steps), "--train.save_steps", str(args.steps),
                                          "--data.validation_size", "0.002", "--data.test_size", "0.002",
-                                         "--report.baseline_max_rows", "20000", "--report.review_max_rows", "20000"], env)
+                                         "--report.baseline_max_rows", "20000", "--report.review_max_rows", "20000"], env,
+                                       args.memory_cap_mib)
                 shutil.rmtree(source / "train")
             if "pretrain" not in args.skip:
                 write_parts(source / "text", size, labelled=False)
@@ -141,7 +185,7 @@ def main() -> None:
                                             "--corpus.streaming", args.pretrain_streaming,
                                             "--tokenizer.vocab_size", "2048", "--model.size", "tiny", "--mlm.block_size", "64",
                                             "--train.max_steps", str(args.steps), "--train.batch_size", "16",
-                                            "--output_dir", str(work / f"pre-{size:g}")], env)
+                                            "--output_dir", str(work / f"pre-{size:g}")], env, args.memory_cap_mib)
             shutil.rmtree(source, ignore_errors=True)
             shutil.rmtree(work / f"cache-{size:g}", ignore_errors=True)
             results.append(row)

@@ -287,11 +287,24 @@ def as_array(values):
 
     source, name = getattr(values, "source", None), getattr(values, "column_name", None)
     if name is not None and hasattr(source, "with_format"):
-        column = source.with_format("arrow")[name]
+        column = arrow_column(source, name)
         kind = column.type
         if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
             return column.to_numpy()
     return np.asarray(values)
+
+
+def arrow_column(ds, name: str):
+    """One column of a datasets.Dataset as a pyarrow ChunkedArray, its rows in the dataset's order. A dataset that is a
+    selection of another (a split: `select`, `shuffle`) holds an indices mapping, through which datasets' own
+    `with_format("arrow")[name]` gathers one single-row slice per row (about 500 bytes of Python objects a row at
+    once: 300 MiB for 600k rows, measured with memray); one vectorised `take` of the indices reads the same rows."""
+    indices = getattr(ds, "_indices", None)  # datasets' indices mapping: a table of one uint64 column, or None
+    table = getattr(getattr(ds, "data", None), "table", None)
+    if table is None or name not in table.column_names:  # not a datasets Arrow table as known: its own way
+        return ds.with_format("arrow")[name]
+    column = table.column(name)
+    return column if indices is None else column.take(indices.column(0))
 
 
 def column_values(ds, name: str):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 
+from ..core.device import release_freed_memory
 from ..runs.predictor import Predictor
 
 log = logging.getLogger(__name__)
@@ -56,14 +56,6 @@ class Metrics:
             self.scores.observe(signals["score"])
         if signals.get("abstained"):
             self.abstained.inc()
-
-
-def _release_freed_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc): variable batch shapes otherwise fragment it and RSS creeps up."""
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
 
 
 class Overloaded(Exception):
@@ -201,7 +193,7 @@ class Batcher:
             self.current = []
             self.passes += 1
             if self.passes % self.TRIM_EVERY == 0:
-                await loop.run_in_executor(self.worker, _release_freed_memory)
+                await loop.run_in_executor(self.worker, release_freed_memory)
 
     async def _gather(self, loop) -> None:
         """Wait until some request is waiting, then (batching) until the pass is full or `max_wait_ms` has passed

@@ -35,7 +35,7 @@ def label_strings(values, feature, column: str, where: str) -> List[str]:
     """Each row's label as a string; surrounding whitespace stripped ("pos " is "pos"), and said so."""
     from datasets import ClassLabel
 
-    out, stripped = [], 0
+    out, stripped, one = [], 0, {}  # `one`: a single string object per label, not one per row (millions of rows)
     for i, value in enumerate(values):
         if _missing(value) or (isinstance(feature, ClassLabel) and value < 0):
             raise UserError(f"{where}: row {i + 1}: empty label in column '{column}'; fill it in or remove the row")
@@ -46,7 +46,8 @@ def label_strings(values, feature, column: str, where: str) -> List[str]:
         else:
             text = str(value)
             stripped += text != text.strip()
-            out.append(text.strip())
+            text = text.strip()
+            out.append(one.setdefault(text, text))
     if stripped:
         log.info("%s: stripped surrounding whitespace from %d label(s)", where, stripped)
     return out
