@@ -63,3 +63,33 @@ def test_arrow_column_of_a_large_selection_holds_no_per_row_objects():
         tracemalloc.stop()
     assert column[0].as_py() == n - 1 and column[n - 1].as_py() == 0
     assert peak < 1 << 20, f"{peak / n:.0f} bytes of Python objects per row"
+
+
+def test_a_shuffled_split_is_tokenised_and_hashed_in_file_order_with_its_own_order_kept(tmp_path, tiny_model):
+    """tokenize and row_hashes read a shuffled selection in the order its rows lie in the file (sequential reads) and
+    give back exactly what reading it in its own order gives."""
+    from datasets import load_from_disk
+    from transformers import AutoTokenizer
+
+    from encoderfit.data.sources import file_order, tokenize
+    from encoderfit.runs.splits import row_hashes
+
+    texts = [f"row {i} " + "word " * (i % 13) for i in range(300)]
+    Dataset.from_dict({"text": texts, "labels": [i % 3 for i in range(300)]}).save_to_disk(tmp_path / "ds")
+    split = load_from_disk(str(tmp_path / "ds")).shuffle(seed=5).select(range(40, 260))
+    order = file_order(split)
+    assert order is not None and sorted(order.tolist()) == list(range(len(split)))
+    assert file_order(split.select(order)) is None  # already in file order
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    got = tokenize(split, tokenizer, 16)
+    wanted = [tokenizer(t, truncation=True, max_length=16)["input_ids"] for t in split["text"]]
+    assert got["input_ids"] == wanted and got["labels"] == split["labels"]
+    direct = [hashlib_digest(row) for row in split["text"]]
+    assert row_hashes(split, ["text"]).tolist() == direct
+
+
+def hashlib_digest(text):
+    import hashlib
+    import json
+
+    return hashlib.blake2b(json.dumps((text,), ensure_ascii=False).encode(), digest_size=16).digest()

@@ -214,11 +214,9 @@ def pick_precision(requested: str = "auto") -> str:
 
 def release_freed_memory() -> None:
     """Hand the heap's free pages back to the OS (glibc's malloc_trim(0), which also returns free pages between live
-    blocks). Work done a batch at a time (tokenising a split with datasets' map, a server's batches of varying shape)
-    otherwise leaves the heap fragmented and resident memory creeping up with the rows seen although little is live:
-    tokenising 600k rows here left 601 MiB anonymous memory, 261 MiB after a trim (docs/scaling.md). A no-op where
-    it cannot apply (not glibc) and once training keeps its freed blocks (`keep_freed_memory`: trimming them would
-    bring back the page faults that avoids)."""
+    blocks): a server's batches of varying shape otherwise fragment the heap and resident memory creeps up although
+    little is live. A no-op where it cannot apply (not glibc) and once training keeps its freed blocks
+    (`keep_freed_memory`: trimming them would bring back the page faults that avoids)."""
     if _kept or not sys.platform.startswith("linux"):
         return
     import ctypes

@@ -123,7 +123,7 @@ def token_budget(train, lengths, tokenizer, net) -> Optional[TokenBudgetBatches]
     limit = getattr(tokenizer, "model_max_length", None)
     limit = limit if limit and limit < 1e6 else None
     width = (lambda n: padded_length(n, limit))
-    longest = max(lengths, default=0)
+    longest = int(max(lengths, default=0))
     needed = longest if packed else width(longest)
     if needed > train.max_batch_tokens:
         raise UserError(f"train.max_batch_tokens: {train.max_batch_tokens} is below the longest training row ({needed} "

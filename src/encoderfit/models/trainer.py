@@ -17,7 +17,7 @@ from typing import Dict, Optional
 
 import torch
 from transformers import EarlyStoppingCallback, Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from ..core.checkpoints import seal
 from ..core.args import TrainArgs
@@ -101,11 +101,35 @@ def training_arguments(train: TrainArgs, precision: str, checkpoints: Path, grea
     )
 
 
+def length_grouped_order(lengths, batch_size: int, generator=None):
+    """transformers' `get_length_grouped_indices` on numpy arrays: the same permutation, mega-batches (50 batches, or
+    a quarter of the data), stable descending sort within each and longest-first swap, so the same order, as one
+    int64 array (8 bytes a row) where transformers builds a Python int and list slots per row every epoch (tens of
+    bytes a row: GBs at tens of millions of rows)."""
+    import numpy as np
+
+    lengths = np.asarray(lengths, dtype=np.int64)
+    n = len(lengths)
+    size = (min(n // (batch_size * 4), 50) or 1) * batch_size
+    order = torch.randperm(n, generator=generator).numpy()
+    for start in range(0, n, size):
+        block = order[start:start + size]
+        order[start:start + size] = block[np.argsort(-lengths[block], kind="stable")]  # Python's sorted(reverse) is stable
+    firsts = np.arange(0, n, size)
+    if n:
+        longest = firsts[int(np.argmax(lengths[order[firsts]]))]  # the first of the longest mega-batch heads
+        order[0], order[longest] = order[longest], order[0]
+    return order
+
+
 class EpochSeededLengthSampler(LengthGroupedSampler):
-    """Length-grouped shuffling whose order is a function of (seed, epoch) alone, never of the global RNG."""
+    """Length-grouped shuffling whose order is a function of (seed, epoch) alone, never of the global RNG; the
+    lengths a numpy array, the order made by `length_grouped_order` and handed out one index at a time."""
 
     def __init__(self, lengths, group_size: int, seed: int):
-        super().__init__(group_size, lengths=list(lengths))
+        import numpy as np
+
+        super().__init__(group_size, lengths=np.asarray(lengths, dtype=np.int64))
         self.seed, self.epoch = seed, 0
 
     def set_epoch(self, epoch: int) -> None:  # accelerate calls this at the start of every epoch
@@ -113,7 +137,7 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
+        return map(int, length_grouped_order(self.lengths, self.batch_size, generator))
 
 
 class Timings(TrainerCallback):
@@ -147,7 +171,7 @@ class EncoderTrainer(Trainer):
                  **kwargs):
         self.head_learning_rate = head_learning_rate  # before the Trainer's own set-up, which may build the optimizer
         super().__init__(*args, **kwargs)
-        self.lengths = list(lengths)  # read before the Trainer drops the columns the model does not take
+        self.lengths = lengths  # read before the Trainer drops the columns the model does not take (numpy)
         self.derive = derive  # the task's metrics computed from the others (perplexity from the loss)
         self.budget = budget  # train.max_batch_tokens: batches by tokens (models/token_budget.py)
         if budget is not None:
@@ -316,7 +340,7 @@ def build_trainer(net, tokenizer, task, labels, stats: Dict, tokenized: Dict, tr
     args = training_arguments(train, precision, workdir / "checkpoints", task.metrics_for_best[train.metric_for_best],
                               label_names=["labels"])
     extra = {"distill_loss": task.modeling.distill_loss(stats, train, distill)} if distill is not None else {}
-    lengths = column_values(tokenized["train"], "length").tolist()  # through Arrow: a Column is read row by row
+    lengths = column_values(tokenized["train"], "length")  # numpy, through Arrow: a Column is read row by row
     return (DistillTrainer if distill is not None else EncoderTrainer)(
         **extra,
         model=net,

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..core.args import DataArgs
-from ..data.sources import BATCH, LABEL, PAIR, TEXT, join_columns, load_source
+from ..data.sources import BATCH, LABEL, PAIR, TEXT, file_order, join_columns, load_source
 from ..core.errors import UserError, closest
 
 if TYPE_CHECKING:
@@ -78,10 +78,12 @@ def row_hashes(ds: "Dataset", columns: List[str]):
 
     import numpy as np
 
+    order = file_order(ds)  # read in the file's order (a split's own order reads all over it), the digests put back
     digests = bytearray()
-    for row in rows_in_batches(ds, columns):
+    for row in rows_in_batches(ds if order is None else ds.select(order), columns):
         digests += hashlib.blake2b(json.dumps(row, ensure_ascii=False).encode(), digest_size=16).digest()
-    return np.frombuffer(bytes(digests), dtype="S16")
+    digests = np.frombuffer(bytes(digests), dtype="S16")
+    return digests if order is None else digests[np.argsort(order)]
 
 
 def warn_overlap(train: "Dataset", test: "Dataset") -> int:
