@@ -6,7 +6,8 @@ import random
 import pytest
 from datasets import ClassLabel, Dataset
 
-from encoderfit.data.sources import as_array, column_values, stratified_holdout
+from encoderfit.data.arrow import as_array, column_values
+from encoderfit.data.sources import stratified_holdout
 
 
 @pytest.mark.parametrize("classes,size", [(2, 0.1), (3, 0.3), (8, 0.05), (20, 0.5)])
@@ -34,7 +35,7 @@ def test_arrow_column_takes_a_selection_in_one_vectorised_read(tmp_path):
     order, from a file-backed dataset and a nested selection too, without datasets' row-by-row gather."""
     from datasets import load_from_disk
 
-    from encoderfit.data.sources import arrow_column
+    from encoderfit.data.arrow import arrow_column
 
     Dataset.from_dict({"a": list(range(100)), "s": [f"r{i}" for i in range(100)]}).save_to_disk(tmp_path / "ds")
     ds = load_from_disk(str(tmp_path / "ds"))
@@ -51,7 +52,7 @@ def test_arrow_column_of_a_large_selection_holds_no_per_row_objects():
     memory growth of train at scale, docs/scaling.md); the column read here allocates nothing per row in Python."""
     import tracemalloc
 
-    from encoderfit.data.sources import arrow_column
+    from encoderfit.data.arrow import arrow_column
 
     n = 200_000
     picked = Dataset.from_dict({"a": list(range(n))}).select(range(n - 1, -1, -1))
@@ -71,7 +72,8 @@ def test_a_shuffled_split_is_tokenised_and_hashed_in_file_order_with_its_own_ord
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from encoderfit.data.sources import file_order, tokenize
+    from encoderfit.data.arrow import file_order
+    from encoderfit.data.sources import tokenize
     from encoderfit.runs.splits import row_hashes
 
     texts = [f"row {i} " + "word " * (i % 13) for i in range(300)]

@@ -20,6 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from ..core.args import DataArgs
 from ..core.errors import UserError, closest
 from ..core.files import decode_utf8
+from .arrow import file_order
 from .recipes import RECIPES
 
 log = logging.getLogger(__name__)
@@ -278,53 +279,6 @@ def canonical(ds, data: DataArgs, where: str, need_labels: bool = True):
                 if not isinstance(value, str):
                     raise UserError(f"{where}: row {i + 1}: column '{column}' holds {type(value).__name__}, not text")
     return ds
-
-
-def as_array(values):
-    """np.asarray(values); a datasets Column of numbers without missing values is read through Arrow instead."""
-    import numpy as np
-    import pyarrow as pa
-
-    source, name = getattr(values, "source", None), getattr(values, "column_name", None)
-    if name is not None and hasattr(source, "with_format"):
-        column = arrow_column(source, name)
-        kind = column.type
-        if column.null_count == 0 and (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)):
-            return column.to_numpy()
-    return np.asarray(values)
-
-
-def arrow_column(ds, name: str):
-    """One column of a datasets.Dataset as a pyarrow ChunkedArray, its rows in the dataset's order. A dataset that is a
-    selection of another (a split: `select`, `shuffle`) holds an indices mapping, through which datasets' own
-    `with_format("arrow")[name]` gathers one single-row slice per row (about 500 bytes of Python objects a row at
-    once: 300 MiB for 600k rows, measured with memray); one vectorised `take` of the indices reads the same rows."""
-    indices = getattr(ds, "_indices", None)  # datasets' indices mapping: a table of one uint64 column, or None
-    table = getattr(getattr(ds, "data", None), "table", None)
-    if table is None or name not in table.column_names:  # not a datasets Arrow table as known: its own way
-        return ds.with_format("arrow")[name]
-    column = table.column(name)
-    return column if indices is None else column.take(indices.column(0))
-
-
-def file_order(ds):
-    """Positions that visit `ds`'s rows in the order they lie in its Arrow file, or None when they already do. A split
-    is a shuffled selection of its source: read in the split's order, every batch touches rows all over the file, which
-    under memory pressure (the page cache smaller than the file) re-reads the same pages again and again; measured
-    here, a 1 GB source under a 1 GiB memory cap had tokenised 12% of its training split after 14 minutes."""
-    import numpy as np
-
-    indices = getattr(ds, "_indices", None)  # datasets' indices mapping (see arrow_column)
-    if indices is None or len(ds) < 2:
-        return None
-    physical = indices.column(0).to_numpy()
-    return None if bool(np.all(physical[1:] >= physical[:-1])) else np.argsort(physical, kind="stable")
-
-
-def column_values(ds, name: str):
-    """One column of a datasets.Dataset as a numpy array (`as_array`): `ds[name]` is a lazy Column whose iteration
-    and indexing go a row at a time through the Python formatter (minutes at millions of rows)."""
-    return as_array(ds[name])
 
 
 def stratified_holdout(ds, size: float, seed: int, strata, names: Sequence[str], single_note: Optional[str]):

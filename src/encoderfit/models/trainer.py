@@ -24,7 +24,7 @@ from ..core.args import TrainArgs
 from ..core.device import has_cuda, loader_workers, pick_compile
 from ..core.distributed import barrier, is_main, world_size
 from ..core.errors import UserError, raise_if_signalled
-from ..data.sources import column_values
+from ..data.arrow import column_values
 from .token_budget import EpochToBatches, TokenBudgetBatches, budget_loader, token_budget
 
 log = logging.getLogger(__name__)

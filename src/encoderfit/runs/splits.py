@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..core.args import DataArgs
-from ..data.sources import BATCH, LABEL, PAIR, TEXT, file_order, join_columns, load_source
+from ..data.arrow import file_order
+from ..data.sources import BATCH, LABEL, PAIR, TEXT, join_columns, load_source
 from ..core.errors import UserError, closest
 
 if TYPE_CHECKING:

@@ -41,7 +41,7 @@ class Targets(Part):
 
     def targets_array(self, values: list):
         """A split's encoded `labels` column as the metrics take it."""
-        from ...data.sources import as_array
+        from ...data.arrow import as_array
 
         return as_array(values)
 

@@ -103,7 +103,8 @@ class ClassificationTargets(Targets):
         return ds.cast_column("labels", ClassLabel(names=labels))
 
     def holdout(self, ds, size, seed, single_note):
-        from ...data.sources import column_values, stratified_holdout
+        from ...data.arrow import column_values
+        from ...data.sources import stratified_holdout
 
         return stratified_holdout(ds, size, seed, column_values(ds, "labels"), ds.features["labels"].names, single_note)
 
