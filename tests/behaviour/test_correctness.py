@@ -129,3 +129,32 @@ def test_a_second_process_writing_the_same_output_dir_fails_at_once(toy_csv, tin
         assert not out.exists() and not (tmp_path / ".run.partial").exists()
         proc = run_cli("pretrain", "--corpus.sources", f"[{toy_csv}]", "--output_dir", str(out), check=False)
         assert proc.returncode == 2 and "another encoderfit process" in proc.stderr
+
+
+def test_split_fingerprints_are_row_hashes_and_an_older_runs_are_checked_in_its_own_scheme(trained_run, toy_csv, tmp_path):
+    """Runs now record the SHA-256 of the rows' hashes (read in the file's order); a run that recorded the older
+    scheme (the rows' JSON in the split's order) is still checked, in that scheme: the same source passes."""
+    import hashlib
+    import json
+
+    from encoderfit.runs.splits import rows_in_batches
+
+    data = tmp_path / "toy.csv"
+    shutil.copy(toy_csv, data)
+    run = _own_copy(trained_run, tmp_path, data)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    assert all(entry.get("scheme") == "row-hashes" for entry in cfg["resolved"]["splits"].values())
+    from encoderfit.runs.splits import prepare
+    from encoderfit.core.args import DataArgs
+
+    splits = prepare(DataArgs(**cfg["data"]), cfg["task"], cfg.get("options"))
+    old = {}
+    for role, ds in splits.as_dict().items():
+        digest = hashlib.sha256()
+        for row in rows_in_batches(ds, [c for c in ("text", "text_pair", "labels") if c in ds.column_names]):
+            digest.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+        old[role] = {"examples": len(ds), "sha256": digest.hexdigest()}
+    assert splits.fingerprints(like=old) == old
+    cfg["resolved"]["splits"] = old  # as a run of 0.2.1 recorded them
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert run_cli("eval", str(run)).returncode == 0

@@ -45,17 +45,26 @@ class Splits:
     def as_dict(self) -> Dict[str, Dataset]:
         return {"train": self.train, "validation": self.validation, "test": self.test}
 
-    def fingerprints(self) -> Dict[str, Dict]:
+    def fingerprints(self, like: Optional[Dict] = None) -> Dict[str, Dict]:
         """Each split's size and SHA-256 of its examples in order (text, pair, target): recorded by training, so a
-        later `eval` knows whether re-reading the source gave the same splits."""
+        later `eval` knows whether re-reading the source gave the same splits. The SHA-256 is of the rows' 128-bit
+        hashes in the split's order (`row_hashes`, read in the file's order: a split read in its own shuffled order
+        re-reads pages endlessly once the source outgrows memory); `like`, fingerprints a run recorded, is matched
+        in its own scheme (runs before 0.2.2 hashed the rows' JSON read in the split's order)."""
         import hashlib
 
+        old = bool(like) and any("scheme" not in entry for entry in like.values())
         out = {}
         for role, ds in self.as_dict().items():
-            digest = hashlib.sha256()
-            for row in rows_in_batches(ds, [c for c in (TEXT, PAIR, LABEL) if c in ds.column_names]):
-                digest.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
-            out[role] = {"examples": len(ds), "sha256": digest.hexdigest()}
+            columns = [c for c in (TEXT, PAIR, LABEL) if c in ds.column_names]
+            if old:
+                digest = hashlib.sha256()
+                for row in rows_in_batches(ds, columns):
+                    digest.update(json.dumps(row, ensure_ascii=False, default=str).encode() + b"\n")
+                out[role] = {"examples": len(ds), "sha256": digest.hexdigest()}
+            else:
+                digest = hashlib.sha256(row_hashes(ds, columns).tobytes())
+                out[role] = {"examples": len(ds), "sha256": digest.hexdigest(), "scheme": "row-hashes"}
         return out
 
     def baseline_sample(self, max_rows: Optional[int], seed: int) -> "Splits":
@@ -82,7 +91,7 @@ def row_hashes(ds: "Dataset", columns: List[str]):
     order = file_order(ds)  # read in the file's order (a split's own order reads all over it), the digests put back
     digests = bytearray()
     for row in rows_in_batches(ds if order is None else ds.select(order), columns):
-        digests += hashlib.blake2b(json.dumps(row, ensure_ascii=False).encode(), digest_size=16).digest()
+        digests += hashlib.blake2b(json.dumps(row, ensure_ascii=False, default=str).encode(), digest_size=16).digest()
     digests = np.frombuffer(bytes(digests), dtype="S16")
     return digests if order is None else digests[np.argsort(order)]
 
