@@ -227,7 +227,7 @@ def compress_run(
     check_request(Path(run), None, DataArgs(), None, model, recovery)
     out = check_start(output_dir, overwrite, recovery)
     splits = prepare(cfg.data, cfg.task, cfg.options, settle=False)  # a run whose data is gone fails here, in one line
-    check_same_splits(Path(run), cfg.resolved.get("splits"), splits.fingerprints(like=cfg.resolved.get("splits")), TEACHER_FIX)
+    check_same_splits(Path(run), cfg.resolved.get("splits"), splits, TEACHER_FIX)
     predictor = Predictor.from_pretrained(run, packing=False)
     pruning.encoder_of(predictor.model)  # a family that cannot be pruned: one line, before any work
     done = prune_predictor(predictor, splits, predictor.task, compress, recovery.seed)

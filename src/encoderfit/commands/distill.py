@@ -75,11 +75,10 @@ def train_student(teacher: Optional[Path] = None, student: Optional[str] = None,
     out = check_start(output_dir, overwrite, train)
     with exclusive(out, enabled=is_main(), overwrite=overwrite):
         splits = prepare(teacher_cfg.data, teacher_cfg.task, teacher_cfg.options, settle=False)
-        recorded = teacher_cfg.resolved.get("splits")
-        check_same_splits(teacher, recorded, splits.fingerprints(like=recorded), TEACHER_FIX)
+        check_same_splits(teacher, teacher_cfg.resolved.get("splits"), splits, TEACHER_FIX)
         if distill.compare:  # before hours of training: the run to compare with must have the same splits
-            other = RunDir(Path(distill.compare)).config().resolved.get("splits")
-            check_same_splits(distill.compare, other, splits.fingerprints(like=other), COMPARE_FIX)
+            check_same_splits(distill.compare, RunDir(Path(distill.compare)).config().resolved.get("splits"), splits,
+                              COMPARE_FIX)
         teacher_tokenizer = load_tokenizer(ModelArgs(name_or_path=str(teacher_dir.model.path)))
         mask = teacher_tokenizer.mask_token
         texts, pairs, gold, counts, words = transfer_set(kind, splits, distill, mask)

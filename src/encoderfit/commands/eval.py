@@ -86,7 +86,7 @@ def evaluate(
     if data is None:
         with eval_flags():
             splits = prepare(args, cfg.task, cfg.options, settle=False)
-        check_same_splits(run, cfg.resolved.get("splits"), splits.fingerprints(like=cfg.resolved.get("splits")))
+        check_same_splits(run, cfg.resolved.get("splits"), splits)
         results = evaluate_run(rundir, replace(cfg, data=args), predictor, splits)
         rundir.save_config(cfg)
         print_evaluation(results, split, task, cfg.labels)

@@ -230,8 +230,7 @@ def retrain(
     with exclusive(out, overwrite=overwrite):
         splits = prepare(cfg.data, cfg.task, cfg.options)
         recorded = cfg.resolved.get("splits")  # a retrained run's training split holds its feedback: held-out splits only
-        check_same_splits(deployed.path, {k: v for k, v in recorded.items() if k != "train"} if recorded else None,
-                          splits.fingerprints(like=recorded))
+        check_same_splits(deployed.path, {k: v for k, v in recorded.items() if k != "train"} if recorded else None, splits)
         kept = set(splits.validation["text"]) | set(splits.test["text"])
         taught = [i for i in taught if texts[i] not in kept]
         added = _dataset(task, splits.train.features, pick(texts, taught), pick(pairs, taught), pick(values, taught), cfg.labels)

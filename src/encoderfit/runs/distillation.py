@@ -191,7 +191,7 @@ def against(task, run: RunDir, splits: Splits, labels: List[str], head: Dict, ot
         raise UserError(f"distill.compare: {other} is a {other_cfg.task} run with other labels; compare with a run on the teacher's data")
     theirs = other_run.predictions("test", task, labels)
     if theirs is None or theirs.texts != mine.texts:
-        check_same_splits(other, other_cfg.resolved.get("splits"), splits.fingerprints(like=other_cfg.resolved.get("splits")))
+        check_same_splits(other, other_cfg.resolved.get("splits"), splits)
         theirs = predict_split(Predictor.from_pretrained(other), splits.test)
     their_head = other_run.model.info().head or {}
     metrics = task.scoring.analyse(theirs, labels, their_head, other_cfg)

@@ -74,14 +74,16 @@ def evaluate_run(run: RunDir, cfg: RunConfig, predictor, splits, review_train: b
 EVAL_FIX = "Evaluate a fixed copy with --data FILE, or re-train on the source as it is now"
 
 
-def check_same_splits(run: Path, trained: Optional[Dict], now: Dict, fix: str = EVAL_FIX) -> None:
+def check_same_splits(run: Path, trained: Optional[Dict], splits, fix: str = EVAL_FIX) -> None:
     """Refuse to evaluate on splits other than the ones the run was trained with (the source changed under it: a
     re-read apt index, a new hub revision, an edited file): test texts could now be training texts, and the head
-    would be refitted on other validation data without a word. Runs from before 0.2.1 recorded no fingerprints."""
+    would be refitted on other validation data without a word. `splits` (runs.splits.Splits) are fingerprinted in
+    the scheme `trained` recorded. Runs from before 0.2.1 recorded no fingerprints."""
     if not trained:
         log.warning("%s records no split fingerprints (trained before encoderfit 0.2.1): cannot check that the source "
                     "still gives the splits it was trained on", run)
         return
+    now = splits.fingerprints(like=trained)
     changed = [f"{role} had {trained[role]['examples']} examples, now {now[role]['examples']}"
                + ("" if trained[role]["examples"] != now[role]["examples"] else " with other contents")
                for role in ("train", "validation", "test") if role in trained and trained[role]["sha256"] != now[role]["sha256"]]
