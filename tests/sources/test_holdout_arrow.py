@@ -95,3 +95,19 @@ def hashlib_digest(text):
     import json
 
     return hashlib.blake2b(json.dumps((text,), ensure_ascii=False).encode(), digest_size=16).digest()
+
+
+def test_text_column_reads_a_split_in_file_order_and_returns_it_in_the_splits(tmp_path):
+    """Validation, test and review texts are read in the file's order and put back: the same list as datasets' own
+    row-by-row read, through nested shuffled selections, with missing values, and for a column that is not text."""
+    from datasets import load_from_disk
+
+    from encoderfit.data.arrow import text_column
+
+    texts = [None if i % 17 == 0 else f"text {i} é" for i in range(300)]
+    Dataset.from_dict({"text": texts, "n": list(range(300))}).save_to_disk(tmp_path / "ds")
+    ds = load_from_disk(str(tmp_path / "ds"))
+    picked = ds.shuffle(seed=5).select(range(20, 280)).shuffle(seed=6).select(range(200))
+    assert text_column(picked, "text") == list(picked["text"]) != sorted(picked["text"], key=str)
+    assert text_column(picked, "n") == list(picked["n"])  # not strings: read as datasets reads it
+    assert text_column(ds, "text") == texts

@@ -8,6 +8,7 @@ import logging
 from typing import Dict, List, Optional
 
 from ..core.runconfig import RunConfig
+from ..data.arrow import text_column
 from .rundir import Predictions, RunDir
 from ..tasks import Task
 
@@ -17,18 +18,23 @@ log = logging.getLogger(__name__)
 def predict_split(predictor, ds) -> Predictions:
     """A split's predictions: its texts (and pairs), encoded targets and the model's logits."""
 
-    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
+    texts, pairs = split_texts(ds)
     words = ds["words"] if "words" in ds.column_names else None  # tasks that label words: the data's own
-    return Predictions(list(ds["text"]), pairs, predictor.task.targets.targets_array(ds["labels"]),
-                       predictor.task.scoring.outputs(predictor, list(ds["text"]), pairs, words))
+    return Predictions(texts, pairs, predictor.task.targets.targets_array(ds["labels"]),
+                       predictor.task.scoring.outputs(predictor, texts, pairs, words))
+
+
+def split_texts(ds):
+    """A split's texts and pairs (None without a pair column), read in its file's order (data/arrow.py)."""
+    return text_column(ds, "text"), (text_column(ds, "text_pair") if "text_pair" in ds.column_names else None)
 
 
 def split_predictions(run: RunDir, role: str, ds, predictor, task: Task, labels: List[str], fingerprint: str) -> Predictions:
     """The saved predictions when this model made them for these texts; else computed now and saved."""
 
-    pairs = list(ds["text_pair"]) if "text_pair" in ds.column_names else None
     saved = run.predictions(role, task, labels, fingerprint)
-    if saved is not None and saved.texts == list(ds["text"]) and saved.pairs == pairs:
+    texts, pairs = split_texts(ds) if saved is not None else (None, None)
+    if saved is not None and saved.texts == texts and saved.pairs == pairs:
         log.info("%s: reusing the saved predictions of this model", role)
         return Predictions(saved.texts, pairs, task.targets.targets_array(ds["labels"]), saved.logits)
     preds = predict_split(predictor, ds)

@@ -6,7 +6,6 @@ To add a task: write its parts and its `Task` in its own module and add the Task
 from __future__ import annotations
 
 import logging
-import math
 from typing import Dict, Optional
 
 from ..core.errors import UserError, closest
@@ -68,8 +67,13 @@ def infer_task(ds, separator: Optional[str], column: str) -> tuple:
     if isinstance(feature, ClassLabel):
         return "classification", f"column '{column}' holds class labels"
     if isinstance(feature, Value) and feature.dtype.startswith("float"):
-        values = [v for v in ds["labels"] if v is not None and not (isinstance(v, float) and math.isnan(v))]
-        if any(not float(v).is_integer() for v in values):
+        import numpy as np
+
+        from ..data.arrow import arrow_column
+
+        values = arrow_column(ds, "labels").cast("float64").to_numpy()  # missing: NaN, and skipped
+        values = values[~np.isnan(values)]
+        if bool(np.any(~np.isfinite(values) | (values != np.floor(values)))):
             return "regression", f"column '{column}' holds numbers that are not whole"
         return "classification", f"column '{column}' holds whole numbers (pass --task regression to predict them as numbers)"
     return "classification", f"column '{column}' holds {'integers' if isinstance(feature, Value) and 'int' in feature.dtype else 'text'}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from ...data.arrow import text_column
 from .part import Part
 
 
@@ -91,8 +92,8 @@ def tfidf_features(splits, roles: Sequence[str] = ("train", "validation", "test"
 
     def texts(ds):
         if "text_pair" in ds.column_names:
-            return [f"{a} [SEP] {b}" for a, b in zip(ds["text"], ds["text_pair"])]
-        return list(ds["text"])
+            return [f"{a} [SEP] {b}" for a, b in zip(text_column(ds, "text"), text_column(ds, "text_pair"))]
+        return text_column(ds, "text")
 
     data = {role: texts(splits.as_dict()[role]) for role in roles}
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2 if len(data["train"]) >= 1000 else 1, sublinear_tf=True)

@@ -39,6 +39,18 @@ def as_number(value, column: str, where: str, row: int, need: str = "regression 
     return number
 
 
+def numeric_targets(ds) -> Optional[np.ndarray]:
+    """The `labels` column as float64 (NaN where missing) when it holds numbers, else None (text to parse)."""
+    import pyarrow as pa
+
+    from ...data.arrow import arrow_column
+
+    column = arrow_column(ds, "labels")
+    if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        return None
+    return column.cast(pa.float64()).to_numpy().astype(np.float64, copy=False)
+
+
 def clip(values: np.ndarray, target_range: Optional[List[float]]) -> np.ndarray:
     return np.clip(values, *target_range) if target_range else values
 
@@ -70,17 +82,24 @@ class RegressionOptions:
 
 class RegressionTargets(Targets):
     def read_targets(self, ds, data, where):
-        values = [as_number(v, data.label_column, where, i + 1) for i, v in enumerate(ds["labels"])]
+        values = numeric_targets(ds)  # a column of numbers: one float64 array read through Arrow, no Python float a row
+        bad = np.flatnonzero(~np.isfinite(values)) if values is not None else None
+        if values is None or len(bad):  # text, or a missing/non-finite value: the row-by-row read names the first bad row
+            start = int(bad[0]) if values is not None else 0
+            rows = ds.select(range(start, len(ds)))["labels"] if start else ds["labels"]
+            parsed = [as_number(v, data.label_column, where, start + i + 1) for i, v in enumerate(rows)]
+            values = np.asarray(parsed, dtype=np.float64) if values is None else values
         if self.task.options.target_range:
             lo, hi = self.task.options.target_range
-            for i, v in enumerate(values):
-                if not lo <= v <= hi:
-                    raise UserError(f"{where}: row {i + 1}: target {v:g} is outside regression.target_range [{lo:g}, {hi:g}]; "
-                                    "fix the row or widen the range")
+            outside = np.flatnonzero((values < lo) | (values > hi))
+            if len(outside):
+                i = int(outside[0])
+                raise UserError(f"{where}: row {i + 1}: target {values[i]:g} is outside regression.target_range [{lo:g}, {hi:g}]; "
+                                "fix the row or widen the range")
         return values
 
     def label_names(self, targets, feature, column, where):
-        if len(set(targets)) < 2:
+        if len(np.unique(targets)) < 2:
             raise UserError(f"{where}: every target in column '{column}' is {targets[0]:g}; regression needs values that vary")
         return [column]
 
