@@ -15,6 +15,8 @@ import pytest
 
 from running import free_port, run_cli, serving, serving_in_thread  # noqa: F401  (tests import them from here)
 
+pytest_plugins = ["scheduling"]  # which xdist worker runs which test (tests/scheduling.py)
+
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest-xdist worker per core: each worker (and every process it starts) computes on one
