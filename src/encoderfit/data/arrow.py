@@ -53,24 +53,15 @@ def column_values(ds, name: str):
 
 def text_column(ds, name: str) -> list:
     """A column of strings (texts, pairs) as a Python list in `ds`'s order, read from its Arrow file in the file's
-    order and put back (`file_order`): a split's validation, test or review rows read in the split's own order touch
-    pages all over the file. Other columns, and tables not known as datasets' Arrow tables, are read as datasets does."""
-    import numpy as np
-    import pyarrow as pa
-
-    indices = getattr(ds, "_indices", None)
-    table = getattr(getattr(ds, "data", None), "table", None)
-    if table is None or name not in table.column_names:
+    order (`file_order`) and put back: a split's validation, test or review rows read in the split's own order touch
+    pages all over the file. A column that is not of strings is read as datasets reads it."""
+    feature = ds.features.get(name)
+    if getattr(feature, "dtype", None) not in ("string", "large_string"):
         return list(ds[name])
-    column = table.column(name)
-    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
-        return list(ds[name])
-    if indices is None:
-        return column.to_pylist()
-    physical = indices.column(0).to_numpy()
-    order = np.argsort(physical, kind="stable")
-    values = column.take(pa.array(physical[order])).to_pylist()
-    out: list = [None] * len(values)
-    for position, value in zip(order.tolist(), values):
+    order = file_order(ds)
+    if order is None:
+        return arrow_column(ds, name).to_pylist()
+    out: list = [None] * len(order)
+    for position, value in zip(order.tolist(), arrow_column(ds.select(order), name).to_pylist()):
         out[position] = value
     return out
