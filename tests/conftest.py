@@ -15,7 +15,7 @@ import pytest
 
 from running import free_port, run_cli, serving, serving_in_thread  # noqa: F401  (tests import them from here)
 
-pytest_plugins = ["scheduling"]  # which xdist worker runs which test (tests/scheduling.py)
+from scheduling import built_once  # a fixture built once for all xdist workers (tests/scheduling.py)
 
 os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -93,10 +93,13 @@ def write_csv(path: Path, rows: list[dict], fieldnames=("text", "label")) -> Pat
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, hidden-64 ModernBERT (random init) with a byte-level BPE tokenizer trained on the toy vocabulary."""
+    return built_once(tmp_path_factory, "tiny-modernbert", _tiny_model)
+
+
+def _tiny_model(out: Path) -> None:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import ModernBertConfig, ModernBertForMaskedLM, PreTrainedTokenizerFast
 
-    out = tmp_path_factory.mktemp("tiny-modernbert")
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
     tok = Tokenizer(models.BPE(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
@@ -122,13 +125,12 @@ def tiny_model(tmp_path_factory) -> Path:
     torch.manual_seed(0)  # the same weights whichever tests ran before in this session
     ModernBertForMaskedLM(config).save_pretrained(out)
     fast.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")
 def toy_csv(tmp_path_factory) -> Path:
     """A separable 3-topic data set, one CSV (train only: validation/test are split off by encoderfit)."""
-    return write_csv(tmp_path_factory.mktemp("toy") / "toy.csv", make_rows(120, seed=0))
+    return built_once(tmp_path_factory, "toy", lambda home: write_csv(home / "toy.csv", make_rows(120, seed=0))) / "toy.csv"
 
 
 TINY_TRAIN = ["--train.epochs", "6", "--train.batch_size", "16", "--train.learning_rate", "3e-3",
@@ -147,13 +149,13 @@ def trained_run(tmp_path_factory, tiny_model, toy_csv) -> Path:
 
 def task_run(tmp_path_factory, tiny_model, name: str, rows: list[dict], fields, *args: str) -> Path:
     """A run of the real CLI on a toy data set of another task (the task inferred from its label column)."""
-    home = tmp_path_factory.mktemp(name)
-    data = write_csv(home / f"{name}.csv", rows, fieldnames=fields)
-    out = home / "run"
-    run_cli("train", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
-            "--train.epochs", "5", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
-            "--train.logging_steps", "5", *args)
-    return out
+    def build(home: Path) -> None:
+        data = write_csv(home / f"{name}.csv", rows, fieldnames=fields)
+        run_cli("train", "--data.source", str(data), "--model.name_or_path", str(tiny_model), "--output_dir", str(home / "run"),
+                "--train.epochs", "5", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio",
+                "0.05", "--train.logging_steps", "5", *args)
+
+    return built_once(tmp_path_factory, name, build) / "run"
 
 
 @pytest.fixture(scope="session")
@@ -209,21 +211,23 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 @pytest.fixture(scope="session")
 def ner_data(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("ner-data")
-    write_jsonl(home / "train.jsonl", make_ner_rows(400, seed=0))
-    write_jsonl(home / "validation.jsonl", make_ner_rows(60, seed=1))
-    write_jsonl(home / "test.jsonl", make_ner_rows(60, seed=2))
-    return home
+    def build(home: Path) -> None:
+        for split, n, seed in (("train", 400, 0), ("validation", 60, 1), ("test", 60, 2)):
+            write_jsonl(home / f"{split}.jsonl", make_ner_rows(n, seed=seed))
+
+    return built_once(tmp_path_factory, "ner-data", build)
 
 
 @pytest.fixture(scope="session")
 def ner_run(tmp_path_factory, tiny_model, ner_data) -> Path:
-    out = tmp_path_factory.mktemp("ner-run") / "run"
+    return built_once(tmp_path_factory, "ner-run", lambda home: _train_ner(home / "run", tiny_model, ner_data)) / "run"
+
+
+def _train_ner(out: Path, tiny_model: Path, ner_data: Path) -> None:
     run_cli("train", "--task", "ner", "--data.source", str(ner_data), "--model.name_or_path", str(tiny_model),
             "--output_dir", str(out), "--model.max_length", "24", "--model.window_overlap", "4", "--train.epochs", "6",
             "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
             "--train.metric_for_best", "f1")
-    return out
 
 
 EMBED_TRAIN = ["--train.batch_size", "16", "--train.learning_rate", "1e-3", "--train.warmup_ratio", "0.05",
@@ -242,16 +246,15 @@ def make_search_rows(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def search_data(tmp_path_factory):
-    return write_jsonl(tmp_path_factory.mktemp("search-data") / "pairs.jsonl", make_search_rows(400, 0))
+    return built_once(tmp_path_factory, "search-data", lambda home: write_jsonl(home / "pairs.jsonl", make_search_rows(400, 0))) / "pairs.jsonl"
 
 
 @pytest.fixture(scope="session")
 def embedding_run(tmp_path_factory, tiny_model, search_data):
-    out = tmp_path_factory.mktemp("embedding-run") / "run"
-    run_cli("train", "--task", "embedding", "--data.source", str(search_data), "--model.name_or_path", str(tiny_model),
-            "--data.text_column", "query", "--data.text_pair_column", "document",  # named, as examples/debian-search.yaml does
-            "--output_dir", str(out), "--train.epochs", "3", *EMBED_TRAIN)
-    return out
+    return built_once(tmp_path_factory, "embedding-run", lambda home: run_cli(
+        "train", "--task", "embedding", "--data.source", str(search_data), "--model.name_or_path", str(tiny_model),
+        "--data.text_column", "query", "--data.text_pair_column", "document",  # named, as examples/debian-search.yaml does
+        "--output_dir", str(home / "run"), "--train.epochs", "3", *EMBED_TRAIN)) / "run"
 
 
 def read_jsonl(text: str) -> list[dict]:
@@ -271,9 +274,7 @@ def steady_args(toy_csv: Path, tiny_model: Path, out: Path) -> list[str]:
 @pytest.fixture(scope="session")
 def steady_run(tmp_path_factory, tiny_model, toy_csv) -> Path:
     """The uninterrupted single-process reference run."""
-    out = tmp_path_factory.mktemp("steady") / "ref"
-    run_cli(*steady_args(toy_csv, tiny_model, out))
-    return out
+    return built_once(tmp_path_factory, "steady", lambda home: run_cli(*steady_args(toy_csv, tiny_model, home / "ref"))) / "ref"
 
 
 def load_run(run: Path) -> tuple[dict, dict]:
@@ -334,17 +335,16 @@ def make_qa_rows(n_articles: int, seed: int, unanswerable: float = 0.0) -> list[
 
 @pytest.fixture(scope="session")
 def qa_data(tmp_path_factory) -> Path:
-    return write_jsonl(tmp_path_factory.mktemp("qa") / "qa.jsonl", make_qa_rows(160, seed=0))
+    return built_once(tmp_path_factory, "qa", lambda home: write_jsonl(home / "qa.jsonl", make_qa_rows(160, seed=0))) / "qa.jsonl"
 
 
 @pytest.fixture(scope="session")
 def qa_run(tmp_path_factory, tiny_model, qa_data) -> Path:
-    out = tmp_path_factory.mktemp("qa-run") / "run"
-    run_cli("train", "--task", "qa", "--data.source", str(qa_data), "--model.name_or_path", str(tiny_model),
-            "--model.max_length", "48", "--model.window_overlap", "16", "--output_dir", str(out),
-            "--train.epochs", "8", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
-            "--train.logging_steps", "10")
-    return out
+    return built_once(tmp_path_factory, "qa-run", lambda home: run_cli(
+        "train", "--task", "qa", "--data.source", str(qa_data), "--model.name_or_path", str(tiny_model),
+        "--model.max_length", "48", "--model.window_overlap", "16", "--output_dir", str(home / "run"),
+        "--train.epochs", "4", "--train.batch_size", "16", "--train.learning_rate", "3e-3", "--train.warmup_ratio", "0.05",
+        "--train.logging_steps", "10")) / "run"
 
 
 # ---------------------------------------------------------------- on a GPU machine (`make gpu-check`)
@@ -387,9 +387,28 @@ def _tiny_models_are_not_compiled():
 # (shared: first written for commands/test_pretrain.py)
 @pytest.fixture(scope="session")
 def corpus_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
-    path.write_text("\n\n".join(toy_documents(400, 0)) + "\n", encoding="utf-8")
-    return path
+    return built_once(tmp_path_factory, "corpus", lambda home: (home / "corpus.txt").write_text(
+        "\n\n".join(toy_documents(400, 0)) + "\n", encoding="utf-8")) / "corpus.txt"
+
+
+@pytest.fixture(scope="session")
+def two_process_pretrain(tmp_path_factory, corpus_file) -> Path:
+    """`torchrun --standalone --nproc_per_node 2 -m encoderfit pretrain` on corpus_file (tests/shared.py's
+    pretrain_args, 40 steps): the run is HOME/ddp and torchrun's stderr HOME/stderr.txt. Read by the two-process test
+    (tests/commands/test_pretrain.py) and, as its reference, by the two-node one (tests/scale/test_two_nodes.py)."""
+    import subprocess
+    import sys
+
+    from shared import pretrain_args
+
+    def build(home: Path) -> None:
+        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                               "encoderfit", *pretrain_args(corpus_file, home / "ddp")], capture_output=True, text=True,
+                              timeout=600, env=two_process_env())  # one GPU each, or gloo on the CPU where there are fewer than two
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        (home / "stderr.txt").write_text(proc.stderr)
+
+    return built_once(tmp_path_factory, "two-process-pretrain", build)
 
 
 # (shared: first written for tasks/test_quality.py)

@@ -270,23 +270,16 @@ def test_bad_pretraining_input_is_one_line_exit_2_and_leaves_nothing(case, corpu
     assert not out.exists() and not (tmp_path / ".out.partial").exists()
 
 
-def test_two_processes_pretrain_with_one_writer(mlm_run, corpus_file, tmp_path):
+def test_two_processes_pretrain_with_one_writer(mlm_run, two_process_pretrain):
     """torchrun DDP over gloo: each process masks its half of every batch with its own generator, so the run is not
     bitwise the one-process run; it must train (loss falls), write once, and leave the same files."""
-    import subprocess
-    import sys
-
     from shared import files_under
 
-    out = tmp_path / "ddp"
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "encoderfit",
-                           *pretrain_args(corpus_file, out)], capture_output=True, text=True, timeout=600,
-                          env=two_process_env())  # one GPU each, or gloo on the CPU where there are fewer than two
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert files_under(out) == files_under(mlm_run) and not list(tmp_path.glob(".*"))
+    out, stderr = two_process_pretrain / "ddp", (two_process_pretrain / "stderr.txt").read_text()
+    assert files_under(out) == files_under(mlm_run) and not list(two_process_pretrain.glob(".*"))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["validation"]["loss"] < metrics["baseline"]["loss"] and metrics["train"]["steps"] == 40
-    assert "processes: 2" in (out / "config.yaml").read_text() and proc.stderr.count("pre-trained model written") == 1
+    assert "processes: 2" in (out / "config.yaml").read_text() and stderr.count("pre-trained model written") == 1
 
 
 def test_packing_asked_of_pretraining_is_said_not_dropped(corpus_file, tmp_path):

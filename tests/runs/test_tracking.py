@@ -99,7 +99,7 @@ def test_mlflow_store_holds_params_curve_metrics_verdict_and_a_model_that_loads(
     assert len(run) == 1
     run = run[0]
     assert run.data.params["train.learning_rate"] == "0.003"
-    assert run.data.params["model.name_or_path"].endswith("tiny-modernbert0")
+    assert run.data.params["model.name_or_path"].endswith("/tiny-modernbert")
     assert run.data.metrics["test/accuracy"] == pytest.approx(metrics["test"]["accuracy"])
     assert run.data.metrics["test/accuracy_ci_low"] == pytest.approx(metrics["test"]["ci"]["accuracy"]["low"])
     assert run.data.tags["verdict"] == metrics["comparison"]["verdict"]["outcome"]

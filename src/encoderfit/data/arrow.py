@@ -22,13 +22,43 @@ def arrow_column(ds, name: str):
     """One column of a datasets.Dataset as a pyarrow ChunkedArray, its rows in the dataset's order. A dataset that is a
     selection of another (a split: `select`, `shuffle`) holds an indices mapping, through which datasets' own
     `with_format("arrow")[name]` gathers one single-row slice per row (about 500 bytes of Python objects a row at
-    once: 300 MiB for 600k rows, measured with memray); one vectorised `take` of the indices reads the same rows."""
+    once: 300 MiB for 600k rows, measured with memray); the rows are taken through the indices instead (`take_rows`)."""
     indices = getattr(ds, "_indices", None)  # datasets' indices mapping: a table of one uint64 column, or None
     table = getattr(getattr(ds, "data", None), "table", None)
     if table is None or name not in table.column_names:  # not a datasets Arrow table as known: its own way
         return ds.with_format("arrow")[name]
     column = table.column(name)
-    return column if indices is None else column.take(indices.column(0))
+    return column if indices is None else take_rows(column, indices.column(0))
+
+
+def take_rows(column, rows, memory_pool=None):  # rows: a pyarrow or numpy array of row numbers
+    """`column.take(rows)` for a ChunkedArray without joining its chunks first: pyarrow's own take concatenates every
+    chunk into one new array before taking (pyarrow 25 here: 310 MB allocated to take 6,000 rows of a 310 MB column),
+    which for a split of a large memory-mapped source copies the whole column, text and all, into memory (1 GiB at a 1
+    GB source: the evaluation's peak, docs/scaling.md). Here each chunk gives its own rows, put back in `rows`' order.
+    `memory_pool`: where the result is allocated (pyarrow's default pool when None)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.num_chunks <= 1 or len(rows) == 0:  # nothing to join: pyarrow's own
+        return pc.take(column, rows if isinstance(rows, (pa.Array, pa.ChunkedArray)) else pa.array(rows, pa.int64()),
+                       memory_pool=memory_pool)
+    rows = (rows.to_numpy() if isinstance(rows, (pa.Array, pa.ChunkedArray)) else np.asarray(rows)).astype(np.int64, copy=False)
+    starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
+    if len(rows) and (rows.min() < 0 or rows.max() >= starts[-1]):
+        raise IndexError(f"row index out of bounds for a column of {starts[-1]} rows")
+    chunk_of = np.searchsorted(starts, rows, side="right") - 1
+    order = np.argsort(chunk_of, kind="stable")  # the rows grouped by chunk, each group in the given order
+    bounds = np.searchsorted(chunk_of[order], np.arange(column.num_chunks + 1))
+    pieces = [pc.take(column.chunk(c), pa.array(rows[order[lo:hi]] - starts[c]), memory_pool=memory_pool)
+              for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo]
+    gathered = pa.chunked_array(pieces, type=column.type)  # the rows in `order`: as many as asked for, no more
+    if np.array_equal(order, np.arange(len(order))):
+        return gathered
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return pc.take(gathered, pa.array(inverse), memory_pool=memory_pool)
 
 
 def file_order(ds):
