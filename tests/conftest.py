@@ -93,38 +93,9 @@ def write_csv(path: Path, rows: list[dict], fieldnames=("text", "label")) -> Pat
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
     """A 2-layer, hidden-64 ModernBERT (random init) with a byte-level BPE tokenizer trained on the toy vocabulary."""
-    return built_once(tmp_path_factory, "tiny-modernbert", _tiny_model)
+    from shared import build_tiny_model
 
-
-def _tiny_model(out: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import ModernBertConfig, ModernBertForMaskedLM, PreTrainedTokenizerFast
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-    tok.decoder = decoders.ByteLevel()
-    corpus = [make_text(random.Random(i), label) for i in range(300) for label in TOPICS]
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
-    ids = {s: tok.token_to_id(s) for s in specials}
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
-    )
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=512,
-    )
-    config = ModernBertConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, max_position_embeddings=512, local_attention=64,
-        pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
-        cls_token_id=ids["[CLS]"], sep_token_id=ids["[SEP]"],
-    )
-    import torch
-
-    torch.manual_seed(0)  # the same weights whichever tests ran before in this session
-    ModernBertForMaskedLM(config).save_pretrained(out)
-    fast.save_pretrained(out)
+    return built_once(tmp_path_factory, "tiny-modernbert", build_tiny_model)
 
 
 @pytest.fixture(scope="session")
@@ -396,19 +367,10 @@ def two_process_pretrain(tmp_path_factory, corpus_file) -> Path:
     """`torchrun --standalone --nproc_per_node 2 -m encoderfit pretrain` on corpus_file (tests/shared.py's
     pretrain_args, 40 steps): the run is HOME/ddp and torchrun's stderr HOME/stderr.txt. Read by the two-process test
     (tests/commands/test_pretrain.py) and, as its reference, by the two-node one (tests/scale/test_two_nodes.py)."""
-    import subprocess
-    import sys
+    from shared import pretrain_on_two_processes
 
-    from shared import pretrain_args
-
-    def build(home: Path) -> None:
-        proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
-                               "encoderfit", *pretrain_args(corpus_file, home / "ddp")], capture_output=True, text=True,
-                              timeout=600, env=two_process_env())  # one GPU each, or gloo on the CPU where there are fewer than two
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        (home / "stderr.txt").write_text(proc.stderr)
-
-    return built_once(tmp_path_factory, "two-process-pretrain", build)
+    return built_once(tmp_path_factory, "two-process-pretrain", lambda home: pretrain_on_two_processes(home, corpus_file,
+                                                                                                     two_process_env()))
 
 
 # (shared: first written for tasks/test_quality.py)

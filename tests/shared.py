@@ -1,5 +1,5 @@
 """Helpers and data that tests in several folders share (the fixtures are conftest.py's): toy corpora and rows,
-pre-training arguments, runs killed part-way, a quick QA run."""
+pre-training arguments, runs killed part-way, a quick QA run, the tiny model and the two-process pre-training run."""
 
 from __future__ import annotations
 
@@ -149,3 +149,48 @@ def quick_qa_run(tmp_path: Path, tiny_model: Path) -> Path:
             "--model.name_or_path", str(tiny_model), "--model.max_length", "48", "--model.window_overlap", "16",
             "--train.epochs", "1", "--report.baseline", "false", "--output_dir", str(out))
     return out
+
+
+# (shared: conftest's tiny_model)
+def build_tiny_model(out: Path) -> None:
+    """conftest's tiny_model: a 2-layer, hidden-64 ModernBERT (random init, seed 0) and a byte-level BPE tokenizer
+    trained on the toy vocabulary, saved in `out`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import ModernBertConfig, ModernBertForMaskedLM, PreTrainedTokenizerFast
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.BPE(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    tok.decoder = decoders.ByteLevel()
+    corpus = [make_text(random.Random(i), label) for i in range(300) for label in TOPICS]
+    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False))
+    ids = {s: tok.token_to_id(s) for s in specials}
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=512,
+    )
+    config = ModernBertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=512, local_attention=64,
+        pad_token_id=ids["[PAD]"], bos_token_id=ids["[CLS]"], eos_token_id=ids["[SEP]"],
+        cls_token_id=ids["[CLS]"], sep_token_id=ids["[SEP]"],
+    )
+    import torch
+
+    torch.manual_seed(0)  # the same weights whichever tests ran before in this session
+    ModernBertForMaskedLM(config).save_pretrained(out)
+    fast.save_pretrained(out)
+
+
+# (shared: conftest's two_process_pretrain)
+def pretrain_on_two_processes(home: Path, corpus: Path, env: dict) -> None:
+    """`torchrun --standalone --nproc_per_node 2 -m encoderfit pretrain` (pretrain_args) into HOME/ddp, its stderr in
+    HOME/stderr.txt."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                           "encoderfit", *pretrain_args(corpus, home / "ddp")], capture_output=True, text=True, timeout=600,
+                          env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (home / "stderr.txt").write_text(proc.stderr)
