@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 
 def shared_root(tmp_path_factory) -> Path:
@@ -27,8 +27,8 @@ def shared_root(tmp_path_factory) -> Path:
 
 def built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> Path:
     """`shared_root()/shared/NAME`, made by `build(folder)` the first time any worker asks; a build that failed (no
-    NAME.built marker beside it) is started afresh by the next worker that asks. The lock is a file lock (filelock, as datasets
-    and huggingface_hub use), so a killed worker never leaves it held."""
+    NAME.built marker beside it) is started afresh by the next worker that asks. The lock is a file lock (filelock,
+    as datasets and huggingface_hub use), so a killed worker never leaves it held."""
     from filelock import FileLock
 
     root = shared_root(tmp_path_factory) / "shared"

@@ -37,6 +37,8 @@ def take_rows(column, rows, memory_pool=None):  # rows: a pyarrow or numpy array
     which for a split of a large memory-mapped source copies the whole column, text and all, into memory (1 GiB at a 1
     GB source: the evaluation's peak, docs/scaling.md). Here each chunk gives its own rows, put back in `rows`' order.
     `memory_pool`: where the result is allocated (pyarrow's default pool when None)."""
+    import itertools
+
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -46,13 +48,13 @@ def take_rows(column, rows, memory_pool=None):  # rows: a pyarrow or numpy array
                        memory_pool=memory_pool)
     rows = (rows.to_numpy() if isinstance(rows, (pa.Array, pa.ChunkedArray)) else np.asarray(rows)).astype(np.int64, copy=False)
     starts = np.cumsum([0] + [len(chunk) for chunk in column.chunks])
-    if len(rows) and (rows.min() < 0 or rows.max() >= starts[-1]):
+    if rows.min() < 0 or rows.max() >= starts[-1]:
         raise IndexError(f"row index out of bounds for a column of {starts[-1]} rows")
     chunk_of = np.searchsorted(starts, rows, side="right") - 1
     order = np.argsort(chunk_of, kind="stable")  # the rows grouped by chunk, each group in the given order
     bounds = np.searchsorted(chunk_of[order], np.arange(column.num_chunks + 1))
     pieces = [pc.take(column.chunk(c), pa.array(rows[order[lo:hi]] - starts[c]), memory_pool=memory_pool)
-              for c, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])) if hi > lo]
+              for c, (lo, hi) in enumerate(itertools.pairwise(bounds)) if hi > lo]
     gathered = pa.chunked_array(pieces, type=column.type)  # the rows in `order`: as many as asked for, no more
     if np.array_equal(order, np.arange(len(order))):
         return gathered
