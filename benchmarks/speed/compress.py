@@ -144,8 +144,22 @@ def main() -> None:
             f"the machine ({cpu_name()}, {os.cpu_count()} cores), torch {torch.__version__}, transformers "
             f"{transformers.__version__}, {time.strftime('%Y-%m-%d')}. Intervals and paired tests: the compress command's "
             "own table (paired bootstrap on the same test texts).")
-    write_section("compress", markdown(rows) + note, path=ROOT / "docs" / "compress.md")
+    text = kept_with(markdown(rows), note, {r["set"] for r in rows}, ROOT / "docs" / "compress.md")
+    write_section("compress", text, path=ROOT / "docs" / "compress.md")
     print(markdown(rows) + note)
+
+
+def kept_with(table: str, note: str, measured: set, doc: Path) -> str:
+    """The section's new text: the rows (and notes) of the sets measured in earlier runs kept, this run's sets
+    replaced, so `--sets conll` adds CoNLL beside VADER and BBC rather than erasing them."""
+    import re
+
+    found = re.search(r"<!-- compress -->(.*?)<!-- /compress -->", doc.read_text() if doc.is_file() else "", re.S)
+    old = found.group(1).strip().splitlines() if found else []
+    rows = [line for line in old[2:] if line.startswith("| ") and line.split("|")[1].strip() not in measured]
+    notes = [line for line in old if line.strip() and not line.startswith("|")]
+    lines = table.splitlines()
+    return "\n".join([*lines[:2], *rows, *lines[2:]]) + "\n\n" + "\n\n".join([*notes, note.strip()])
 
 
 def student_row(minilm: Path, mpnet: Path, original_speed: float, repeats: int) -> dict:
