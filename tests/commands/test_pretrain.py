@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import CPU_EXACT, load_run, max_weight_difference, run_cli, two_process_env, write_csv
+from conftest import CPU_EXACT, load_run, max_weight_difference, run_cli, write_csv
 from shared import kill_after
 from shared import pretrain_args, toy_documents
 

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Sequence
 from ..core.args import DataArgs
 from ..core.errors import UserError, closest
 from ..core.files import decode_utf8
-from .arrow import file_order
+from .arrow import file_order, select_rows
 from .recipes import RECIPES
 
 log = logging.getLogger(__name__)
@@ -298,7 +298,7 @@ def stratified_holdout(ds, size: float, seed: int, strata, names: Sequence[str],
         for stratum in np.flatnonzero(counts == 1):
             log.warning("warning: " + single_note, names[stratum])
     rows = np.flatnonzero(counts[strata] >= 2)
-    pool, pooled = ds.select(rows), strata[rows]
+    pool, pooled = select_rows(ds, rows), strata[rows]
     n_test = math.ceil(size * len(pool))
     try:
         keep_idx, held_idx = next(stratified_shuffle_split_generate_indices(pooled, len(pool) - n_test, n_test,
@@ -312,10 +312,10 @@ def stratified_holdout(ds, size: float, seed: int, strata, names: Sequence[str],
         back = [int(np.flatnonzero(pooled[held_idx] == m)[0]) for m in missing]
         keep_idx = np.concatenate([keep_idx, held_idx[sorted(back)]]) if back else keep_idx
         held_idx = np.delete(held_idx, back) if back else held_idx
-        keep, held = pool.select(keep_idx), pool.select(held_idx)
+        keep, held = select_rows(pool, keep_idx), select_rows(pool, held_idx)
     kept_whole = np.flatnonzero(counts[strata] < 2)
     if len(kept_whole):
-        keep = concatenate_datasets([keep, ds.select(kept_whole)])
+        keep = concatenate_datasets([keep, select_rows(ds, kept_whole)])
     return keep, held
 
 
@@ -328,7 +328,7 @@ def multilabel_holdout(ds, size: float, seed: int):
     y = np.asarray(ds[LABEL])
     splitter = MultilabelStratifiedShuffleSplit(n_splits=1, test_size=size, random_state=seed)
     keep, held = next(splitter.split(np.zeros(len(y)), y))
-    return ds.select(sorted(keep)), ds.select(sorted(held))
+    return select_rows(ds, np.sort(keep)), select_rows(ds, np.sort(held))
 
 
 def encode_texts(tokenizer, texts, pairs, max_length: int, windows: Optional[dict] = None):
@@ -365,4 +365,4 @@ def tokenize(ds, tokenizer, max_length: int, windows: Optional[dict] = None, fir
     import numpy as np
 
     # tokenised in the file's order (sequential reads), then put back in the split's: the same rows in the same order
-    return ds.select(order).map(encode, batched=True, remove_columns=drop).select(np.argsort(order))
+    return select_rows(select_rows(ds, order).map(encode, batched=True, remove_columns=drop), np.argsort(order))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Dict, List, Optional
 
 from ..core.args import DataArgs
-from ..data.arrow import file_order
+from ..data.arrow import file_order, sample_rows, select_rows
 from ..data.sources import BATCH, LABEL, PAIR, TEXT, join_columns, load_source
 from ..core.errors import UserError, closest
 
@@ -72,7 +72,7 @@ class Splits:
         baseline fits in memory whatever the source's size; validation and test stay whole (it is scored on them)."""
         if not max_rows or len(self.train) <= max_rows:
             return self
-        return replace(self, train=self.train.shuffle(seed=seed).select(range(max_rows)))
+        return replace(self, train=sample_rows(self.train, max_rows, seed))
 
 
 def rows_in_batches(ds: "Dataset", columns: List[str]):
@@ -88,12 +88,30 @@ def row_hashes(ds: "Dataset", columns: List[str]):
 
     import numpy as np
 
-    order = file_order(ds)  # read in the file's order (a split's own order reads all over it), the digests put back
-    digests = bytearray()
-    for row in rows_in_batches(ds if order is None else ds.select(order), columns):
-        digests += hashlib.blake2b(json.dumps(row, ensure_ascii=False, default=str).encode(), digest_size=16).digest()
-    digests = np.frombuffer(bytes(digests), dtype="S16")
-    return digests if order is None else digests[np.argsort(order)]
+    order = file_order(ds)  # read in the file's order (a split's own order reads all over it), each digest put in place
+    digests = np.empty(len(ds), dtype="S16")
+    done, batch = 0, bytearray()
+    for row in rows_in_batches(ds if order is None else select_rows(ds, order), columns):
+        batch += hashlib.blake2b(json.dumps(row, ensure_ascii=False, default=str).encode(), digest_size=16).digest()
+        if len(batch) == 16 * BATCH:
+            done = _place(digests, order, done, batch)
+    _place(digests, order, done, batch)
+    return digests
+
+
+def _place(digests, order, done: int, batch: bytearray) -> int:
+    """Row digests `done`.. of the file-order pass written to their rows of the split (`order`: file position -> split
+    row, None when they are the same); the batch emptied. Returns the rows done."""
+    import numpy as np
+
+    values = np.frombuffer(bytes(batch), dtype="S16")
+    end = done + len(values)
+    if order is None:
+        digests[done:end] = values
+    else:
+        digests[order[done:end]] = values
+    batch.clear()
+    return end
 
 
 def warn_overlap(train: "Dataset", test: "Dataset") -> int:
@@ -121,7 +139,7 @@ def _dedupe(ds):
     if len(first) == len(ds):
         return ds
     log.info("dropped %d exact duplicate texts before splitting", len(ds) - len(first))
-    return ds.select(np.sort(first))
+    return select_rows(ds, np.sort(first))
 
 
 def _check_holdout_sizes(n: int, data: DataArgs, missing: List[str], rows: Optional[int] = None) -> None:
@@ -203,7 +221,7 @@ def prepare(data: DataArgs, task: Optional[str] = None, options: Optional[Dict[s
         warn_overlap(splits["train"], splits["test"])
 
     if data.max_train_samples and data.max_train_samples < len(splits["train"]):
-        splits["train"] = splits["train"].shuffle(seed=data.split_seed).select(range(data.max_train_samples))
+        splits["train"] = sample_rows(splits["train"], data.max_train_samples, data.split_seed)
     for role, ds in splits.items():
         if len(ds) == 0 and (holdout or role not in missing):
             raise UserError(f"{data.source}: the {role} split is empty; provide more data or change data.{role}_size")
