@@ -1,6 +1,6 @@
 """Where a command's own memory rises: `encoderfit ARGS` run in this process beside a sampler thread that reads
 RssAnon from /proc every 50 ms and, each time it passes its previous maximum by 4 MiB, records the main thread's
-Python stack (also every 10 s, to show the stages between). How issue 52's per-row growth of `train` was found
+Python stack (and every second, to show the level between the rises). How issue 52's per-row growth of `train` was found
 (docs/scaling.md): memray traces every allocation and was far too slow at millions of rows; this costs nothing.
 
     python benchmarks/speed/memory_stages.py --out stages.jsonl -- train --data.source DIR --output_dir runs/x ...
@@ -31,7 +31,7 @@ def sample(records: list, started: float) -> None:
     main_id, best, last = threading.main_thread().ident, 0, 0.0
     while True:
         kib, now = anon_kib(), time.monotonic()
-        if kib > best + STEP_KIB or now - last > 10:
+        if kib > best + STEP_KIB or now - last > 1:
             frame = sys._current_frames().get(main_id)
             stack = traceback.extract_stack(frame) if frame is not None else []
             records.append({"t": round(now - started, 1), "anon_mib": round(kib / 1024), "rise": kib > best + STEP_KIB,

@@ -109,6 +109,25 @@ def test_dedupe_and_overlap_by_hashes_give_what_sets_of_texts_gave(tmp_path, cap
     assert "1 of 3 test pairs" in caplog.text and "(2 test pairs share their first text" in caplog.text
 
 
+def test_repeated_rows_are_np_unique_s_and_tell_apart_digests_that_share_a_prefix():
+    """repeated_rows sorts 8-byte prefixes (17 bytes a row, not np.unique's ~60 on 16-byte strings): the rows it drops
+    are exactly those np.unique(return_index=True) does not keep, and two digests with one prefix stay apart."""
+    import hashlib
+
+    import numpy as np
+
+    from encoderfit.runs.splits import repeated_rows
+
+    rng = np.random.default_rng(0)
+    for n in (0, 1, 2, 10, 5000):
+        values = rng.integers(0, max(1, n // 3), n)
+        digests = np.array([hashlib.blake2b(str(v).encode(), digest_size=16).digest() for v in values], dtype="S16")
+        _, first = np.unique(digests, return_index=True)
+        assert repeated_rows(digests).tolist() == np.setdiff1d(np.arange(n), first).tolist()
+    one, other = b"A" * 8 + b"x" * 8, b"A" * 8 + b"y" * 8  # a 64-bit prefix collision
+    assert repeated_rows(np.array([one, other, one, b"C" * 16, other], dtype="S16")).tolist() == [2, 4]
+
+
 def test_the_baseline_and_label_noise_pass_read_capped_samples_that_metrics_config_and_report_state(toy_csv, tiny_model, tmp_path):
     out = tmp_path / "capped"
     run_cli("train", "--data.source", str(toy_csv), "--model.name_or_path", str(tiny_model), "--output_dir", str(out),
