@@ -4,6 +4,7 @@ Used by every command that trains (train, tune, cv, distill, compress, retrain, 
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 from pathlib import Path
@@ -159,6 +160,8 @@ def train_run(prep: Prepared, cfg: RunConfig, out: Path, resume: Optional[bool],
             checkpoint = share(str(resume_point(workdir, bool(resume)) or "") if is_main() and keep else "")
             trained = train_model(prep, cfg, workdir, checkpoint or None)
             model = None if trained.stale else trained.trainer.model
+            del trained  # the Trainer (optimizer state, data loaders, the sampler's per-row lengths) freed before evaluating
+            gc.collect()  # it holds reference cycles (callbacks, accelerate)
         if not is_main():
             return
         results = finish_run(prep, cfg, workdir, out, model, more, baseline.result if baseline else None)
