@@ -153,13 +153,15 @@ def repeated_rows(digests):
     prefix = np.ascontiguousarray(digests).view(np.uint64)[::2]
     order = np.argsort(prefix, kind="stable")  # ties in row order: the first of each set comes first
     tied = np.flatnonzero(prefix[order[1:]] == prefix[order[:-1]])  # sorted position i+1 ties with i
-    repeats = []
+    if bool(np.all(digests[order[tied + 1]] == digests[order[tied]])):  # every tie a true duplicate: vectorised
+        return np.sort(order[tied + 1])
+    repeats = []  # a 64-bit prefix collision: each group of ties compared whole
     for start in tied[np.r_[True, np.diff(tied) > 1]] if len(tied) else []:  # each run of ties: one group
         end = start + 1
         while end < len(order) and prefix[order[end]] == prefix[order[start]]:
             end += 1
         seen = set()
-        for row in order[start:end]:  # few: duplicates, and 64-bit prefix collisions (~n^2 / 2^65)
+        for row in order[start:end]:
             key = digests[row]
             if key in seen:
                 repeats.append(int(row))
